@@ -1,0 +1,20 @@
+//! `relive._native`: the Rust engine's face in Python.
+//!
+//! Each concept lives in its own file and registers its items here.
+
+use pyo3::prelude::*;
+
+mod errors;
+mod pending;
+mod store;
+
+// `gil_used = true`: `Store.put_record` relies on the GIL to keep the program's threads from
+// mutating buffers while they are read. On free-threaded builds this keeps the GIL enabled.
+#[pymodule(gil_used = true)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    store::register(m)?;
+    m.add_function(wrap_pyfunction!(pending::call_in_main_thread, m)?)?;
+    Ok(())
+}

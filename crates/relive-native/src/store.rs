@@ -1,0 +1,252 @@
+//! `relive._native.Store`: bindings to [`relive_store::Store`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::{PyBufferError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
+use relive_store::{Id, Store};
+
+use crate::errors::store_error;
+
+/// A relive store: packs of content-addressed chunks and records, snapshot manifests, run
+/// documents. Thread-safe.
+#[pyclass(frozen, name = "Store", module = "relive._native")]
+pub struct PyStore {
+    inner: Store,
+}
+
+#[pymethods]
+impl PyStore {
+    /// Opens the store at `path` (creating it when `create` is true). Raises `StoreNotFound` when
+    /// there is none and `create` is false.
+    #[staticmethod]
+    #[pyo3(signature = (path, create = false))]
+    fn open(py: Python<'_>, path: PathBuf, create: bool) -> PyResult<PyStore> {
+        let inner = py
+            .detach(|| {
+                if create {
+                    Store::create(&path)
+                } else {
+                    Store::open(&path)
+                }
+            })
+            .map_err(store_error)?;
+        Ok(PyStore { inner })
+    }
+
+    #[getter]
+    fn path(&self) -> OsString {
+        self.inner.path().as_os_str().to_owned()
+    }
+
+    #[getter]
+    fn chunk_size(&self) -> usize {
+        self.inner.chunk_size()
+    }
+
+    /// Stores a record: `payload` and `buffers` (objects with the buffer protocol, C-contiguous:
+    /// memoryviews, `PickleBuffer.raw()`, bytes, bytearray, arrays). Returns `(id, new_bytes,
+    /// raw_bytes)`: the record's hex id, the bytes newly written (0 when nothing changed) and the
+    /// bytes it holds.
+    ///
+    /// The GIL stays held for the whole call, so the program's threads cannot change the buffers
+    /// while they are read; the hashing and compression threads need no GIL.
+    fn put_record(
+        &self,
+        payload: &Bound<'_, PyAny>,
+        buffers: Vec<Bound<'_, PyAny>>,
+    ) -> PyResult<(String, u64, u64)> {
+        let payload_view = contiguous(payload, "the payload")?;
+        let views = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| contiguous(b, &format!("buffer {i}")))
+            .collect::<PyResult<Vec<_>>>()?;
+        let slices: Vec<&[u8]> = views.iter().map(bytes_of).collect();
+        let outcome = self
+            .inner
+            .put_record(bytes_of(&payload_view), &slices)
+            .map_err(store_error)?;
+        Ok((outcome.id.to_hex(), outcome.new_bytes, outcome.raw_bytes))
+    }
+
+    /// Loads a record: `(payload, buffers)`, each buffer a new bytearray. Every byte is verified;
+    /// raises `CorruptionError` when something fails its check.
+    fn get_record<'py>(
+        &self,
+        py: Python<'py>,
+        id: &str,
+    ) -> PyResult<(Bound<'py, PyBytes>, Vec<Bound<'py, PyByteArray>>)> {
+        let id = parse_id(id)?;
+        let record = py
+            .detach(|| self.inner.get_record(&id))
+            .map_err(store_error)?;
+        let payload = PyBytes::new(py, &record.payload);
+        let buffers = record
+            .buffers
+            .iter()
+            .map(|buffer| {
+                let len = usize::try_from(buffer.len).map_err(|_| {
+                    PyValueError::new_err(format!(
+                        "a buffer of {} bytes does not fit in memory",
+                        buffer.len
+                    ))
+                })?;
+                // The new bytearray is reachable from nowhere else yet, so no Python code can
+                // resize or read it while it is filled without the GIL.
+                PyByteArray::new_with(py, len, |out| {
+                    py.detach(|| self.inner.read_buffer_into(buffer, out))
+                        .map_err(store_error)
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok((payload, buffers))
+    }
+
+    /// Seals the pack being written, durably.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.flush()).map_err(store_error)
+    }
+
+    /// Commits a snapshot: `manifest` is JSON with `"records": [ids]`, every one already stored.
+    /// Returns the snapshot's id. The snapshot is visible to readers only once this returns.
+    fn commit(&self, py: Python<'_>, manifest: &[u8]) -> PyResult<String> {
+        let id = py
+            .detach(|| self.inner.commit(manifest))
+            .map_err(store_error)?;
+        Ok(id.to_hex())
+    }
+
+    /// The ids of all snapshots (in id order; their manifests say when they were taken).
+    fn snapshot_ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let ids = py
+            .detach(|| self.inner.snapshot_ids())
+            .map_err(store_error)?;
+        Ok(ids.iter().map(Id::to_hex).collect())
+    }
+
+    /// A snapshot's manifest JSON, verified.
+    fn read_snapshot<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let id = parse_id(id)?;
+        let json = py
+            .detach(|| self.inner.read_snapshot(&id))
+            .map_err(store_error)?;
+        Ok(PyBytes::new(py, &json))
+    }
+
+    /// Writes (or atomically replaces) a run document. `run_id`: letters, digits, `_` and `-`.
+    fn put_run(&self, py: Python<'_>, run_id: &str, doc: &[u8]) -> PyResult<()> {
+        py.detach(|| self.inner.put_run(run_id, doc))
+            .map_err(store_error)
+    }
+
+    /// Every run document: `[(run_id, doc)]`, in run id order.
+    fn runs<'py>(&self, py: Python<'py>) -> PyResult<Vec<(String, Bound<'py, PyBytes>)>> {
+        let runs = py.detach(|| self.inner.runs()).map_err(store_error)?;
+        Ok(runs
+            .into_iter()
+            .map(|(id, doc)| (id, PyBytes::new(py, &doc)))
+            .collect())
+    }
+
+    /// Reads and checks the whole store. `progress(bytes_done, bytes_total)` is called as packs
+    /// are read. Returns `{"packs", "blobs", "snapshots", "bytes", "problems": [{"kind", "id",
+    /// "path", "detail"}]}`; an exception from `progress` stops reporting and is raised at the end.
+    #[pyo3(signature = (progress = None))]
+    fn verify<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut callback_error: Option<PyErr> = None;
+        let report = py.detach(|| {
+            let mut report_progress = |done: u64, total: u64| {
+                if let (Some(callback), None) = (&progress, &callback_error) {
+                    Python::attach(|py| {
+                        if let Err(e) = callback.call1(py, (done, total)) {
+                            callback_error = Some(e);
+                        }
+                    });
+                }
+            };
+            self.inner.verify(&mut report_progress)
+        });
+        if let Some(e) = callback_error {
+            return Err(e);
+        }
+        let report = report.map_err(store_error)?;
+        let problems = PyList::empty(py);
+        for p in &report.problems {
+            let problem = PyDict::new(py);
+            problem.set_item("kind", &p.kind)?;
+            problem.set_item("id", &p.id)?;
+            problem.set_item("path", p.path.as_os_str())?;
+            problem.set_item("detail", &p.detail)?;
+            problems.append(problem)?;
+        }
+        let dict = PyDict::new(py);
+        dict.set_item("packs", report.packs)?;
+        dict.set_item("blobs", report.blobs)?;
+        dict.set_item("snapshots", report.snapshots)?;
+        dict.set_item("bytes", report.bytes)?;
+        dict.set_item("problems", problems)?;
+        Ok(dict)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Store({:?})", self.inner.path().display().to_string())
+    }
+}
+
+/// A buffer-protocol view of `obj`, which must be C-contiguous.
+fn contiguous(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<PyUntypedBuffer> {
+    let view = PyUntypedBuffer::get(obj).map_err(|e| {
+        if !e.is_instance_of::<PyTypeError>(obj.py()) {
+            return e; // the exporter's own refusal (a released view, ...) says more
+        }
+        let type_name = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        PyTypeError::new_err(format!(
+            "{what} is a {type_name}, which does not support the buffer protocol \
+             (pass bytes, bytearray, a memoryview or PickleBuffer.raw())"
+        ))
+    })?;
+    if !view.is_c_contiguous() {
+        return Err(PyBufferError::new_err(format!(
+            "{what} is not C-contiguous: pass a contiguous copy (e.g. numpy.ascontiguousarray)"
+        )));
+    }
+    Ok(view)
+}
+
+/// The bytes of a C-contiguous view.
+fn bytes_of(view: &PyUntypedBuffer) -> &[u8] {
+    let (ptr, len) = (view.buf_ptr().cast::<u8>().cast_const(), view.len_bytes());
+    if len == 0 || ptr.is_null() {
+        return &[];
+    }
+    // SAFETY: a buffer exporter guarantees `buf` points to `len` readable bytes, laid out
+    // contiguously (checked by `contiguous`), for as long as the view is held; the returned slice
+    // borrows the view, so it cannot outlive it. Nothing mutates the bytes while the slice lives:
+    // it is only used inside `put_record`, which holds the GIL and never calls back into Python,
+    // and the module declares `gil_used`, so no Python thread can run in the meantime.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
+fn parse_id(id: &str) -> PyResult<Id> {
+    Id::from_hex(id).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "{id:?} is not a relive id (expected 64 hex digits)"
+        ))
+    })
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStore>()
+}

@@ -1,0 +1,182 @@
+//! Durable, owner-only file system writes: every file is written in `tmp/`, synced, renamed into
+//! place, and the directory that received it is synced.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{io_at, Result};
+
+/// Creates `dir` (owner-only) if it is missing, syncing its parent when it was created.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
+    match dir_builder().create(dir) {
+        Ok(()) => match dir.parent() {
+            Some(parent) => sync_dir(parent),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(io_at(dir)(e)),
+    }
+}
+
+/// Creates `dir` and any missing parents, owner-only.
+pub(crate) fn ensure_dir_all(dir: &Path) -> Result<()> {
+    dir_builder()
+        .recursive(true)
+        .create(dir)
+        .map_err(io_at(dir))
+}
+
+fn dir_builder() -> fs::DirBuilder {
+    #[allow(unused_mut)]
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+}
+
+/// Makes a rename or file creation in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_at(dir))
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows cannot open a directory as a file; NTFS journals renames.
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// A new owner-only file `tmp/<kind>-<pid>-<random>.tmp`, opened for writing.
+pub(crate) fn create_tmp(tmp_dir: &Path, kind: &str) -> Result<(File, PathBuf)> {
+    ensure_dir(tmp_dir)?;
+    loop {
+        let path = tmp_dir.join(format!(
+            "{kind}-{}-{}.tmp",
+            std::process::id(),
+            random_suffix()
+        ));
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&path) {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_at(&path)(e)),
+        }
+    }
+}
+
+/// Writes `bytes` to `target` so that `target` is either absent/old or complete, never partial.
+pub(crate) fn write_atomic(tmp_dir: &Path, kind: &str, target: &Path, bytes: &[u8]) -> Result<()> {
+    let (file, tmp) = create_tmp(tmp_dir, kind)?;
+    let result = write_synced(file, &tmp, bytes).and_then(|()| rename_durable(&tmp, target));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes all of `bytes` and syncs the file.
+pub(crate) fn write_synced(mut file: File, path: &Path, bytes: &[u8]) -> Result<()> {
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_at(path))
+}
+
+/// Renames `from` to `to` and syncs the directory that received it.
+pub(crate) fn rename_durable(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(io_at(to))?;
+    match to.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+/// Tmp files this old whose writer is gone are removed. The age guard protects writers that
+/// this machine cannot see (another host on a shared file system, another pid namespace).
+const STALE_AGE: Duration = Duration::from_secs(3600);
+
+/// Removes `tmp/` files left by processes that are gone (Linux only: elsewhere they stay until
+/// garbage collection). Best effort: errors are ignored.
+pub(crate) fn remove_stale_tmp(tmp_dir: &Path) {
+    let Ok(entries) = fs::read_dir(tmp_dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(tmp_owner) else {
+            continue;
+        };
+        if pid == std::process::id() || pid_alive(pid) {
+            continue;
+        }
+        let old_enough = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|modified| now.duration_since(modified).unwrap_or_default() >= STALE_AGE)
+            .unwrap_or(false);
+        if old_enough {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The pid in a name `<kind>-<pid>-<random>.tmp`.
+fn tmp_owner(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".tmp")?;
+    let mut parts = stem.rsplitn(3, '-');
+    let _random = parts.next()?;
+    let pid = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some(pid)
+}
+
+#[cfg(target_os = "linux")]
+fn pid_alive(pid: u32) -> bool {
+    // Errors other than "absent" count as alive: only delete what is certainly orphaned.
+    !matches!(fs::metadata(format!("/proc/{pid}")), Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pid_alive(_pid: u32) -> bool {
+    true
+}
+
+/// 16 hex digits, different for every call in every process.
+fn random_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&nanos.to_le_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    hasher.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    hasher.update(&(&hasher as *const _ as usize).to_le_bytes());
+    hasher.finalize().to_hex()[..16].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmp_names() {
+        assert_eq!(tmp_owner("pack-123-0123456789abcdef.tmp"), Some(123));
+        assert_eq!(tmp_owner("snapshot-7-ab.tmp"), Some(7));
+        assert_eq!(tmp_owner("pack-x-ab.tmp"), None);
+        assert_eq!(tmp_owner("123-ab.tmp"), None);
+        assert_eq!(tmp_owner("notes.txt"), None);
+        assert_ne!(random_suffix(), random_suffix());
+    }
+}

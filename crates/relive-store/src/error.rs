@@ -1,0 +1,69 @@
+//! Errors of the store: each says what happened, where, and what to do.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::id::Id;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// There is no store (no `config` file) at `path`.
+    #[error("no relive store at {} (run a program with `relive run` first, or pass --store)", path.display())]
+    NotFound { path: PathBuf },
+
+    /// The store was written in a format this version cannot read.
+    #[error(
+        "the relive store at {} was written by a newer relive (format {found}, this relive reads {supported}): upgrade relive",
+        path.display()
+    )]
+    FormatTooNew {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+
+    /// A file failed its integrity check. No bytes of it are returned.
+    #[error("{}", corrupt_message(what, id.as_deref(), path, detail))]
+    Corrupt {
+        /// What is damaged: "blob", "record", "pack", "snapshot", "config", ...
+        what: &'static str,
+        /// The id of the damaged object, where it has one.
+        id: Option<String>,
+        /// The file that holds it.
+        path: PathBuf,
+        detail: String,
+    },
+
+    /// A blob that a record or manifest names is in no readable pack.
+    #[error(
+        "blob {id} is missing from the relive store at {} (a pack file may be damaged or missing; run `relive verify`)",
+        path.display()
+    )]
+    MissingBlob { id: Id, path: PathBuf },
+
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+
+    /// A caller passed something the store cannot accept.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn corrupt_message(what: &str, id: Option<&str>, path: &Path, detail: &str) -> String {
+    let id = id.map(|id| format!(" {id}")).unwrap_or_default();
+    format!(
+        "corrupt {what}{id} in {}: {detail} (the store failed its integrity check; run `relive verify`)",
+        path.display()
+    )
+}
+
+/// `map_err(io_at(path))`: an I/O error that names the file.
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

@@ -1,0 +1,39 @@
+//! The relive repository format.
+//!
+//! A store is a directory that holds the history of a program's state:
+//!
+//! ```text
+//! config                       JSON {"format": 1, "chunk_size": 1048576, "created": "<RFC3339 UTC>"}
+//! packs/<2 hex>/<64 hex>.pack  pack files (name = blake3 of the pack's index section), immutable
+//! snapshots/<64 hex>           one manifest per snapshot; name = blake3 of the file's bytes
+//! runs/<run id>.json           run documents (opaque JSON bytes)
+//! tmp/                         half-written files, never read
+//! ```
+//!
+//! Everything is content addressed with BLAKE3 and every read is verified. Large buffers are cut
+//! into fixed-size chunks; a [`Record`] holds a payload (a pickled skeleton, to the store just
+//! bytes) and the chunk ids of its buffers. Blobs already stored are never written again, so an
+//! unchanged buffer costs one hash and a partly changed one costs only its changed chunks. A
+//! snapshot becomes visible only when its manifest is renamed into `snapshots/`, after every pack
+//! it depends on is durable: a crash at any moment leaves every earlier snapshot loadable.
+//!
+//! [`Store`] is `Send + Sync`; it runs its own short-lived worker threads (no thread pool, so it
+//! keeps working in a child process after `fork`).
+
+mod config;
+mod durable;
+mod error;
+mod id;
+mod pack;
+mod parallel;
+mod record;
+mod snapshot;
+mod store;
+mod verify;
+
+pub use error::{Error, Result};
+pub use id::Id;
+pub use pack::{BlobInfo, Codec, Kind};
+pub use record::{BufferRef, Record};
+pub use store::{PutOutcome, Store, FORMAT};
+pub use verify::{Problem, VerifyReport};

@@ -1,0 +1,85 @@
+//! Data parallelism on short-lived scoped threads. No pool: a pool's threads do not survive
+//! `fork`, and the store is used in forked children.
+
+use std::sync::{Mutex, PoisonError};
+use std::thread;
+
+/// How many threads the store uses: one per core, at most 8.
+pub(crate) fn workers() -> usize {
+    thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+}
+
+/// `f` over `items` on up to [`workers`] threads, each with its own state from `init`. Results
+/// come back in the order of `items`. Runs inline when there is one item or one core; when the OS
+/// refuses a thread, the threads that did start (and this one) do all the work.
+pub(crate) fn map_with<T, R, S>(
+    items: &mut [T],
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &mut T) -> R + Sync,
+) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+{
+    let threads = workers().min(items.len());
+    if threads <= 1 {
+        let mut state = init();
+        return items.iter_mut().map(|item| f(&mut state, item)).collect();
+    }
+    // A few shares per thread balance uneven work (compressible and incompressible chunks).
+    let per_share = items.len().div_ceil(threads * 4);
+    let mut shares: Vec<(usize, &mut [T])> = items.chunks_mut(per_share).enumerate().collect();
+    let n_shares = shares.len();
+    shares.reverse(); // popped from the end: in order, which keeps file reads sequential
+    let queue = Mutex::new(shares);
+    let results: Mutex<Vec<Option<Vec<R>>>> = Mutex::new((0..n_shares).map(|_| None).collect());
+    let work = || {
+        let mut state = None;
+        loop {
+            let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let Some((i, share)) = next else { break };
+            let state = state.get_or_insert_with(&init);
+            let out: Vec<R> = share.iter_mut().map(|item| f(state, item)).collect();
+            results.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(out);
+        }
+    };
+    thread::scope(|scope| {
+        for _ in 1..threads {
+            // A refused thread is no loss: the queue is drained by whoever runs.
+            let _ = thread::Builder::new().spawn_scoped(scope, work);
+        }
+        work();
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order() {
+        let mut items: Vec<u64> = (0..1000).collect();
+        let out = map_with(
+            &mut items,
+            || 0u64,
+            |calls, x| {
+                *calls += 1;
+                *x * 2
+            },
+        );
+        assert_eq!(out, (0..1000).map(|x| x * 2).collect::<Vec<_>>());
+        let mut one = [7u64];
+        assert_eq!(map_with(&mut one, || (), |_, x| *x), vec![7]);
+        let mut none: [u64; 0] = [];
+        assert!(map_with(&mut none, || (), |_, x| *x).is_empty());
+    }
+}

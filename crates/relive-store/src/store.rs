@@ -1,0 +1,695 @@
+//! [`Store`]: the repository on disk, its in-memory index, and the pack being written.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use zstd::bulk::{Compressor, Decompressor};
+
+use crate::config;
+use crate::durable;
+use crate::error::{io_at, Error, Result};
+use crate::id::Id;
+use crate::pack::{self, BlobError, BlobInfo, Codec, Entry, Kind, OpenPack, Stored};
+use crate::parallel;
+use crate::record::{self, BufferRef, Record};
+use crate::snapshot;
+
+/// The repository format this version writes and the newest it reads.
+pub const FORMAT: u64 = 1;
+const DEFAULT_CHUNK_SIZE: usize = 1 << 20;
+/// New chunks are compressed and appended in batches of about this many bytes, which bounds the
+/// memory a put needs beyond its input.
+const BATCH_BYTES: usize = 64 << 20;
+
+/// What [`Store::put_record`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The record's id.
+    pub id: Id,
+    /// Bytes newly appended to packs (as stored, after compression), the record included. Zero
+    /// when the record was already stored.
+    pub new_bytes: u64,
+    /// The payload's length plus the buffers' lengths.
+    pub raw_bytes: u64,
+}
+
+/// A relive repository: a directory of packs, snapshot manifests and run documents.
+///
+/// `Send + Sync`: reads run concurrently; writes go through one pack at a time.
+pub struct Store {
+    pub(crate) root: PathBuf,
+    chunk_size: usize,
+    pub(crate) index: RwLock<Index>,
+    writer: Mutex<Writer>,
+}
+
+/// Every readable blob, by id.
+#[derive(Default)]
+pub(crate) struct Index {
+    pub(crate) blobs: HashMap<Id, Location>,
+    pub(crate) packs: Vec<Arc<PackFile>>,
+    loaded: HashSet<Id>,
+    /// Packs that failed their checks when loaded, with what is wrong.
+    pub(crate) skipped: BTreeMap<PathBuf, String>,
+}
+
+pub(crate) struct PackFile {
+    pub(crate) id: Id,
+    pub(crate) path: PathBuf,
+}
+
+/// Where a blob is: the pack (an index into [`Index::packs`]) and its entry there.
+#[derive(Clone, Copy)]
+pub(crate) struct Location {
+    pack: u32,
+    kind: Kind,
+    codec: Codec,
+    offset: u64,
+    stored_len: u32,
+    raw_len: u32,
+}
+
+impl Location {
+    fn entry(&self, id: Id) -> Entry {
+        let Location {
+            kind,
+            codec,
+            offset,
+            stored_len,
+            raw_len,
+            ..
+        } = *self;
+        Entry {
+            id,
+            kind,
+            codec,
+            offset,
+            stored_len,
+            raw_len,
+        }
+    }
+}
+
+impl Index {
+    fn add_pack(&mut self, id: Id, path: PathBuf, entries: &[Entry]) {
+        if !self.loaded.insert(id) {
+            return;
+        }
+        let Ok(pack) = u32::try_from(self.packs.len()) else {
+            return;
+        };
+        self.packs.push(Arc::new(PackFile { id, path }));
+        for e in entries {
+            let Entry {
+                kind,
+                codec,
+                offset,
+                stored_len,
+                raw_len,
+                ..
+            } = *e;
+            self.blobs.entry(e.id).or_insert(Location {
+                pack,
+                kind,
+                codec,
+                offset,
+                stored_len,
+                raw_len,
+            });
+        }
+    }
+
+    pub(crate) fn get(&self, id: &Id) -> Option<(Arc<PackFile>, Entry)> {
+        let loc = self.blobs.get(id)?;
+        let pack = self.packs.get(loc.pack as usize)?;
+        Some((Arc::clone(pack), loc.entry(*id)))
+    }
+}
+
+struct Writer {
+    open: Option<OpenPack>,
+    /// Whether this process has cleaned `tmp/` since it started writing.
+    cleaned_tmp: bool,
+}
+
+/// Per-thread state for reading blobs.
+#[derive(Default)]
+struct Reader {
+    file: Option<(Id, File)>,
+    scratch: Vec<u8>,
+    dctx: Option<Decompressor<'static>>,
+}
+
+impl Store {
+    /// Opens the store at `path`. `Error::NotFound` if there is none, `Error::FormatTooNew` if a
+    /// newer relive wrote it. Packs that fail their checks are skipped ([`Store::verify`] reports
+    /// them). Nothing is written until something is stored.
+    pub fn open(path: &Path) -> Result<Store> {
+        let config = config::read(path, FORMAT)?;
+        let store = Store {
+            root: path.to_path_buf(),
+            chunk_size: config.chunk_size,
+            index: RwLock::new(Index::default()),
+            writer: Mutex::new(Writer {
+                open: None,
+                cleaned_tmp: false,
+            }),
+        };
+        store.refresh()?;
+        Ok(store)
+    }
+
+    /// Opens the store at `path`, creating it (and missing parent directories) if there is none.
+    pub fn create(path: &Path) -> Result<Store> {
+        Store::create_with_chunk_size(path, DEFAULT_CHUNK_SIZE)
+    }
+
+    /// [`Store::create`], with the chunk size a new store gets (an existing store keeps its own).
+    pub fn create_with_chunk_size(path: &Path, chunk_size: usize) -> Result<Store> {
+        match Store::open(path) {
+            Ok(store) => {
+                store.remove_stale_tmp();
+                return Ok(store);
+            }
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        if !(1..=1 << 30).contains(&chunk_size) {
+            return Err(Error::Invalid(format!(
+                "chunk size {chunk_size} is not in 1..=2^30"
+            )));
+        }
+        durable::ensure_dir_all(path)?;
+        for dir in ["tmp", "packs", "snapshots", "runs"] {
+            durable::ensure_dir(&path.join(dir))?;
+        }
+        let (file, tmp) = durable::create_tmp(&path.join("tmp"), "config")?;
+        durable::write_synced(file, &tmp, &config::render(FORMAT, chunk_size))?;
+        let target = path.join("config");
+        // A hard link creates `config` only if it is absent: when two processes create the same
+        // store at once, the first config wins and both use it.
+        match fs::hard_link(&tmp, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(_) => {
+                // File systems without hard links: a rename, which may replace a racing config.
+                if let Err(e) = fs::rename(&tmp, &target) {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(io_at(&target)(e));
+                }
+            }
+        }
+        let _ = fs::remove_file(&tmp);
+        durable::sync_dir(path)?;
+        Store::open(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The size buffers are cut into.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// Loads the packs that appeared since the store was opened (written by other processes).
+    pub fn refresh(&self) -> Result<()> {
+        let on_disk = pack::list_packs(&self.packs_dir())?;
+        let new: Vec<(Id, PathBuf)> = {
+            let index = self.read_index();
+            on_disk
+                .into_iter()
+                .filter(|(id, path)| {
+                    !index.loaded.contains(id) && !index.skipped.contains_key(path)
+                })
+                .collect()
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        let loaded: Vec<(Id, PathBuf, Result<Vec<Entry>, String>)> = new
+            .into_iter()
+            .map(|(id, path)| {
+                let entries = File::open(&path)
+                    .map_err(|e| format!("cannot open the pack: {e}"))
+                    .and_then(|file| pack::read_index(&file))
+                    .and_then(|index| {
+                        if index.hash == id {
+                            Ok(index.entries)
+                        } else {
+                            Err(format!(
+                                "its index hashes to {}, not to its name",
+                                index.hash
+                            ))
+                        }
+                    });
+                (id, path, entries)
+            })
+            .collect();
+        let mut index = self.write_index();
+        for (id, path, entries) in loaded {
+            match entries {
+                Ok(entries) => index.add_pack(id, path, &entries),
+                Err(detail) => {
+                    index.skipped.insert(path, detail);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a blob is stored (or being written by this store).
+    pub fn contains(&self, id: &Id) -> bool {
+        // Two statements: the index guard must be gone before the writer is locked (a seal holds
+        // the writer and waits for the index).
+        let sealed = self.read_index().blobs.contains_key(id);
+        sealed || self.open_pack_contains(&self.writer(), id)
+    }
+
+    /// Where and how a blob is stored, if it is in a sealed pack.
+    pub fn blob_info(&self, id: &Id) -> Option<BlobInfo> {
+        let (pack, e) = self.read_index().get(id)?;
+        Some(BlobInfo {
+            kind: e.kind,
+            codec: e.codec,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            pack: pack.path.clone(),
+        })
+    }
+
+    /// Stores a record: `payload` plus `buffers`, each cut into chunks. Chunks and records that
+    /// are already stored are not written again.
+    pub fn put_record(&self, payload: &[u8], buffers: &[&[u8]]) -> Result<PutOutcome> {
+        let chunk_size = self.chunk_size;
+        let pieces: Vec<&[u8]> = buffers.iter().flat_map(|b| b.chunks(chunk_size)).collect();
+        let ids = parallel::map_with(&mut pieces.clone(), || (), |_, piece| Id::of(piece));
+        let lens: Vec<u64> = buffers.iter().map(|b| b.len() as u64).collect();
+        let encoded = record::encode(payload, &lens, &ids, chunk_size);
+        let record_len = u32::try_from(encoded.len()).map_err(|_| {
+            Error::Invalid(format!(
+                "a record of {} bytes is too large (the limit is 4 GiB; pass large data as buffers)",
+                encoded.len()
+            ))
+        })?;
+        let id = Id::of(&encoded);
+        let raw_bytes = payload.len() as u64 + lens.iter().sum::<u64>();
+
+        let mut writer = self.writer();
+        // A stored record implies its chunks are stored: they are always written before it.
+        if self.read_index().blobs.contains_key(&id) || self.open_pack_contains(&writer, &id) {
+            return Ok(PutOutcome {
+                id,
+                new_bytes: 0,
+                raw_bytes,
+            });
+        }
+        let fresh: Vec<usize> = {
+            let index = self.read_index();
+            let mut seen = HashSet::new();
+            (0..ids.len())
+                .filter(|&i| {
+                    !index.blobs.contains_key(&ids[i])
+                        && !self.open_pack_contains(&writer, &ids[i])
+                        && seen.insert(ids[i])
+                })
+                .collect()
+        };
+        let mut new_bytes = 0;
+        let batch = (BATCH_BYTES / chunk_size).max(parallel::workers());
+        for group in fresh.chunks(batch) {
+            let stored = parallel::map_with(
+                &mut group.to_vec(),
+                || Compressor::new(pack::CHUNK_LEVEL).ok(),
+                |cctx, i| pack::compress(cctx.as_mut(), pieces[*i]),
+            );
+            for (&i, stored) in group.iter().zip(&stored) {
+                let raw_len = pieces[i].len() as u32; // chunk_size <= 2^30
+                new_bytes += self.append(&mut writer, ids[i], Kind::Chunk, stored, raw_len)?;
+            }
+        }
+        let mut cctx = Compressor::new(pack::RECORD_LEVEL).ok();
+        let stored = pack::compress(cctx.as_mut(), &encoded);
+        new_bytes += self.append(&mut writer, id, Kind::Record, &stored, record_len)?;
+        Ok(PutOutcome {
+            id,
+            new_bytes,
+            raw_bytes,
+        })
+    }
+
+    /// Reads and decodes a record.
+    pub fn get_record(&self, id: &Id) -> Result<Record> {
+        let (pack, entry) = self.locate(id)?;
+        let mut bytes = vec![0u8; entry.raw_len as usize];
+        self.read_blob(&mut Reader::default(), &pack, &entry, &mut bytes)?;
+        record::decode(&bytes).map_err(|detail| Error::Corrupt {
+            what: "record",
+            id: Some(id.to_hex()),
+            path: pack.path.clone(),
+            detail,
+        })
+    }
+
+    /// Fills `out` (exactly `buf.len` bytes) with a buffer's content, decompressing each chunk
+    /// straight into its place, on several threads, and verifying every chunk. On error `out`
+    /// holds unverified bytes and must be discarded.
+    pub fn read_buffer_into(&self, buf: &BufferRef, out: &mut [u8]) -> Result<()> {
+        if out.len() as u64 != buf.len {
+            return Err(Error::Invalid(format!(
+                "the output has {} bytes, the buffer {}",
+                out.len(),
+                buf.len
+            )));
+        }
+        let located = buf
+            .chunks
+            .iter()
+            .map(|id| self.locate(id))
+            .collect::<Result<Vec<_>>>()?;
+        let total: u64 = located.iter().map(|(_, e)| u64::from(e.raw_len)).sum();
+        if total != buf.len {
+            return Err(Error::Corrupt {
+                what: "buffer",
+                id: buf.chunks.first().map(Id::to_hex),
+                path: self.root.clone(),
+                detail: format!("its chunks hold {total} bytes, its record says {}", buf.len),
+            });
+        }
+        let mut jobs = Vec::with_capacity(located.len());
+        let mut rest = out;
+        for (pack, entry) in &located {
+            let (slice, tail) = std::mem::take(&mut rest).split_at_mut(entry.raw_len as usize);
+            jobs.push((pack, entry, slice));
+            rest = tail;
+        }
+        parallel::map_with(
+            &mut jobs,
+            Reader::default,
+            |reader, (pack, entry, slice)| self.read_blob(reader, pack, entry, slice),
+        )
+        .into_iter()
+        .collect()
+    }
+
+    /// Seals the pack being written, durably.
+    pub fn flush(&self) -> Result<()> {
+        let mut writer = self.writer();
+        self.seal(&mut writer)
+    }
+
+    /// Makes a snapshot: flushes, checks that every id in the manifest's `"records"` is a stored
+    /// record, then writes the manifest atomically. Returns the snapshot's id.
+    pub fn commit(&self, manifest_json: &[u8]) -> Result<Id> {
+        self.flush()?;
+        let records = snapshot::record_ids(manifest_json).map_err(Error::Invalid)?;
+        let mut refreshed = false;
+        for id in &records {
+            let mut found = self.read_index().get(id);
+            if found.is_none() && !refreshed {
+                self.refresh()?;
+                refreshed = true;
+                found = self.read_index().get(id);
+            }
+            match found {
+                Some((_, e)) if e.kind == Kind::Record => {}
+                Some(_) => {
+                    return Err(Error::Invalid(format!(
+                        "the manifest names {id} as a record, but it is a chunk"
+                    )))
+                }
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "the manifest names record {id}, which is not in the store at {}",
+                        self.root.display()
+                    )))
+                }
+            }
+        }
+        let dir = self.root.join("snapshots");
+        let bytes = snapshot::encode(manifest_json).map_err(io_at(&dir))?;
+        let id = Id::of(&bytes);
+        durable::ensure_dir(&dir)?;
+        durable::write_atomic(&self.tmp_dir(), "snapshot", &dir.join(id.to_hex()), &bytes)?;
+        Ok(id)
+    }
+
+    /// The ids of all snapshots, in id order (their manifests say when they were taken).
+    pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
+        let mut ids: Vec<Id> = list_names(&self.root.join("snapshots"))?
+            .iter()
+            .filter(|name| Id::is_canonical(name))
+            .filter_map(|name| Id::from_hex(name))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// A snapshot's manifest JSON, verified against the snapshot's id.
+    pub fn read_snapshot(&self, id: &Id) -> Result<Vec<u8>> {
+        let path = self.root.join("snapshots").join(id.to_hex());
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::Invalid(format!(
+                    "there is no snapshot {id} in the store at {}",
+                    self.root.display()
+                )))
+            }
+            Err(e) => return Err(io_at(&path)(e)),
+        };
+        let corrupt = |detail: String| Error::Corrupt {
+            what: "snapshot",
+            id: Some(id.to_hex()),
+            path: path.clone(),
+            detail,
+        };
+        if Id::of(&bytes) != *id {
+            return Err(corrupt("its content does not match its name".into()));
+        }
+        snapshot::decode(&bytes).map_err(corrupt)
+    }
+
+    /// Writes (or atomically replaces) the run document `runs/<run_id>.json`.
+    pub fn put_run(&self, run_id: &str, doc: &[u8]) -> Result<()> {
+        if !is_run_id(run_id) {
+            return Err(Error::Invalid(format!(
+                "{run_id:?} is not a run id (use 1 to 200 of A-Z a-z 0-9 _ -)"
+            )));
+        }
+        let dir = self.root.join("runs");
+        durable::ensure_dir(&dir)?;
+        durable::write_atomic(
+            &self.tmp_dir(),
+            "run",
+            &dir.join(format!("{run_id}.json")),
+            doc,
+        )
+    }
+
+    /// Every run document, by run id, in run id order.
+    pub fn runs(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let dir = self.root.join("runs");
+        let mut runs = Vec::new();
+        for name in list_names(&dir)? {
+            let Some(run_id) = name.strip_suffix(".json").filter(|r| is_run_id(r)) else {
+                continue;
+            };
+            let path = dir.join(&name);
+            match fs::read(&path) {
+                Ok(doc) => runs.push((run_id.to_string(), doc)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_at(&path)(e)),
+            }
+        }
+        runs.sort();
+        Ok(runs)
+    }
+
+    /// Deletes `tmp/` files left by processes that are gone (and idle for an hour, which protects
+    /// writers on other machines sharing the directory). Linux only; elsewhere they stay.
+    pub fn remove_stale_tmp(&self) {
+        durable::remove_stale_tmp(&self.tmp_dir());
+    }
+
+    pub(crate) fn packs_dir(&self) -> PathBuf {
+        self.root.join("packs")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub(crate) fn read_index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_index(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The writer, minus a pack inherited across `fork`: that one belongs to the parent.
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if writer
+            .open
+            .as_ref()
+            .is_some_and(|p| !p.owned_by_this_process())
+        {
+            writer.open = None; // closes our copy of the descriptor; the file is untouched
+            writer.cleaned_tmp = false;
+        }
+        writer
+    }
+
+    fn open_pack_contains(&self, writer: &Writer, id: &Id) -> bool {
+        writer.open.as_ref().is_some_and(|p| p.contains(id))
+    }
+
+    /// Appends one blob to the open pack (opening one if needed); returns the bytes written.
+    fn append(
+        &self,
+        writer: &mut Writer,
+        id: Id,
+        kind: Kind,
+        stored: &Stored,
+        raw_len: u32,
+    ) -> Result<u64> {
+        if writer.open.is_none() {
+            if !writer.cleaned_tmp {
+                self.remove_stale_tmp();
+                writer.cleaned_tmp = true;
+            }
+            writer.open = Some(OpenPack::create(&self.tmp_dir())?);
+        }
+        let Some(open) = writer.open.as_mut() else {
+            return Err(Error::Invalid("no open pack".into()));
+        };
+        if let Err(e) = open.append(id, kind, stored, raw_len) {
+            if let Some(open) = writer.open.take() {
+                open.discard();
+            }
+            return Err(e);
+        }
+        if open.len() >= pack::PACK_TARGET_SIZE {
+            self.seal(writer)?;
+        }
+        Ok(stored.bytes().len() as u64)
+    }
+
+    fn seal(&self, writer: &mut Writer) -> Result<()> {
+        let Some(open) = writer.open.take() else {
+            return Ok(());
+        };
+        let (id, path, entries) = open.seal(&self.packs_dir())?;
+        if !entries.is_empty() {
+            self.write_index().add_pack(id, path, &entries);
+        }
+        Ok(())
+    }
+
+    /// Finds a blob: in the index, else in the pack being written (which is then sealed), else
+    /// in packs other processes wrote since the store was opened.
+    fn locate(&self, id: &Id) -> Result<(Arc<PackFile>, Entry)> {
+        if let Some(found) = self.read_index().get(id) {
+            return Ok(found);
+        }
+        {
+            let mut writer = self.writer();
+            if self.open_pack_contains(&writer, id) {
+                self.seal(&mut writer)?;
+            }
+        }
+        if let Some(found) = self.read_index().get(id) {
+            return Ok(found);
+        }
+        self.refresh()?;
+        self.read_index().get(id).ok_or_else(|| Error::MissingBlob {
+            id: *id,
+            path: self.root.clone(),
+        })
+    }
+
+    /// Reads blob `entry` of `pack` into `out`, verified.
+    fn read_blob(
+        &self,
+        reader: &mut Reader,
+        pack: &PackFile,
+        entry: &Entry,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let file = match &mut reader.file {
+            Some((id, file)) if *id == pack.id => file,
+            slot => {
+                let file = File::open(&pack.path).map_err(io_at(&pack.path))?;
+                &mut slot.insert((pack.id, file)).1
+            }
+        };
+        pack::read_blob_into(file, entry, out, &mut reader.scratch, &mut reader.dctx).map_err(|e| {
+            let corrupt = |detail: String| Error::Corrupt {
+                what: "blob",
+                id: Some(entry.id.to_hex()),
+                path: pack.path.clone(),
+                detail,
+            };
+            match e {
+                BlobError::Corrupt(detail) => corrupt(detail),
+                BlobError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    corrupt("the pack ends before the blob does (truncated?)".into())
+                }
+                BlobError::Io(e) => io_at(&pack.path)(e),
+            }
+        })
+    }
+}
+
+impl Drop for Store {
+    /// Seals the pack being written, so stored blobs stay usable (errors cannot be reported here;
+    /// the pack then stays in `tmp/` and is cleaned up later).
+    fn drop(&mut self) {
+        let writer = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = writer.open.take() {
+            if open.owned_by_this_process() {
+                let _ = open.seal(&self.root.join("packs"));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.root)
+            .field("chunk_size", &self.chunk_size)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_run_id(s: &str) -> bool {
+    (1..=200).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The UTF-8 names in `dir`; none if it does not exist.
+fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_at(dir)(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        if let Ok(name) = entry.map_err(io_at(dir))?.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}

@@ -1,0 +1,211 @@
+//! Storing and loading records: round trips, dedup, compression choices.
+
+mod common;
+
+use common::{noise, read_all, store, text};
+use relive_store::{Codec, Kind, Store};
+
+#[test]
+fn store_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Store>();
+}
+
+#[test]
+fn round_trip_of_several_buffers() {
+    let (_dir, store) = store(1000);
+    let buffers: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![7],
+        noise(1, 999),
+        noise(2, 1000),
+        noise(3, 1001),
+        text(5500),
+        vec![0; 3000],
+    ];
+    let refs: Vec<&[u8]> = buffers.iter().map(Vec::as_slice).collect();
+    let put = store.put_record(b"the payload", &refs).unwrap();
+    assert_eq!(
+        put.raw_bytes,
+        11 + buffers.iter().map(|b| b.len() as u64).sum::<u64>()
+    );
+    assert!(put.new_bytes > 0);
+
+    // Readable before the pack is sealed, and after.
+    assert_eq!(
+        read_all(&store, &put.id),
+        (b"the payload".to_vec(), buffers.clone())
+    );
+    store.flush().unwrap();
+    assert_eq!(
+        read_all(&store, &put.id),
+        (b"the payload".to_vec(), buffers.clone())
+    );
+
+    let record = store.get_record(&put.id).unwrap();
+    let chunk_counts: Vec<usize> = record.buffers.iter().map(|b| b.chunks.len()).collect();
+    assert_eq!(chunk_counts, [0, 1, 1, 1, 2, 6, 3]);
+
+    let path = store.path().to_path_buf();
+    drop(store);
+    let reopened = Store::open(&path).unwrap();
+    assert_eq!(
+        read_all(&reopened, &put.id),
+        (b"the payload".to_vec(), buffers)
+    );
+}
+
+#[test]
+fn payload_only_and_empty_records() {
+    let (_dir, store) = store(1 << 20);
+    let a = store.put_record(b"", &[]).unwrap();
+    let b = store.put_record(b"x", &[]).unwrap();
+    assert_ne!(a.id, b.id);
+    assert_eq!(read_all(&store, &a.id), (vec![], vec![]));
+    assert_eq!(read_all(&store, &b.id), (b"x".to_vec(), vec![]));
+}
+
+#[test]
+fn identical_put_writes_nothing() {
+    let (_dir, store) = store(4096);
+    let data = noise(9, 100_000);
+    let first = store.put_record(b"p", &[&data]).unwrap();
+    let again = store.put_record(b"p", &[&data]).unwrap();
+    assert_eq!(first.id, again.id);
+    assert_eq!(again.new_bytes, 0);
+    store.flush().unwrap();
+    assert_eq!(store.put_record(b"p", &[&data]).unwrap().new_bytes, 0);
+
+    // Same buffer, new payload: only the record is new.
+    let other = store.put_record(b"q", &[&data]).unwrap();
+    assert!(
+        other.new_bytes > 0 && other.new_bytes < 4096,
+        "{}",
+        other.new_bytes
+    );
+}
+
+#[test]
+fn repeated_chunks_are_stored_once() {
+    let (_dir, store) = store(4096);
+    let zeros = vec![0u8; 4096 * 50];
+    let put = store.put_record(b"", &[&zeros, &zeros]).unwrap();
+    // One zero chunk (compressed to a few bytes) and the record.
+    assert!(put.new_bytes < 4096, "{}", put.new_bytes);
+    assert_eq!(read_all(&store, &put.id).1, vec![zeros.clone(), zeros]);
+}
+
+#[test]
+fn partly_changed_buffer_writes_only_changed_chunks() {
+    let (_dir, store) = store(1 << 20);
+    let mut weights = noise(4, 64 << 20);
+    let first = store.put_record(b"weights", &[&weights]).unwrap();
+    assert!(first.new_bytes >= 64 << 20);
+    // Change 1 MiB that straddles two chunks.
+    for byte in &mut weights[(10 << 20) + (1 << 19)..(11 << 20) + (1 << 19)] {
+        *byte = byte.wrapping_add(1);
+    }
+    let second = store.put_record(b"weights", &[&weights]).unwrap();
+    let record_size = 5 + 12 + 64 * 32 + 7;
+    assert_eq!(second.new_bytes, (2 << 20) + record_size as u64);
+    assert_eq!(read_all(&store, &second.id).1[0], weights);
+}
+
+#[test]
+fn compressible_data_is_compressed_and_noise_is_not() {
+    let (_dir, store) = store(1 << 16);
+    let compressible = text(1 << 16);
+    let random = noise(5, 1 << 16);
+    let put = store
+        .put_record(&text(5000), &[&compressible, &random])
+        .unwrap();
+    store.flush().unwrap();
+    let record = store.get_record(&put.id).unwrap();
+    let text_chunk = store.blob_info(&record.buffers[0].chunks[0]).unwrap();
+    let noise_chunk = store.blob_info(&record.buffers[1].chunks[0]).unwrap();
+    let record_blob = store.blob_info(&put.id).unwrap();
+    assert_eq!(
+        (text_chunk.kind, text_chunk.codec),
+        (Kind::Chunk, Codec::Zstd)
+    );
+    assert!(text_chunk.stored_len < 1000);
+    assert_eq!(
+        (
+            noise_chunk.codec,
+            noise_chunk.stored_len,
+            noise_chunk.raw_len
+        ),
+        (Codec::Raw, 1 << 16, 1 << 16)
+    );
+    assert_eq!(
+        (record_blob.kind, record_blob.codec),
+        (Kind::Record, Codec::Zstd)
+    );
+    assert_eq!(read_all(&store, &put.id).1, vec![compressible, random]);
+}
+
+#[test]
+fn large_puts_roll_over_into_several_packs() {
+    let (dir, store) = store(1 << 20);
+    let data = noise(6, 150 << 20);
+    let put = store.put_record(b"", &[&data]).unwrap();
+    store.flush().unwrap();
+    assert_eq!(common::pack_files(&dir.path().join(".relive")).len(), 3);
+    assert_eq!(read_all(&store, &put.id).1[0], data);
+}
+
+#[test]
+fn concurrent_puts_from_many_threads() {
+    let (_dir, store) = store(1 << 12);
+    let ids: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4u64)
+            .map(|t| {
+                let store = &store;
+                scope.spawn(move || {
+                    (0..20u64)
+                        .map(|i| {
+                            let shared = noise(1000 + i, 10_000); // the same in every thread
+                            let own = noise(t * 100 + i, 9_000);
+                            let put = store
+                                .put_record(&i.to_le_bytes(), &[&shared, &own])
+                                .unwrap();
+                            (put.id, shared, own)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    store.flush().unwrap();
+    for (id, shared, own) in ids {
+        assert_eq!(read_all(&store, &id).1, vec![shared, own]);
+    }
+}
+
+#[test]
+fn dropping_the_store_seals_its_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let id = {
+        let store = Store::create(&path).unwrap();
+        store.put_record(b"kept", &[&noise(7, 5000)]).unwrap().id
+    };
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.get_record(&id).unwrap().payload, b"kept");
+}
+
+#[test]
+fn read_buffer_into_checks_the_output_length() {
+    let (_dir, store) = store(1000);
+    let put = store.put_record(b"", &[&noise(8, 2500)]).unwrap();
+    let record = store.get_record(&put.id).unwrap();
+    let mut short = vec![0u8; 2499];
+    assert!(matches!(
+        store.read_buffer_into(&record.buffers[0], &mut short),
+        Err(relive_store::Error::Invalid(_))
+    ));
+}

@@ -1,0 +1,24 @@
+"""relive: durable, atomic, time-versioned Python programs.
+
+Run a script under ``relive run`` and its whole state is snapshotted as it runs;
+``relive.load`` brings any past state back.
+"""
+
+from __future__ import annotations
+
+from relive.errors import ReliveError
+from relive.restore import Frame, Snapshot, load
+
+__version__ = "0.1.0"
+__all__ = ["ReliveError", "Frame", "Snapshot", "checkpoint", "load", "__version__"]
+
+
+def checkpoint() -> str | None:
+    """Take a snapshot here, now, and return its id.
+
+    Inside a program run by ``relive run`` this snapshots the calling frame and every
+    frame above it. Anywhere else it warns and does nothing. It never raises.
+    """
+    from relive import capture
+
+    return capture.checkpoint()

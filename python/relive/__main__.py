@@ -1,0 +1,3 @@
+from relive.cli import main
+
+main()

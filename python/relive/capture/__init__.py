@@ -1,0 +1,223 @@
+"""Capture: from a trigger to a committed snapshot, without ever harming the program.
+
+A trigger (timer, signal, explicit call, exit, uncaught exception) asks for a snapshot.
+Timer and signal triggers wait for a safe point, the next line boundary of the program
+(``safepoint``); the snapshot is then written (``snapshot``) and the signal, if any,
+acts as it would have without relive (``signals``). Every failure is logged once and
+skipped: the program never sees an exception of relive's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import types
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from relive import _native
+from relive.capture import frames as stack
+from relive.capture import snapshot
+from relive.capture.clock import Clock
+from relive.capture.safepoint import LineEvents
+from relive.capture.signals import SignalRelay
+from relive.report import warn_once
+
+_active: "Capture | None" = None
+
+
+@dataclass
+class CaptureOptions:
+    store: str
+    every: float = 10.0
+    exclude: tuple[str, ...] = ()
+    signal_wait: float = 2.0  # seconds a signal waits for a line boundary before relive snapshots in place
+
+
+class Capture:
+    """The snapshots of one run of a program, taken in its own process."""
+
+    def __init__(self, options: CaptureOptions, run: Any, main: types.ModuleType,
+                 boundary: types.CodeType) -> None:
+        self.options = options
+        self.run = run
+        self.snapshots: list[snapshot.SnapshotResult] = []
+        self._main_dict = main.__dict__
+        self._boundary = boundary
+        self._main_ident = threading.get_ident()
+        self._lock = threading.Lock()
+        self._store: Any = None
+        self._codes = snapshot.CodeRecords()
+        self._seq = 0
+        self._parent: str | None = None
+        self._trigger = "timer"
+        self._signals: list[int] = []
+        self._disabled = False
+        self._tick_queued = False
+        self._line = LineEvents(self._at_line)
+        self._relay = SignalRelay(self._on_signal)
+        self._clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
+
+    # -- lifecycle --
+
+    def start(self) -> None:
+        global _active
+        _active = self
+        self._relay.install()
+        self._clock.start()
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def stop(self) -> None:
+        """No more snapshots: the program has ended."""
+        global _active
+        self._disabled = True
+        self._clock.stop()
+        self._line.close()
+        if _active is self:
+            _active = None
+
+    def _after_fork_in_child(self) -> None:
+        # A forked child (multiprocessing, a worker) is not the program being captured:
+        # it keeps relive's signal handlers, which now act just as the program's would.
+        self._disabled = True
+
+    # -- triggers --
+
+    def _on_tick(self) -> None:
+        """Timer thread: ask the main thread to arm at its next chance."""
+        if self._disabled or self._line.armed or self._lock.locked() or self._tick_queued:
+            return
+        self._tick_queued = _native.call_in_main_thread(self._arm_timer)
+
+    def _arm_timer(self) -> None:
+        self._tick_queued = False
+        if not self._disabled and not self._line.armed:
+            self._trigger = "timer"
+            self._line.arm()
+
+    def _on_signal(self, signum: int, frame: types.FrameType | None) -> bool:
+        """Main thread, in relive's handler: snapshot first, then the program's handling.
+
+        Returns False when relive takes no snapshot, and the relay acts at once.
+        """
+        if self._disabled:
+            return False
+        self._signals.append(signum)
+        if self._lock.locked():  # a snapshot is being written right now: act after it
+            return True
+        self._trigger = "signal"
+        if not self._line.arm():
+            self._signals.remove(signum)
+            return False
+        self._clock.set_deadline(time.monotonic() + self.options.signal_wait)
+        return True
+
+    def _on_signal_deadline(self) -> None:
+        """Timer thread: a signal waited in vain for a line boundary (the main thread is
+        blocked in a call, e.g. ``time.sleep``). Snapshot its stack as it stands."""
+        if not self._signals or self._disabled:
+            return
+        with self._lock:
+            if not self._signals or not self._line.armed:
+                return
+            self._line.disarm()
+            frame = stack.main_thread_frame(self._main_ident)
+            self._take("signal", stack.live_stack(frame, self._boundary),
+                       note="taken while the main thread was blocked in a call")
+            signals, self._signals = self._signals, []
+        for signum in signals:
+            self._relay.redeliver(signum, self._main_ident)
+
+    def _at_line(self, frame: types.FrameType) -> None:
+        """Main thread, at a line boundary of the program."""
+        self._clock.set_deadline(None)
+        with self._lock:
+            trigger = "signal" if self._signals else self._trigger
+            self._take(trigger, stack.live_stack(frame, self._boundary))
+        self._act_on_signals(frame)
+
+    def _act_on_signals(self, frame: types.FrameType | None) -> None:
+        """Main thread, after a snapshot: each signal that came meanwhile does what it would have."""
+        signals, self._signals = self._signals, []
+        for signum in signals:
+            self._relay.act(signum, frame)
+
+    def checkpoint(self, frame: types.FrameType) -> str | None:
+        if self._disabled:
+            return None
+        with self._lock:
+            snapshot_id = self._take("explicit", stack.live_stack(frame, self._boundary))
+        self._act_on_signals(frame)
+        return snapshot_id
+
+    def on_exit(self) -> None:
+        if not self._disabled:
+            with self._lock:
+                self._take("exit", [], where={"file": self._main_dict.get("__file__"), "line": None,
+                                             "function": "<module>"})
+            self._act_on_signals(None)
+
+    def on_exception(self, exc: BaseException) -> None:
+        if self._disabled:
+            return
+        with self._lock:
+            self._take("exception", stack.traceback_stack(exc.__traceback__),
+                       exception={"type": type(exc).__qualname__, "message": _message(exc)})
+        self._act_on_signals(None)
+
+    # -- taking one --
+
+    def _take(self, trigger: str, frames: list[stack.FrameView], **extra: Any) -> str | None:
+        """Write one snapshot. Never raises: a failure is reported once and skipped."""
+        if self._signals and trigger == "signal":
+            extra["signal"] = signal.Signals(self._signals[0]).name
+        try:
+            store = self._open_store()
+            if store is None:
+                return None
+            self._seq += 1
+            request = snapshot.SnapshotRequest(
+                run_id=self.run.id, seq=self._seq, parent=self._parent, trigger=trigger,
+                frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra)
+            result = snapshot.write(store, request, self._codes)
+        except Exception as exc:  # never into the program: the next snapshot covers this one
+            warn_once("snapshot", f"a snapshot failed and was skipped ({type(exc).__name__}: {exc})")
+            return None
+        self._parent = result.id
+        self.snapshots.append(result)
+        return result.id
+
+    def _open_store(self) -> Any:
+        if self._store is not None:
+            return self._store
+        try:
+            store = _native.Store.open(self.options.store, create=True)
+            self.run.wait_for_packages()
+            store.put_run(self.run.id, self.run.to_json())
+        except Exception as exc:
+            warn_once("store", f"cannot write snapshots to {self.options.store}: {exc}; "
+                               "the program goes on without them, and relive will try again at the next one")
+            return None
+        self._store = store
+        return store
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return ""
+
+
+def checkpoint() -> str | None:
+    """``relive.checkpoint()``: see its docstring in ``relive``."""
+    capture = _active
+    if capture is None:
+        warnings.warn("relive.checkpoint() does nothing here: the program is not running under "
+                      "`relive run`", RuntimeWarning, stacklevel=3)
+        return None
+    return capture.checkpoint(sys._getframe(2))

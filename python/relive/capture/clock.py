@@ -1,0 +1,52 @@
+"""The timer thread: periodic ticks, and the deadline a signal waits for a line boundary."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+
+class Clock(threading.Thread):
+    """Calls ``on_tick`` every ``every`` seconds (never, if 0) and ``on_deadline`` once when
+    a deadline set by ``set_deadline`` passes. Both run in this thread, never in the program's."""
+
+    def __init__(self, every: float, on_tick: Callable[[], None], on_deadline: Callable[[], None]) -> None:
+        super().__init__(name="relive-timer", daemon=True)
+        self._every = every
+        self._on_tick = on_tick
+        self._on_deadline = on_deadline
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._stopped = False
+
+    def set_deadline(self, when: float | None) -> None:
+        with self._cond:
+            self._deadline = when
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def run(self) -> None:
+        next_tick = time.monotonic() + self._every if self._every > 0 else math.inf
+        while True:
+            with self._cond:
+                deadline = self._deadline if self._deadline is not None else math.inf
+                wait = min(next_tick, deadline) - time.monotonic()
+                if wait > 0 and not self._stopped:
+                    self._cond.wait(None if math.isinf(wait) else wait)
+                if self._stopped:
+                    return
+                now = time.monotonic()
+                deadline_due = self._deadline is not None and now >= self._deadline
+                if deadline_due:
+                    self._deadline = None
+            if deadline_due:
+                self._on_deadline()
+            if now >= next_tick:
+                self._on_tick()
+                next_tick = time.monotonic() + self._every

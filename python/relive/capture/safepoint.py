@@ -1,0 +1,122 @@
+"""Safe points: the next line boundary of the program, found only when asked for.
+
+Between snapshots nothing is installed, so the program runs at full speed. Arming
+turns on line events in the main thread; the first line event of program code is a
+point between two complete statements, where the snapshot is taken. Then the events are
+turned off again.
+
+- 3.12+: ``sys.monitoring`` LINE events (interpreter-wide, so the callback ignores
+  other threads).
+- 3.11: ``sys.settrace`` plus ``f_trace`` on every live frame of the main thread (a
+  trace function set now only applies to frames entered later).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+from collections.abc import Callable
+from typing import Any
+
+from relive.capture.frames import is_relive_code
+
+OnLine = Callable[[types.FrameType], None]
+
+_MONITORING = sys.version_info >= (3, 12)
+
+
+class LineEvents:
+    """Calls ``on_line(frame)`` once, at the next line event of program code in the main thread."""
+
+    def __init__(self, on_line: OnLine) -> None:
+        self._on_line = on_line
+        self._main_ident = threading.get_ident()
+        self.armed = False
+        self._tool: int | None = None
+        self._traced: list[types.FrameType] = []
+        self._previous_trace: Any = None
+        if _MONITORING:
+            self._tool = self._claim_tool()
+
+    # -- 3.12+ --
+
+    def _claim_tool(self) -> int | None:
+        mon = sys.monitoring
+        # 0-2 and 5 are named for debuggers, coverage, profilers and optimizers.
+        for tool in (4, 3, 1, 2):
+            if mon.get_tool(tool) is None:
+                mon.use_tool_id(tool, "relive")
+                mon.register_callback(tool, mon.events.LINE, self._monitor_line)
+                return tool
+        return None
+
+    def _monitor_line(self, code: types.CodeType, line: int) -> Any:
+        if not self.armed or threading.get_ident() != self._main_ident or is_relive_code(code):
+            return None
+        frame = sys._getframe(1)
+        self.disarm()
+        self._on_line(frame)
+        return None
+
+    # -- 3.11 --
+
+    def _global_trace(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        if event == "call":
+            self._traced.append(frame)
+            return self._local_trace
+        return None
+
+    def _local_trace(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        if not self.armed:
+            return None
+        if event == "line" and not is_relive_code(frame.f_code):
+            self.disarm()
+            self._on_line(frame)
+            return None
+        return self._local_trace
+
+    # -- both --
+
+    def arm(self) -> bool:
+        """Turn line events on; call from the main thread. False if this Python cannot."""
+        if self.armed:
+            return True
+        if _MONITORING:
+            if self._tool is None:
+                return False
+            self.armed = True
+            sys.monitoring.set_events(self._tool, sys.monitoring.events.LINE)
+            return True
+        self.armed = True
+        self._previous_trace = sys.gettrace()
+        sys.settrace(self._global_trace)
+        frame: types.FrameType | None = sys._getframe(1)
+        while frame is not None:
+            if frame.f_trace is None:
+                frame.f_trace = self._local_trace
+                self._traced.append(frame)
+            frame = frame.f_back
+        return True
+
+    def disarm(self) -> None:
+        if not self.armed:
+            return
+        self.armed = False
+        if _MONITORING:
+            if self._tool is not None:
+                sys.monitoring.set_events(self._tool, 0)
+            return
+        sys.settrace(self._previous_trace)
+        self._previous_trace = None
+        for frame in self._traced:
+            if frame.f_trace == self._local_trace:
+                frame.f_trace = None
+        self._traced.clear()
+
+    def close(self) -> None:
+        self.disarm()
+        if _MONITORING and self._tool is not None:
+            sys.monitoring.register_callback(self._tool, sys.monitoring.events.LINE, None)
+            sys.monitoring.free_tool_id(self._tool)
+            self._tool = None

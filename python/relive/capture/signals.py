@@ -1,0 +1,83 @@
+"""SIGTERM and SIGUSR1: relive snapshots first, then the signal does what it would have.
+
+These are the warnings a batch scheduler sends before a time limit or a preemption.
+relive installs its own handler for them and keeps the program's view of the signal
+module intact: ``signal.signal`` and ``signal.getsignal`` for these two signals read and
+write the program's handler, which relive calls after the snapshot. The default action
+(terminate) is carried out for real, so the exit status is the one without relive.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import types
+from collections.abc import Callable
+from typing import Any
+
+HANDLED = (signal.SIGTERM, signal.SIGUSR1)
+
+# Called with (signum, frame); returns True if relive will act on the signal later.
+OnSignal = Callable[[int, types.FrameType | None], bool]
+
+
+class SignalRelay:
+    def __init__(self, on_signal: OnSignal) -> None:
+        self._on_signal = on_signal
+        self._program: dict[int, Any] = {}
+        self._redelivered: set[int] = set()
+        self._real_signal = signal.signal
+        self._real_getsignal = signal.getsignal
+
+    def install(self) -> None:
+        """Main thread only, as ``signal.signal`` itself."""
+        for signum in HANDLED:
+            self._program[signum] = self._real_getsignal(signum)
+            self._real_signal(signum, self._handler)
+        signal.signal = self._signal  # type: ignore[assignment]
+        signal.getsignal = self._getsignal  # type: ignore[assignment]
+
+    # -- the program's view --
+
+    def _signal(self, signalnum: int, handler: Any) -> Any:
+        if signalnum not in self._program:
+            return self._real_signal(signalnum, handler)
+        if threading.current_thread() is not threading.main_thread():
+            raise ValueError("signal only works in main thread of the main interpreter")
+        if handler not in (signal.SIG_DFL, signal.SIG_IGN) and not callable(handler):
+            raise TypeError("signal handler must be signal.SIG_IGN, signal.SIG_DFL, or a callable object")
+        previous = self._program[signalnum]
+        self._program[signalnum] = handler
+        return previous
+
+    def _getsignal(self, signalnum: int) -> Any:
+        if signalnum in self._program:
+            return self._program[signalnum]
+        return self._real_getsignal(signalnum)
+
+    # -- delivery --
+
+    def _handler(self, signum: int, frame: types.FrameType | None) -> None:
+        if signum in self._redelivered:
+            self._redelivered.discard(signum)
+            self.act(signum, frame)
+        elif not self._on_signal(signum, frame):
+            self.act(signum, frame)
+
+    def act(self, signum: int, frame: types.FrameType | None) -> None:
+        """Main thread: do what the program asked for this signal."""
+        handler = self._program.get(signum, signal.SIG_DFL)
+        if handler is signal.SIG_IGN:
+            return
+        if handler is signal.SIG_DFL or handler is None:
+            # Both signals terminate by default: die of the signal itself, so that the
+            # parent sees the same exit status as without relive.
+            self._real_signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
+        handler(signum, frame)
+
+    def redeliver(self, signum: int, main_ident: int) -> None:
+        """From another thread: make the main thread act on the signal, in its own frames."""
+        self._redelivered.add(signum)
+        signal.pthread_kill(main_ident, signum)

@@ -1,0 +1,137 @@
+"""Writing one snapshot: the roots of the program's frames and globals, then the manifest.
+
+The manifest is the commit: the store makes it visible last and atomically, so a
+snapshot interrupted anywhere before that leaves no trace but unreferenced packs.
+"""
+
+from __future__ import annotations
+
+import json
+import marshal
+import os
+import sys
+import time
+import types
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from relive.capture.frames import FrameView, global_roots, local_roots, modules_of
+from relive.state.records import RecordWriter, StoredState, is_excluded
+
+FORMAT = 1
+
+
+@dataclass
+class SnapshotRequest:
+    """Everything one snapshot is taken from."""
+
+    run_id: str
+    seq: int
+    parent: str | None
+    trigger: str
+    frames: list[FrameView]
+    main_dict: dict[str, Any]
+    exclude: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)  # signal, exception, note
+
+
+@dataclass
+class SnapshotResult:
+    id: str
+    new_bytes: int
+    state_bytes: int
+    skipped: int
+    seconds: float
+
+
+class CodeRecords:
+    """Each frame's code, stored once by value (marshal): resume will need the exact code."""
+
+    def __init__(self) -> None:
+        self._ids: dict[types.CodeType, str] = {}
+
+    def record_id(self, store: Any, code: types.CodeType) -> tuple[str, int]:
+        known = self._ids.get(code)
+        if known is not None:
+            return known, 0
+        record_id, new_bytes, _ = store.put_record(b"marshal:" + marshal.dumps(code), [])
+        self._ids[code] = record_id
+        return record_id, new_bytes
+
+
+def _main_names(main_dict: dict[str, Any], exclude: tuple[str, ...]) -> dict[int, str]:
+    """The script's own classes and functions that are globals: stored once, by name elsewhere.
+
+    The first global bound to one is its name; a variable that is excluded names nothing.
+    """
+    names: dict[int, str] = {}
+    for name, value in list(main_dict.items()):
+        if isinstance(value, (type, types.FunctionType)) and getattr(value, "__module__", None) == "__main__" \
+                and not name.startswith("__") and not is_excluded(name, exclude):
+            names.setdefault(id(value), name)
+    return names
+
+
+def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotResult:
+    started = time.perf_counter()
+    roots = global_roots(request.main_dict, request.exclude)
+    for index, view in enumerate(request.frames):
+        roots += local_roots(index, view, request.exclude)
+    writer = RecordWriter(store, request.main_dict, _main_names(request.main_dict, request.exclude))
+    state = writer.write(roots)
+    frames = []
+    for index, view in enumerate(request.frames):
+        code_id, code_bytes = codes.record_id(store, view.code)
+        state.new_bytes += code_bytes
+        frames.append(_frame_entry(index, view, code_id, state))
+    records = sorted(set(state.records) | {f["code"] for f in frames})
+    manifest = _manifest(request, state, frames, records)
+    snapshot_id = store.commit(json.dumps(manifest, separators=(",", ":")).encode())
+    return SnapshotResult(snapshot_id, state.new_bytes, state.state_bytes, len(state.skipped),
+                          time.perf_counter() - started)
+
+
+def _variables(state: StoredState, prefix: str) -> dict[str, Any]:
+    return {key[len(prefix):]: {"key": key, **entry} for key, entry in state.variables.items()
+            if key.startswith(prefix)}
+
+
+def _frame_entry(index: int, view: FrameView, code_id: str, state: StoredState) -> dict[str, Any]:
+    code = view.code
+    return {
+        "function": code.co_name,
+        "qualname": code.co_qualname,
+        "file": code.co_filename,
+        "line": view.lineno,
+        "firstlineno": code.co_firstlineno,
+        "lasti": view.lasti,
+        "code": code_id,
+        "locals": _variables(state, f"f{index}:") if view.has_own_locals else None,
+    }
+
+
+def _manifest(request: SnapshotRequest, state: StoredState, frames: list[dict[str, Any]],
+              records: list[str]) -> dict[str, Any]:
+    inner = frames[-1] if frames else None
+    where = {"file": inner["file"], "line": inner["line"], "function": inner["function"]} if inner else None
+    return {
+        "format": FORMAT,
+        "run": request.run_id,
+        "seq": request.seq,
+        "parent": request.parent,
+        "time": datetime.now(timezone.utc).isoformat(),
+        "trigger": request.trigger,
+        "mode": "inline",
+        "where": where,
+        "frames": frames,
+        "globals": _variables(state, "g:"),
+        "modules": modules_of(request.main_dict),
+        "skipped": [s.to_json() for s in state.skipped],
+        "records": records,
+        "new_bytes": state.new_bytes,
+        "state_bytes": state.state_bytes,
+        "cwd": os.getcwd(),
+        "argv": list(sys.argv),
+        **request.extra,
+    }

@@ -1,0 +1,32 @@
+"""relive's exceptions: one small hierarchy, each message saying what to do."""
+
+from __future__ import annotations
+
+from relive._native import (
+    CorruptionError,
+    FormatError,
+    ReliveError,
+    StoreError,
+    StoreNotFound,
+)
+
+__all__ = [
+    "CorruptionError",
+    "FormatError",
+    "RefError",
+    "ReliveError",
+    "StoreError",
+    "StoreNotFound",
+    "VariableNotFound",
+]
+
+
+class RefError(ReliveError):
+    """A snapshot reference (``latest``, an id prefix, ``REF~N``) matches no snapshot, or several."""
+
+
+class VariableNotFound(ReliveError, KeyError):
+    """A variable name that the snapshot does not hold."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

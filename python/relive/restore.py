@@ -1,0 +1,194 @@
+"""Loading a snapshot back: lazily, one record at a time, shared objects shared again.
+
+``relive.load("latest")`` reads only the manifest; a variable's record is read (and
+verified) when the variable is first looked up. Variables stored together (because
+they share objects) load together, so ``o1[1] is o2[1]`` holds after loading as it
+did in the program.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import sys
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from relive.errors import ReliveError, VariableNotFound
+from relive.state.pickler import LoadContext
+from relive.state.records import read_record
+from relive.store import SnapshotInfo, Store
+
+
+class _Loader:
+    """Loads the records of one snapshot, each at most once."""
+
+    def __init__(self, store: Store, info: SnapshotInfo) -> None:
+        self.store = store
+        self.info = info
+        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        self._records: dict[str, dict[str, Any]] = {}
+        self._in_progress: set[str] = set()
+        self._context = LoadContext(self.namespace, self.load_global)
+        run = store.runs.get(info.run)
+        if run is not None and run.path0 and run.path0 not in sys.path:
+            # The program's own modules (beside the script) must import for its objects to load.
+            sys.path.append(run.path0)
+
+    def value(self, entry: dict[str, Any]) -> Any:
+        return self._record(entry["record"])[entry["key"]]
+
+    def _record(self, record_id: str) -> dict[str, Any]:
+        values = self._records.get(record_id)
+        if values is None:
+            if record_id in self._in_progress:
+                raise ReliveError(f"record {record_id[:12]} refers back to itself through another "
+                                  "global of the script; it cannot be loaded")
+            self._in_progress.add(record_id)
+            try:
+                values = read_record(self.store.native, record_id, self._context)
+            finally:
+                self._in_progress.discard(record_id)
+            self._records[record_id] = values
+            for key, value in values.items():  # a record may hold several globals: all are loaded now
+                if key.startswith("g:"):
+                    self.namespace[key[2:]] = value
+        return values
+
+    def load_global(self, name: str) -> Any:
+        if name in self.namespace:
+            return self.namespace[name]
+        modules = self.info.manifest.get("modules", {})
+        if name in modules:
+            value = importlib.import_module(modules[name])
+        else:
+            entry = self.info.manifest["globals"].get(name)
+            if entry is None:
+                raise VariableNotFound(f"the snapshot {self.info.short_id} has no global {name!r}"
+                                       f"{_skipped_reason(self.info, 'globals', name)}")
+            value = self.value(entry)
+        self.namespace[name] = value
+        return value
+
+
+def _skipped_reason(info: SnapshotInfo, scope: str, name: str) -> str:
+    for skipped in info.manifest.get("skipped", []):
+        if skipped["name"] == name and scope in ("any", skipped["scope"]):
+            return f" (it was not stored: {skipped['reason']})"
+    return ""
+
+
+class Variables(Mapping[str, Any]):
+    """The variables of one scope (the globals, or one frame's locals), loaded on access."""
+
+    def __init__(self, loader: _Loader, entries: dict[str, dict[str, Any]], scope: str) -> None:
+        self._loader = loader
+        self._entries = entries
+        self.scope = scope
+
+    def __getitem__(self, name: str) -> Any:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise VariableNotFound(f"{self.scope} of snapshot {self._loader.info.short_id} has no variable "
+                                   f"{name!r}{_skipped_reason(self._loader.info, self.scope, name)}")
+        if self.scope == "globals":
+            return self._loader.load_global(name)
+        return self._loader.value(entry)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def info(self, name: str) -> dict[str, Any]:
+        """What the manifest says of a variable (type, summary, size) without loading it."""
+        return self._entries[name]
+
+    def __repr__(self) -> str:
+        return f"<{self.scope}: {', '.join(self._entries)}>"
+
+
+class Frame:
+    """One frame of the program's stack at the snapshot."""
+
+    def __init__(self, loader: _Loader, index: int, entry: dict[str, Any], globals_: Variables) -> None:
+        self.index = index
+        self.function: str = entry["function"]
+        self.qualname: str = entry.get("qualname", self.function)
+        self.filename: str = entry["file"]
+        self.lineno: int = entry["line"]
+        self.lasti: int = entry.get("lasti", -1)
+        own = entry.get("locals")
+        self.locals: Mapping[str, Any] = (
+            globals_ if own is None else Variables(loader, own, f"frame {index} ({self.qualname})"))
+
+    def __repr__(self) -> str:
+        return f"<Frame {self.qualname} at {self.filename}:{self.lineno}>"
+
+
+class Snapshot:
+    """A past state of a program: its frames, their locals, and its globals."""
+
+    def __init__(self, store: Store, info: SnapshotInfo) -> None:
+        self._loader = _Loader(store, info)
+        manifest = info.manifest
+        self.id: str = info.id
+        self.run: str = info.run
+        self.time = datetime.fromisoformat(info.time)
+        self.trigger: str = info.trigger
+        self.where: dict[str, Any] = info.where
+        self.skipped: list[dict[str, str]] = manifest.get("skipped", [])
+        self.globals = Variables(self._loader, manifest.get("globals", {}), "globals")
+        self.frames = [Frame(self._loader, i, f, self.globals) for i, f in enumerate(manifest.get("frames", []))]
+        self.manifest = manifest
+
+    def __getitem__(self, name: str) -> Any:
+        """A name looked up as Python would at the snapshot: innermost frame, then globals."""
+        if self.frames and name in self.frames[-1].locals:
+            return self.frames[-1].locals[name]
+        if name in self.globals:
+            return self.globals[name]
+        raise VariableNotFound(f"snapshot {self.id[:12]} has no variable {name!r}"
+                               f"{_skipped_reason(self._loader.info, 'any', name)}")
+
+    def __contains__(self, name: str) -> bool:
+        return (bool(self.frames) and name in self.frames[-1].locals) or name in self.globals
+
+    def namespace(self) -> dict[str, Any]:
+        """Everything loaded: the globals (and modules), then the innermost frame's locals on top.
+
+        The dict returned for the globals is the one the script's functions see as their
+        ``__globals__``. A variable that fails to load is left out with a warning.
+        """
+        from relive.report import warn
+
+        for name in list(self.manifest.get("modules", {})) + list(self.globals):
+            try:
+                self._loader.load_global(name)
+            except Exception as exc:
+                warn(f"could not load global {name!r}: {exc}")
+        namespace = self._loader.namespace
+        if self.frames and self.frames[-1].locals is not self.globals:
+            for name in self.frames[-1].locals:
+                try:
+                    namespace[name] = self.frames[-1].locals[name]
+                except Exception as exc:
+                    warn(f"could not load local {name!r}: {exc}")
+        return namespace
+
+    def __repr__(self) -> str:
+        where = self.where
+        at = f" at {where.get('file')}:{where.get('line')} in {where.get('function')}" if where else ""
+        return f"<Snapshot {self.id[:12]} {self.trigger} {self.time.isoformat(timespec='seconds')}{at}>"
+
+
+def load(ref: str = "latest", store: str | None = None) -> Snapshot:
+    """Open the snapshot ``ref`` of the store at ``store`` (default ``.relive`` or
+    ``$RELIVE_STORE``). Variables are loaded when first looked up.
+
+    Loading unpickles, which can run code: load only stores you trust.
+    """
+    opened = Store(store)
+    return Snapshot(opened, opened.resolve(ref))

@@ -1,0 +1,81 @@
+"""A run: one execution of a program under relive, and what it was run with."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import socket
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+@dataclass
+class RunInfo:
+    id: str
+    command: list[str]  # what the user typed: relive run ... (or python -m relive run ...)
+    target: str  # the script path, or the module name with module=True
+    module: bool
+    argv: list[str]  # the program's sys.argv
+    cwd: str
+    path0: str  # the program's sys.path[0]: where its own modules are imported from
+    python: str
+    executable: str
+    host: str
+    pid: int
+    started: str
+    relive: str
+    packages: dict[str, str] = field(default_factory=dict)
+
+    def wait_for_packages(self, timeout: float = 5.0) -> None:
+        collector = getattr(self, "_collector", None)
+        if collector is not None:
+            collector.join(timeout)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "RunInfo":
+        fields = json.loads(data)
+        known = {k: v for k, v in fields.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable by start time, unique across machines writing one store."""
+    return now.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def start(command: list[str], target: str, module: bool, argv: list[str], path0: str) -> RunInfo:
+    from relive import __version__
+
+    now = datetime.now(timezone.utc)
+    return RunInfo(
+        id=new_run_id(now), command=command, target=target, module=module, argv=argv,
+        cwd=os.getcwd(), path0=path0, python=platform.python_version(), executable=sys.executable,
+        host=socket.gethostname(), pid=os.getpid(), started=now.isoformat(), relive=__version__,
+    )
+
+
+def collect_packages(run: RunInfo) -> None:
+    """Fill in the installed packages in the background: reading every distribution's
+    metadata takes long enough (tens of ms) to keep it off the program's path."""
+
+    def collect() -> None:
+        from importlib import metadata
+
+        packages = {}
+        for dist in metadata.distributions():
+            name = dist.metadata.get("Name")
+            if name:
+                packages[name] = dist.version
+        run.packages = dict(sorted(packages.items(), key=lambda kv: kv[0].lower()))
+
+    thread = threading.Thread(target=collect, name="relive-packages", daemon=True)
+    thread.start()
+    run._collector = thread  # type: ignore[attr-defined]  # not a field: never stored

@@ -1,0 +1,1 @@
+"""The program's state as records: pickling, shared references, out-of-band buffers."""

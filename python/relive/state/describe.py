@@ -1,0 +1,53 @@
+"""One-line descriptions of values for ``relive show``: type, shape, length."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_MAX = 60
+_CHEAP_REPR_MODULES = {"datetime", "decimal", "fractions", "pathlib", "uuid", "enum"}
+
+
+def type_name(value: Any) -> str:
+    t = type(value)
+    module = t.__module__
+    if module in ("builtins", "__main__"):
+        return t.__qualname__
+    return f"{module}.{t.__qualname__}"
+
+
+def summary(value: Any) -> str:
+    """Shape and dtype for arrays and tensors, length for containers, a short repr for scalars."""
+    try:
+        return _summary(value)
+    except Exception:  # a broken __len__ or __repr__ must not cost the snapshot
+        return ""
+
+
+def _summary(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if isinstance(shape, tuple) or type(shape).__name__ == "Size":
+        dims = "×".join(str(d) for d in shape) or "scalar"
+        parts = [str(dtype)] if dtype is not None else []
+        device = getattr(value, "device", None)
+        if device is not None and str(device) != "cpu":
+            parts.append(str(device))
+        return " ".join([dims, *parts])
+    if isinstance(value, (int, float, complex, bool)) or value is None:
+        return _short(repr(value))
+    if isinstance(value, (str, bytes, bytearray)):
+        return f"len {len(value)}: {_short(repr(value))}"
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        return f"len {len(value)}"
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__qualname__}"
+    if type(value).__module__ in _CHEAP_REPR_MODULES:
+        return _short(repr(value))
+    # Anything else: its type says enough; an arbitrary __repr__ may be slow or odd.
+    return ""
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX else text[: _MAX - 1] + "…"

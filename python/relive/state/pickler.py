@@ -1,0 +1,203 @@
+"""The pickler relive stores state with, and the hooks its records load back through.
+
+On top of cloudpickle (itself on top of the C pickler), three things differ from a
+plain ``pickle.dumps``:
+
+- Functions and classes of the script are stored by value, but a function's
+  ``__globals__`` is the snapshot's own global namespace, not a copy of the globals it
+  reads: after loading, a function sees the other loaded globals, as it did in the
+  program.
+- A class or function that is itself a global of the script is stored once, under its
+  own name; other records refer to it by that name (as pickle refers to a module-level
+  class by its module and name).
+- Large buffers leave the pickle stream (protocol 5, out of band): NumPy arrays by
+  their own protocol-5 support, PyTorch tensors through the reducer below, so that the
+  store can cut them into chunks and write only the chunks that changed.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+import threading
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import cloudpickle
+
+PROTOCOL = 5
+
+
+class _Loading(threading.local):
+    """What the record being loaded resolves its references against."""
+
+    context: "LoadContext | None" = None
+
+
+_loading = _Loading()
+
+
+class LoadContext:
+    """What a loading record needs from its snapshot: the global namespace, other globals."""
+
+    def __init__(self, namespace: dict[str, Any], load_global: Callable[[str], Any]) -> None:
+        self.namespace = namespace
+        self.load_global = load_global
+
+
+@contextmanager
+def loading(context: LoadContext) -> Iterator[None]:
+    previous = _loading.context
+    _loading.context = context
+    try:
+        yield
+    finally:
+        _loading.context = previous
+
+
+def _current() -> LoadContext:
+    if _loading.context is None:
+        raise pickle.UnpicklingError("a relive record can only be loaded through relive.load()")
+    return _loading.context
+
+
+# -- functions called by pickle while loading (their names are part of the format) --
+
+
+def snapshot_globals() -> dict[str, Any]:
+    """The global namespace of the snapshot being loaded."""
+    return _current().namespace
+
+
+def main_global(name: str) -> Any:
+    """A class or function of the script, loaded from the record stored under its name."""
+    return _current().load_global(name)
+
+
+def rebuild_storage(data: Any, device: str) -> Any:
+    """A PyTorch untyped storage over ``data`` (a writable buffer: no copy on the CPU)."""
+    import torch
+
+    storage = torch.frombuffer(data, dtype=torch.uint8).untyped_storage() if len(data) else torch.UntypedStorage(0)
+    if device != "cpu":
+        try:
+            storage = storage.to(device=torch.device(device))
+        except (RuntimeError, AssertionError):  # no such device here: keep it on the CPU
+            pass
+    return storage
+
+
+def rebuild_tensor(storage: Any, dtype: Any, shape: tuple[int, ...], stride: tuple[int, ...],
+                   offset: int, requires_grad: bool) -> Any:
+    import torch
+
+    tensor = torch.empty(0, dtype=dtype, device=storage.device)
+    tensor.set_(storage, offset, shape, stride)
+    tensor.requires_grad_(requires_grad)
+    return tensor
+
+
+class SnapshotGlobals:
+    """Stands, in a pickle, for the global namespace a script function runs in."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (snapshot_globals, ())
+
+
+_SNAPSHOT_GLOBALS = SnapshotGlobals()
+
+
+class _StorageRef:
+    """One PyTorch storage, pickled once however many tensors view it."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import torch
+
+        storage = self.storage
+        device = str(storage.device)
+        if storage.device.type != "cpu":
+            storage = storage.cpu()
+        raw = torch.empty(0, dtype=torch.uint8).set_(storage).numpy()
+        return (rebuild_storage, (pickle.PickleBuffer(raw), device))
+
+
+class StatePickler(cloudpickle.Pickler):
+    """Pickles the values of one record.
+
+    ``own`` holds the ids of the values this record stores under their own names: those
+    are stored by value even when they are named globals of the script.
+    ``main_names`` maps the id of each class or function that is a global of the script
+    to its name; anywhere else it is stored as a reference to that global.
+    ``storages`` is shared by all the records of one snapshot, so that tensors viewing
+    one storage share it after loading.
+    """
+
+    def __init__(self, file: io.BytesIO, *, main_dict: dict[str, Any], own: set[int],
+                 main_names: dict[int, str], storages: dict[int, _StorageRef],
+                 buffers: list[pickle.PickleBuffer]) -> None:
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=buffers.append)
+        self._main_dict = main_dict
+        self._own = own
+        self._main_names = main_names
+        self._storages = storages
+        self._torch = sys.modules.get("torch")
+
+    def reducer_override(self, obj: Any) -> Any:
+        oid = id(obj)
+        if oid in self._main_names and oid not in self._own:
+            return (main_global, (self._main_names[oid],))
+        torch = self._torch
+        if torch is not None and type(obj) is torch.Tensor:
+            reduced = self._reduce_tensor(obj)
+            if reduced is not None:
+                return reduced
+        return super().reducer_override(obj)
+
+    def _function_getnewargs(self, func: types.FunctionType) -> Any:
+        if func.__globals__ is not self._main_dict:
+            return super()._function_getnewargs(func)
+        code, _, _, _, closure = super()._function_getnewargs(func)
+        return code, _SNAPSHOT_GLOBALS, None, None, closure
+
+    def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
+        reduced = super()._dynamic_function_reduce(func)
+        if func.__globals__ is self._main_dict:
+            # The snapshot's namespace already holds the globals the function reads:
+            # storing copies of them here would split objects the program shares.
+            state, slotstate = reduced[2]
+            slotstate["__globals__"] = {}
+        return reduced
+
+    def _reduce_tensor(self, tensor: Any) -> Any:
+        torch = self._torch
+        if tensor.layout is not torch.strided or tensor.is_quantized or tensor.is_nested:
+            return None
+        if tensor.device.type == "meta":
+            return None
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr() if storage.nbytes() else id(storage)
+        ref = self._storages.get(key)
+        if ref is None:
+            ref = self._storages[key] = _StorageRef(storage)
+        return (rebuild_tensor, (ref, tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()),
+                                 tensor.storage_offset(), tensor.requires_grad))
+
+
+class StateUnpickler(pickle.Unpickler):
+    """Resolves the script's own classes and functions against the snapshot being loaded."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "__main__" and _loading.context is not None:
+            return _loading.context.load_global(name)
+        return super().find_class(module, name)
+
+
+def loads(payload: bytes, buffers: list[Any], context: LoadContext) -> Any:
+    with loading(context):
+        return StateUnpickler(io.BytesIO(payload), buffers=buffers).load()

@@ -1,0 +1,228 @@
+"""Timer, signal, exception, exit and explicit snapshots, each at a line boundary."""
+
+from __future__ import annotations
+
+import dis
+import signal
+import sys
+import time
+
+import relive
+from conftest import send, wait_for_line
+
+LOOP = """
+import time
+def work(n):
+    total = 0
+    for i in range(n):
+        total += i
+        if i % 100000 == 0:
+            time.sleep(0.01)
+    return total
+
+results = []
+deadline = time.time() + {seconds}
+while time.time() < deadline:
+    results.append(work(300000))
+print("done", len(results) > 0)
+"""
+
+
+def test_timer_snapshots_at_line_boundaries(work):
+    work.write("prog.py", LOOP.format(seconds=2))
+    proc = work.relive("run", "--every", "0.2", "prog.py", check=True)
+    assert proc.stdout == "done True\n"
+    log = work.log()
+    timers = [s for s in log if s["trigger"] == "timer"]
+    assert len(timers) >= 4, log
+    assert log[-1]["trigger"] == "exit"
+    for entry in timers:
+        assert entry["file"].endswith("prog.py")
+        assert entry["function"] in ("work", "<module>")
+    # Each timer snapshot stands at the first instruction of a line: between two statements.
+    for entry in timers:
+        snap = relive.load(entry["id"], store=str(work.store))
+        frame = snap.frames[-1]
+        code = _code_of(work.path / "prog.py", frame.function)
+        starts = {offset for offset, line in dis.findlinestarts(code) if line == frame.lineno}
+        assert frame.lasti in starts or _is_jump_target_line(code, frame), (frame, starts)
+
+
+def _code_of(path, function):
+    code = compile(path.read_text(), str(path), "exec")
+    if function == "<module>":
+        return code
+    return next(c for c in code.co_consts if hasattr(c, "co_name") and c.co_name == function)
+
+
+def _is_jump_target_line(code, frame):
+    # A loop's line event can fire at the backward jump's target inside the line.
+    return any(i.offset == frame.lasti and i.positions.lineno == frame.lineno
+               for i in dis.get_instructions(code))
+
+
+def test_every_zero_disables_the_timer(work):
+    work.write("prog.py", LOOP.format(seconds=1))
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    assert [s["trigger"] for s in work.log()] == ["exit"]
+
+
+def test_exception_snapshot_holds_the_raise_point(work):
+    work.write("prog.py", """
+        def parse(text):
+            words = text.split()
+            count = len(words)
+            return int(words[count - 1])
+
+        def main():
+            lines = ["1 2", "3 x"]
+            return [parse(line) for line in lines]
+
+        state = {"step": 1}
+        main()
+    """)
+    proc = work.relive("run", "--every", "0", "prog.py")
+    assert proc.returncode == 1
+    last = work.log()[-1]
+    assert last["trigger"] == "exception"
+    assert last["exception"]["type"] == "ValueError"
+    assert last["function"] == "parse"
+    snap = relive.load("latest", store=str(work.store))
+    assert [f.function for f in snap.frames][0] == "<module>"
+    assert snap.frames[-1].function == "parse"
+    assert snap["words"] == ["3", "x"]
+    assert snap["count"] == 2
+    assert snap.globals["state"] == {"step": 1}
+    main_frame = next(f for f in snap.frames if f.function == "main")
+    assert main_frame.locals["lines"] == ["1 2", "3 x"]
+
+
+def test_sigterm_default_snapshots_then_dies_of_sigterm(work):
+    work.write("prog.py", """
+        import time
+        counter = 0
+        print("ready", flush=True)
+        while True:
+            counter += 1
+            time.sleep(0.001)
+    """)
+    proc = work.start("run", "--every", "0", "prog.py")
+    wait_for_line(proc, "ready")
+    time.sleep(0.3)
+    send(proc, signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGTERM
+    assert proc.stderr.read() == ""
+    last = work.log()[-1]
+    assert last["trigger"] == "signal" and last["signal"] == "SIGTERM"
+    assert relive.load("latest", store=str(work.store))["counter"] > 0
+
+
+def test_sigterm_while_blocked_in_a_call_is_snapshot_in_place(work):
+    work.write("prog.py", """
+        import time
+        napping = True
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    proc = work.start("run", "--every", "0", "--signal-wait", "0.5", "prog.py")
+    wait_for_line(proc, "ready")
+    time.sleep(0.2)
+    started = time.monotonic()
+    send(proc, signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == -signal.SIGTERM
+    last = work.log()[-1]
+    assert last["trigger"] == "signal"
+    assert relive.load("latest", store=str(work.store))["napping"] is True
+
+
+def test_program_signal_handlers_still_called(work):
+    work.write("prog.py", """
+        import os, signal, sys, time
+        seen = []
+        def on_usr1(signum, frame):
+            seen.append("usr1")
+        def on_term(signum, frame):
+            print("terminating", seen, flush=True)
+            sys.exit(4)
+        assert signal.signal(signal.SIGUSR1, on_usr1) == signal.SIG_DFL
+        signal.signal(signal.SIGTERM, on_term)
+        assert signal.getsignal(signal.SIGUSR1) is on_usr1
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.01)
+    """)
+    proc = work.start("run", "--every", "0", "prog.py")
+    wait_for_line(proc, "ready")
+    send(proc, signal.SIGUSR1)
+    time.sleep(0.5)
+    send(proc, signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 4, err
+    assert out == "terminating ['usr1']\n"
+    triggers = [(s["trigger"], s.get("signal")) for s in work.log()]
+    assert triggers == [("signal", "SIGUSR1"), ("signal", "SIGTERM"), ("exit", None)]
+
+
+def test_ignored_sigterm_stays_ignored(work):
+    work.write("prog.py", """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        for _ in range(100):
+            time.sleep(0.01)
+        print("survived", flush=True)
+    """)
+    proc = work.start("run", "--every", "0", "prog.py")
+    wait_for_line(proc, "ready")
+    send(proc, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert out == "survived\n"
+    assert [s["trigger"] for s in work.log()] == ["signal", "exit"]
+
+
+def test_explicit_checkpoint(work):
+    work.write("prog.py", """
+        import relive
+        def step(i):
+            value = i * 10
+            snap = relive.checkpoint()
+            return snap
+        ids = [step(i) for i in range(3)]
+        print(all(isinstance(i, str) for i in ids))
+    """)
+    proc = work.relive("run", "--every", "0", "prog.py", check=True)
+    assert proc.stdout == "True\n"
+    log = work.log()
+    explicit = [s for s in log if s["trigger"] == "explicit"]
+    assert len(explicit) == 3
+    assert all(s["function"] == "step" and s["line"] == 5 for s in explicit)
+    assert relive.load(explicit[1]["id"], store=str(work.store))["value"] == 10
+
+
+def test_checkpoint_outside_relive_warns_and_returns_none(work):
+    work.write("prog.py", "import relive\nprint(relive.checkpoint())\n")
+    proc = work.python("prog.py")
+    assert proc.returncode == 0
+    assert proc.stdout == "None\n"
+    assert "relive.checkpoint() does nothing here" in proc.stderr
+
+
+def test_long_c_call_is_not_interrupted(work):
+    # One statement that runs for a second in C: the timer's snapshot waits for it.
+    work.write("prog.py", """
+        import time
+        before = 1
+        big = sorted(range(3_000_000, 0, -1)) and sum(range(20_000_000))
+        after = 2
+    """)
+    work.relive("run", "--every", "0.05", "prog.py", check=True)
+    timers = [s for s in work.log() if s["trigger"] == "timer"]
+    assert timers, "the timer should have fired after the long call"
+    snap = relive.load(timers[0]["id"], store=str(work.store))
+    # At the first safe point after the call the statement has completed.
+    assert snap.frames[-1].lineno == 5
+    assert "big" in snap.globals

@@ -1,0 +1,78 @@
+"""Helpers for tests that run real programs under relive in real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+ENV.pop("RELIVE_STORE", None)
+
+
+class Workdir:
+    """A directory holding a program, its store (.relive) and its outputs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.store = path / ".relive"
+
+    def write(self, name: str, source: str) -> Path:
+        target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(textwrap.dedent(source))
+        return target
+
+    def relive(self, *args: str, timeout: float = 120, input: str | None = None,
+               check: bool = False) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "relive", *args], cwd=self.path, env=ENV,
+                              capture_output=True, text=True, timeout=timeout, input=input)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"relive {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def python(self, *args: str, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *args], cwd=self.path, env=ENV, capture_output=True, text=True,
+                              timeout=timeout, input=input)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """``relive run ...`` in the background, its stdout readable line by line."""
+        return subprocess.Popen([sys.executable, "-m", "relive", *args], cwd=self.path, env=ENV,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def log(self, *args: str) -> list[dict[str, Any]]:
+        proc = self.relive("log", "--json", *args, check=True)
+        return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Workdir:
+    return Workdir(tmp_path)
+
+
+def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 60) -> str:
+    """Read the process's stdout until a line containing ``text``."""
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"process ended before printing {text!r}: {proc.stderr.read() if proc.stderr else ''}")
+        if text in line:
+            return line
+    raise AssertionError(f"no line with {text!r} within {timeout}s")
+
+
+def send(proc: subprocess.Popen[str], signum: int) -> None:
+    os.kill(proc.pid, signum)
+
+
+__all__ = ["Workdir", "wait_for_line", "send", "signal"]

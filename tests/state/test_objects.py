@@ -1,0 +1,190 @@
+"""What is stored and how it loads back: shared objects, cycles, code by value, skips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import relive
+from relive import _native
+
+
+def test_shared_objects_load_back_shared(work):
+    work.write("prog.py", """
+        a, b, c = [1], [2], {"shared": True}
+        o1 = [a, c]
+        o2 = [b, c]
+        def use(x):
+            alias = x           # a frame local reaching a global's object
+            inner = [x, alias]
+            import relive; relive.checkpoint()
+        use(o1)
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    snap = relive.load([s for s in work.log() if s["trigger"] == "explicit"][0]["id"], store=str(work.store))
+    o1, o2 = snap.globals["o1"], snap.globals["o2"]
+    assert o1[1] is o2[1]
+    assert o1[0] is snap.globals["a"]
+    frame = snap.frames[-1]
+    assert frame.locals["x"] is o1
+    assert frame.locals["inner"][1] is o1
+
+
+def test_cycles(work):
+    work.write("prog.py", """
+        a = []
+        a.append(a)
+        d = {}
+        d["self"] = d
+        class Node:
+            def __init__(self):
+                self.next = self
+        n = Node()
+        x, y = [], []
+        x.append(y); y.append(x)
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    snap = relive.load(store=str(work.store))
+    assert snap["a"][0] is snap["a"]
+    assert snap["d"]["self"] is snap["d"]
+    assert snap["n"].next is snap["n"]
+    assert type(snap["n"]) is snap["Node"]
+    assert snap["x"][0] is snap["y"] and snap["y"][0] is snap["x"]
+
+
+def test_functions_lambdas_classes_by_value(work):
+    work.write("prog.py", """
+        SCALE = 3
+        def scale(v):
+            return v * SCALE
+        square = lambda v: v * v
+        def make_adder(k):
+            def add(v):
+                return v + k
+            return add
+        add5 = make_adder(5)
+        class Model:
+            factor = 2
+            def predict(self, v):
+                return scale(v) * self.factor
+        model = Model()
+        pipeline = [scale, square, add5]
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    # Load in this process, where none of these names exist.
+    snap = relive.load(store=str(work.store))
+    ns = snap.namespace()
+    assert ns["scale"](2) == 6
+    assert ns["square"](4) == 16
+    assert ns["add5"](1) == 6
+    assert ns["model"].predict(1) == 6
+    assert isinstance(ns["model"], ns["Model"])
+    assert ns["pipeline"][0] is ns["scale"]
+    ns["SCALE"] = 10  # functions see the snapshot's globals, as in the program
+    assert ns["scale"](2) == 20
+
+
+def test_modules_not_stored_but_named(work):
+    work.write("prog.py", "import json as j\nimport os.path\nvalue = j.dumps([1])\n")
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    snap = relive.load(store=str(work.store))
+    assert "j" not in snap.globals and "os" not in snap.globals
+    assert snap.manifest["modules"] == {"j": "json", "os": "os"}
+    assert snap.namespace()["j"].dumps([2]) == "[2]"
+
+
+def test_unpicklable_objects_skipped_with_reason(work):
+    work.write("prog.py", """
+        import socket, threading
+        lock = threading.Lock()
+        sock = socket.socket()
+        gen = (i for i in range(3))
+        keep = {"fine": [1, 2, 3]}
+        holder = {"lock": lock}
+    """)
+    proc = work.relive("run", "--every", "0", "prog.py", check=True)
+    assert proc.stderr == ""
+    entry = work.log()[-1]
+    skipped = {s["name"]: s["reason"] for s in entry["skipped"]}
+    assert set(skipped) == {"lock", "sock", "gen", "holder"}
+    assert "lock" in skipped["lock"] and "generator" in skipped["gen"]
+    snap = relive.load(store=str(work.store))
+    assert snap["keep"] == {"fine": [1, 2, 3]}
+    with pytest.raises(KeyError, match="not stored"):
+        snap["lock"]
+    show = work.relive("show", "latest", check=True).stdout
+    assert "not stored" in show and "cannot pickle" in show
+
+
+def test_exclude_patterns(work):
+    work.write("prog.py", "secret_token = 'x'\napi_key = 'y'\nkept = 1\n")
+    work.relive("run", "--every", "0", "--exclude", "secret_*", "--exclude", "api_key", "prog.py", check=True)
+    snap = relive.load(store=str(work.store))
+    assert list(snap.globals) == ["kept"]
+
+
+def test_numpy_arrays_stored_out_of_band(work):
+    np = pytest.importorskip("numpy")
+    work.write("prog.py", """
+        import numpy as np
+        weights = np.arange(1_000_000, dtype=np.float64).reshape(1000, 1000)
+        view_f = np.asfortranarray(weights[:10])
+        ints = np.arange(10, dtype=np.int8)
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    snap = relive.load(store=str(work.store))
+    np.testing.assert_array_equal(snap["weights"], np.arange(1_000_000, dtype=np.float64).reshape(1000, 1000))
+    assert snap["weights"].flags.writeable
+    assert snap["view_f"].flags.f_contiguous
+    record = snap.globals.info("weights")["record"]
+    payload, buffers = _native.Store.open(str(work.store)).get_record(record)
+    assert len(payload) < 1000  # the pickle is a skeleton: the 8 MB are one raw buffer
+    assert [len(b) for b in buffers] == [8_000_000]
+    assert snap.globals.info("weights")["summary"] == "1000×1000 float64"
+
+
+def test_torch_tensors_stored_out_of_band(work):
+    torch = pytest.importorskip("torch")
+    work.write("prog.py", """
+        import torch
+        torch.manual_seed(0)
+        model = torch.nn.Linear(256, 128)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        model(torch.randn(4, 256)).sum().backward()
+        opt.step()
+        t = torch.arange(1000, dtype=torch.float32)
+        view = t[10:20]
+        half = torch.ones(3, dtype=torch.bfloat16)
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    snap = relive.load(store=str(work.store))
+    ns = snap.namespace()
+    assert torch.equal(ns["t"], torch.arange(1000, dtype=torch.float32))
+    assert ns["view"].untyped_storage().data_ptr() == ns["t"].untyped_storage().data_ptr()
+    assert ns["half"].dtype == torch.bfloat16
+    assert isinstance(ns["model"].weight, torch.nn.Parameter)
+    assert ns["opt"].state_dict()["state"][0]["exp_avg"].shape == (128, 256)
+    record = snap.globals.info("model")["record"]
+    payload, buffers = _native.Store.open(str(work.store)).get_record(record)
+    assert sum(len(b) for b in buffers) >= 256 * 128 * 4
+    assert len(payload) < 10_000
+
+
+def test_show_json_lists_every_scope(work):
+    work.write("prog.py", """
+        import relive
+        def f(n):
+            local_list = list(range(n))
+            relive.checkpoint()
+        g = "global"
+        f(4)
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    shown = json.loads(work.relive("show", [s for s in work.log() if s["trigger"] == "explicit"][0]["id"][:8],
+                                   "--json", check=True).stdout)
+    scopes = {s["scope"]: s for s in shown["scopes"]}
+    assert scopes["globals"]["variables"]["g"]["type"] == "str"
+    frame = scopes["frame 1 (f)"]
+    assert frame["variables"]["local_list"]["summary"] == "len 4"
+    assert frame["variables"]["n"]["summary"] == "4"
