@@ -93,6 +93,8 @@ def test_store_removed_while_running(work):
     assert proc.returncode == 0
     assert out == "finished\n"
     assert err.count("relive:") == 1 and "skipped" in err
+    # The store was created afresh for the next snapshot: relive retries.
+    assert [s["trigger"] for s in work.log()] == ["exit"]
 
 
 def test_files_are_owner_only(work):
@@ -160,3 +162,33 @@ def test_sigkill_during_a_big_snapshot(work):
     assert log[0]["trigger"] == "explicit"
     assert relive.load(log[0]["id"], store=str(work.store))["small"] == [1, 2, 3]
     assert work.relive("verify").returncode == 0
+
+
+def test_full_disk_warns_once_and_program_is_unchanged(work):
+    """A file-size limit makes every large write fail with EFBIG, as a full disk fails them."""
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import ENV
+
+    pytest.importorskip("numpy")
+    work.write("prog.py", """
+        import numpy as np, relive
+        data = np.random.default_rng(0).random(1_000_000)   # 8 MB: more than the disk holds
+        for i in range(3):
+            relive.checkpoint()
+            data[i] = -1
+        print("sum", round(float(data[:3].sum())))
+    """)
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    proc = subprocess.run([sys.executable, "-m", "relive", "run", "--every", "0", "prog.py"], cwd=work.path,
+                          env=ENV, capture_output=True, text=True, timeout=120, preexec_fn=small_disk)
+    assert proc.returncode == 0
+    assert proc.stdout == "sum -3\n"
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("relive: a snapshot failed"), proc.stderr
+    assert "File too large" in lines[0] or "too large" in lines[0].lower()

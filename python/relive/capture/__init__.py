@@ -185,7 +185,9 @@ class Capture:
                 frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra)
             result = snapshot.write(store, request, self._codes)
         except Exception as exc:  # never into the program: the next snapshot covers this one
-            warn_once("snapshot", f"a snapshot failed and was skipped ({type(exc).__name__}: {exc})")
+            self._store = None  # open it afresh next time (it may have been removed, or repaired)
+            warn_once("snapshot", f"a snapshot failed and was skipped: {exc}; the program goes on, "
+                                  "and relive tries again at the next snapshot")
             return None
         self._parent = result.id
         self.snapshots.append(result)

@@ -46,17 +46,20 @@ class SnapshotResult:
 
 
 class CodeRecords:
-    """Each frame's code, stored once by value (marshal): resume will need the exact code."""
+    """Each frame's code, stored by value (marshal): resume will need the exact code.
+
+    The marshalled bytes are kept per code object; the store's own index makes putting
+    them again free (a failed snapshot may have lost them, so they are always put).
+    """
 
     def __init__(self) -> None:
-        self._ids: dict[types.CodeType, str] = {}
+        self._marshalled: dict[types.CodeType, bytes] = {}
 
     def record_id(self, store: Any, code: types.CodeType) -> tuple[str, int]:
-        known = self._ids.get(code)
-        if known is not None:
-            return known, 0
-        record_id, new_bytes, _ = store.put_record(b"marshal:" + marshal.dumps(code), [])
-        self._ids[code] = record_id
+        data = self._marshalled.get(code)
+        if data is None:
+            data = self._marshalled[code] = b"marshal:" + marshal.dumps(code)
+        record_id, new_bytes, _ = store.put_record(data, [])
         return record_id, new_bytes
 
 
