@@ -37,6 +37,12 @@ def human_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
+
+
 def _where(where: dict[str, Any] | None, cwd: str | None = None) -> str:
     if not where:
         return "-"
@@ -106,7 +112,7 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
             "id": s.id, "run": s.run, "seq": s.seq, "time": s.time, "trigger": s.trigger,
             "file": where.get("file"), "line": where.get("line"), "function": where.get("function"),
             "new_bytes": m.get("new_bytes"), "state_bytes": m.get("state_bytes"),
-            "skipped": m.get("skipped", []), "mode": m.get("mode"),
+            "skipped": m.get("skipped", []), "mode": m.get("mode"), "pause_s": m.get("pause_s"),
         }
         for optional in ("signal", "exception", "note"):
             if optional in m:
@@ -158,7 +164,7 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         console.print(header)
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column, justify in (("ID", "left"), ("TIME", "left"), ("TRIGGER", "left"), ("WHERE", "left"),
-                                ("NEW", "right"), ("STATE", "right"), ("SKIPPED", "right")):
+                                ("NEW", "right"), ("STATE", "right"), ("PAUSE", "right"), ("SKIPPED", "right")):
             table.add_column(column, justify=justify, no_wrap=column != "WHERE")  # type: ignore[arg-type]
         for row in run_rows:
             trigger = row["trigger"] + (f" {row['signal']}" if "signal" in row else "")
@@ -167,7 +173,7 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
             table.add_row(row["id"][:12], _local_time(row["time"]), trigger,
                           _where({"file": row["file"], "line": row["line"], "function": row["function"]}, cwd),
                           human_bytes(row["new_bytes"]), human_bytes(row["state_bytes"]),
-                          str(len(row["skipped"])) if row["skipped"] else "")
+                          _seconds(row["pause_s"]), str(len(row["skipped"])) if row["skipped"] else "")
         console.print(table)
         console.print()
 

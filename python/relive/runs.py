@@ -71,7 +71,7 @@ def collect_packages(run: RunInfo) -> None:
 
         packages = {}
         for dist in metadata.distributions():
-            name = dist.metadata.get("Name")
+            name = dist.name
             if name:
                 packages[name] = dist.version
         run.packages = dict(sorted(packages.items(), key=lambda kv: kv[0].lower()))

@@ -226,3 +226,52 @@ def test_long_c_call_is_not_interrupted(work):
     # At the first safe point after the call the statement has completed.
     assert snap.frames[-1].lineno == 5
     assert "big" in snap.globals
+
+
+def test_ticks_while_a_snapshot_is_written(work):
+    """The timer fires many times during each (slow) snapshot: no deadlock, no snapshot of
+    relive's own pickling, and the program's result is unchanged."""
+    work.write("prog.py", """
+        import relive
+        class Slow:
+            def __init__(self, i):
+                self.i = i
+            def __reduce__(self):            # program code run by relive's pickling
+                total = 0
+                for k in range(300):
+                    total += k
+                return (Slow, (self.i,))
+        items = [Slow(i) for i in range(300)]
+        for _ in range(200):
+            relive.checkpoint()   # back to back: a tick queued between two lands inside the next
+        print("ok")
+    """)
+    proc = work.relive("run", "--every", "0.001", "prog.py", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ok\n"
+    log = work.log()
+    assert len(log) > 5
+    assert all(s["file"] is None or s["file"].endswith("prog.py") for s in log)
+
+
+def test_a_tick_that_lands_inside_a_snapshot_is_dropped(work):
+    """Regression: a timer tick queued just before a snapshot ran during its pickling, armed
+    line events there, and the snapshot waited on itself forever."""
+    work.write("prog.py", """
+        import relive
+        from relive import _native
+        from relive.capture import _active as capture
+
+        class Sneaky:
+            def __reduce__(self):
+                _native.call_in_main_thread(capture._arm_timer)  # the tick, mid-pickling
+                x = 1
+                return (Sneaky, ())
+
+        item = Sneaky()
+        relive.checkpoint()
+        print("ok")
+    """)
+    proc = work.relive("run", "--every", "0", "prog.py", timeout=30)
+    assert proc.returncode == 0 and proc.stdout == "ok\n"
+    assert [s["trigger"] for s in work.log()] == ["explicit", "exit"]

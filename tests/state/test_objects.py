@@ -188,3 +188,19 @@ def test_show_json_lists_every_scope(work):
     frame = scopes["frame 1 (f)"]
     assert frame["variables"]["local_list"]["summary"] == "len 4"
     assert frame["variables"]["n"]["summary"] == "4"
+
+
+def test_cuda_tensors_come_back_on_the_gpu(work):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    work.write("prog.py", """
+        import torch
+        weights = torch.arange(1_000_000, dtype=torch.float32, device="cuda").reshape(1000, 1000)
+        row = weights[3]
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    ns = relive.load(store=str(work.store)).namespace()
+    assert ns["weights"].device.type == "cuda"
+    assert torch.equal(ns["weights"].cpu(), torch.arange(1_000_000, dtype=torch.float32).reshape(1000, 1000))
+    assert ns["row"].untyped_storage().data_ptr() == ns["weights"].untyped_storage().data_ptr()

@@ -16,6 +16,8 @@ import threading
 import time
 import types
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ from relive.capture.signals import SignalRelay
 from relive.report import warn_once
 
 _active: "Capture | None" = None
+_SIGNAL_PATIENCE = 30.0  # seconds a signal waits for a snapshot being written before it acts anyway
 
 
 @dataclass
@@ -50,12 +53,14 @@ class Capture:
         self._boundary = boundary
         self._main_ident = threading.get_ident()
         self._lock = threading.Lock()
+        self._owner: int | None = None  # the thread writing a snapshot
         self._store: Any = None
         self._codes = snapshot.CodeRecords()
         self._seq = 0
         self._parent: str | None = None
         self._trigger = "timer"
         self._signals: list[int] = []
+        self._signalled_at = 0.0
         self._disabled = False
         self._tick_queued = False
         self._line = LineEvents(self._at_line)
@@ -95,7 +100,8 @@ class Capture:
 
     def _arm_timer(self) -> None:
         self._tick_queued = False
-        if not self._disabled and not self._line.armed:
+        # Not while a snapshot is written: its own pickling would hit the line events.
+        if not self._disabled and not self._line.armed and not self._lock.locked():
             self._trigger = "timer"
             self._line.arm()
 
@@ -106,14 +112,16 @@ class Capture:
         """
         if self._disabled:
             return False
+        if not self._signals:
+            self._signalled_at = time.monotonic()
         self._signals.append(signum)
+        self._clock.set_deadline(time.monotonic() + self.options.signal_wait)
         if self._lock.locked():  # a snapshot is being written right now: act after it
             return True
         self._trigger = "signal"
         if not self._line.arm():
             self._signals.remove(signum)
             return False
-        self._clock.set_deadline(time.monotonic() + self.options.signal_wait)
         return True
 
     def _on_signal_deadline(self) -> None:
@@ -121,10 +129,21 @@ class Capture:
         blocked in a call, e.g. ``time.sleep``). Snapshot its stack as it stands."""
         if not self._signals or self._disabled:
             return
-        with self._lock:
-            if not self._signals or not self._line.armed:
+        if self._lock.locked():
+            # A snapshot is still being written. A signal may wait for it, but never for
+            # long: the program's own handling (or death) comes first.
+            if time.monotonic() - self._signalled_at < _SIGNAL_PATIENCE:
+                self._clock.set_deadline(time.monotonic() + 1.0)
                 return
-            self._line.disarm()
+            signals, self._signals = self._signals, []
+            for signum in signals:
+                self._relay.redeliver(signum, self._main_ident)
+            return
+        if not self._line.armed:
+            return
+        with self._snapshotting() as free:
+            if not free or not self._signals:
+                return
             frame = stack.main_thread_frame(self._main_ident)
             self._take("signal", stack.live_stack(frame, self._boundary),
                        note="taken while the main thread was blocked in a call")
@@ -135,7 +154,9 @@ class Capture:
     def _at_line(self, frame: types.FrameType) -> None:
         """Main thread, at a line boundary of the program."""
         self._clock.set_deadline(None)
-        with self._lock:
+        with self._snapshotting() as free:
+            if not free:
+                return
             trigger = "signal" if self._signals else self._trigger
             self._take(trigger, stack.live_stack(frame, self._boundary))
         self._act_on_signals(frame)
@@ -149,27 +170,46 @@ class Capture:
     def checkpoint(self, frame: types.FrameType) -> str | None:
         if self._disabled:
             return None
-        with self._lock:
-            snapshot_id = self._take("explicit", stack.live_stack(frame, self._boundary))
+        with self._snapshotting() as free:
+            snapshot_id = self._take("explicit", stack.live_stack(frame, self._boundary)) if free else None
         self._act_on_signals(frame)
         return snapshot_id
 
     def on_exit(self) -> None:
         if not self._disabled:
-            with self._lock:
-                self._take("exit", [], where={"file": self._main_dict.get("__file__"), "line": None,
-                                             "function": "<module>"})
+            with self._snapshotting() as free:
+                if free:
+                    self._take("exit", [], where={"file": self._main_dict.get("__file__"), "line": None,
+                                                 "function": "<module>"})
             self._act_on_signals(None)
 
     def on_exception(self, exc: BaseException) -> None:
         if self._disabled:
             return
-        with self._lock:
-            self._take("exception", stack.traceback_stack(exc.__traceback__),
-                       exception={"type": type(exc).__qualname__, "message": _message(exc)})
+        with self._snapshotting() as free:
+            if free:
+                self._take("exception", stack.traceback_stack(exc.__traceback__),
+                           exception={"type": type(exc).__qualname__, "message": _message(exc)})
         self._act_on_signals(None)
 
     # -- taking one --
+
+    @contextmanager
+    def _snapshotting(self) -> Iterator[bool]:
+        """Hold the snapshot lock, with line events off; yields False when this thread is
+        already inside a snapshot (relive's own pickling reached a line event or a trigger),
+        which must not start another."""
+        me = threading.get_ident()
+        if self._owner == me:
+            yield False
+            return
+        with self._lock:
+            self._owner = me
+            try:
+                self._line.disarm()
+                yield True
+            finally:
+                self._owner = None
 
     def _take(self, trigger: str, frames: list[stack.FrameView], **extra: Any) -> str | None:
         """Write one snapshot. Never raises: a failure is reported once and skipped."""

@@ -62,6 +62,9 @@ class LineEvents:
     # -- 3.11 --
 
     def _global_trace(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        if not self.armed:  # disarmed from another thread: leave now, in the right thread
+            self._restore_trace()
+            return None
         if event == "call":
             self._traced.append(frame)
             return self._local_trace
@@ -107,6 +110,12 @@ class LineEvents:
             if self._tool is not None:
                 sys.monitoring.set_events(self._tool, 0)
             return
+        # `sys.settrace` acts on the calling thread only: from another thread, the main
+        # thread's trace functions see `armed` is False and remove themselves.
+        if threading.get_ident() == self._main_ident:
+            self._restore_trace()
+
+    def _restore_trace(self) -> None:
         sys.settrace(self._previous_trace)
         self._previous_trace = None
         for frame in self._traced:

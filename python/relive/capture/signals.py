@@ -15,7 +15,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-HANDLED = (signal.SIGTERM, signal.SIGUSR1)
+HANDLED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
 
 # Called with (signum, frame); returns True if relive will act on the signal later.
 OnSignal = Callable[[int, types.FrameType | None], bool]

@@ -90,6 +90,7 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
         frames.append(_frame_entry(index, view, code_id, state))
     records = sorted(set(state.records) | {f["code"] for f in frames})
     manifest = _manifest(request, state, frames, records)
+    manifest["pause_s"] = round(time.perf_counter() - started, 6)  # up to the commit, which follows
     snapshot_id = store.commit(json.dumps(manifest, separators=(",", ":")).encode())
     return SnapshotResult(snapshot_id, state.new_bytes, state.state_bytes, len(state.skipped),
                           time.perf_counter() - started)

@@ -27,7 +27,7 @@ def summary(value: Any) -> str:
 def _summary(value: Any) -> str:
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
-    if isinstance(shape, tuple) or type(shape).__name__ == "Size":
+    if shape is not None and (isinstance(shape, tuple) or type(shape).__name__ == "Size"):
         dims = "×".join(str(d) for d in shape) or "scalar"
         parts = [str(dtype)] if dtype is not None else []
         device = getattr(value, "device", None)

@@ -86,7 +86,9 @@ def rebuild_storage(data: Any, device: str) -> Any:
         try:
             storage = storage.to(device=torch.device(device))
         except (RuntimeError, AssertionError):  # no such device here: keep it on the CPU
-            pass
+            from relive.report import warn_once
+
+            warn_once("device", f"tensors stored from {device} are loaded on the CPU: there is no {device} here")
     return storage
 
 
@@ -123,7 +125,7 @@ class _StorageRef:
         device = str(storage.device)
         if storage.device.type != "cpu":
             storage = storage.cpu()
-        raw = torch.empty(0, dtype=torch.uint8).set_(storage).numpy()
+        raw = memoryview(torch.empty(0, dtype=torch.uint8).set_(storage).numpy())
         return (rebuild_storage, (pickle.PickleBuffer(raw), device))
 
 
@@ -176,6 +178,7 @@ class StatePickler(cloudpickle.Pickler):
 
     def _reduce_tensor(self, tensor: Any) -> Any:
         torch = self._torch
+        assert torch is not None
         if tensor.layout is not torch.strided or tensor.is_quantized or tensor.is_nested:
             return None
         if tensor.device.type == "meta":
