@@ -231,7 +231,7 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
         console.print(f"  note: {m['note']}", markup=False)
     console.print(f"  state {human_bytes(m.get('state_bytes'))}, written by this snapshot "
                   f"{human_bytes(m.get('new_bytes'))}")
-    shared: list[str] = []
+    shared: dict[frozenset[str], None] = {}  # groups of variables stored together, in order
     for name, details, variables in scopes:
         console.print()
         console.print(f"[bold]{name}[/bold]" + (f" at {_where(details, cwd)}" if details else ""))
@@ -241,7 +241,7 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
         for var_name, entry in variables.items():
             marker = " *" if entry.get("shared_with") else ""
             if marker:
-                shared.append(f"{var_name} in {name} with {', '.join(entry['shared_with'])}")
+                shared[frozenset([f"{var_name} in {name}", *entry["shared_with"]])] = None
             table.add_row(var_name + marker, entry.get("type", ""), entry.get("summary", ""),
                           human_bytes(entry.get("size")))
         if not variables:
@@ -250,8 +250,8 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
     if shared:
         console.print()
         console.print("[bold]*[/bold] stored together because they share objects (they load back shared):")
-        for line in shared:
-            console.print(f"  {line}", markup=False)
+        for group in shared:
+            console.print(f"  {', '.join(sorted(group))}", markup=False)
     skipped = m.get("skipped", [])
     if skipped:
         console.print()
