@@ -130,21 +130,16 @@ impl Store {
             let path = self.root.join("snapshots").join(sid.to_hex());
             let json = match self.read_snapshot(&sid) {
                 Ok(json) => json,
-                Err(Error::Corrupt { detail, .. }) => {
+                Err(e) => {
+                    let detail = match e {
+                        Error::Corrupt { detail, .. } => detail,
+                        other => other.to_string(),
+                    };
                     report.problems.push(Problem::new(
                         "corrupt-snapshot",
                         Some(&sid),
                         path,
                         detail,
-                    ));
-                    continue;
-                }
-                Err(e) => {
-                    report.problems.push(Problem::new(
-                        "corrupt-snapshot",
-                        Some(&sid),
-                        path,
-                        e.to_string(),
                     ));
                     continue;
                 }
