@@ -84,11 +84,17 @@ def cli() -> None:
 @click.option("--signal-wait", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
               help="How long SIGTERM/SIGUSR1 wait for a line boundary before the snapshot is taken where "
                    "the program stands.")
+@click.option("--mode", type=click.Choice(["auto", "fork", "inline"]), default="auto", show_default=True,
+              help="Where timer snapshots are written: in a forked child while the program goes on (fork), "
+                   "or in the program's process while it waits (inline). auto: fork where it is safe "
+                   "(POSIX, CUDA not initialized). Other snapshots are always inline.")
+@click.option("--snapshot-timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+              metavar="SECONDS", help="Stop a background snapshot that runs longer (it counts as failed).")
 @click.option("-m", "module", is_flag=True, help="TARGET is a module name, run as `python -m` does.")
 @click.argument("target")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(store: str, every: float, exclude: tuple[str, ...], signal_wait: float, module: bool,
-        target: str, args: tuple[str, ...]) -> Any:
+def run(store: str, every: float, exclude: tuple[str, ...], signal_wait: float, mode: str,
+        snapshot_timeout: float, module: bool, target: str, args: tuple[str, ...]) -> Any:
     """Run TARGET (a script, or a module with -m) with ARGS, as python would, taking snapshots.
 
     \b
@@ -98,7 +104,8 @@ def run(store: str, every: float, exclude: tuple[str, ...], signal_wait: float, 
     from relive.capture import CaptureOptions
     from relive.runner import Program
 
-    options = CaptureOptions(store=os.path.abspath(store), every=every, exclude=exclude, signal_wait=signal_wait)
+    options = CaptureOptions(store=os.path.abspath(store), every=every, exclude=exclude, signal_wait=signal_wait,
+                             mode=mode, snapshot_timeout=snapshot_timeout)
     # Returned, not run: the program must run outside click's error handling.
     return Program(target=target, args=list(args), module=module, options=options)
 
@@ -113,6 +120,7 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
             "file": where.get("file"), "line": where.get("line"), "function": where.get("function"),
             "new_bytes": m.get("new_bytes"), "state_bytes": m.get("state_bytes"),
             "skipped": m.get("skipped", []), "mode": m.get("mode"), "pause_s": m.get("pause_s"),
+            "write_s": m.get("write_s"),
         }
         for optional in ("signal", "exception", "note"):
             if optional in m:
@@ -164,7 +172,8 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         console.print(header)
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column, justify in (("ID", "left"), ("TIME", "left"), ("TRIGGER", "left"), ("WHERE", "left"),
-                                ("NEW", "right"), ("STATE", "right"), ("PAUSE", "right"), ("SKIPPED", "right")):
+                                ("NEW", "right"), ("STATE", "right"), ("MODE", "left"), ("PAUSE", "right"),
+                                ("SKIPPED", "right")):
             table.add_column(column, justify=justify, no_wrap=column != "WHERE")  # type: ignore[arg-type]
         for row in run_rows:
             trigger = row["trigger"] + (f" {row['signal']}" if "signal" in row else "")
@@ -172,7 +181,7 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
                 trigger += f" {row['exception']['type']}"
             table.add_row(row["id"][:12], _local_time(row["time"]), trigger,
                           _where({"file": row["file"], "line": row["line"], "function": row["function"]}, cwd),
-                          human_bytes(row["new_bytes"]), human_bytes(row["state_bytes"]),
+                          human_bytes(row["new_bytes"]), human_bytes(row["state_bytes"]), row["mode"] or "-",
                           _seconds(row["pause_s"]), str(len(row["skipped"])) if row["skipped"] else "")
         console.print(table)
         console.print()

@@ -23,7 +23,8 @@ from typing import Any
 
 from relive import _native
 from relive.capture import frames as stack
-from relive.capture import snapshot
+from relive.capture import background, snapshot
+from relive.capture.background import Background
 from relive.capture.clock import Clock
 from relive.capture.safepoint import LineEvents
 from relive.capture.signals import SignalRelay
@@ -39,6 +40,8 @@ class CaptureOptions:
     every: float = 10.0
     exclude: tuple[str, ...] = ()
     signal_wait: float = 2.0  # seconds a signal waits for a line boundary before relive snapshots in place
+    mode: str = "auto"  # timer snapshots: "fork" (background), "inline", or "auto" (fork where it is safe)
+    snapshot_timeout: float = 300.0  # a background snapshot running longer is stopped and counted as failed
 
 
 class Capture:
@@ -66,6 +69,7 @@ class Capture:
         self._line = LineEvents(self._at_line)
         self._relay = SignalRelay(self._on_signal)
         self._clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
+        self._background = Background(options.snapshot_timeout, self._background_done)
 
     # -- lifecycle --
 
@@ -94,14 +98,15 @@ class Capture:
 
     def _on_tick(self) -> None:
         """Timer thread: ask the main thread to arm at its next chance."""
-        if self._disabled or self._line.armed or self._lock.locked() or self._tick_queued:
+        if self._disabled or self._line.armed or self._lock.locked() or self._tick_queued \
+                or self._background.busy:  # one snapshot at a time: this tick is covered by the next
             return
         self._tick_queued = _native.call_in_main_thread(self._arm_timer)
 
     def _arm_timer(self) -> None:
         self._tick_queued = False
         # Not while a snapshot is written: its own pickling would hit the line events.
-        if not self._disabled and not self._line.armed and not self._lock.locked():
+        if not self._disabled and not self._line.armed and not self._lock.locked() and not self._background.busy:
             self._trigger = "timer"
             self._line.arm()
 
@@ -158,7 +163,9 @@ class Capture:
             if not free:
                 return
             trigger = "signal" if self._signals else self._trigger
-            self._take(trigger, stack.live_stack(frame, self._boundary))
+            frames = stack.live_stack(frame, self._boundary)
+            if trigger != "timer" or not self._take_in_background(trigger, frames):
+                self._take(trigger, frames)
         self._act_on_signals(frame)
 
     def _act_on_signals(self, frame: types.FrameType | None) -> None:
@@ -207,31 +214,82 @@ class Capture:
             self._owner = me
             try:
                 self._line.disarm()
+                if not self._background.wait(self.options.snapshot_timeout + 5):
+                    yield False  # a background snapshot that does not end: skip, do not hang
+                    return
                 yield True
             finally:
                 self._owner = None
 
-    def _take(self, trigger: str, frames: list[stack.FrameView], **extra: Any) -> str | None:
-        """Write one snapshot. Never raises: a failure is reported once and skipped."""
+    def _request(self, trigger: str, frames: list[stack.FrameView], mode: str,
+                 extra: dict[str, Any]) -> snapshot.SnapshotRequest:
         if self._signals and trigger == "signal":
             extra["signal"] = signal.Signals(self._signals[0]).name
+        self._seq += 1
+        return snapshot.SnapshotRequest(
+            run_id=self.run.id, seq=self._seq, parent=self._parent, trigger=trigger, mode=mode,
+            frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra)
+
+    def _take(self, trigger: str, frames: list[stack.FrameView], **extra: Any) -> str | None:
+        """Write one snapshot in this process. Never raises: a failure is reported once and skipped."""
         try:
             store = self._open_store()
             if store is None:
                 return None
-            self._seq += 1
-            request = snapshot.SnapshotRequest(
-                run_id=self.run.id, seq=self._seq, parent=self._parent, trigger=trigger,
-                frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra)
-            result = snapshot.write(store, request, self._codes)
+            result = snapshot.write(store, self._request(trigger, frames, "inline", extra), self._codes)
         except Exception as exc:  # never into the program: the next snapshot covers this one
-            self._store = None  # open it afresh next time (it may have been removed, or repaired)
-            warn_once("snapshot", f"a snapshot failed and was skipped: {exc}; the program goes on, "
-                                  "and relive tries again at the next snapshot")
+            self._failed(exc)
             return None
         self._parent = result.id
         self.snapshots.append(result)
         return result.id
+
+    def _use_fork(self) -> bool:
+        mode = self.options.mode
+        if mode == "inline":
+            return False
+        if background.available():
+            return True
+        if mode == "fork":
+            warn_once("fork", "snapshots are taken in the program's process: fork is unavailable or unsafe "
+                              "here (CUDA is initialized)")
+        return False
+
+    def _take_in_background(self, trigger: str, frames: list[stack.FrameView]) -> bool:
+        """Fork a child that writes the snapshot; False if it has to be taken inline instead."""
+        if not self._use_fork():
+            return False
+        started = time.perf_counter()
+        try:
+            if self._open_store() is None:
+                return True  # no store: nothing to do, inline would fail the same way
+            request = self._request(trigger, frames, "fork", {})
+        except Exception as exc:
+            self._failed(exc)
+            return True
+        path, codes = self.options.store, self._codes
+
+        def work() -> dict[str, Any]:
+            request.pause_s = time.perf_counter() - started  # the program's share: until the fork
+            result = snapshot.write(_native.Store.open(path, create=False), request, codes)
+            return {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
+                    "skipped": result.skipped, "seconds": result.seconds}
+
+        return self._background.start(work)
+
+    def _background_done(self, outcome: dict[str, Any]) -> None:
+        """The clock of a child's end (its waiter thread)."""
+        if outcome.get("ok"):
+            self._parent = outcome["id"]
+            self.snapshots.append(snapshot.SnapshotResult(
+                outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
+        else:
+            self._failed(RuntimeError(outcome.get("error", "unknown error")))
+
+    def _failed(self, exc: BaseException) -> None:
+        self._store = None  # open it afresh next time (it may have been removed, or repaired)
+        warn_once("snapshot", f"a snapshot failed and was skipped: {exc}; the program goes on, "
+                              "and relive tries again at the next snapshot")
 
     def _open_store(self) -> Any:
         if self._store is not None:

@@ -30,10 +30,12 @@ class SnapshotRequest:
     seq: int
     parent: str | None
     trigger: str
+    mode: str  # "inline" (in the program's process) or "fork" (in a forked child)
     frames: list[FrameView]
     main_dict: dict[str, Any]
     exclude: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # signal, exception, note
+    pause_s: float | None = None  # how long the program paused, when not the whole write (fork)
 
 
 @dataclass
@@ -90,7 +92,9 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
         frames.append(_frame_entry(index, view, code_id, state))
     records = sorted(set(state.records) | {f["code"] for f in frames})
     manifest = _manifest(request, state, frames, records)
-    manifest["pause_s"] = round(time.perf_counter() - started, 6)  # up to the commit, which follows
+    seconds = time.perf_counter() - started  # up to the commit, which follows
+    manifest["write_s"] = round(seconds, 6)
+    manifest["pause_s"] = round(seconds if request.pause_s is None else request.pause_s, 6)
     snapshot_id = store.commit(json.dumps(manifest, separators=(",", ":")).encode())
     return SnapshotResult(snapshot_id, state.new_bytes, state.state_bytes, len(state.skipped),
                           time.perf_counter() - started)
@@ -126,7 +130,7 @@ def _manifest(request: SnapshotRequest, state: StoredState, frames: list[dict[st
         "parent": request.parent,
         "time": datetime.now(timezone.utc).isoformat(),
         "trigger": request.trigger,
-        "mode": "inline",
+        "mode": request.mode,
         "where": where,
         "frames": frames,
         "globals": _variables(state, "g:"),

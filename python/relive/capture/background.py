@@ -1,0 +1,132 @@
+"""Background snapshots: the program pauses only to fork.
+
+At the safe point the program forks; the child holds a copy-on-write image of the whole
+process and does all the pickling, hashing and writing, then exits, while the program
+goes on at once. One child at a time. The parent learns each child's outcome from a pipe
+without blocking, and kills a child that runs past its time limit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+Outcome = dict[str, Any]  # {"ok": True, ...result} or {"ok": False, "error": "..."}
+
+
+def available() -> bool:
+    """fork is there, and nothing that cannot survive it is in use (CUDA cannot)."""
+    if not hasattr(os, "fork"):
+        return False
+    torch = sys.modules.get("torch")
+    try:
+        return not (torch is not None and torch.cuda.is_initialized())
+    except Exception:
+        return False
+
+
+class Background:
+    def __init__(self, timeout: float, on_done: Callable[[Outcome], None]) -> None:
+        self._timeout = timeout
+        self._on_done = on_done
+        self._idle = threading.Event()
+        self._idle.set()
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until the running child (if any) is done; False if it still runs after ``timeout``."""
+        return self._idle.wait(timeout)
+
+    def start(self, work: Callable[[], dict[str, Any]]) -> bool:
+        """Main thread: fork a child that runs ``work()``. False if fork failed."""
+        read_end, write_end = os.pipe()
+        try:
+            with warnings.catch_warnings():
+                # 3.12+ warns that forking a multi-threaded process may deadlock the child:
+                # this child touches no lock another thread may hold (see _child).
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            return False
+        if pid == 0:
+            os.close(read_end)
+            _child(write_end, work)  # never returns
+        os.close(write_end)
+        self._idle.clear()
+        threading.Thread(target=self._wait_for, args=(pid, read_end), name="relive-child", daemon=True).start()
+        return True
+
+    def _wait_for(self, pid: int, read_end: int) -> None:
+        deadline = time.monotonic() + self._timeout
+        chunks: list[bytes] = []
+        outcome: Outcome | None = None
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    os.kill(pid, signal.SIGKILL)
+                    outcome = {"ok": False, "error": f"it took longer than {self._timeout:g} s and was stopped "
+                                                     "(see --snapshot-timeout)"}
+                    break
+                ready, _, _ = select.select([read_end], [], [], min(left, 1.0))
+                if ready:
+                    data = os.read(read_end, 65536)
+                    if not data:
+                        break
+                    chunks.append(data)
+            os.waitpid(pid, 0)
+            if outcome is None:
+                outcome = _parse(b"".join(chunks))
+        except Exception as exc:  # the waiter must always report and free the slot
+            outcome = {"ok": False, "error": f"lost track of the snapshot process: {exc}"}
+        finally:
+            os.close(read_end)
+        try:
+            self._on_done(outcome)
+        finally:
+            self._idle.set()
+
+
+def _parse(data: bytes) -> Outcome:
+    try:
+        outcome = json.loads(data)
+        if isinstance(outcome, dict):
+            return outcome
+    except ValueError:
+        pass
+    return {"ok": False, "error": "the snapshot process died before it reported (killed, or out of memory?)"}
+
+
+def _child(write_end: int, work: Callable[[], dict[str, Any]]) -> None:
+    """In the forked child: write the snapshot, report, and leave without running anything
+    of the program's (no atexit, no flush of its buffered output: os._exit)."""
+    status = 0
+    try:
+        # The process group's signals (Ctrl-C, a scheduler's SIGTERM) are for the program:
+        # this child finishes its snapshot, or is killed by the parent's time limit.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1})
+        try:
+            outcome: Outcome = {"ok": True, **work()}
+        except BaseException as exc:
+            outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__}
+            status = 1
+        data = json.dumps(outcome).encode()
+        while data:
+            data = data[os.write(write_end, data):]
+    except BaseException:
+        status = 2
+    finally:
+        os._exit(status)
