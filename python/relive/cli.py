@@ -68,6 +68,23 @@ def _console() -> Any:
     return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
 
+class _Size(click.ParamType):
+    """A size in bytes: 1000000, 500K, 200M, 2G (powers of 1024)."""
+
+    name = "size"
+    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1] if text and text[-1] in self._UNITS else ""
+        try:
+            return int(float(text[: len(text) - len(unit)]) * self._UNITS[unit])
+        except ValueError:
+            self.fail(f"{value!r} is not a size (examples: 500M, 2G)", param, ctx)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="relive", prog_name="relive")
 def cli() -> None:
@@ -90,11 +107,18 @@ def cli() -> None:
                    "(POSIX, CUDA not initialized). Other snapshots are always inline.")
 @click.option("--snapshot-timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
               metavar="SECONDS", help="Stop a background snapshot that runs longer (it counts as failed).")
+@click.option("--overhead", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="PERCENT",
+              help="Timer snapshots may cost at most this share of the program's time: the interval grows "
+                   "past --every when they cost more (0: no limit).")
+@click.option("--max-memory", type=_Size(), default=None, metavar="SIZE",
+              help="Stop a background snapshot whose extra memory (pages the program rewrites meanwhile, held "
+                   "twice) passes SIZE, e.g. 2G or 500M; it counts as failed.")
 @click.option("-m", "module", is_flag=True, help="TARGET is a module name, run as `python -m` does.")
 @click.argument("target")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(store: str, every: float, exclude: tuple[str, ...], signal_wait: float, mode: str,
-        snapshot_timeout: float, module: bool, target: str, args: tuple[str, ...]) -> Any:
+        snapshot_timeout: float, overhead: float, max_memory: int | None, module: bool, target: str,
+        args: tuple[str, ...]) -> Any:
     """Run TARGET (a script, or a module with -m) with ARGS, as python would, taking snapshots.
 
     \b
@@ -105,7 +129,8 @@ def run(store: str, every: float, exclude: tuple[str, ...], signal_wait: float, 
     from relive.runner import Program
 
     options = CaptureOptions(store=os.path.abspath(store), every=every, exclude=exclude, signal_wait=signal_wait,
-                             mode=mode, snapshot_timeout=snapshot_timeout)
+                             mode=mode, snapshot_timeout=snapshot_timeout, overhead=overhead,
+                             max_memory=max_memory)
     # Returned, not run: the program must run outside click's error handling.
     return Program(target=target, args=list(args), module=module, options=options)
 
@@ -120,7 +145,7 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
             "file": where.get("file"), "line": where.get("line"), "function": where.get("function"),
             "new_bytes": m.get("new_bytes"), "state_bytes": m.get("state_bytes"),
             "skipped": m.get("skipped", []), "mode": m.get("mode"), "pause_s": m.get("pause_s"),
-            "write_s": m.get("write_s"),
+            "write_s": m.get("write_s"), "memory_bytes": m.get("memory_bytes"),
         }
         for optional in ("signal", "exception", "note"):
             if optional in m:

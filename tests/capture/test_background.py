@@ -23,7 +23,7 @@ def test_timer_snapshots_are_forked_and_consistent(work):
             b += 1
         print("rounds", i > 0)
     """)
-    proc = work.relive("run", "--every", "0.2", "prog.py", check=True)
+    proc = work.relive("run", "--every", "0.2", "--overhead", "0", "prog.py", check=True)
     assert proc.stdout == "rounds True\n" and proc.stderr == ""
     log = work.log()
     timers = [s for s in log if s["trigger"] == "timer"]
@@ -80,3 +80,43 @@ def test_a_child_past_its_time_limit_is_stopped(work):
     assert proc.returncode == 0 and proc.stdout == "done\n"
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "longer than 0.3 s" in lines[0], proc.stderr
+
+
+def test_overhead_budget_stretches_the_interval(work):
+    work.write("prog.py", """
+        import time
+        state = [{"k": i, "v": str(i) * 20} for i in range(150_000)]   # ~0.2 s to pickle
+        end = time.time() + 3
+        while time.time() < end:
+            time.sleep(0.01)
+    """)
+    work.relive("run", "--every", "0.05", "--mode", "inline", "--overhead", "0", "prog.py", check=True)
+    unbounded = [s for s in work.log() if s["trigger"] == "timer"]
+    work.relive("run", "--every", "0.05", "--mode", "inline", "--overhead", "10", "prog.py", check=True)
+    bounded = [s for s in work.log() if s["trigger"] == "timer"]
+    # Each snapshot pauses the program for its whole write: at 10% the interval is >= 10x that.
+    pauses = sum(s["pause_s"] for s in bounded)
+    assert pauses <= 0.1 * 3 + max(s["pause_s"] for s in bounded), (pauses, len(bounded))
+    assert len(bounded) < len(unbounded)
+
+
+def test_max_memory_stops_a_child_that_grows(work):
+    pytest.importorskip("numpy")
+    work.write("prog.py", """
+        import time
+        import numpy as np
+        class Slow:
+            def __reduce__(self):
+                time.sleep(1.5)                       # keeps the child alive while the program writes
+                return (Slow, ())
+        slow = Slow()
+        big = np.zeros(40_000_000)                    # 320 MB, rewritten: every page copied once
+        end = time.time() + 3
+        while time.time() < end:
+            big += 1.0
+        print("done")
+    """)
+    proc = work.relive("run", "--every", "0.2", "--mode", "fork", "--max-memory", "100M", "--overhead", "0",
+                       "prog.py", timeout=120)
+    assert proc.returncode == 0 and proc.stdout == "done\n"
+    assert "--max-memory" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -35,7 +35,7 @@ def test_sigkill_at_many_points_leaves_every_committed_snapshot_loadable(work):
     rng = random.Random(7)
     kills = 12
     for attempt in range(kills):
-        proc = work.start("run", "--every", "0.05", "prog.py")
+        proc = work.start("run", "--every", "0.05", "--overhead", "0", "prog.py")
         wait_for_line(proc, "ready")
         time.sleep(rng.uniform(0.05, 0.8))  # lands anywhere: mid-pickle, mid-pack, mid-commit
         proc.kill()

@@ -8,6 +8,7 @@
 //! snapshots/<64 hex>           one manifest per snapshot; name = blake3 of the file's bytes
 //! runs/<run id>.json           run documents (opaque JSON bytes)
 //! tmp/                         half-written files, never read
+//! cache/fingerprints           local cache: chunk fingerprints of the latest snapshot (rebuildable)
 //! ```
 //!
 //! Everything is content addressed with BLAKE3 and every read is verified. Large buffers are cut
@@ -23,6 +24,7 @@
 mod config;
 mod durable;
 mod error;
+mod fingerprint;
 mod id;
 mod pack;
 mod parallel;

@@ -11,6 +11,7 @@ use zstd::bulk::{Compressor, Decompressor};
 use crate::config;
 use crate::durable;
 use crate::error::{io_at, Error, Result};
+use crate::fingerprint::Fingerprints;
 use crate::id::Id;
 use crate::pack::{self, BlobError, BlobInfo, Codec, Entry, Kind, OpenPack, Stored};
 use crate::parallel;
@@ -44,6 +45,8 @@ pub struct Store {
     chunk_size: usize,
     pub(crate) index: RwLock<Index>,
     writer: Mutex<Writer>,
+    /// Loaded on the first put: read-only users never touch the cache.
+    fingerprints: Mutex<Option<Fingerprints>>,
 }
 
 /// Every readable blob, by id.
@@ -157,6 +160,7 @@ impl Store {
                 open: None,
                 cleaned_tmp: false,
             }),
+            fingerprints: Mutex::new(None),
         };
         store.refresh()?;
         Ok(store)
@@ -287,7 +291,7 @@ impl Store {
     pub fn put_record(&self, payload: &[u8], buffers: &[&[u8]]) -> Result<PutOutcome> {
         let chunk_size = self.chunk_size;
         let pieces: Vec<&[u8]> = buffers.iter().flat_map(|b| b.chunks(chunk_size)).collect();
-        let ids = parallel::map_with(&mut pieces.clone(), || (), |_, piece| Id::of(piece));
+        let ids = self.chunk_ids(&pieces);
         let lens: Vec<u64> = buffers.iter().map(|b| b.len() as u64).collect();
         let encoded = record::encode(payload, &lens, &ids, chunk_size);
         let record_len = u32::try_from(encoded.len()).map_err(|_| {
@@ -340,6 +344,51 @@ impl Store {
             new_bytes,
             raw_bytes,
         })
+    }
+
+    /// The BLAKE3 id of each chunk. A chunk whose fingerprint the cache knows, with the id
+    /// stored, costs only its fingerprint; the others are hashed, in parallel either way.
+    fn chunk_ids(&self, pieces: &[&[u8]]) -> Vec<Id> {
+        let mut cache = self
+            .fingerprints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let fps = cache.get_or_insert_with(|| Fingerprints::load(&self.fingerprints_path()));
+        let seed = fps.seed();
+        let fingerprints = parallel::map_with(
+            &mut pieces.to_vec(),
+            || (),
+            |_, p| Fingerprints::of(seed, p),
+        );
+        let mut ids: Vec<Option<Id>> = {
+            let index = self.read_index();
+            let writer = self.writer();
+            fingerprints
+                .iter()
+                .map(|&fp| {
+                    fps.get(fp).filter(|id| {
+                        index.blobs.contains_key(id) || self.open_pack_contains(&writer, id)
+                    })
+                })
+                .collect()
+        };
+        let mut missing: Vec<usize> = (0..pieces.len()).filter(|&i| ids[i].is_none()).collect();
+        let hashed = parallel::map_with(&mut missing, || (), |_, &mut i| (i, Id::of(pieces[i])));
+        for (i, id) in hashed {
+            ids[i] = Some(id);
+        }
+        let ids: Vec<Id> = ids
+            .into_iter()
+            .map(|id| id.expect("every chunk has an id"))
+            .collect();
+        for (&fp, &id) in fingerprints.iter().zip(&ids) {
+            fps.insert(fp, id);
+        }
+        ids
+    }
+
+    fn fingerprints_path(&self) -> PathBuf {
+        self.root.join("cache").join("fingerprints")
     }
 
     /// Reads and decodes a record.
@@ -435,6 +484,16 @@ impl Store {
         let id = Id::of(&bytes);
         durable::ensure_dir(&dir)?;
         durable::write_atomic(&self.tmp_dir(), "snapshot", &dir.join(id.to_hex()), &bytes)?;
+        // The next snapshot (often another forked process) starts from these fingerprints. A
+        // cache: failing to write it costs the next snapshot some hashing, nothing more.
+        if let Some(fps) = self
+            .fingerprints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            let _ = fps.save(&self.tmp_dir(), &self.fingerprints_path());
+        }
         Ok(id)
     }
 

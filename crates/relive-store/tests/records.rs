@@ -209,3 +209,42 @@ fn read_buffer_into_checks_the_output_length() {
         Err(relive_store::Error::Invalid(_))
     ));
 }
+
+#[test]
+fn fingerprints_carry_over_to_the_next_process() {
+    let (dir, store) = store(1 << 20);
+    let mut data = noise(9, 8 << 20);
+    let first = store.put_record(b"p", &[&data]).unwrap();
+    store
+        .commit(format!(r#"{{"records": ["{}"]}}"#, first.id).as_bytes())
+        .unwrap();
+    let root = dir.path().join(".relive");
+    assert!(root.join("cache").join("fingerprints").exists());
+    drop(store);
+
+    // A new process (a forked snapshot child) starts from the cache: same ids, nothing new.
+    let again = Store::open(&root).unwrap();
+    let same = again.put_record(b"p", &[&data]).unwrap();
+    assert_eq!((same.id, same.new_bytes), (first.id, 0));
+    // A changed chunk gets its own id and is written; the record reads back exactly.
+    data[3 << 20] ^= 1;
+    let changed = again.put_record(b"p", &[&data]).unwrap();
+    assert_ne!(changed.id, first.id);
+    assert!(changed.new_bytes > 1 << 20 && changed.new_bytes < 3 << 20);
+    assert_eq!(read_all(&again, &changed.id), (b"p".to_vec(), vec![data]));
+}
+
+#[test]
+fn a_damaged_fingerprint_cache_is_ignored() {
+    let (dir, store) = store(1 << 20);
+    let data = noise(4, 4 << 20);
+    let put = store.put_record(b"", &[&data]).unwrap();
+    store
+        .commit(format!(r#"{{"records": ["{}"]}}"#, put.id).as_bytes())
+        .unwrap();
+    drop(store);
+    let root = dir.path().join(".relive");
+    std::fs::write(root.join("cache").join("fingerprints"), b"garbage").unwrap();
+    let again = Store::open(&root).unwrap();
+    assert_eq!(again.put_record(b"", &[&data]).unwrap().id, put.id);
+}

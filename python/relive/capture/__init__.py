@@ -42,6 +42,8 @@ class CaptureOptions:
     signal_wait: float = 2.0  # seconds a signal waits for a line boundary before relive snapshots in place
     mode: str = "auto"  # timer snapshots: "fork" (background), "inline", or "auto" (fork where it is safe)
     snapshot_timeout: float = 300.0  # a background snapshot running longer is stopped and counted as failed
+    overhead: float = 2.0  # percent of the program's time that timer snapshots may cost
+    max_memory: int | None = None  # bytes of copy-on-write growth a background snapshot may cause
 
 
 class Capture:
@@ -66,10 +68,10 @@ class Capture:
         self._signalled_at = 0.0
         self._disabled = False
         self._tick_queued = False
-        self._line = LineEvents(self._at_line)
+        self._line = LineEvents(self._at_line, boundary)
         self._relay = SignalRelay(self._on_signal)
         self._clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
-        self._background = Background(options.snapshot_timeout, self._background_done)
+        self._background = Background(options.snapshot_timeout, options.max_memory, self._background_done)
 
     # -- lifecycle --
 
@@ -242,7 +244,15 @@ class Capture:
             return None
         self._parent = result.id
         self.snapshots.append(result)
+        if trigger == "timer":
+            self._spent(result.seconds)
         return result.id
+
+    def _spent(self, seconds: float) -> None:
+        """Keep timer snapshots within the overhead budget: the interval grows until one
+        snapshot's cost is at most --overhead percent of it (never below --every)."""
+        if self.options.every > 0 and self.options.overhead > 0:
+            self._clock.set_interval(max(self.options.every, seconds * 100.0 / self.options.overhead))
 
     def _use_fork(self) -> bool:
         mode = self.options.mode
@@ -273,7 +283,7 @@ class Capture:
             request.pause_s = time.perf_counter() - started  # the program's share: until the fork
             result = snapshot.write(_native.Store.open(path, create=False), request, codes)
             return {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
-                    "skipped": result.skipped, "seconds": result.seconds}
+                    "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s}
 
         return self._background.start(work)
 
@@ -283,6 +293,8 @@ class Capture:
             self._parent = outcome["id"]
             self.snapshots.append(snapshot.SnapshotResult(
                 outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
+            # The child's CPU competes with the program for the machine's cores.
+            self._spent(outcome.get("pause_s", 0.0) + outcome.get("cpu_s", 0.0) / (os.cpu_count() or 1))
         else:
             self._failed(RuntimeError(outcome.get("error", "unknown error")))
 

@@ -19,7 +19,15 @@ class Clock(threading.Thread):
         self._on_deadline = on_deadline
         self._cond = threading.Condition()
         self._deadline: float | None = None
+        self._next_tick = math.inf
         self._stopped = False
+
+    def set_interval(self, every: float) -> None:
+        """Tick every ``every`` seconds from now on: the next tick comes ``every`` from now."""
+        with self._cond:
+            self._every = every
+            self._next_tick = time.monotonic() + every
+            self._cond.notify()
 
     def set_deadline(self, when: float | None) -> None:
         with self._cond:
@@ -32,11 +40,12 @@ class Clock(threading.Thread):
             self._cond.notify()
 
     def run(self) -> None:
-        next_tick = time.monotonic() + self._every if self._every > 0 else math.inf
+        with self._cond:
+            self._next_tick = time.monotonic() + self._every if self._every > 0 else math.inf
         while True:
             with self._cond:
                 deadline = self._deadline if self._deadline is not None else math.inf
-                wait = min(next_tick, deadline) - time.monotonic()
+                wait = min(self._next_tick, deadline) - time.monotonic()
                 if wait > 0 and not self._stopped:
                     self._cond.wait(None if math.isinf(wait) else wait)
                 if self._stopped:
@@ -45,8 +54,10 @@ class Clock(threading.Thread):
                 deadline_due = self._deadline is not None and now >= self._deadline
                 if deadline_due:
                     self._deadline = None
+                tick_due = now >= self._next_tick
+                if tick_due:
+                    self._next_tick = now + self._every
             if deadline_due:
                 self._on_deadline()
-            if now >= next_tick:
+            if tick_due:
                 self._on_tick()
-                next_tick = time.monotonic() + self._every

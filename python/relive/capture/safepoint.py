@@ -29,8 +29,9 @@ _MONITORING = sys.version_info >= (3, 12)
 class LineEvents:
     """Calls ``on_line(frame)`` once, at the next line event of program code in the main thread."""
 
-    def __init__(self, on_line: OnLine) -> None:
+    def __init__(self, on_line: OnLine, boundary: types.CodeType | None = None) -> None:
         self._on_line = on_line
+        self._boundary = boundary
         self._main_ident = threading.get_ident()
         self.armed = False
         self._tool: int | None = None
@@ -55,6 +56,8 @@ class LineEvents:
         if not self.armed or threading.get_ident() != self._main_ident or is_relive_code(code):
             return None
         frame = sys._getframe(1)
+        if self._inside_relive(frame):
+            return None
         self.disarm()
         self._on_line(frame)
         return None
@@ -73,13 +76,22 @@ class LineEvents:
     def _local_trace(self, frame: types.FrameType, event: str, arg: Any) -> Any:
         if not self.armed:
             return None
-        if event == "line" and not is_relive_code(frame.f_code):
+        if event == "line" and not is_relive_code(frame.f_code) and not self._inside_relive(frame):
             self.disarm()
             self._on_line(frame)
             return None
         return self._local_trace
 
     # -- both --
+
+    def _inside_relive(self, frame: types.FrameType | None) -> bool:
+        """Whether relive itself is running below this frame (its pickling calls into
+        cloudpickle, contextlib, the program's own __reduce__): no safe point there."""
+        while frame is not None and frame.f_code is not self._boundary:
+            if is_relive_code(frame.f_code):
+                return True
+            frame = frame.f_back
+        return False
 
     def arm(self) -> bool:
         """Turn line events on; call from the main thread. False if this Python cannot."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from relive.capture.background import private_bytes
 from relive.capture.frames import FrameView, global_roots, local_roots, modules_of
 from relive.state.records import RecordWriter, StoredState, is_excluded
 
@@ -95,6 +96,10 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
     seconds = time.perf_counter() - started  # up to the commit, which follows
     manifest["write_s"] = round(seconds, 6)
     manifest["pause_s"] = round(seconds if request.pause_s is None else request.pause_s, 6)
+    if request.mode == "fork":
+        # What this child holds alone: pages the program rewrote since the fork (now held
+        # twice) and its own working memory. Read at the end, near its peak.
+        manifest["memory_bytes"] = private_bytes()
     snapshot_id = store.commit(json.dumps(manifest, separators=(",", ":")).encode())
     return SnapshotResult(snapshot_id, state.new_bytes, state.state_bytes, len(state.skipped),
                           time.perf_counter() - started)
