@@ -120,3 +120,34 @@ def test_max_memory_stops_a_child_that_grows(work):
                        "prog.py", timeout=120)
     assert proc.returncode == 0 and proc.stdout == "done\n"
     assert "--max-memory" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_while_a_child_writes(work):
+    """SIGTERM lands while forked snapshots come and go: the signal snapshot waits for the
+    running child, is taken, and the process dies of SIGTERM as it would have."""
+    import signal
+    import time
+
+    from conftest import send, wait_for_line
+
+    pytest.importorskip("numpy")
+    work.write("prog.py", """
+        import numpy as np
+        state = np.random.default_rng(0).random(3_000_000)   # 24 MB: each child works a while
+        print("ready", flush=True)
+        i = 0
+        while True:
+            i += 1
+            state[i % 3_000_000] = i
+    """)
+    proc = work.start("run", "--every", "0.05", "--overhead", "0", "prog.py")
+    wait_for_line(proc, "ready")
+    time.sleep(0.7)
+    send(proc, signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGTERM
+    assert proc.stderr.read() == ""
+    log = work.log()
+    assert log[-1]["trigger"] == "signal" and log[-1]["mode"] == "inline"
+    assert any(s["mode"] == "fork" for s in log)
+    assert relive.load("latest", store=str(work.store))["i"] > 0
