@@ -89,7 +89,6 @@ def run(program: Program) -> int:
     sys.argv = [argv0, *program.args]
     sys.modules["__main__"] = main
     run_info = runs.start(command, program.target, program.module, list(sys.argv), sys.path[0])
-    runs.collect_packages(run_info)
     capture = Capture(program.options, run_info, main, execute.__code__)
     capture.start()
     try:

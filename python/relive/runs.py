@@ -8,7 +8,6 @@ import platform
 import secrets
 import socket
 import sys
-import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -30,11 +29,6 @@ class RunInfo:
     started: str
     relive: str
     packages: dict[str, str] = field(default_factory=dict)
-
-    def wait_for_packages(self, timeout: float = 5.0) -> None:
-        collector = getattr(self, "_collector", None)
-        if collector is not None:
-            collector.join(timeout)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -59,23 +53,28 @@ def start(command: list[str], target: str, module: bool, argv: list[str], path0:
         id=new_run_id(now), command=command, target=target, module=module, argv=argv,
         cwd=os.getcwd(), path0=path0, python=platform.python_version(), executable=sys.executable,
         host=socket.gethostname(), pid=os.getpid(), started=now.isoformat(), relive=__version__,
+        packages=installed_packages(),
     )
 
 
-def collect_packages(run: RunInfo) -> None:
-    """Fill in the installed packages in the background: reading every distribution's
-    metadata takes long enough (tens of ms) to keep it off the program's path."""
+def installed_packages() -> dict[str, str]:
+    """Name -> version of every distribution on ``sys.path``, read from the names of its
+    ``*.dist-info`` / ``*.egg-info`` folders.
 
-    def collect() -> None:
-        from importlib import metadata
+    Deliberately not ``importlib.metadata``: importing it (email, zipfile, csv) while the
+    program imports too, or in a thread, risks holding import locks across a fork.
+    """
+    import os
 
-        packages = {}
-        for dist in metadata.distributions():
-            name = dist.name
-            if name:
-                packages[name] = dist.version
-        run.packages = dict(sorted(packages.items(), key=lambda kv: kv[0].lower()))
-
-    thread = threading.Thread(target=collect, name="relive-packages", daemon=True)
-    thread.start()
-    run._collector = thread  # type: ignore[attr-defined]  # not a field: never stored
+    packages: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            stem, dot, suffix = name.rpartition(".")
+            if suffix in ("dist-info", "egg-info") and dot and "-" in stem:
+                package, _, version = stem.partition("-")
+                packages.setdefault(package.replace("_", "-"), version.partition("-")[0])
+    return dict(sorted(packages.items(), key=lambda kv: kv[0].lower()))

@@ -168,6 +168,10 @@ class Capture:
             frames = stack.live_stack(frame, self._boundary)
             if trigger != "timer" or not self._take_in_background(trigger, frames):
                 self._take(trigger, frames)
+            elif self._signals and self._background.wait(self.options.snapshot_timeout):
+                # A signal came while the fork was being made: it gets its own snapshot, of
+                # the same line, before it acts.
+                self._take("signal", frames)
         self._act_on_signals(frame)
 
     def _act_on_signals(self, frame: types.FrameType | None) -> None:
@@ -308,7 +312,6 @@ class Capture:
             return self._store
         try:
             store = _native.Store.open(self.options.store, create=True)
-            self.run.wait_for_packages()
             store.put_run(self.run.id, self.run.to_json())
         except Exception as exc:
             warn_once("store", f"cannot write snapshots to {self.options.store}: {exc}; "

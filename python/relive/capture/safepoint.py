@@ -85,10 +85,12 @@ class LineEvents:
     # -- both --
 
     def _inside_relive(self, frame: types.FrameType | None) -> bool:
-        """Whether relive itself is running below this frame (its pickling calls into
-        cloudpickle, contextlib, the program's own __reduce__): no safe point there."""
+        """Whether this is no place for a snapshot: relive itself runs below this frame (its
+        pickling calls into cloudpickle, contextlib, the program's own __reduce__), or the
+        import machinery does (it may hold import locks, which a forked child would inherit
+        held by a thread it does not have)."""
         while frame is not None and frame.f_code is not self._boundary:
-            if is_relive_code(frame.f_code):
+            if is_relive_code(frame.f_code) or frame.f_code.co_filename.startswith("<frozen importlib"):
                 return True
             frame = frame.f_back
         return False
