@@ -128,23 +128,14 @@ impl Store {
         let mut dctx: Option<Decompressor<'static>> = None;
         for sid in ids {
             let path = self.root.join("snapshots").join(sid.to_hex());
-            let json = match self.read_snapshot(&sid) {
-                Ok(json) => json,
-                Err(e) => {
-                    let detail = match e {
-                        Error::Corrupt { detail, .. } => detail,
-                        other => other.to_string(),
-                    };
-                    report.problems.push(Problem::new(
-                        "corrupt-snapshot",
-                        Some(&sid),
-                        path,
-                        detail,
-                    ));
-                    continue;
-                }
-            };
-            let records = match snapshot::record_ids(&json) {
+            let records = self
+                .read_snapshot(&sid)
+                .map_err(|e| match e {
+                    Error::Corrupt { detail, .. } => detail,
+                    other => other.to_string(),
+                })
+                .and_then(|json| snapshot::record_ids(&json));
+            let records = match records {
                 Ok(records) => records,
                 Err(detail) => {
                     report.problems.push(Problem::new(
