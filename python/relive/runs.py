@@ -64,8 +64,6 @@ def installed_packages() -> dict[str, str]:
     Deliberately not ``importlib.metadata``: importing it (email, zipfile, csv) while the
     program imports too, or in a thread, risks holding import locks across a fork.
     """
-    import os
-
     packages: dict[str, str] = {}
     for entry in sys.path:
         try:

@@ -292,7 +292,7 @@ class Capture:
         return self._background.start(work)
 
     def _background_done(self, outcome: dict[str, Any]) -> None:
-        """The clock of a child's end (its waiter thread)."""
+        """A forked snapshot ended (called in the thread that waited for it)."""
         if outcome.get("ok"):
             self._parent = outcome["id"]
             self.snapshots.append(snapshot.SnapshotResult(
