@@ -4,6 +4,7 @@
 
 use pyo3::prelude::*;
 
+mod buffer;
 mod errors;
 mod pending;
 mod store;
@@ -15,6 +16,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
     store::register(m)?;
+    m.add_class::<buffer::LoadedBuffer>()?;
     m.add_function(wrap_pyfunction!(pending::call_in_main_thread, m)?)?;
     Ok(())
 }

@@ -4,10 +4,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use pyo3::buffer::PyUntypedBuffer;
-use pyo3::exceptions::{PyBufferError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyBufferError, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
-use relive_store::{Id, Store};
+use relive_store::{BufferRef, Id, Store};
+
+use crate::buffer::{LoadedBuffer, MAPPED_FROM};
 
 use crate::errors::store_error;
 
@@ -73,13 +75,14 @@ impl PyStore {
         Ok((outcome.id.to_hex(), outcome.new_bytes, outcome.raw_bytes))
     }
 
-    /// Loads a record: `(payload, buffers)`, each buffer a new bytearray. Every byte is verified;
-    /// raises `CorruptionError` when something fails its check.
+    /// Loads a record: `(payload, buffers)`, each buffer new writable memory (a `bytearray`, or
+    /// a `Buffer` mapping for large ones). Every byte is verified; raises `CorruptionError` when
+    /// something fails its check.
     fn get_record<'py>(
         &self,
         py: Python<'py>,
         id: &str,
-    ) -> PyResult<(Bound<'py, PyBytes>, Vec<Bound<'py, PyByteArray>>)> {
+    ) -> PyResult<(Bound<'py, PyBytes>, Vec<Bound<'py, PyAny>>)> {
         let id = parse_id(id)?;
         let record = py
             .detach(|| self.inner.get_record(&id))
@@ -88,20 +91,7 @@ impl PyStore {
         let buffers = record
             .buffers
             .iter()
-            .map(|buffer| {
-                let len = usize::try_from(buffer.len).map_err(|_| {
-                    PyValueError::new_err(format!(
-                        "a buffer of {} bytes does not fit in memory",
-                        buffer.len
-                    ))
-                })?;
-                // The new bytearray is reachable from nowhere else yet, so no Python code can
-                // resize or read it while it is filled without the GIL.
-                PyByteArray::new_with(py, len, |out| {
-                    py.detach(|| self.inner.read_buffer_into(buffer, out))
-                        .map_err(store_error)
-                })
-            })
+            .map(|buffer| self.load_buffer(py, buffer))
             .collect::<PyResult<Vec<_>>>()?;
         Ok((payload, buffers))
     }
@@ -202,6 +192,31 @@ impl PyStore {
 }
 
 /// A buffer-protocol view of `obj`, which must be C-contiguous.
+impl PyStore {
+    fn load_buffer<'py>(&self, py: Python<'py>, buffer: &BufferRef) -> PyResult<Bound<'py, PyAny>> {
+        let len = usize::try_from(buffer.len).map_err(|_| {
+            PyValueError::new_err(format!(
+                "a buffer of {} bytes does not fit in memory",
+                buffer.len
+            ))
+        })?;
+        if len < MAPPED_FROM {
+            // The new bytearray is reachable from nowhere else yet, so no Python code can
+            // resize or read it while it is filled without the GIL.
+            let array = PyByteArray::new_with(py, len, |out| {
+                py.detach(|| self.inner.read_buffer_into(buffer, out))
+                    .map_err(store_error)
+            })?;
+            return Ok(array.into_any());
+        }
+        let mut mapped = LoadedBuffer::new(len)
+            .map_err(|err| PyMemoryError::new_err(format!("cannot map {len} bytes: {err}")))?;
+        py.detach(|| self.inner.read_buffer_into(buffer, mapped.bytes_mut()))
+            .map_err(store_error)?;
+        Ok(Bound::new(py, mapped)?.into_any())
+    }
+}
+
 fn contiguous(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<PyUntypedBuffer> {
     let view = PyUntypedBuffer::get(obj).map_err(|e| {
         if !e.is_instance_of::<PyTypeError>(obj.py()) {
