@@ -117,6 +117,55 @@ def test_unpicklable_objects_skipped_with_reason(work):
     assert "not stored" in show and "cannot pickle" in show
 
 
+def test_one_unpicklable_variable_does_not_cost_those_it_shares_with(work):
+    work.write("prog.py", """
+        import threading
+        shared = {"x": 1}
+        bad = [shared, threading.Lock()]
+        good = [shared]
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    assert [s["name"] for s in work.log()[-1]["skipped"]] == ["bad"]
+    snap = relive.load(store=str(work.store))
+    assert snap["good"] == [{"x": 1}] and snap["shared"] == {"x": 1}
+
+
+def test_closures_sharing_a_cell_stay_shared(work):
+    work.write("prog.py", """
+        def counter():
+            n = [0]
+            def inc():
+                n[0] += 1
+            def get():
+                return n[0]
+            return inc, get
+        inc, get = counter()
+        inc()
+        pair = {"inc": inc}
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    snap = relive.load(store=str(work.store))
+    ns = snap.namespace()
+    ns["inc"]()
+    assert ns["get"]() == 2 and ns["pair"]["inc"] is ns["inc"]
+
+
+def test_a_million_small_objects(work):
+    work.write("prog.py", """
+        import time, relive
+        rows = [{"id": i, "name": f"user{i}", "tags": [i % 7]} for i in range(250_000)]
+        index = {r["id"]: r for r in rows[:1000]}
+        deep = None
+        for i in range(100_000):
+            deep = [deep]                 # too deep to pickle: skipped, the rest stored
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    assert [s["name"] for s in work.log()[-1]["skipped"]] == ["deep"]
+    snap = relive.load(store=str(work.store))
+    assert snap["index"][999] is snap["rows"][999]
+    assert snap["rows"][-1] == {"id": 249_999, "name": "user249999", "tags": [249_999 % 7]}
+
+
 def test_exclude_patterns(work):
     work.write("prog.py", "secret_token = 'x'\napi_key = 'y'\nkept = 1\n")
     work.relive("run", "--every", "0", "--exclude", "secret_*", "--exclude", "api_key", "prog.py", check=True)

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 mod buffer;
 mod errors;
+mod graph;
 mod pending;
 mod store;
 
@@ -18,5 +19,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     store::register(m)?;
     m.add_class::<buffer::LoadedBuffer>()?;
     m.add_function(wrap_pyfunction!(pending::call_in_main_thread, m)?)?;
+    m.add_function(wrap_pyfunction!(graph::shared_groups, m)?)?;
     Ok(())
 }

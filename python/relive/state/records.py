@@ -2,22 +2,26 @@
 
 Each root becomes part of exactly one record. Roots that reach a common mutable object
 (``o1 = [a, c]; o2 = [b, c]``) are "co-variables" and go into one record together, so
-that pickle's memo keeps the object shared and it loads back shared. Every other root is
+that pickle's memo keeps the object shared and it loads back shared. The native graph
+walk finds them before anything is pickled. Every other root is
 a record of its own: a variable that did not change pickles to the same bytes, hashes to
 the same id, and costs the store nothing.
 """
 
 from __future__ import annotations
 
+import builtins
 import enum
 import fnmatch
 import io
 import pickle
+import sys
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from relive import _native, report
 from relive.state import describe
 from relive.state.pickler import LoadContext, SnapshotGlobals, StatePickler, loads
 
@@ -68,8 +72,6 @@ class StoredState:
 class _Pickled:
     payload: bytes
     buffers: list[pickle.PickleBuffer]
-    shared_ids: set[int]
-    keepalive: list[Any]  # holds the memo's objects so that their ids stay unique
 
     @property
     def size(self) -> int:
@@ -80,25 +82,33 @@ def is_excluded(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def _identity_matters(obj: Any) -> bool:
-    """Whether two variables reaching ``obj`` must be stored together to stay shared.
+# What the native graph walk does with an object, by its type (see relive-native's graph.rs).
+LEAF, CONTAINER, SHARED, ASK = range(4)
 
-    Not for immutable values, classes, functions stored by reference (``numpy``'s
-    ``_frombuffer``, cloudpickle's helpers), nor relive's own markers.
+
+def _classify(t: type) -> int:
+    """Whether two variables reaching an object of type ``t`` must be stored together.
+
+    Not for immutable values, classes, modules, dtypes or enum members: pickle stores those
+    by value or by reference with no identity to keep. Tuples are walked through, as they
+    may hold what is shared. Functions and tensors are asked about one by one.
     """
-    t = type(obj)
-    if t in _ATOMIC_TYPES or isinstance(obj, type) or t is SnapshotGlobals:
-        return False
+    if t is tuple or t is frozenset:
+        return CONTAINER
+    if t in _ATOMIC_TYPES or issubclass(t, type) or t is SnapshotGlobals:
+        return LEAF
     if t is types.FunctionType:
-        qualname = obj.__qualname__
-        return obj.__module__ == "__main__" or "<locals>" in qualname or "<lambda>" in qualname
+        return ASK
     module = getattr(t, "__module__", "") or ""
     top = module.partition(".")[0]
-    if (top, t.__name__) in _ATOMIC_TYPE_NAMES:
-        return False
-    if top == "numpy" and t.__name__.endswith("DType"):
-        return False
-    return not isinstance(obj, enum.Enum)
+    if (top, t.__name__) in _ATOMIC_TYPE_NAMES or (top == "numpy" and t.__name__.endswith("DType")):
+        return LEAF
+    if issubclass(t, enum.Enum):
+        return LEAF
+    torch = sys.modules.get("torch")
+    if torch is not None and issubclass(t, torch.Tensor):
+        return ASK
+    return SHARED
 
 
 class RecordWriter:
@@ -109,80 +119,87 @@ class RecordWriter:
         self._main_dict = main_dict
         self._main_names = main_names
         self._storages: dict[int, Any] = {}
+        self._own: set[int] = set()
+
+    def _own_values(self, roots: list[Root]) -> set[int]:
+        # A class or function of the script is stored by value only under its own global
+        # name; every other variable holding it (an alias, a local) refers to that name.
+        return {id(r.value) for r in roots if r.scope == "globals" and self._main_names.get(id(r.value)) == r.name}
+
+    def _inspect(self, obj: Any) -> tuple[bool, Any, tuple[int, ...]]:
+        """For the graph walk: is ``obj`` shared, what to walk into, which storage it views."""
+        if type(obj) is types.FunctionType:
+            # The script's named functions are stored by name; library functions by reference.
+            # Other script functions (closures, lambdas) by value, without their globals.
+            qualname = obj.__qualname__
+            by_value = obj.__module__ == "__main__" or "<locals>" in qualname or "<lambda>" in qualname
+            if (id(obj) in self._main_names and id(obj) not in self._own) or not by_value:
+                return False, None, ()
+            return True, (obj.__closure__, obj.__defaults__, obj.__kwdefaults__, obj.__dict__), ()
+        # A tensor: tensors viewing one storage load back viewing one storage only when they
+        # are stored together.
+        storage = obj.untyped_storage()
+        keys = (storage.data_ptr(),) if storage.nbytes() else ()
+        return True, (getattr(obj, "__dict__", None),), keys
+
+    def _groups(self, roots: list[Root]) -> list[list[Root]]:
+        """The roots, grouped by the objects they share (each root in exactly one group)."""
+        self._own = self._own_values(roots)
+        try:
+            labels = _native.shared_groups([r.value for r in roots], _classify, self._inspect,
+                                           (self._main_dict, builtins.__dict__))
+        except Exception as exc:  # a walk that fails must not cost the snapshot
+            report.warn_once("graph-walk", f"cannot find shared objects ({_reason(exc)}): "
+                             "every variable is stored on its own")
+            labels = list(range(len(roots)))
+        groups: dict[int, list[Root]] = {}
+        for root, label in zip(roots, labels):
+            groups.setdefault(label, []).append(root)
+        return list(groups.values())
 
     def _pickle(self, roots: list[Root]) -> _Pickled:
         values = {r.key: r.value for r in roots}
-        # A class or function of the script is stored by value only under its own global
-        # name; every other variable holding it (an alias, a local) refers to that name.
-        own = {id(r.value) for r in roots if r.scope == "globals" and self._main_names.get(id(r.value)) == r.name}
+        own = self._own_values(roots)
         buffers: list[pickle.PickleBuffer] = []
         out = io.BytesIO()
         pickler = StatePickler(out, main_dict=self._main_dict, own=own, main_names=self._main_names,
                                storages=self._storages, buffers=buffers)
         pickler.dump(values)
-        memo = pickler.memo.copy()  # id -> (index, object); the objects keep the ids unique
-        shared = {oid for oid, (_, obj) in memo.items()
-                  if obj is not values and oid not in self._main_names and _identity_matters(obj)}
-        return _Pickled(out.getvalue(), buffers, shared, [obj for _, obj in memo.values()])
+        return _Pickled(out.getvalue(), buffers)
 
     def write(self, roots: list[Root]) -> StoredState:
         result = StoredState()
-        pickled: dict[str, _Pickled] = {}
-        for root in roots:
+        for group in self._groups(roots):
             try:
-                pickled[root.key] = self._pickle([root])
-            except Exception as exc:  # anything a reducer raises: skip this variable only
-                result.skipped.append(Skipped(root.scope, root.name, _reason(exc)))
-        groups = _co_variables(pickled)
-        by_key = {r.key: r for r in roots}
-        for group in groups:
-            if len(group) == 1:
-                data = pickled[group[0]]
-            else:
-                try:
-                    data = self._pickle([by_key[k] for k in group])
-                except Exception as exc:
-                    for k in group:
-                        result.skipped.append(Skipped(by_key[k].scope, by_key[k].name, _reason(exc)))
+                self._put(group, self._pickle(group), result)
+            except Exception as exc:  # anything a reducer raises: skip as little as possible
+                if len(group) == 1:
+                    result.skipped.append(Skipped(group[0].scope, group[0].name, _reason(exc)))
                     continue
-            record_id, new_bytes, raw_bytes = self._store.put_record(
-                data.payload, [b.raw() for b in data.buffers])
-            result.records.append(record_id)
-            result.new_bytes += new_bytes
-            result.state_bytes += raw_bytes
-            for k in group:
-                root = by_key[k]
-                result.variables[k] = {
-                    "record": record_id,
-                    "type": describe.type_name(root.value),
-                    "summary": describe.summary(root.value),
-                    "size": pickled[k].size,
-                    **({"shared_with": [f"{by_key[o].name} in {by_key[o].scope}" for o in group if o != k]}
-                       if len(group) > 1 else {}),
-                }
+                # One unpicklable variable must not cost the others: store them one by one
+                # (what they share then loads back as copies).
+                for root in group:
+                    try:
+                        self._put([root], self._pickle([root]), result)
+                    except Exception as exc:
+                        result.skipped.append(Skipped(root.scope, root.name, _reason(exc)))
         return result
 
-
-def _co_variables(pickled: dict[str, _Pickled]) -> list[list[str]]:
-    """Group keys whose pickles reach a common object (union-find over object ids)."""
-    parent = {k: k for k in pickled}
-
-    def find(k: str) -> str:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    owner: dict[int, str] = {}
-    for key, data in pickled.items():
-        for oid in data.shared_ids:
-            other = owner.setdefault(oid, key)
-            if other != key:
-                parent[find(key)] = find(other)
-    groups: dict[str, list[str]] = {}
-    for key in pickled:
-        groups.setdefault(find(key), []).append(key)
-    return list(groups.values())
+    def _put(self, group: list[Root], data: _Pickled, result: StoredState) -> None:
+        record_id, new_bytes, raw_bytes = self._store.put_record(data.payload, [b.raw() for b in data.buffers])
+        result.records.append(record_id)
+        result.new_bytes += new_bytes
+        result.state_bytes += raw_bytes
+        for root in group:
+            result.variables[root.key] = {
+                "record": record_id,
+                "type": describe.type_name(root.value),
+                "summary": describe.summary(root.value),
+                # Variables stored together have one size: their record's.
+                "size": data.size,
+                **({"shared_with": [f"{o.name} in {o.scope}" for o in group if o is not root]}
+                   if len(group) > 1 else {}),
+            }
 
 
 def _reason(exc: BaseException) -> str:
