@@ -39,6 +39,26 @@ def test_timer_snapshots_are_forked_and_consistent(work):
         assert entry["pause_s"] < entry["write_s"]
 
 
+def test_an_inline_snapshot_after_forked_ones_writes_nothing_again(work):
+    pytest.importorskip("numpy")
+    work.write("prog.py", """
+        import time
+        import numpy as np
+        arr = np.random.default_rng(0).random(4_000_000)   # 32 MB that never change
+        end = time.time() + 1.5
+        while time.time() < end:
+            time.sleep(0.02)
+    """)
+    work.relive("run", "--every", "0.3", "--overhead", "0", "--mode", "fork", "prog.py", check=True)
+    log = work.log()
+    assert [s["mode"] for s in log[:-1]] == ["fork"] * (len(log) - 1) and len(log) >= 2
+    assert log[-1]["trigger"] == "exit" and log[-1]["mode"] == "inline"
+    # The program's own store handle knows what its forked children wrote.
+    assert log[-1]["new_bytes"] < 100_000
+    packs = sum(p.stat().st_size for p in (work.store / "packs").rglob("*.pack"))
+    assert packs < 40_000_000
+
+
 def test_inline_mode(work):
     work.write("prog.py", "import time\nfor i in range(40):\n    time.sleep(0.02)\n")
     work.relive("run", "--every", "0.1", "--mode", "inline", "prog.py", check=True)

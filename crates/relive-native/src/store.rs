@@ -96,6 +96,12 @@ impl PyStore {
         Ok((payload, buffers))
     }
 
+    /// Takes in what other processes (forked snapshots) wrote since the store was opened, so
+    /// that this handle does not write it again.
+    fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.refresh()).map_err(store_error)
+    }
+
     /// Seals the pack being written, durably.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| self.inner.flush()).map_err(store_error)

@@ -220,8 +220,13 @@ impl Store {
         self.chunk_size
     }
 
-    /// Loads the packs that appeared since the store was opened (written by other processes).
+    /// Loads the packs that appeared since the store was opened (written by other processes),
+    /// and forgets the fingerprints read so far (those processes may have added some).
     pub fn refresh(&self) -> Result<()> {
+        *self
+            .fingerprints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         let on_disk = pack::list_packs(&self.packs_dir())?;
         let new: Vec<(Id, PathBuf)> = {
             let index = self.read_index();

@@ -60,6 +60,7 @@ class Capture:
         self._lock = threading.Lock()
         self._owner: int | None = None  # the thread writing a snapshot
         self._store: Any = None
+        self._store_behind = False  # forked snapshots wrote packs this handle has not read
         self._codes = snapshot.CodeRecords()
         self._seq = 0
         self._parent: str | None = None
@@ -242,6 +243,9 @@ class Capture:
             store = self._open_store()
             if store is None:
                 return None
+            if self._store_behind:
+                self._store_behind = False
+                store.refresh()  # what forked snapshots wrote is not written again
             result = snapshot.write(store, self._request(trigger, frames, "inline", extra), self._codes)
         except Exception as exc:  # never into the program: the next snapshot covers this one
             self._failed(exc)
@@ -294,6 +298,7 @@ class Capture:
     def _background_done(self, outcome: dict[str, Any]) -> None:
         """A forked snapshot ended (called in the thread that waited for it)."""
         if outcome.get("ok"):
+            self._store_behind = True
             self._parent = outcome["id"]
             self.snapshots.append(snapshot.SnapshotResult(
                 outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
