@@ -31,6 +31,7 @@ from relive.capture.signals import SignalRelay
 from relive.report import warn_once
 
 _active: "Capture | None" = None
+_IMPORT_RETRY = 0.05  # seconds before a timer snapshot that met an import tries again
 _SIGNAL_PATIENCE = 30.0  # seconds a signal waits for a snapshot being written before it acts anyway
 
 
@@ -69,7 +70,7 @@ class Capture:
         self._signalled_at = 0.0
         self._disabled = False
         self._tick_queued = False
-        self._line = LineEvents(self._at_line, boundary)
+        self._line = LineEvents(self._at_line, boundary, on_import=self._at_import)
         self._relay = SignalRelay(self._on_signal)
         self._clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
         self._background = Background(options.snapshot_timeout, options.max_memory, self._background_done)
@@ -93,9 +94,15 @@ class Capture:
             _active = None
 
     def _after_fork_in_child(self) -> None:
-        # A forked child (multiprocessing, a worker) is not the program being captured:
-        # it keeps relive's signal handlers, which now act just as the program's would.
+        # A forked child (a multiprocessing worker, or relive's own snapshot process) is not
+        # the program being captured: no line events, and the signals get the program's own
+        # handling for real (a worker must die of the SIGTERM its pool sends it).
         self._disabled = True
+        try:
+            self._line.close()
+            self._relay.uninstall()
+        except Exception as exc:  # never into the program
+            warn_once("fork-child", f"could not leave a forked child alone: {_message(exc)}")
 
     # -- triggers --
 
@@ -112,6 +119,16 @@ class Capture:
         if not self._disabled and not self._line.armed and not self._lock.locked() and not self._background.busy:
             self._trigger = "timer"
             self._line.arm()
+
+    def _at_import(self) -> None:
+        """Main thread, at a line inside an import: a timer snapshot waits until after it.
+
+        Disarmed now and retried shortly, rather than walking the stack at every line of
+        what may be seconds of imports. A signal's snapshot stays armed: it has a deadline.
+        """
+        if self._trigger == "timer" and not self._signals:
+            self._line.disarm()
+            self._clock.tick_soon(_IMPORT_RETRY)
 
     def _on_signal(self, signum: int, frame: types.FrameType | None) -> bool:
         """Main thread, in relive's handler: snapshot first, then the program's handling.

@@ -29,6 +29,12 @@ class Clock(threading.Thread):
             self._next_tick = time.monotonic() + every
             self._cond.notify()
 
+    def tick_soon(self, delay: float) -> None:
+        """One tick ``delay`` seconds from now (or sooner, if one is due), then the usual period."""
+        with self._cond:
+            self._next_tick = min(self._next_tick, time.monotonic() + delay)
+            self._cond.notify()
+
     def set_deadline(self, when: float | None) -> None:
         with self._cond:
             self._deadline = when

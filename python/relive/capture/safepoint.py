@@ -23,14 +23,20 @@ from relive.capture.frames import is_relive_code
 
 OnLine = Callable[[types.FrameType], None]
 
+RELIVE, IMPORT = "relive", "import"  # why a line is no safe point
+
 _MONITORING = sys.version_info >= (3, 12)
 
 
 class LineEvents:
     """Calls ``on_line(frame)`` once, at the next line event of program code in the main thread."""
 
-    def __init__(self, on_line: OnLine, boundary: types.CodeType | None = None) -> None:
+    def __init__(self, on_line: OnLine, boundary: types.CodeType | None = None,
+                 on_import: Callable[[], None] | None = None) -> None:
         self._on_line = on_line
+        # Called at a line inside an import, which may run for seconds: staying armed
+        # through it would cost a stack walk per line (an import 8-20x slower).
+        self._on_import = on_import
         self._boundary = boundary
         self._main_ident = threading.get_ident()
         self.armed = False
@@ -56,7 +62,7 @@ class LineEvents:
         if not self.armed or threading.get_ident() != self._main_ident or is_relive_code(code):
             return None
         frame = sys._getframe(1)
-        if self._inside_relive(frame):
+        if self._refused(frame):
             return None
         self.disarm()
         self._on_line(frame)
@@ -76,24 +82,32 @@ class LineEvents:
     def _local_trace(self, frame: types.FrameType, event: str, arg: Any) -> Any:
         if not self.armed:
             return None
-        if event == "line" and not is_relive_code(frame.f_code) and not self._inside_relive(frame):
+        if event == "line" and not is_relive_code(frame.f_code) and not self._refused(frame):
             self.disarm()
             self._on_line(frame)
             return None
-        return self._local_trace
+        return self._local_trace if self.armed else None
 
     # -- both --
 
-    def _inside_relive(self, frame: types.FrameType | None) -> bool:
-        """Whether this is no place for a snapshot: relive itself runs below this frame (its
+    def _refused(self, frame: types.FrameType) -> bool:
+        reason = self._no_safe_point(frame)
+        if reason == IMPORT and self._on_import is not None:
+            self._on_import()
+        return reason is not None
+
+    def _no_safe_point(self, frame: types.FrameType | None) -> str | None:
+        """Why this is no place for a snapshot: relive itself runs below this frame (its
         pickling calls into cloudpickle, contextlib, the program's own __reduce__), or the
         import machinery does (it may hold import locks, which a forked child would inherit
-        held by a thread it does not have)."""
+        held by a thread it does not have). None where it is one."""
         while frame is not None and frame.f_code is not self._boundary:
-            if is_relive_code(frame.f_code) or frame.f_code.co_filename.startswith("<frozen importlib"):
-                return True
+            if is_relive_code(frame.f_code):
+                return RELIVE
+            if frame.f_code.co_filename.startswith("<frozen importlib"):
+                return IMPORT
             frame = frame.f_back
-        return False
+        return None
 
     def arm(self) -> bool:
         """Turn line events on; call from the main thread. False if this Python cannot."""

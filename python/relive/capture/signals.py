@@ -37,6 +37,14 @@ class SignalRelay:
         signal.signal = self._signal  # type: ignore[assignment]
         signal.getsignal = self._getsignal  # type: ignore[assignment]
 
+    def uninstall(self) -> None:
+        """Main thread: give the program's handlers back to the real signal module."""
+        signal.signal = self._real_signal  # type: ignore[assignment]
+        signal.getsignal = self._real_getsignal  # type: ignore[assignment]
+        for signum, handler in self._program.items():
+            if handler is not None:  # None: installed from C, left as it is
+                self._real_signal(signum, handler)
+
     # -- the program's view --
 
     def _signal(self, signalnum: int, handler: Any) -> Any:
