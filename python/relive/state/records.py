@@ -171,7 +171,7 @@ class RecordWriter:
         result = StoredState()
         for group in self._groups(roots):
             try:
-                self._put(group, self._pickle(group), result)
+                data = self._pickle(group)
             except Exception as exc:  # anything a reducer raises: skip as little as possible
                 if len(group) == 1:
                     result.skipped.append(Skipped(group[0].scope, group[0].name, _reason(exc)))
@@ -180,9 +180,13 @@ class RecordWriter:
                 # (what they share then loads back as copies).
                 for root in group:
                     try:
-                        self._put([root], self._pickle([root]), result)
+                        alone = self._pickle([root])
                     except Exception as exc:
                         result.skipped.append(Skipped(root.scope, root.name, _reason(exc)))
+                        continue
+                    self._put([root], alone, result)
+                continue
+            self._put(group, data, result)  # a store error fails the snapshot: not caught here
         return result
 
     def _put(self, group: list[Root], data: _Pickled, result: StoredState) -> None:
