@@ -22,6 +22,8 @@ import tempfile
 import textwrap
 import time
 
+from limits import machine_limits
+
 PROGRAM = """
 import numpy as np, relive
 data = np.random.default_rng(0).random({n})
@@ -30,44 +32,6 @@ relive.checkpoint()                       # 2: nothing changed
 data[: {n} // 100] += 1.0                 # 1% of the array
 relive.checkpoint()                       # 3: 1% changed
 """
-
-
-def machine_limits(nbytes: int, workdir: str) -> dict[str, float]:
-    import numpy as np
-
-    from relive import _native
-
-    data = np.random.default_rng(1).random(nbytes // 8)
-    out = np.empty_like(data)
-    np.copyto(out, data)  # the first copy also pays for faulting `out` in: measure the second
-    started = time.perf_counter()
-    np.copyto(out, data)
-    copy = time.perf_counter() - started
-    fresh_started = time.perf_counter()
-    np.copy(data)  # into new memory, as a load must
-    fresh = time.perf_counter() - fresh_started
-    root = os.path.join(workdir, f"limits-{time.monotonic_ns()}")
-    view = memoryview(data).cast("B")
-    store = _native.Store.open(root, create=True)
-    first = store.put_record(b"", [view])[0]
-    store.commit(json.dumps({"records": [first]}).encode())  # saves the fingerprint cache
-    os.remove(os.path.join(root, "cache", "fingerprints"))
-    store = _native.Store.open(root)
-    started = time.perf_counter()
-    store.put_record(b"", [view])  # stored, fingerprints unknown: fingerprint + BLAKE3 pass
-    blake3 = time.perf_counter() - started
-    started = time.perf_counter()
-    store.put_record(b"", [view])  # fingerprints known: the fingerprint pass only
-    hashing = time.perf_counter() - started
-    path = os.path.join(workdir, "write.bin")
-    started = time.perf_counter()
-    with open(path, "wb") as f:
-        f.write(memoryview(data).cast("B"))
-        f.flush()
-        os.fsync(f.fileno())
-    write = time.perf_counter() - started
-    os.remove(path)
-    return {"copy_s": copy, "fresh_copy_s": fresh, "blake3_s": blake3, "hash_s": hashing, "write_s": write}
 
 
 def one_run(mb: int, workdir: str) -> dict[str, float]:
