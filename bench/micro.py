@@ -1,0 +1,125 @@
+"""Snapshot and restore throughput on a large NumPy state, against this machine's own limits.
+
+    python bench/micro.py [--gb 1.0] [--seconds 20] [--repeat 1]
+
+A program holds GB gigabytes of float64 noise in one array and, about once a second,
+rewrites 1% of it (the next 1% slice, in turn), under `relive run --every 1 --overhead 0`.
+(--overhead 0: the default 2% budget would stretch the interval to a minute after the
+first, full, snapshot, and this measures how fast snapshots go, not how often relive
+allows them.) From `relive log --json`: the first timer snapshot (everything new) and the
+later ones (about 1% new), each as the state's size over the child's write time; the
+pause is the fork. Then the last timer snapshot is loaded in a fresh process. Printed next
+to them, measured in the same run (bench/limits.py): a memory copy, the store's passes
+(new bytes; BLAKE3; fingerprints only) and an fsync'd sequential write. Also run by
+`bench/run.py --workloads micro` (with GB = --scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+from limits import machine_limits
+
+PROGRAM = """
+import time
+import numpy as np
+
+data = np.random.default_rng(0).random({n})
+step = 0
+ends = time.monotonic() + {seconds}
+while time.monotonic() < ends:
+    lo = (step % 100) * ({n} // 100)
+    data[lo:lo + {n} // 100] += 1.0  # 1% of the state
+    step += 1
+    for _ in range(20):  # a second of "work" in short sleeps, so that snapshots find a line boundary
+        time.sleep(0.05)
+print("micro: steps", step, "sum", float(data[:1000].sum()))
+"""
+
+LOAD = """
+import json, sys, time
+import numpy as np, relive
+started = time.perf_counter()
+data = relive.load(sys.argv[2], store=sys.argv[1])["data"]
+print(json.dumps({"load_s": time.perf_counter() - started, "nbytes": data.nbytes}))
+"""
+
+
+def one_run(gb: float, seconds: float, workdir: str) -> dict[str, float]:
+    n = int(gb * 1e9) // 8
+    store = os.path.join(workdir, f"store-{time.monotonic_ns()}")
+    program = os.path.join(workdir, "micro_prog.py")
+    with open(program, "w") as f:
+        f.write(textwrap.dedent(PROGRAM.format(n=n, seconds=seconds)))
+    subprocess.run([sys.executable, "-m", "relive", "run", "--every", "1", "--overhead", "0", "--store", store,
+                    program], check=True, stdout=subprocess.DEVNULL)
+    log = json.loads(subprocess.run([sys.executable, "-m", "relive", "log", "--json", "--store", store],
+                                    check=True, capture_output=True, text=True).stdout)
+    timer = [s for s in log if s["trigger"] == "timer" and s["write_s"]]
+    if len(timer) < 2:
+        raise SystemExit(f"micro: only {len(timer)} timer snapshots in {seconds} s; give it more --seconds")
+    first, later = timer[0], timer[1:]
+    loaded = json.loads(subprocess.run([sys.executable, "-c", LOAD, store, timer[-1]["id"]],
+                                       check=True, capture_output=True, text=True).stdout)
+    shutil.rmtree(store, ignore_errors=True)  # GBs per run
+    return {"state_bytes": first["state_bytes"], "snapshots": len(timer),
+            "first_write_s": first["write_s"], "first_pause_s": first["pause_s"], "first_new_bytes": first["new_bytes"],
+            "later_write_s": statistics.median(s["write_s"] for s in later),
+            "later_pause_s": statistics.median(s["pause_s"] for s in later),
+            "later_new_bytes": statistics.median(s["new_bytes"] for s in later),
+            "later_memory_bytes": max((s["memory_bytes"] or 0) for s in later),
+            "load_s": loaded["load_s"]}
+
+
+def measure(gb: float, seconds: float, repeat: int) -> dict[str, list[dict[str, float]]]:
+    """Raw numbers, interleaved: each repeat measures the limits, then the program."""
+    runs, limits = [], []
+    with tempfile.TemporaryDirectory(prefix="relive-micro-") as workdir:
+        for _ in range(repeat):
+            limits.append(machine_limits(int(gb * 1e9), workdir))
+            runs.append(one_run(gb, seconds, workdir))
+    return {"runs": runs, "limits": limits}
+
+
+def report(result: dict[str, list[dict[str, float]]]) -> None:
+    med = {k: statistics.median(r[k] for r in result["runs"]) for k in result["runs"][0]}
+    lim = {k: statistics.median(r[k] for r in result["limits"]) for k in result["limits"][0]}
+    gb = med["state_bytes"] / 1e9
+    print(f"micro: {gb:.2f} GB of float64, 1% rewritten per second, relive run --every 1 --overhead 0; "
+          f"medians of {len(result['runs'])} run(s), {med['snapshots']:.0f} timer snapshots")
+    print(f"  machine: copy {gb / lim['copy_s']:.1f} GB/s (into new memory {gb / lim['fresh_copy_s']:.1f}), "
+          f"store new bytes {gb / lim['store_new_s']:.2f} GB/s (XXH3+BLAKE3+zstd try+pack), "
+          f"XXH3+BLAKE3 {gb / lim['blake3_s']:.1f} GB/s, XXH3 {gb / lim['hash_s']:.1f} GB/s, "
+          f"fsync'd write {gb / lim['write_s']:.2f} GB/s")
+    rows = [("first snapshot", med["first_write_s"], med["first_pause_s"], med["first_new_bytes"],
+             lim["store_new_s"], "store-new-bytes"),
+            ("later (1% new)", med["later_write_s"], med["later_pause_s"], med["later_new_bytes"],
+             lim["hash_s"], "fingerprint")]
+    for name, write, pause, new, reference, what in rows:
+        print(f"  {name:16s} write {write * 1000:8.1f} ms ({gb / write:5.2f} GB/s, {write / reference:5.2f}x the "
+              f"{what} pass), pause {pause * 1000:6.1f} ms, new {new / 1e6:8.1f} MB")
+    print(f"  child's extra memory (max over later snapshots): {med['later_memory_bytes'] / 1e6:.1f} MB")
+    print(f"  restore (fresh process, page cache) {med['load_s'] * 1000:8.1f} ms ({gb / med['load_s']:5.2f} GB/s, "
+          f"{med['load_s'] / lim['fresh_copy_s']:5.2f}x the new-memory copy)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gb", type=float, default=1.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    report(measure(args.gb, args.seconds, args.repeat))
+
+
+if __name__ == "__main__":
+    main()
