@@ -1,0 +1,295 @@
+"""The four-workload benchmark: each workload plain, under relive, and under the dill baseline.
+
+    python bench/run.py [--workloads kmeans tsne mnist dcgan [micro]] [--every 10] [--repeat 3]
+                        [--scale 1.0] [--json out.json]
+    python bench/run.py --quick          # smoke test: --scale 0.05 --every 1 --repeat 1
+
+For each repeat, for each workload (bench/workloads/), three subprocesses, interleaved so
+that all three see the same machine, in an order that rotates between repeats:
+
+- plain:  python workloads/X.py --scale S
+- relive: relive run --store TMP --every N workloads/X.py --scale S   (default options otherwise)
+- dill:   python baseline_dill.py --every N --out TMP workloads/X.py --scale S
+
+Each is timed (wall) and its peak RSS read from `os.wait4` (the program's own process; a
+forked relive snapshot child is a grandchild, so relive's own report of the child's extra
+memory is printed beside it). Snapshot counts, pauses and bytes come from `relive log
+--json` and from the baseline's summary.json; then the last timer snapshot is loaded in a
+fresh process, every variable of it, and timed. The table shows medians over repeats
+(pause percentiles over all the pauses of all repeats); --json writes every raw number.
+`micro` adds bench/micro.py's large-NumPy throughput test (--scale GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import micro
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+WORKLOADS = ["kmeans", "tsne", "mnist", "dcgan"]
+VARIANTS = ["plain", "relive", "dill"]
+# Imported before a restore is timed, so that the time is the state's, not the library's import.
+LIBRARIES = {"kmeans": ["sklearn.cluster"], "tsne": ["sklearn.manifold"], "mnist": ["torch"], "dcgan": ["torch"]}
+
+RELIVE_RESTORE = """
+import json, sys, time, importlib
+for name in sys.argv[3:]:
+    importlib.import_module(name)
+import relive
+started = time.perf_counter()
+snap = relive.load(sys.argv[2], store=sys.argv[1])
+loaded = failed = 0
+scopes = [snap.globals] + [f.locals for f in snap.frames if f.locals is not snap.globals]
+for scope in scopes:
+    for name in scope:  # every variable, not only the manifest: loading is lazy
+        try:
+            scope[name]
+            loaded += 1
+        except Exception:
+            failed += 1
+print(json.dumps({"restore_s": time.perf_counter() - started, "loaded": loaded, "failed": failed}))
+"""
+
+DILL_RESTORE = """
+import json, sys, time, importlib
+for name in sys.argv[3:]:
+    importlib.import_module(name)
+sys.path.insert(0, sys.argv[1])
+import baseline_dill
+started = time.perf_counter()
+namespace = baseline_dill.restore(sys.argv[2])
+print(json.dumps({"restore_s": time.perf_counter() - started, "loaded": len(namespace), "failed": 0}))
+"""
+
+
+def run_child(command: list[str], log_prefix: str) -> dict[str, Any]:
+    """Run one program to its end: wall seconds, its own peak RSS, exit status, last line of output."""
+    with open(log_prefix + ".out", "w") as out, open(log_prefix + ".err", "w") as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, stdout=out, stderr=err, cwd=BENCH)
+        # wait4 gives this child's own rusage; RUSAGE_CHILDREN would mix in every earlier child.
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    with open(log_prefix + ".out") as f:
+        lines = f.read().splitlines()
+    result = {"wall_s": wall, "peak_rss_bytes": usage.ru_maxrss * 1024, "rc": child.returncode,
+              "result": lines[-1] if lines else ""}
+    if child.returncode != 0:
+        with open(log_prefix + ".err") as f:
+            result["error"] = f.read()[-2000:]
+        print(f"    FAILED ({child.returncode}): {' '.join(command)}\n{result['error']}", file=sys.stderr)
+    return result
+
+
+def time_restore(code: str, args: list[str]) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"restore_error": done.stderr[-2000:]}
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def run_plain(workload: str, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+    script = os.path.join(BENCH, "workloads", f"{workload}.py")
+    return run_child([sys.executable, script, "--scale", str(args.scale)], os.path.join(tmp, "plain"))
+
+
+def run_relive(workload: str, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+    script = os.path.join(BENCH, "workloads", f"{workload}.py")
+    store = os.path.join(tmp, "store")
+    result = run_child([sys.executable, "-m", "relive", "run", "--store", store, "--every", str(args.every),
+                        script, "--scale", str(args.scale)], os.path.join(tmp, "relive"))
+    done = subprocess.run([sys.executable, "-m", "relive", "log", "--store", store, "--json"],
+                          capture_output=True, text=True)
+    log = json.loads(done.stdout) if done.returncode == 0 else []
+    timer = [s for s in log if s["trigger"] == "timer"]
+    ended = [s for s in log if s["trigger"] != "timer"]  # exit (or exception, signal)
+    result.update(snapshot_numbers([s["pause_s"] for s in timer], [s["new_bytes"] for s in timer]))
+    result.update({
+        "log": log, "store_disk_bytes": disk_bytes(store),
+        "child_memory_bytes": max((s["memory_bytes"] or 0 for s in timer), default=0),
+        "write_s": [s["write_s"] for s in timer],
+        "end_pause_s": ended[-1]["pause_s"] if ended else None,
+        "end_bytes": ended[-1]["new_bytes"] if ended else None,
+        "skipped": sorted({str(k.get("name", k)) if isinstance(k, dict) else str(k)
+                           for s in log for k in s["skipped"]}),
+    })
+    if log:  # the last timer snapshot: the state a crash would bring back (the exit one is final state)
+        ref = (timer or log)[-1]["id"]
+        result.update(time_restore(RELIVE_RESTORE, [store, ref, *LIBRARIES.get(workload, [])]))
+    return result
+
+
+def run_dill(workload: str, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+    script = os.path.join(BENCH, "workloads", f"{workload}.py")
+    out = os.path.join(tmp, "dill")
+    result = run_child([sys.executable, os.path.join(BENCH, "baseline_dill.py"), "--every", str(args.every),
+                        "--out", out, script, "--scale", str(args.scale)], os.path.join(tmp, "dill"))
+    try:
+        with open(os.path.join(out, "summary.json")) as f:
+            summary = json.load(f)
+    except OSError:
+        summary = {"snapshots": [], "skipped": {}}
+    snaps = summary["snapshots"]
+    result.update(snapshot_numbers([s["pause_s"] for s in snaps], [s["bytes"] for s in snaps]))
+    result.update({"summary": summary, "store_disk_bytes": disk_bytes(out), "skipped": sorted(summary["skipped"])})
+    if os.path.exists(os.path.join(out, "manifest.json")):
+        result.update(time_restore(DILL_RESTORE, [BENCH, out, *LIBRARIES.get(workload, [])]))
+    return result
+
+
+def snapshot_numbers(pauses: list[float], written: list[int]) -> dict[str, Any]:
+    return {"snapshots": len(pauses), "pauses_s": pauses,
+            "bytes_first": written[0] if written else 0,
+            "bytes_later_avg": statistics.mean(written[1:]) if len(written) > 1 else 0,
+            "bytes_total": sum(written)}
+
+
+def disk_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+RUNNERS = {"plain": run_plain, "relive": run_relive, "dill": run_dill}
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every run's raw numbers, in the order they ran."""
+    records = []
+    for repeat in range(args.repeat):
+        order = VARIANTS[repeat % 3:] + VARIANTS[:repeat % 3]  # who runs first changes each repeat
+        for workload in [w for w in args.workloads if w != "micro"]:
+            for variant in order:
+                print(f"  repeat {repeat + 1}/{args.repeat}: {workload} {variant} ...", file=sys.stderr, flush=True)
+                tmp = tempfile.mkdtemp(prefix=f"relive-bench-{workload}-{variant}-")
+                try:  # the stores are GBs at full scale: one at a time
+                    record = RUNNERS[variant](workload, args, tmp)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                record.update({"workload": workload, "variant": variant, "repeat": repeat})
+                records.append(record)
+    return records
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest rank: with fewer than 100 pauses, p99 is the largest."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    """The median over the runs that have the number (a failed restore has none)."""
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[str, Any]]:
+    """One row per workload and variant: medians over repeats; overhead as the median of the
+    per-repeat ratios to that repeat's plain run (each pair ran minutes apart, not hours)."""
+    rows = []
+    for workload in workloads:
+        plain = {r["repeat"]: r["wall_s"] for r in records if r["workload"] == workload and r["variant"] == "plain"}
+        for variant in VARIANTS:
+            runs = [r for r in records if r["workload"] == workload and r["variant"] == variant]
+            if not runs:
+                continue
+            med = lambda key: median_of(runs, key)  # noqa: E731
+            ratios = [r["wall_s"] / plain[r["repeat"]] for r in runs if r["repeat"] in plain]
+            pauses = [p for r in runs for p in r.get("pauses_s", [])]
+            rows.append({
+                "workload": workload, "variant": variant, "wall_s": med("wall_s"),
+                "ratio": statistics.median(ratios) if ratios else None,
+                "snapshots": med("snapshots"),
+                "pause_p50_s": percentile(pauses, 50) if pauses else None,
+                "pause_p99_s": percentile(pauses, 99) if pauses else None,
+                "bytes_first": med("bytes_first"), "bytes_later_avg": med("bytes_later_avg"),
+                "bytes_total": med("bytes_total"), "peak_rss_bytes": med("peak_rss_bytes"),
+                "child_memory_bytes": med("child_memory_bytes"), "restore_s": med("restore_s"),
+                "failed": sum(r["rc"] != 0 for r in runs),
+                "skipped": sorted({name for r in runs for name in r.get("skipped", [])}),
+            })
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = (f"{'workload':8s} {'variant':7s} {'wall s':>8s} {'overhead':>16s} {'snaps':>5s} "
+              f"{'pause p50/p99 ms':>17s} {'bytes first / later avg / total':>32s} {'peak RSS':>9s} "
+              f"{'restore s':>9s}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        ratio = row["ratio"]
+        overhead = "" if row["variant"] == "plain" or ratio is None else f"{ratio:.3f}x {100 * (ratio - 1):+.1f}%"
+        pauses = "" if row["pause_p50_s"] is None else \
+            f"{row['pause_p50_s'] * 1000:.0f} / {row['pause_p99_s'] * 1000:.0f}"
+        written = "" if row["variant"] == "plain" else \
+            f"{size(row['bytes_first'])} / {size(row['bytes_later_avg'])} / {size(row['bytes_total'])}"
+        snaps = "" if row["snapshots"] is None else f"{row['snapshots']:.0f}"
+        restore = "" if row["restore_s"] is None else f"{row['restore_s']:.2f}"
+        rss = size(row["peak_rss_bytes"]).replace(" ", "")
+        print(f"{row['workload']:8s} {row['variant']:7s} {row['wall_s']:8.1f} {overhead:>16s} {snaps:>5s} "
+              f"{pauses:>17s} {written:>32s} {rss:>9s} {restore:>9s}")
+    for row in rows:
+        notes = []
+        if row["variant"] == "relive" and row["child_memory_bytes"]:
+            notes.append(f"forked snapshot child's extra memory up to {size(row['child_memory_bytes'])}")
+        if row["skipped"]:
+            notes.append(f"skipped variables: {', '.join(row['skipped'])}")
+        if row["failed"]:
+            notes.append(f"{row['failed']} run(s) FAILED")
+        if notes:
+            print(f"  {row['workload']} {row['variant']}: {'; '.join(notes)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", nargs="+", default=WORKLOADS, choices=WORKLOADS + ["micro"])
+    parser.add_argument("--every", type=float, default=None, help="seconds between snapshots (default 10)")
+    parser.add_argument("--repeat", type=int, default=None, help="default 3")
+    parser.add_argument("--scale", type=float, default=None, help="workload size (default 1.0)")
+    parser.add_argument("--quick", action="store_true", help="defaults become --scale 0.05 --every 1 --repeat 1")
+    parser.add_argument("--json", help="write every raw number here")
+    args = parser.parse_args()
+    for name, full, quick in (("every", 10.0, 1.0), ("repeat", 3, 1), ("scale", 1.0, 0.05)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+
+    print(f"every {args.every} s, scale {args.scale}, {args.repeat} repeat(s); python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} CPUs", flush=True)
+    records = measure(args)
+    rows = summarize(records, [w for w in args.workloads if w != "micro"])
+    if rows:
+        print_table(rows)
+    micro_result = None
+    if "micro" in args.workloads:
+        micro_result = micro.measure(gb=args.scale, seconds=20 if args.scale >= 0.5 else 8, repeat=args.repeat)
+        micro.report(micro_result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"options": vars(args), "rows": rows, "runs": records, "micro": micro_result}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
