@@ -122,8 +122,7 @@ def run_relive(workload: str, args: argparse.Namespace, tmp: str) -> dict[str, A
         "write_s": [s["write_s"] for s in timer],
         "end_pause_s": ended[-1]["pause_s"] if ended else None,
         "end_bytes": ended[-1]["new_bytes"] if ended else None,
-        "skipped": sorted({str(k.get("name", k)) if isinstance(k, dict) else str(k)
-                           for s in log for k in s["skipped"]}),
+        "skipped": sorted({skip["name"] for s in log for skip in s["skipped"]}),
     })
     if log:  # the last timer snapshot: the state a crash would bring back (the exit one is final state)
         ref = (timer or log)[-1]["id"]
