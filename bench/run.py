@@ -2,7 +2,7 @@
 
     python bench/run.py [--workloads kmeans tsne mnist dcgan [micro]] [--every 10] [--repeat 3]
                         [--scale 1.0] [--json out.json]
-    python bench/run.py --quick          # smoke test: --scale 0.05 --every 1 --repeat 1
+    python bench/run.py --quick          # smoke test (about 4 minutes): --scale 0.05 --every 1 --repeat 1
 
 For each repeat, for each workload (bench/workloads/), three subprocesses, interleaved so
 that all three see the same machine, in an order that rotates between repeats:
