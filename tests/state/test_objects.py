@@ -257,3 +257,31 @@ def test_cuda_tensors_come_back_on_the_gpu(work):
     assert ns["weights"].device.type == "cuda"
     assert torch.equal(ns["weights"].cpu(), torch.arange(1_000_000, dtype=torch.float32).reshape(1000, 1000))
     assert ns["row"].untyped_storage().data_ptr() == ns["weights"].untyped_storage().data_ptr()
+
+
+def test_open_files_are_flushed_and_described_not_reopened(work):
+    work.write("prog.py", """
+        import random, relive
+        random.seed(7)
+        log = open("out.log", "w")
+        for i in range(3):
+            log.write(f"line {i}\\n")       # buffered: the snapshot flushes it first
+        relive.checkpoint()
+        log.write("after\\n")
+        log.close()
+        open("out.log", "a").write("appended\\n")
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    before = (work.path / "out.log").read_text()
+    explicit = [s for s in work.log() if s["trigger"] == "explicit"][0]
+    snap = relive.load(explicit["id"], store=str(work.store))
+    f = snap["log"]
+    assert type(f).__name__ == "FileAtSnapshot" and f.name == "out.log" and f.mode == "w"
+    assert f.position == len("line 0\nline 1\nline 2\n") and not f.closed
+    assert "not reopened" in repr(f)
+    assert (work.path / "out.log").read_text() == before == "line 0\nline 1\nline 2\nafter\nappended\n"
+    process = snap.process
+    assert process["argv"] == ["prog.py"] and process["cwd"] == "."
+    import random
+    random.seed(7)
+    assert process["rng"]["random"] == random.getstate()

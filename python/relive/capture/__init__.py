@@ -23,7 +23,7 @@ from typing import Any
 
 from relive import _native
 from relive.capture import frames as stack
-from relive.capture import background, snapshot
+from relive.capture import background, process, snapshot
 from relive.capture.background import Background
 from relive.capture.clock import Clock
 from relive.capture.safepoint import LineEvents
@@ -72,6 +72,7 @@ class Capture:
         self._tick_queued = False
         self._line = LineEvents(self._at_line, boundary, on_import=self._at_import)
         self._relay = SignalRelay(self._on_signal)
+        self._files = process.OpenFiles()
         self._clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
         self._background = Background(options.snapshot_timeout, options.max_memory, self._background_done)
 
@@ -81,6 +82,7 @@ class Capture:
         global _active
         _active = self
         self._relay.install()
+        self._files.install()
         self._clock.start()
         os.register_at_fork(after_in_child=self._after_fork_in_child)
 
@@ -90,6 +92,7 @@ class Capture:
         self._disabled = True
         self._clock.stop()
         self._line.close()
+        self._files.uninstall()
         if _active is self:
             _active = None
 
@@ -250,9 +253,11 @@ class Capture:
         if self._signals and trigger == "signal":
             extra["signal"] = signal.Signals(self._signals[0]).name
         self._seq += 1
+        self._files.flush()  # here, in the program's process: never in a forked child
         return snapshot.SnapshotRequest(
             run_id=self.run.id, seq=self._seq, parent=self._parent, trigger=trigger, mode=mode,
-            frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra)
+            frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra,
+            process=process.state(self.run.cwd))
 
     def _take(self, trigger: str, frames: list[stack.FrameView], **extra: Any) -> str | None:
         """Write one snapshot in this process. Never raises: a failure is reported once and skipped."""

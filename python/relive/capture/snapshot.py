@@ -18,7 +18,7 @@ from typing import Any
 
 from relive.capture.background import private_bytes
 from relive.capture.frames import FrameView, global_roots, local_roots, modules_of
-from relive.state.records import RecordWriter, StoredState, is_excluded
+from relive.state.records import PROCESS_KEY, RecordWriter, Root, StoredState, is_excluded
 
 FORMAT = 1
 
@@ -37,6 +37,7 @@ class SnapshotRequest:
     exclude: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # signal, exception, note
     pause_s: float | None = None  # how long the program paused, when not the whole write (fork)
+    process: dict[str, Any] | None = None  # RNG states, cwd, argv: what resuming needs (capture.process)
 
 
 @dataclass
@@ -84,6 +85,8 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
     roots = global_roots(request.main_dict, request.exclude)
     for index, view in enumerate(request.frames):
         roots += local_roots(index, view, request.exclude)
+    if request.process is not None:
+        roots.append(Root(PROCESS_KEY, "process", "state", request.process))
     writer = RecordWriter(store, request.main_dict, _main_names(request.main_dict, request.exclude))
     state = writer.write(roots)
     frames = []
@@ -93,6 +96,8 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
         frames.append(_frame_entry(index, view, code_id, state))
     records = sorted(set(state.records) | {f["code"] for f in frames})
     manifest = _manifest(request, state, frames, records)
+    if PROCESS_KEY in state.variables:
+        manifest["process"] = state.variables[PROCESS_KEY]["record"]
     seconds = time.perf_counter() - started  # up to the commit, which follows
     manifest["write_s"] = round(seconds, 6)
     manifest["pause_s"] = round(seconds if request.pause_s is None else request.pause_s, 6)

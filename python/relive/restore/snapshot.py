@@ -17,20 +17,20 @@ from typing import Any
 
 from relive.errors import ReliveError, VariableNotFound
 from relive.state.pickler import LoadContext
-from relive.state.records import read_record
+from relive.state.records import PROCESS_KEY, read_record
 from relive.store import SnapshotInfo, Store
 
 
 class _Loader:
     """Loads the records of one snapshot, each at most once."""
 
-    def __init__(self, store: Store, info: SnapshotInfo) -> None:
+    def __init__(self, store: Store, info: SnapshotInfo, resuming: bool = False) -> None:
         self.store = store
         self.info = info
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         self._records: dict[str, dict[str, Any]] = {}
         self._in_progress: set[str] = set()
-        self._context = LoadContext(self.namespace, self.load_global)
+        self._context = LoadContext(self.namespace, self.load_global, resuming)
         run = store.runs.get(info.run)
         if run is not None and run.path0 and run.path0 not in sys.path:
             # The program's own modules (beside the script) must import for its objects to load.
@@ -131,8 +131,8 @@ class Frame:
 class Snapshot:
     """A past state of a program: its frames, their locals, and its globals."""
 
-    def __init__(self, store: Store, info: SnapshotInfo) -> None:
-        self._loader = _Loader(store, info)
+    def __init__(self, store: Store, info: SnapshotInfo, resuming: bool = False) -> None:
+        self._loader = _Loader(store, info, resuming)
         manifest = info.manifest
         self.id: str = info.id
         self.run: str = info.run
@@ -155,6 +155,12 @@ class Snapshot:
 
     def __contains__(self, name: str) -> bool:
         return (bool(self.frames) and name in self.frames[-1].locals) or name in self.globals
+
+    @property
+    def process(self) -> dict[str, Any] | None:
+        """RNG states, working directory and ``sys.argv`` at the snapshot (None before relive 0.2)."""
+        record = self.manifest.get("process")
+        return None if record is None else self._loader.value({"record": record, "key": PROCESS_KEY})
 
     def namespace(self) -> dict[str, Any]:
         """Everything loaded: the globals (and modules), then the innermost frame's locals on top.

@@ -43,9 +43,13 @@ _loading = _Loading()
 class LoadContext:
     """What a loading record needs from its snapshot: the global namespace, other globals."""
 
-    def __init__(self, namespace: dict[str, Any], load_global: Callable[[str], Any]) -> None:
+    def __init__(self, namespace: dict[str, Any], load_global: Callable[[str], Any],
+                 resuming: bool = False) -> None:
         self.namespace = namespace
         self.load_global = load_global
+        # Resuming reopens the program's files (and cuts what a killed run wrote after the
+        # snapshot); loading to inspect must leave every file alone.
+        self.resuming = resuming
 
 
 @contextmanager
@@ -75,6 +79,52 @@ def snapshot_globals() -> dict[str, Any]:
 def main_global(name: str) -> Any:
     """A class or function of the script, loaded from the record stored under its name."""
     return _current().load_global(name)
+
+
+class FileAtSnapshot:
+    """A file of the program, as a loaded snapshot shows it: where it stood, not reopened."""
+
+    def __init__(self, name: str, mode: str, position: int | None, closed: bool) -> None:
+        self.name, self.mode, self.position, self.closed = name, mode, position, closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"at {self.position}"
+        return f"<file {self.name!r} mode {self.mode!r} {state} (not reopened: loaded to inspect)>"
+
+
+def standard_stream(name: str) -> Any:
+    return getattr(sys, name)
+
+
+def reopen_file(name: str, mode: str, position: int | None, encoding: str | None,
+                errors: str | None, closed: bool) -> Any:
+    """A file of the program: reopened where it stood when resuming, described otherwise."""
+    context = _loading.context
+    if closed or context is None or not context.resuming:
+        return FileAtSnapshot(name, mode, position, closed)
+    import builtins
+    import os
+
+    text = {} if "b" in mode else {"encoding": encoding, "errors": errors}
+    if not any(c in mode for c in "wax+"):
+        f = builtins.open(name, mode, **text)
+        if position:
+            f.seek(position)
+        return f
+    if not os.path.exists(name):
+        from relive.report import warn
+
+        warn(f"{name} is missing: it is created empty (the snapshot had written {position} bytes to it)")
+        builtins.open(name, "xb").close()
+    # Not "w": that would empty the file. What was written up to the snapshot stays; what a
+    # killed run wrote after it goes, as it never happened in this history.
+    f = builtins.open(name, "rb+" if "b" in mode else "r+", **text)
+    f.seek(position or 0)
+    f.truncate()
+    if "a" in mode:
+        f.close()
+        f = builtins.open(name, mode, **text)
+    return f
 
 
 def rebuild_storage(data: Any, device: str) -> Any:
@@ -159,6 +209,8 @@ class StatePickler(cloudpickle.Pickler):
             reduced = self._reduce_tensor(obj)
             if reduced is not None:
                 return reduced
+        if isinstance(obj, _FILE_TYPES):
+            return _reduce_file(obj)
         return super().reducer_override(obj)
 
     def _function_getnewargs(self, func: types.FunctionType) -> Any:
@@ -190,6 +242,24 @@ class StatePickler(cloudpickle.Pickler):
             ref = self._storages[key] = _StorageRef(storage)
         return (rebuild_tensor, (ref, tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()),
                                  tensor.storage_offset(), tensor.requires_grad))
+
+
+_FILE_TYPES = (io.TextIOWrapper, io.BufferedWriter, io.BufferedReader, io.BufferedRandom, io.FileIO)
+
+
+def _reduce_file(f: Any) -> tuple[Any, ...]:
+    for stream in ("stdin", "stdout", "stderr"):
+        if f is getattr(sys, stream, None) or f is getattr(sys, f"__{stream}__", None):
+            return (standard_stream, (stream,))
+    name = f.name
+    if not isinstance(name, str):
+        raise TypeError(f"cannot pickle a file opened from a descriptor ({name!r})")
+    if f.closed:
+        return (reopen_file, (name, f.mode, None, None, None, True))
+    # Flushed by the capture before the snapshot: tell() is where the file stands on disk.
+    position = f.tell()
+    text = isinstance(f, io.TextIOWrapper)
+    return (reopen_file, (name, f.mode, position, f.encoding if text else None, f.errors if text else None, False))
 
 
 class StateUnpickler(pickle.Unpickler):

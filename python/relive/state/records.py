@@ -37,6 +37,10 @@ _ATOMIC_TYPE_NAMES = {
 }
 
 
+# The record key of a snapshot's process state (RNG states, cwd, argv): see capture.process.
+PROCESS_KEY = "p:state"
+
+
 @dataclass
 class Root:
     """One variable to store: where it lives (``scope``), its name and value."""

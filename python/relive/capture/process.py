@@ -1,0 +1,86 @@
+"""What a resumed program needs besides its objects: RNG states, the working directory,
+``sys.argv``, and the files it writes.
+
+Read in the program's process, at the safe point, before any fork: a forked child would
+see ``random`` reseeded by its at-fork hook, and a file flushed by a child would be
+written twice (the program's copy of the buffer still holds the bytes).
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+import random
+import sys
+import weakref
+from typing import Any
+
+from relive.report import warn_once
+
+
+class OpenFiles:
+    """The files the program opened for writing, so that a snapshot can flush them.
+
+    ``open`` (the builtin, ``io.open`` and so ``pathlib``) is wrapped: each file opened by
+    name in a writing mode is remembered, weakly. Nothing else about ``open`` changes.
+    """
+
+    def __init__(self) -> None:
+        self._files: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._real_open = builtins.open
+
+    def install(self) -> None:
+        real_open, files = self._real_open, self._files
+
+        def open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:  # noqa: A001
+            f = real_open(file, mode, *args, **kwargs)
+            if not isinstance(file, int) and any(c in mode for c in "wax+"):
+                files.add(f)
+            return f
+
+        open.__doc__ = real_open.__doc__
+        builtins.open = open
+        io.open = open
+
+    def uninstall(self) -> None:
+        builtins.open = self._real_open
+        io.open = self._real_open
+
+    def flush(self) -> None:
+        """Write out what the program's files buffer, so that their positions are on disk."""
+        for f in list(self._files):
+            try:
+                if not f.closed:
+                    f.flush()
+            except Exception as exc:  # a full disk is the program's to meet, at its own write
+                warn_once("flush", f"cannot flush {getattr(f, 'name', '?')!r} for a snapshot: {exc}")
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random generators' states (``Generator`` objects are variables: pickled)."""
+    states: dict[str, Any] = {"random": random.getstate()}
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        states["numpy"] = numpy.random.get_state()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        states["torch"] = torch.get_rng_state()
+        cuda = getattr(torch, "cuda", None)
+        if cuda is not None and cuda.is_initialized():
+            states["torch.cuda"] = cuda.get_rng_state_all()
+    return states
+
+
+def state(start_dir: str) -> dict[str, Any]:
+    """The process state of a snapshot: stored as one record beside the variables."""
+    cwd = os.getcwd()
+    relative = os.path.relpath(cwd, start_dir)
+    return {
+        "rng": rng_states(),
+        "argv": list(sys.argv),
+        # Relative to where the run started, when below it: a copy of the store resumes
+        # on another machine, in another directory, as the program moved from its start.
+        "cwd": relative if not relative.startswith("..") else cwd,
+        "cwd_absolute": cwd,
+    }
