@@ -27,11 +27,19 @@ from relive.capture import background, process, snapshot
 from relive.capture.background import Background
 from relive.capture.clock import Clock
 from relive.capture.safepoint import LineEvents
+from relive.capture import resumable
 from relive.capture.signals import SignalRelay
+from relive.state.resumable import ResumeState
 from relive.report import warn_once
 
 _active: "Capture | None" = None
 _IMPORT_RETRY = 0.05  # seconds before a timer snapshot that met an import tries again
+_LOOK_FURTHER_S = 1.0  # how long a timer snapshot looks for a line where the program can resume
+_LOOK_FURTHER_LINES = 200
+_NOT_RESUMABLE = {
+    "exit": "the program had ended",
+    "exception": "taken where an uncaught exception was raised: the program was ending",
+}
 _SIGNAL_PATIENCE = 30.0  # seconds a signal waits for a snapshot being written before it acts anyway
 
 
@@ -70,6 +78,8 @@ class Capture:
         self._signalled_at = 0.0
         self._disabled = False
         self._tick_queued = False
+        self._looking_since: float | None = None  # since when a timer snapshot looks for a resumable line
+        self._lines_looked = 0
         self._line = LineEvents(self._at_line, boundary, on_import=self._at_import)
         self._relay = SignalRelay(self._on_signal)
         self._files = process.OpenFiles()
@@ -173,8 +183,9 @@ class Capture:
             if not free or not self._signals:
                 return
             frame = stack.main_thread_frame(self._main_ident)
+            blocked = "taken while the main thread was blocked in a call"
             self._take("signal", stack.live_stack(frame, self._boundary),
-                       note="taken while the main thread was blocked in a call")
+                       ResumeState([], None, [f"{blocked}, not at a line"]), note=blocked)
             signals, self._signals = self._signals, []
         for signum in signals:
             self._relay.redeliver(signum, self._main_ident)
@@ -187,13 +198,41 @@ class Capture:
                 return
             trigger = "signal" if self._signals else self._trigger
             frames = stack.live_stack(frame, self._boundary)
-            if trigger != "timer" or not self._take_in_background(trigger, frames):
-                self._take(trigger, frames)
+            point = self._resume_state(frames)
+            if not point.resumable and self._look_further(trigger):
+                self._line.arm()  # the next lines may resume; this one would only be for inspection
+                return
+            self._looking_since = None
+            if trigger != "timer" or not self._take_in_background(trigger, frames, point):
+                self._take(trigger, frames, point)
             elif self._signals and self._background.wait(self.options.snapshot_timeout):
                 # A signal came while the fork was being made: it gets its own snapshot, of
                 # the same line, before it acts.
-                self._take("signal", frames)
+                self._take("signal", frames, point)
         self._act_on_signals(frame)
+
+    def _resume_state(self, frames: list[stack.FrameView]) -> Any:
+        """The point as resuming needs it (capture.resumable); never raises."""
+        try:
+            return resumable.capture(frames)
+        except Exception as exc:
+            return ResumeState([], None, [f"relive could not capture the stack: {_message(exc) or type(exc).__name__}"])
+
+    def _look_further(self, trigger: str) -> bool:
+        """Whether to wait for a resumable line rather than snapshot this one.
+
+        A signal waits until its --signal-wait deadline (then it is snapshot where it
+        stands); a timer snapshot for at most a second, or 200 lines.
+        """
+        if trigger == "signal":
+            return True
+        if trigger != "timer":
+            return False
+        now = time.monotonic()
+        if self._looking_since is None:
+            self._looking_since, self._lines_looked = now, 0
+        self._lines_looked += 1
+        return now - self._looking_since < _LOOK_FURTHER_S and self._lines_looked < _LOOK_FURTHER_LINES
 
     def _act_on_signals(self, frame: types.FrameType | None) -> None:
         """Main thread, after a snapshot: each signal that came meanwhile does what it would have."""
@@ -205,7 +244,8 @@ class Capture:
         if self._disabled:
             return None
         with self._snapshotting() as free:
-            snapshot_id = self._take("explicit", stack.live_stack(frame, self._boundary)) if free else None
+            frames = stack.live_stack(frame, self._boundary)
+            snapshot_id = self._take("explicit", frames, self._resume_state(frames)) if free else None
         self._act_on_signals(frame)
         return snapshot_id
 
@@ -249,7 +289,7 @@ class Capture:
                 self._owner = None
 
     def _request(self, trigger: str, frames: list[stack.FrameView], mode: str,
-                 extra: dict[str, Any]) -> snapshot.SnapshotRequest:
+                 extra: dict[str, Any], point: Any = None) -> snapshot.SnapshotRequest:
         if self._signals and trigger == "signal":
             extra["signal"] = signal.Signals(self._signals[0]).name
         self._seq += 1
@@ -257,9 +297,9 @@ class Capture:
         return snapshot.SnapshotRequest(
             run_id=self.run.id, seq=self._seq, parent=self._parent, trigger=trigger, mode=mode,
             frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra,
-            process=process.state(self.run.cwd))
+            process=process.state(self.run.cwd), resume=point, not_resumable=_NOT_RESUMABLE.get(trigger))
 
-    def _take(self, trigger: str, frames: list[stack.FrameView], **extra: Any) -> str | None:
+    def _take(self, trigger: str, frames: list[stack.FrameView], point: Any = None, **extra: Any) -> str | None:
         """Write one snapshot in this process. Never raises: a failure is reported once and skipped."""
         try:
             store = self._open_store()
@@ -268,7 +308,7 @@ class Capture:
             if self._store_behind:
                 self._store_behind = False
                 store.refresh()  # what forked snapshots wrote is not written again
-            result = snapshot.write(store, self._request(trigger, frames, "inline", extra), self._codes)
+            result = snapshot.write(store, self._request(trigger, frames, "inline", extra, point), self._codes)
         except Exception as exc:  # never into the program: the next snapshot covers this one
             self._failed(exc)
             return None
@@ -295,7 +335,7 @@ class Capture:
                               "here (CUDA is initialized)")
         return False
 
-    def _take_in_background(self, trigger: str, frames: list[stack.FrameView]) -> bool:
+    def _take_in_background(self, trigger: str, frames: list[stack.FrameView], point: Any) -> bool:
         """Fork a child that writes the snapshot; False if it has to be taken inline instead."""
         if not self._use_fork():
             return False
@@ -303,7 +343,7 @@ class Capture:
         try:
             if self._open_store() is None:
                 return True  # no store: nothing to do, inline would fail the same way
-            request = self._request(trigger, frames, "fork", {})
+            request = self._request(trigger, frames, "fork", {}, point)
         except Exception as exc:
             self._failed(exc)
             return True

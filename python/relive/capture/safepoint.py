@@ -85,7 +85,8 @@ class LineEvents:
         if event == "line" and not is_relive_code(frame.f_code) and not self._refused(frame):
             self.disarm()
             self._on_line(frame)
-            return None
+            # Armed again when this line could not resume: the next lines of this frame too.
+            return self._local_trace if self.armed else None
         return self._local_trace if self.armed else None
 
     # -- both --

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from relive import _native
 from relive.capture.background import private_bytes
 from relive.capture.frames import FrameView, global_roots, local_roots, modules_of
 from relive.state.records import PROCESS_KEY, RecordWriter, Root, StoredState, is_excluded
 
 FORMAT = 1
+_MISSING = object()
 
 
 @dataclass
@@ -38,6 +40,8 @@ class SnapshotRequest:
     extra: dict[str, Any] = field(default_factory=dict)  # signal, exception, note
     pause_s: float | None = None  # how long the program paused, when not the whole write (fork)
     process: dict[str, Any] | None = None  # RNG states, cwd, argv: what resuming needs (capture.process)
+    resume: Any = None  # a ResumeState (capture.resumable), or None where the point cannot resume
+    not_resumable: str | None = None  # why, when the whole point cannot (exit, uncaught exception)
 
 
 @dataclass
@@ -87,6 +91,7 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
         roots += local_roots(index, view, request.exclude)
     if request.process is not None:
         roots.append(Root(PROCESS_KEY, "process", "state", request.process))
+    resume_entries = _resume_roots(request, roots)
     writer = RecordWriter(store, request.main_dict, _main_names(request.main_dict, request.exclude))
     state = writer.write(roots)
     frames = []
@@ -96,6 +101,7 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
         frames.append(_frame_entry(index, view, code_id, state))
     records = sorted(set(state.records) | {f["code"] for f in frames})
     manifest = _manifest(request, state, frames, records)
+    manifest["resume"] = _resume_manifest(request, resume_entries, state, frames)
     if PROCESS_KEY in state.variables:
         manifest["process"] = state.variables[PROCESS_KEY]["record"]
     seconds = time.perf_counter() - started  # up to the commit, which follows
@@ -108,6 +114,81 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
     snapshot_id = store.commit(json.dumps(manifest, separators=(",", ":")).encode())
     return SnapshotResult(snapshot_id, state.new_bytes, state.state_bytes, len(state.skipped),
                           time.perf_counter() - started)
+
+
+def _resume_roots(request: SnapshotRequest, roots: list[Root]) -> list[dict[str, Any]] | None:
+    """Adds the roots only resuming needs (stack values, cells, locals not shown) and returns,
+    per frame, how its state refers to them by key; None when the point cannot resume.
+
+    The values are roots like any variable, not one record of the whole state: each is
+    stored once, grouped only with what it shares, and unchanged ones cost nothing.
+    """
+    state = request.resume
+    if state is None or not state.resumable:
+        return None
+    shown = {r.key: r.value for r in roots}
+
+    def root(key: str, scope: str, name: str, value: Any) -> str:
+        if key not in shown:
+            roots.append(Root(key, scope, name, value))
+            shown[key] = value
+        return key
+
+    entries = []
+    for i, fs in enumerate(state.frames):
+        scope = f"frame {i} ({fs.code.co_qualname})"
+        local_keys = {}
+        for name, value in fs.locals.items():
+            key = f"f{i}:{name}"
+            if is_excluded(name, request.exclude) or shown.get(key, _MISSING) is value:
+                local_keys[name] = key  # an excluded one stays missing: the point cannot resume
+            else:  # not shown (a module, a relive object): stored for resuming only
+                local_keys[name] = root(f"r{i}:{name}", scope, name, value)
+        entries.append({
+            "module": fs.module, "role": fs.role, "offset": fs.offset, "lineno": fs.lineno,
+            "locals": local_keys,
+            "cells": {n: root(f"c{i}:{n}", scope, n, c) for n, c in fs.cells.items()},
+            "free": {n: root(f"c{i}:{n}", scope, n, c) for n, c in fs.free.items()},
+            "stack": [None if v is _native.NULL else root(f"s{i}:{j}", scope, f"<stack {j}>", v)
+                      for j, v in enumerate(fs.stack)],
+            "stack_kinds": list(fs.stack_kinds),
+            "handled": [None if e is None else root(f"h{i}:{j}", scope, f"<exception {j}>", e)
+                        for j, e in enumerate(fs.handled)],
+        })
+    if state.handled is not None:
+        root("h:", "process", "<exception being handled>", state.handled)
+    return entries
+
+
+def _resume_manifest(request: SnapshotRequest, entries: list[dict[str, Any]] | None, state: StoredState,
+                     frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether the snapshot can resume, why not, and where each frame's state is stored."""
+    if entries is None:
+        reasons = [request.not_resumable] if request.not_resumable else \
+            list(request.resume.reasons) if request.resume is not None else ["no resumable state was captured"]
+        return {"resumable": False, "reasons": reasons}
+    excluded = [name for name in request.main_dict if is_excluded(name, request.exclude)]
+    keys = {k for e in entries for part in ("locals", "cells", "free") for k in e[part].values()}
+    keys |= {k for e in entries for part in ("stack", "handled") for k in e[part] if k is not None}
+    if request.resume.handled is not None:
+        keys.add("h:")
+    skipped = {f"{s.scope}:{s.name}": s.reason for s in state.skipped}
+    reasons = [f"{name} (globals) is excluded by --exclude" for name in excluded]
+    for key in sorted(keys - set(state.variables)):
+        reasons.append(f"a value it needs was not stored ({key}: {_skipped_for(key, state)})")
+    if reasons:
+        return {"resumable": False, "reasons": reasons}
+    for frame, entry in zip(frames, entries):
+        frame["resume"] = entry
+    return {"resumable": True, "values": {k: state.variables[k]["record"] for k in sorted(keys)},
+            "handled": "h:" if request.resume.handled is not None else None}
+
+
+def _skipped_for(key: str, state: StoredState) -> str:
+    for s in state.skipped:
+        if s.key == key:
+            return s.reason
+    return "excluded by --exclude" if key[0] == "f" else "not stored"
 
 
 def _variables(state: StoredState, prefix: str) -> dict[str, Any]:

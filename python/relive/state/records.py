@@ -56,6 +56,7 @@ class Skipped:
     scope: str
     name: str
     reason: str
+    key: str = ""
 
     def to_json(self) -> dict[str, str]:
         return {"scope": self.scope, "name": self.name, "reason": self.reason}
@@ -178,7 +179,7 @@ class RecordWriter:
                 data = self._pickle(group)
             except Exception as exc:  # anything a reducer raises: skip as little as possible
                 if len(group) == 1:
-                    result.skipped.append(Skipped(group[0].scope, group[0].name, _reason(exc)))
+                    result.skipped.append(Skipped(group[0].scope, group[0].name, _reason(exc), group[0].key))
                     continue
                 # One unpicklable variable must not cost the others: store them one by one
                 # (what they share then loads back as copies).
@@ -186,7 +187,7 @@ class RecordWriter:
                     try:
                         alone = self._pickle([root])
                     except Exception as exc:
-                        result.skipped.append(Skipped(root.scope, root.name, _reason(exc)))
+                        result.skipped.append(Skipped(root.scope, root.name, _reason(exc), root.key))
                         continue
                     self._put([root], alone, result)
                 continue
