@@ -5,6 +5,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod frame;
 mod pending;
 mod store;
 
@@ -16,5 +17,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     store::register(m)?;
     m.add_function(wrap_pyfunction!(pending::call_in_main_thread, m)?)?;
+    m.add("NULL", frame::null(m.py())?)?;
+    m.add_function(wrap_pyfunction!(frame::frame_stack, m)?)?;
+    m.add_function(wrap_pyfunction!(frame::frame_locals_plus, m)?)?;
+    m.add_function(wrap_pyfunction!(frame::frame_stacktop, m)?)?;
+    m.add_function(wrap_pyfunction!(frame::frame_called_from_c, m)?)?;
     Ok(())
 }
