@@ -47,12 +47,12 @@ class ResumePickler(pickler.StatePickler):
         return super().reducer_override(obj)
 
 
-def dump(path: str, namespace: dict[str, Any], state: Any) -> None:
+def dump(path: str, namespace: dict[str, Any], state: Any, random_state: Any = None) -> None:
     names = {k: v for k, v in namespace.items() if not (k.startswith("__") and k.endswith("__"))}
     buffers: list[pickle.PickleBuffer] = []
     out = io.BytesIO()
     ResumePickler(out, main_dict=namespace, own=set(), main_names={}, storages={}, buffers=buffers).dump(
-        {"globals": names, "state": state, "random": random.getstate()})
+        {"globals": names, "state": state, "random": random_state or random.getstate()})
     with open(path, "wb") as fh:
         pickle.dump({"payload": out.getvalue(), "buffers": [bytes(b.raw()) for b in buffers]}, fh)
 
@@ -233,6 +233,7 @@ def cmd_sweep(script: str, outdir: str) -> None:
     def on_line(frame: types.FrameType, count: int) -> None:
         sys.stdout.flush()
         position = os.lseek(1, 0, os.SEEK_CUR)
+        random_state = random.getstate()  # a forked child reseeds random
         pid = os.fork()
         if pid == 0:
             status = 1
@@ -248,7 +249,7 @@ def cmd_sweep(script: str, outdir: str) -> None:
                     status = 5
                 else:
                     _isolate_files(snapshot_dir, cwd)
-                    dump(os.path.join(snapshot_dir, "state"), sys.modules["__main__"].__dict__, state)
+                    dump(os.path.join(snapshot_dir, "state"), sys.modules["__main__"].__dict__, state, random_state)
                     with open(os.path.join(snapshot_dir, "stdout_position"), "w") as fh:
                         fh.write(str(position))
                     status = 0

@@ -141,6 +141,11 @@ def _instr_ordinal(code: types.CodeType, offset: int) -> int:
     return sum(1 for ins in layout.instructions[:n] if ins.opname != "EXTENDED_ARG")
 
 
+def _position(bc: Bytecode, instr: Instr) -> int:
+    # By identity: instructions compare equal by value, and code repeats itself (`finally`).
+    return next(n for n, item in enumerate(bc) if item is instr)
+
+
 def build_resume_code(state: FrameState, callee: Any = None) -> tuple[types.CodeType, Origin]:
     """The resume code object of one frame; ``callee`` is the next frame's resume function
     (for a frame in role "call")."""
@@ -218,10 +223,9 @@ def build_resume_code(state: FrameState, callee: Any = None) -> tuple[types.Code
     if target is not None:
         label = Label()
         p.instrs.append(_no_line("JUMP_FORWARD", label))
-        at = bc.index(instrs[target])
-        bc.insert(at, label)
+        bc.insert(_position(bc, instrs[target]), label)
     prologue_size = len(p.instrs)
-    at = bc.index(instrs[resume_index]) + 1
+    at = _position(bc, instrs[resume_index]) + 1
     bc[at:at] = p.instrs
 
     optimized = bool(original.co_flags & _CO_OPTIMIZED)
