@@ -47,6 +47,18 @@ _GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYN
 _CURRENT: Any = object()
 
 
+_WAITS = {
+    "FOR_ITER": "a loop is iterating a running generator",
+    "SEND": "`yield from` or `await` is running a generator or coroutine",
+    "BINARY_SUBSCR": "an operator (`x[i]`) called the next frame",
+    "STORE_SUBSCR": "an operator (`x[i] = v`) called the next frame",
+    "LOAD_ATTR": "an attribute read (a property or `__getattr__`) called the next frame",
+    "STORE_ATTR": "an attribute write called the next frame",
+    "BEFORE_WITH": "a `with` statement is calling `__enter__`",
+    "": "an operator or another statement called the next frame (only calls can resume)",
+}
+
+
 class NotResumable(Exception):
     """A value or frame that cannot be captured for resuming; the message says why."""
 
@@ -119,8 +131,7 @@ def _frame_state(frame: types.FrameType, role: str, caller: types.FrameType | No
             site = layout.call_at(offset)
             if site is None:
                 name = layout.instruction_at(offset).opname
-                problems.append(f"it waits in {name}, not in a call: an operator, attribute or `with` "
-                                "statement called the next frame (only calls can be resumed)")
+                problems.append(f"it waits in {name}, not in a call: {_WAITS.get(name, _WAITS[''])}")
                 return state
             depth = site.base
             state.offset = site.offset

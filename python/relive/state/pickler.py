@@ -77,6 +77,15 @@ def main_global(name: str) -> Any:
     return _current().load_global(name)
 
 
+def new_cell() -> types.CellType:
+    """An empty cell, filled by ``fill_cell`` once everything it refers to exists."""
+    return types.CellType()
+
+
+def fill_cell(cell: types.CellType, state: tuple[Any]) -> None:
+    cell.cell_contents = state[0]
+
+
 def rebuild_storage(data: Any, device: str) -> Any:
     """A PyTorch untyped storage over ``data`` (a writable buffer: no copy on the CPU)."""
     import torch
@@ -154,6 +163,8 @@ class StatePickler(cloudpickle.Pickler):
         oid = id(obj)
         if oid in self._main_names and oid not in self._own:
             return (main_global, (self._main_names[oid],))
+        if type(obj) is types.CellType:
+            return self._reduce_cell(obj)
         torch = self._torch
         if torch is not None and type(obj) is torch.Tensor:
             reduced = self._reduce_tensor(obj)
@@ -162,10 +173,22 @@ class StatePickler(cloudpickle.Pickler):
         return super().reducer_override(obj)
 
     def _function_getnewargs(self, func: types.FunctionType) -> Any:
-        if func.__globals__ is not self._main_dict:
-            return super()._function_getnewargs(func)
-        code, _, _, _, closure = super()._function_getnewargs(func)
-        return code, _SNAPSHOT_GLOBALS, None, None, closure
+        code, base_globals, _, _, _ = super()._function_getnewargs(func)
+        if func.__globals__ is self._main_dict:
+            base_globals = _SNAPSHOT_GLOBALS
+        # The function's own cells, not fresh copies: closures (and the frame that made them)
+        # that share a variable go on sharing it after loading.
+        return code, base_globals, None, None, func.__closure__
+
+    @staticmethod
+    def _reduce_cell(cell: types.CellType) -> Any:
+        # Contents go in the state, set after the cell is memoized: a cell may hold (a function
+        # whose closure holds) the cell itself.
+        try:
+            contents = cell.cell_contents
+        except ValueError:
+            return (new_cell, ())
+        return (new_cell, (), (contents,), None, None, fill_cell)
 
     def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
         reduced = super()._dynamic_function_reduce(func)
