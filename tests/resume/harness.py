@@ -2,10 +2,12 @@
 
     harness.py checkpoint SCRIPT K STATE     run SCRIPT; at the first resumable line event at or
                                              after the K-th, write STATE and exit at once
-    harness.py resume STATE [K STATE2]       resume STATE (in this new process); optionally
+    harness.py resume STATE SCRIPT [K STATE2]
+                                             resume STATE (in this new process); optionally
                                              checkpoint again at the K-th line event after it
-    harness.py sweep SCRIPT OUTDIR           run SCRIPT to its end; at every line event fork a
-                                             child that checkpoints into OUTDIR/<K>/
+    harness.py sweep SCRIPT OUTDIR [STATE]   run SCRIPT (or resume STATE) to its end; at every
+                                             line event fork a child that checkpoints into
+                                             OUTDIR/<K>/
     harness.py resume-sweep OUTDIR           resume every OUTDIR/<K>/state, each in a child
                                              forked from this process (which never ran SCRIPT),
                                              in a fresh copy of the files as they were at K
@@ -22,6 +24,7 @@ from __future__ import annotations
 import builtins
 import io
 import json
+import marshal
 import os
 import pickle
 import random
@@ -41,6 +44,8 @@ _MONITORING = sys.version_info >= (3, 12)
 
 class ResumePickler(pickler.StatePickler):
     def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.CodeType:  # cloudpickle would rename its file <dynamic-code>
+            return (marshal.loads, (marshal.dumps(obj),))
         reduced = reduce_for_resume(obj)
         if reduced is not NotImplemented:
             return reduced
@@ -223,7 +228,7 @@ def _isolate_files(snapshot_dir: str, cwd: str) -> None:
         os.close(new)
 
 
-def cmd_sweep(script: str, outdir: str) -> None:
+def cmd_sweep(script: str, outdir: str, state_path: str | None = None) -> None:
     script = os.path.abspath(script)
     outdir = os.path.abspath(outdir)
     cwd = os.getcwd()
@@ -264,7 +269,17 @@ def cmd_sweep(script: str, outdir: str) -> None:
         _, status = os.waitpid(pid, 0)
         verdicts[count] = os.waitstatus_to_exitcode(status)
 
-    run_script(script, Lines(script, on_line))
+    if state_path is None:
+        run_script(script, Lines(script, on_line))
+    else:  # resume a checkpoint, and checkpoint the resumed program at every line
+        namespace, state = load(state_path, script)
+        lines = Lines(script, on_line)
+        lines.start()
+        try:
+            resume(state, namespace)
+        finally:
+            lines.stop()
+            sys.stdout.flush()
     with open(os.path.join(outdir, "verdicts.json"), "w") as fh:
         json.dump(verdicts, fh)
 
@@ -315,7 +330,7 @@ def main(argv: list[str]) -> None:
         else:
             cmd_resume(argv[1], script)
     elif command == "sweep":
-        cmd_sweep(argv[1], argv[2])
+        cmd_sweep(argv[1], argv[2], argv[3] if len(argv) > 3 else None)
     elif command == "resume-sweep":
         cmd_resume_sweep(argv[1], os.path.abspath(argv[2]))
     else:

@@ -177,16 +177,32 @@ def _c_caller_problem(frame: types.FrameType, caller: types.FrameType) -> str | 
     site = StackLayout.of(code).call_at(offset) if offset >= 0 else None
     if site is None:
         return "C code called it"
+    callee_code = _original(frame, 0)[0]
     slots = _native.frame_stack(caller, site.base + 2)[site.base:]
     for value in slots:
         target = getattr(value, "__func__", value)
-        if getattr(target, "__code__", None) is frame.f_code:
+        if getattr(target, "__code__", None) in (frame.f_code, callee_code):
             return None
-    callee = slots[0] if V313 else slots[1]
-    if callee is _native.NULL:
-        callee = slots[0]
-    name = getattr(callee, "__qualname__", None) or type(callee).__name__
+    # A bound method called through vectorcall lends its slot to its `self` during the call.
+    receiver = _first_argument(frame, callee_code)
+    if receiver is not _native.NULL and any(value is receiver for value in slots):
+        method = inspect.getattr_static(type(receiver), callee_code.co_name, None)
+        if getattr(method, "__code__", None) is callee_code:
+            return None
+    callee = slots[0] if V313 or slots[1] is _native.NULL else slots[1]
+    name = getattr(callee, "__qualname__", None) or type(callee).__qualname__
     return f"C code called it (inside {name}()): the C function's own state cannot be saved"
+
+
+def _first_argument(frame: types.FrameType, code: types.CodeType) -> Any:
+    if not code.co_argcount:
+        return _native.NULL
+    name = code.co_varnames[0]
+    names = localsplus_names(frame.f_code)
+    if name not in names:
+        return _native.NULL
+    value = _native.frame_locals_plus(frame)[names.index(name)]
+    return value.cell_contents if isinstance(value, types.CellType) and name in code.co_cellvars else value
 
 
 # -- generators --
