@@ -23,8 +23,9 @@ a copy of the frame's code with a prologue right after its ``RESUME`` that
    primed with one ``next()``, which stops it where it was).
 
 The prologue has no line numbers (no line event fires before the state is back), the
-exception table keeps its depths, and the stack size is explicit. Resume functions take
-``(*args, **kwargs)``, so any call shape reaches them. Each resume code is registered with
+exception table keeps its depths, and the stack size is explicit. Resume functions keep
+their parameters (zero-argument ``super()`` reads the first), all defaulting to None, and
+take ``*args, **kwargs`` besides, so any dummy call shape binds. Each resume code is registered with
 its ``Origin`` (``relive.state.resumable``) so that the resumed program can be captured again.
 """
 
@@ -141,6 +142,20 @@ def _instr_ordinal(code: types.CodeType, offset: int) -> int:
     return sum(1 for ins in layout.instructions[:n] if ins.opname != "EXTENDED_ARG")
 
 
+def _resume_argnames(code: types.CodeType) -> list[str]:
+    names = code.co_varnames
+    n = code.co_argcount + code.co_kwonlyargcount
+    out = list(names[:n])
+    at = n
+    if code.co_flags & _CO_VARARGS:
+        out.append(names[at])
+        at += 1
+    else:
+        out.append(_ARGS)
+    out.append(names[at] if code.co_flags & _CO_VARKEYWORDS else _KWARGS)
+    return out
+
+
 def _position(bc: Bytecode, instr: Instr) -> int:
     # By identity: instructions compare equal by value, and code repeats itself (`finally`).
     return next(n for n, item in enumerate(bc) if item is instr)
@@ -228,10 +243,11 @@ def build_resume_code(state: FrameState, callee: Any = None) -> tuple[types.Code
     at = _position(bc, instrs[resume_index]) + 1
     bc[at:at] = p.instrs
 
-    optimized = bool(original.co_flags & _CO_OPTIMIZED)
-    if optimized:  # a function: take any arguments, all its locals come from the prologue
-        bc.argcount = bc.posonlyargcount = bc.kwonlyargcount = 0
-        bc.argnames = [_ARGS, _KWARGS]
+    if original.co_flags & _CO_OPTIMIZED:
+        # A function: its parameters stay (zero-argument super() reads the first one), and
+        # *args/**kwargs are added so that any dummy call binds (with defaults for all, see
+        # `_function`); the prologue then overwrites every local.
+        bc.argnames = _resume_argnames(original)
         bc.flags = bc.flags | _CO_VARARGS | _CO_VARKEYWORDS
     biggest_run = max((len(r) for r in p.runs), default=0)
     stacksize = max(original.co_stacksize, depth + biggest_run + 4, len(names) + 4)
@@ -259,8 +275,13 @@ def _namespace_of(state: FrameState, namespace: dict[str, Any]) -> dict[str, Any
 
 def _function(state: FrameState, code: types.CodeType, namespace: dict[str, Any]) -> types.FunctionType:
     closure = tuple(state.free[name] for name in state.code.co_freevars) or None
-    fn = types.FunctionType(code, _namespace_of(state, namespace), state.code.co_name, None, closure)
-    fn.__qualname__ = state.code.co_qualname
+    original = state.code
+    defaults = (None,) * original.co_argcount if original.co_flags & _CO_OPTIMIZED else None
+    fn = types.FunctionType(code, _namespace_of(state, namespace), original.co_name, defaults, closure)
+    if original.co_kwonlyargcount:
+        kwonly = original.co_varnames[original.co_argcount:original.co_argcount + original.co_kwonlyargcount]
+        fn.__kwdefaults__ = dict.fromkeys(kwonly)
+    fn.__qualname__ = original.co_qualname
     return fn
 
 
