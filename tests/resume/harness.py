@@ -1,7 +1,8 @@
 """Run a script, checkpoint it at a line event, resume it in another process.
 
     harness.py checkpoint SCRIPT K STATE     run SCRIPT; at the first resumable line event at or
-                                             after the K-th, write STATE and exit at once
+                                             after the K-th (or, for K = line:N:M, after the M-th
+                                             on line N), write STATE and exit at once
     harness.py resume STATE SCRIPT [K STATE2]
                                              resume STATE (in this new process); optionally
                                              checkpoint again at the K-th line event after it
@@ -160,11 +161,23 @@ def try_capture(frame: types.FrameType, script: str) -> Any:
 # -- commands --
 
 
-def cmd_checkpoint(script: str, k: int, path: str) -> None:
+def cmd_checkpoint(script: str, at: str, path: str) -> None:
+    """``at`` is K (the K-th line event) or ``line:N:M`` (the M-th line event on line N)."""
     script = os.path.abspath(script)
+    if at.startswith("line:"):
+        _, line, nth = at.split(":")
+        seen = {"n": 0}
+
+        def reached(frame: types.FrameType, count: int) -> bool:
+            if frame.f_lineno == int(line):
+                seen["n"] += 1
+            return seen["n"] >= int(nth)
+    else:
+        def reached(frame: types.FrameType, count: int) -> bool:
+            return count >= int(at)
 
     def on_line(frame: types.FrameType, count: int) -> None:
-        if count < k:
+        if not reached(frame, count):
             return
         state = try_capture(frame, script)
         if state is None or not state.resumable:
@@ -322,7 +335,7 @@ def cmd_resume_sweep(outdir: str, script: str) -> None:
 def main(argv: list[str]) -> None:
     command = argv[0]
     if command == "checkpoint":
-        cmd_checkpoint(argv[1], int(argv[2]), argv[3])
+        cmd_checkpoint(argv[1], argv[2], argv[3])
     elif command == "resume":
         script = os.path.abspath(argv[2])
         if len(argv) > 3:

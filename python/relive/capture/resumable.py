@@ -139,7 +139,7 @@ def _frame_state(frame: types.FrameType, role: str, caller: types.FrameType | No
         problems.append(f"its bytecode is not understood: {exc}")
         return state
     _read_slots(frame, code, state, depth, origin)
-    if caller is not None and _native.frame_called_from_c(frame):
+    if caller is not None and not code.co_flags & _GENERATOR_FLAGS and _native.frame_called_from_c(frame):
         problem = _c_caller_problem(frame, caller)
         if problem:
             problems.append(problem)
@@ -239,29 +239,32 @@ def generator_state(gen: types.GeneratorType) -> GeneratorState:
 # -- values that need help to pickle --
 
 
+def _safe(obj: Any, name: str, default: Any) -> Any:
+    try:
+        return getattr(obj, name)
+    except (AttributeError, ValueError):  # a closed or detached stream
+        return default
+
+
 def _file_state(file: Any) -> OpenFile:
-    raw = file
-    while hasattr(raw, "buffer") or hasattr(raw, "raw"):
-        raw = getattr(raw, "buffer", None) or getattr(raw, "raw")
-    name = getattr(raw, "name", None)
+    mode = _safe(file, "mode", "r")
+    if file.closed:
+        return OpenFile(str(_safe(file, "name", "")), mode, None, True)
+    name = _safe(file, "name", None)
     if not isinstance(name, str):
         raise NotResumable(f"the file {file!r} has no path to reopen")
-    closed = file.closed
-    position = None
-    if not closed:
-        if file.writable():
-            file.flush()
-        try:
-            position = file.tell()
-        except (OSError, ValueError):
-            position = None
-    mode = getattr(file, "mode", None) or getattr(raw, "mode", "r")
+    if file.writable():
+        file.flush()
+    try:
+        position = file.tell()
+    except (OSError, ValueError):  # not seekable
+        position = None
     buffering = 0 if isinstance(file, io.FileIO) else -1
     if isinstance(file, io.TextIOWrapper):
-        return OpenFile(name, mode, position, closed, file.encoding, file.errors, None, buffering)
+        return OpenFile(name, mode, position, False, file.encoding, file.errors, None, buffering)
     if "b" not in mode:
         mode += "b"
-    return OpenFile(name, mode, position, closed, buffering=buffering)
+    return OpenFile(name, mode, position, False, buffering=buffering)
 
 
 def reduce_for_resume(obj: Any) -> Any:

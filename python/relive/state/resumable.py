@@ -36,7 +36,6 @@ resumed program can be captured again.
 
 from __future__ import annotations
 
-import io
 import marshal
 import os
 import sys
@@ -178,8 +177,8 @@ class OpenFile:
 
 
 def reopen_file(state: OpenFile) -> Any:
-    if state.closed:
-        closed = io.StringIO() if "b" not in state.mode else io.BytesIO()
+    if state.closed:  # a closed file of the same kind (it only needs to say it is closed)
+        closed = open(os.devnull, "rb" if "b" in state.mode else "r")
         closed.close()
         return closed
     kwargs: dict[str, Any] = {}
