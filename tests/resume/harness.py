@@ -3,6 +3,8 @@
     harness.py checkpoint SCRIPT K STATE     run SCRIPT; at the first resumable line event at or
                                              after the K-th (or, for K = line:N:M, after the M-th
                                              on line N), write STATE and exit at once
+    harness.py explicit SCRIPT STATE         run SCRIPT with a builtin checkpoint() that writes
+                                             STATE and exits (resuming returns None from it)
     harness.py resume STATE SCRIPT [K STATE2]
                                              resume STATE (in this new process); optionally
                                              checkpoint again at the K-th line event after it
@@ -191,6 +193,24 @@ def cmd_checkpoint(script: str, at: str, path: str) -> None:
     os._exit(3)
 
 
+def cmd_explicit(script: str, path: str) -> None:
+    """Run SCRIPT with a builtin ``checkpoint()`` that writes STATE and exits."""
+    script = os.path.abspath(script)
+
+    def checkpoint() -> None:
+        frames = program_frames(sys._getframe(1), script)
+        state = capture(frames)  # type: ignore[arg-type]
+        if not state.resumable:
+            raise SystemExit(f"not resumable: {state.reasons}")
+        sys.stdout.flush()
+        dump(path, sys.modules["__main__"].__dict__, state)
+        os._exit(0)
+
+    builtins.checkpoint = checkpoint  # type: ignore[attr-defined]
+    run_script(script, Lines(script, lambda frame, count: None))
+    os._exit(3)
+
+
 def cmd_resume(path: str, script: str, k: int | None = None, path2: str | None = None) -> None:
     namespace, state = load(path, script)
     lines = Lines(script, lambda frame, count: None)
@@ -336,6 +356,8 @@ def main(argv: list[str]) -> None:
     command = argv[0]
     if command == "checkpoint":
         cmd_checkpoint(argv[1], argv[2], argv[3])
+    elif command == "explicit":
+        cmd_explicit(argv[1], argv[2])
     elif command == "resume":
         script = os.path.abspath(argv[2])
         if len(argv) > 3:

@@ -37,6 +37,7 @@ ALLOWED = {
     "with_blocks.py": (C_CALLER, RUNNING_GENERATOR, WAITS),  # __enter__, a running contextlib generator
     "signatures.py": (C_CALLER,),
     "callbacks.py": (C_CALLER,),
+    "explicit.py": (),
 }
 
 
@@ -112,7 +113,7 @@ def check_refusals(program: str, refused: dict[int, list[str]]) -> None:
             assert any(a in reason for a in allowed), f"line event {k}: unexpected refusal: {reason}"
 
 
-@pytest.mark.parametrize("program", [p for p in ALLOWED if p != "callbacks.py"])
+@pytest.mark.parametrize("program", [p for p in ALLOWED if p not in ("callbacks.py", "explicit.py")])
 def test_resumes_at_every_line_event(tmp_path: Path, program: str) -> None:
     script, cwd = setup(tmp_path, program)
     result = sweep(tmp_path, script, "sweep", cwd)
@@ -186,3 +187,14 @@ def test_exits_after_the_checkpoint_and_resumes_in_a_new_process(tmp_path: Path)
     assert final == (tmp_path / "plain" / "out.txt").read_text()
     assert partial.startswith("# 0")  # the checkpoint stood inside the first `with open(...)`
     assert os.path.getsize(tmp_path / "s.state") > 0
+
+
+def test_an_explicit_checkpoint_call_resumes_after_the_call(tmp_path: Path) -> None:
+    script, _ = setup(tmp_path, "explicit.py")
+    expected = plain_run(script, tmp_path / "plain")
+    work = tmp_path / "work"
+    work.mkdir()
+    before = harness("explicit", script, tmp_path / "s.state", cwd=work)
+    after = harness("resume", tmp_path / "s.state", script, cwd=work)
+    assert before == "0 0\n1 1\n"
+    assert before + after == expected

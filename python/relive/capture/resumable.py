@@ -39,7 +39,7 @@ from typing import Any
 from relive import _native
 from relive.capture.stack import EXC_PREV, LASTI, StackAnalysisError, StackLayout, V313
 from relive.state.resumable import (
-    CALL, LINE, START, YIELD, FrameState, GeneratorState, OpenFile, Origin, ResumeState,
+    CALL, LINE, RETURN, START, YIELD, FrameState, GeneratorState, OpenFile, Origin, ResumeState,
     origin_of, rebuild_exception, rebuild_generator, reopen_file, standard_stream, stdio_name,
 )
 
@@ -79,20 +79,37 @@ def _frame_of(item: Any) -> types.FrameType:
 
 def capture(frames: Sequence[Any], handled: Any = _CURRENT) -> ResumeState:
     """The state of the program's frames (outermost first; frame objects or ``FrameView``s) at a
-    line event of the innermost one.
+    line event of the innermost one, in this thread.
 
     ``handled`` is the exception being handled there; by default ``sys.exception()``, which is
     right when called from the line event's own callback.
+
+    If instead the innermost frame called (directly, not through C) the function that
+    captures, as an explicit ``checkpoint()`` call does, that frame gets the role "return":
+    resuming makes the call return None and goes on after it.
     """
     if handled is _CURRENT:
         handled = sys.exc_info()[1]
     live = [_frame_of(f) for f in frames]
     states: list[FrameState] = []
     for index, frame in enumerate(live):
-        role = LINE if index == len(live) - 1 else CALL
+        role = CALL
+        if index == len(live) - 1:
+            role = RETURN if _waits_in_a_direct_call(frame) else LINE
         states.append(_frame_state(frame, role, live[index - 1] if index else None))
     _link_handled(states, handled)
     return ResumeState(states, handled)
+
+
+def _waits_in_a_direct_call(frame: types.FrameType) -> bool:
+    """Whether ``frame`` waits in a call of Python code that Python called directly (the slots of
+    that call's operands may then be freed); at a line event, C (the tracing machinery) calls."""
+    younger = sys._getframe()
+    while younger.f_back is not None and younger.f_back is not frame:
+        younger = younger.f_back
+    if younger.f_back is not frame:
+        return False  # not on this thread's stack: a suspended or foreign frame
+    return not _native.frame_called_from_c(younger)
 
 
 def _link_handled(states: list[FrameState], handled: BaseException | None) -> None:
@@ -127,7 +144,7 @@ def _frame_state(frame: types.FrameType, role: str, caller: types.FrameType | No
         layout = StackLayout.of(code)
         if role == LINE:
             depth = layout.depth_at(offset)
-        else:
+        else:  # CALL or RETURN
             site = layout.call_at(offset)
             if site is None:
                 name = layout.instruction_at(offset).opname

@@ -43,7 +43,7 @@ from bytecode import Bytecode, Instr, Label
 from relive import _native
 from relive.capture.stack import EXC_PREV, LASTI, StackLayout
 from relive.state.resumable import (
-    CALL, LINE, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, register_origin,
+    CALL, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, register_origin,
 )
 
 V311 = sys.version_info < (3, 12)
@@ -226,6 +226,12 @@ def build_resume_code(state: FrameState, callee: Any = None) -> tuple[types.Code
         target = _instr_ordinal(original, site.entry)
         landing = (site.entry, site.offset)
         depth += site.operands
+    elif state.role == RETURN:  # the call returned None: go on after it
+        site = layout.call_at(state.offset)
+        assert site is not None
+        p.instrs.append(_no_line("LOAD_CONST", None))
+        target = _instr_ordinal(original, site.offset) + 1
+        depth += 1
     elif state.role == YIELD:
         p.instrs.append(_no_line("LOAD_CONST", None))
         target = _instr_ordinal(original, state.offset)

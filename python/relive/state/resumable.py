@@ -15,6 +15,8 @@ values that do not pickle by themselves: generators, files, exceptions).
       module        __name__ of the frame's globals ("__main__" for the script)
       role          "line": the innermost frame; it goes on with the instruction at `offset`
                     "call": it waits in the call instruction at `offset` for the next frame
+                    "return": the innermost frame waits in a call of code outside the state
+                    (an explicit checkpoint); it goes on as if that call returned None
                     "yield": a suspended generator, stopped at the YIELD_VALUE at `offset`
                     "start": a generator not started yet
       offset, lineno
@@ -45,6 +47,7 @@ from typing import Any
 
 LINE = "line"
 CALL = "call"
+RETURN = "return"
 YIELD = "yield"
 START = "start"
 
