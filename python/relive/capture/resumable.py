@@ -65,7 +65,7 @@ class NotResumable(Exception):
 
 def localsplus_names(code: types.CodeType) -> list[str]:
     """The names of a frame's localsplus slots, in CPython's order."""
-    names = []
+    names: list[str] = []
     while True:
         try:
             names.append(code._varname_from_oparg(len(names)))  # type: ignore[attr-defined]

@@ -201,7 +201,14 @@ def _synthetic_traceback() -> types.TracebackType:
 def rebuild_exception(make: Any, args: tuple[Any, ...], state: Any, cause: BaseException | None,
                       context: BaseException | None, suppress_context: bool) -> BaseException:
     """An exception as it was, with a traceback (3.11's ``with`` cleanup reads it unchecked)."""
-    exc = make(*args)
+    try:
+        exc = make(*args)
+    except TypeError:
+        if not (isinstance(make, type) and issubclass(make, BaseException)):
+            raise
+        # Its __init__ takes other arguments than it passed on to BaseException: skip it.
+        exc = make.__new__(make, *args)
+        exc.args = args
     if state:
         if hasattr(exc, "__setstate__"):
             exc.__setstate__(state)
