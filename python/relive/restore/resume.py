@@ -326,10 +326,10 @@ def generator_from_state(state: GeneratorState) -> Any:
 
 def _loading_namespace() -> dict[str, Any]:
     """The namespace of the snapshot being loaded (script generators run in it)."""
-    from relive.state import pickler
+    from relive.state.pickler import loading_namespace
 
-    context = pickler._loading.context
-    if context is not None:
-        return context.namespace
+    namespace = loading_namespace()
+    if namespace is not None:
+        return namespace
     main = sys.modules.get("__main__")
     return main.__dict__ if main is not None else {}

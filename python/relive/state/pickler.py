@@ -58,6 +58,12 @@ def loading(context: LoadContext) -> Iterator[None]:
         _loading.context = previous
 
 
+def loading_namespace() -> dict[str, Any] | None:
+    """The global namespace of the snapshot being loaded, or None outside a load."""
+    context = _loading.context
+    return context.namespace if context is not None else None
+
+
 def _current() -> LoadContext:
     if _loading.context is None:
         raise pickle.UnpicklingError("a relive record can only be loaded through relive.load()")
