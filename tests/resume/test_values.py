@@ -160,3 +160,36 @@ def test_iterators_of_builtins_pickle_at_their_position(make: Any) -> None:
     it = make()
     next(it)
     assert list(round_trip(it)) == list(it)
+
+
+def test_a_generator_suspended_in_yield_from() -> None:
+    def inner(n):
+        for i in range(n):
+            yield i
+        return "done"
+
+    def outer():
+        result = yield from inner(3)
+        yield result
+
+    gen = outer()
+    assert [next(gen), next(gen)] == [0, 1]
+    assert list(round_trip(gen)) == list(gen) == [2, "done"]
+
+
+def test_frames_of_another_thread_are_not_read() -> None:
+    import threading
+
+    from relive.capture.resumable import capture
+
+    seen = {}
+
+    def other() -> None:
+        seen["state"] = capture([main])
+
+    main = sys._getframe()
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    state = seen["state"]
+    assert not state.resumable and "thread" in state.reasons[0]

@@ -91,6 +91,10 @@ def capture(frames: Sequence[Any], handled: Any = _CURRENT) -> ResumeState:
     if handled is _CURRENT:
         handled = sys.exc_info()[1]
     live = [_frame_of(f) for f in frames]
+    if live and not _on_this_threads_stack(live[-1]):
+        # Another thread's frames move while we read them: no slot of theirs is safe to read.
+        return ResumeState([], handled, ["the frames are not this thread's: capture runs in the "
+                                         "program's thread, at one of its line events"])
     states: list[FrameState] = []
     for index, frame in enumerate(live):
         role = CALL
@@ -101,14 +105,22 @@ def capture(frames: Sequence[Any], handled: Any = _CURRENT) -> ResumeState:
     return ResumeState(states, handled)
 
 
+def _on_this_threads_stack(frame: types.FrameType) -> bool:
+    current: types.FrameType | None = sys._getframe()
+    while current is not None:
+        if current is frame:
+            return True
+        current = current.f_back
+    return False
+
+
 def _waits_in_a_direct_call(frame: types.FrameType) -> bool:
-    """Whether ``frame`` waits in a call of Python code that Python called directly (the slots of
-    that call's operands may then be freed); at a line event, C (the tracing machinery) calls."""
+    """Whether ``frame`` (on this thread's stack) waits in a call of Python code that Python
+    called directly: the slots of that call's operands may be freed. At a line event, C (the
+    tracing machinery) calls the code below it."""
     younger = sys._getframe()
-    while younger.f_back is not None and younger.f_back is not frame:
-        younger = younger.f_back
-    if younger.f_back is not frame:
-        return False  # not on this thread's stack: a suspended or foreign frame
+    while younger.f_back is not frame:
+        younger = younger.f_back  # type: ignore[assignment]
     return not _native.frame_called_from_c(younger)
 
 
