@@ -168,7 +168,9 @@ def _frame_state(frame: types.FrameType, role: str, caller: types.FrameType | No
         problems.append(f"its bytecode is not understood: {exc}")
         return state
     _read_slots(frame, code, state, depth, origin)
-    if caller is not None and not code.co_flags & _GENERATOR_FLAGS and _native.frame_called_from_c(frame):
+    if caller is not None and frame.f_back is not caller:
+        problems.append("frames left out of the state run between it and the frame before")
+    elif caller is not None and not code.co_flags & _GENERATOR_FLAGS and _native.frame_called_from_c(frame):
         problem = _c_caller_problem(frame, caller)
         if problem:
             problems.append(problem)
