@@ -1,7 +1,9 @@
 """Run a script and compare, at every one of its line events, the statically computed stack
 depth (relive.capture.stack) with the depth CPython recorded (valid at line events).
 
-    depth_check.py SCRIPT   prints {"events": N, "mismatches": [...]} as JSON on stderr's last line
+    depth_check.py SCRIPT [--everywhere]
+        prints {"events": N, "mismatches": [...]} as JSON on stderr's last line; with
+        --everywhere, checks the line events of all code (the standard library's too)
 """
 
 import json
@@ -12,6 +14,7 @@ from relive import _native
 from relive.capture.stack import StackLayout
 
 script = sys.argv[1]
+everywhere = "--everywhere" in sys.argv
 events = 0
 mismatches = []
 
@@ -19,7 +22,7 @@ mismatches = []
 def check(frame):
     global events
     code = frame.f_code
-    if code.co_filename != script:
+    if code.co_filename != script and not (everywhere and "/relive/" not in code.co_filename):
         return
     events += 1
     layout = StackLayout.of(code)

@@ -31,6 +31,15 @@ def test_depth_matches_the_interpreter_at_every_line(tmp_path: Path, program: st
     assert result["mismatches"] == []
 
 
+def test_depth_matches_the_interpreter_across_the_standard_library(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(HERE / "depth_check.py"), str(HERE / "stdlib_workout.py"),
+                           "--everywhere"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert result["events"] > 50_000
+    assert result["mismatches"] == []
+
+
 def _codes(code: types.CodeType):
     yield code
     for const in code.co_consts:
