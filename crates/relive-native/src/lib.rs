@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 mod buffer;
 mod errors;
 mod graph;
+mod frame;
 mod pending;
 mod store;
 
@@ -20,5 +21,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<buffer::LoadedBuffer>()?;
     m.add_function(wrap_pyfunction!(pending::call_in_main_thread, m)?)?;
     m.add_function(wrap_pyfunction!(graph::shared_groups, m)?)?;
+    m.add("NULL", frame::null(m.py())?)?;
+    m.add_function(wrap_pyfunction!(frame::frame_stack, m)?)?;
+    m.add_function(wrap_pyfunction!(frame::frame_locals_plus, m)?)?;
+    m.add_function(wrap_pyfunction!(frame::frame_stacktop, m)?)?;
+    m.add_function(wrap_pyfunction!(frame::frame_called_from_c, m)?)?;
     Ok(())
 }

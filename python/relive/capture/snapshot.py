@@ -18,6 +18,7 @@ from typing import Any
 
 from relive import _native
 from relive.capture.background import private_bytes
+from relive.capture.resumable import reduce_for_resume
 from relive.capture.frames import FrameView, global_roots, local_roots, modules_of
 from relive.state.records import PROCESS_KEY, RecordWriter, Root, StoredState, is_excluded
 
@@ -92,7 +93,8 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
     if request.process is not None:
         roots.append(Root(PROCESS_KEY, "process", "state", request.process))
     resume_entries = _resume_roots(request, roots)
-    writer = RecordWriter(store, request.main_dict, _main_names(request.main_dict, request.exclude))
+    writer = RecordWriter(store, request.main_dict, _main_names(request.main_dict, request.exclude),
+                          reduce_more=reduce_for_resume)
     state = writer.write(roots)
     frames = []
     for index, view in enumerate(request.frames):

@@ -62,6 +62,12 @@ def loading(context: LoadContext) -> Iterator[None]:
         _loading.context = previous
 
 
+def loading_namespace() -> dict[str, Any] | None:
+    """The global namespace of the snapshot being loaded, or None outside a load."""
+    context = _loading.context
+    return context.namespace if context is not None else None
+
+
 def _current() -> LoadContext:
     if _loading.context is None:
         raise pickle.UnpicklingError("a relive record can only be loaded through relive.load()")
@@ -125,6 +131,15 @@ def reopen_file(name: str, mode: str, position: int | None, encoding: str | None
         f.close()
         f = builtins.open(name, mode, **text)
     return f
+
+
+def new_cell() -> types.CellType:
+    """An empty cell, filled by ``fill_cell`` once everything it refers to exists."""
+    return types.CellType()
+
+
+def fill_cell(cell: types.CellType, state: tuple[Any]) -> None:
+    cell.cell_contents = state[0]
 
 
 def rebuild_storage(data: Any, device: str) -> Any:
@@ -192,8 +207,11 @@ class StatePickler(cloudpickle.Pickler):
 
     def __init__(self, file: io.BytesIO, *, main_dict: dict[str, Any], own: set[int],
                  main_names: dict[int, str], storages: dict[int, _StorageRef],
-                 buffers: list[pickle.PickleBuffer]) -> None:
+                 buffers: list[pickle.PickleBuffer], reduce_more: Callable[[Any], Any] | None = None) -> None:
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffers.append)
+        # The capture's reducer for what only stacks hold (generators, exceptions): it
+        # returns NotImplemented for everything else.
+        self._reduce_more = reduce_more
         self._main_dict = main_dict
         self._own = own
         self._main_names = main_names
@@ -204,6 +222,8 @@ class StatePickler(cloudpickle.Pickler):
         oid = id(obj)
         if oid in self._main_names and oid not in self._own:
             return (main_global, (self._main_names[oid],))
+        if type(obj) is types.CellType:
+            return self._reduce_cell(obj)
         torch = self._torch
         if torch is not None and type(obj) is torch.Tensor:
             reduced = self._reduce_tensor(obj)
@@ -211,13 +231,29 @@ class StatePickler(cloudpickle.Pickler):
                 return reduced
         if isinstance(obj, _FILE_TYPES):
             return _reduce_file(obj)
+        if self._reduce_more is not None and isinstance(obj, (types.GeneratorType, BaseException)):
+            reduced = self._reduce_more(obj)
+            if reduced is not NotImplemented:
+                return reduced
         return super().reducer_override(obj)
 
     def _function_getnewargs(self, func: types.FunctionType) -> Any:
-        if func.__globals__ is not self._main_dict:
-            return super()._function_getnewargs(func)
-        code, _, _, _, closure = super()._function_getnewargs(func)
-        return code, _SNAPSHOT_GLOBALS, None, None, closure
+        code, base_globals, _, _, _ = super()._function_getnewargs(func)
+        if func.__globals__ is self._main_dict:
+            base_globals = _SNAPSHOT_GLOBALS
+        # The function's own cells, not fresh copies: closures (and the frame that made them)
+        # that share a variable go on sharing it after loading.
+        return code, base_globals, None, None, func.__closure__
+
+    @staticmethod
+    def _reduce_cell(cell: types.CellType) -> Any:
+        # Contents go in the state, set after the cell is memoized: a cell may hold (a function
+        # whose closure holds) the cell itself.
+        try:
+            contents = cell.cell_contents
+        except ValueError:
+            return (new_cell, ())
+        return (new_cell, (), (contents,), None, None, fill_cell)
 
     def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
         reduced = super()._dynamic_function_reduce(func)

@@ -119,8 +119,10 @@ def _classify(t: type) -> int:
 class RecordWriter:
     """Pickles the roots of one snapshot into records and puts them into a store."""
 
-    def __init__(self, store: Any, main_dict: dict[str, Any], main_names: dict[int, str]) -> None:
+    def __init__(self, store: Any, main_dict: dict[str, Any], main_names: dict[int, str],
+                 reduce_more: Any = None) -> None:
         self._store = store
+        self._reduce_more = reduce_more
         self._main_dict = main_dict
         self._main_names = main_names
         self._storages: dict[int, Any] = {}
@@ -168,7 +170,7 @@ class RecordWriter:
         buffers: list[pickle.PickleBuffer] = []
         out = io.BytesIO()
         pickler = StatePickler(out, main_dict=self._main_dict, own=own, main_names=self._main_names,
-                               storages=self._storages, buffers=buffers)
+                               storages=self._storages, buffers=buffers, reduce_more=self._reduce_more)
         pickler.dump(values)
         return _Pickled(out.getvalue(), buffers)
 

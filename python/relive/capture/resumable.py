@@ -1,0 +1,317 @@
+"""Capturing a point where a program can resume: every frame's code, position, locals and stack.
+
+At a line event of the program's innermost frame, ``capture(frames)`` turns the live stack
+(outermost first, as ``relive.capture.frames.live_stack`` lists it) into a
+``relive.state.resumable.ResumeState``: picklable data from which ``relive.restore.resume``
+rebuilds the stack in another process and continues. It also says whether the point can
+resume at all, and why not:
+
+- a frame called by C code (``map()`` or ``sorted(key=...)`` calling back, ``__init__`` run
+  by a class call, ``__enter__``, a property): the C function's own state is out of reach.
+  Pure trampolines are accepted: C that only forwards a call, as ``obj.method(*args)`` does,
+  where the callable on the caller's stack is the very function that runs;
+- a frame that waits in something other than a call (an operator, an attribute read);
+- a running generator or coroutine (a suspended generator is a value, rebuilt by
+  ``reduce_for_resume``);
+- the point where a resumed program re-enters its calls.
+
+Values on the stacks are exposed as they are; whether they pickle is the pickler's business.
+``reduce_for_resume(obj)`` reduces the ones that would not pickle by themselves and that
+stacks hold: generators (by value, with their frame), open files (to be reopened where they
+stood; a ``with`` block's ``__exit__`` is then ``getattr(file, '__exit__')``) and exceptions
+(with their cause, context and a traceback). A pickler calls it from ``reducer_override``.
+Iterators of builtin types (``range``, ``list``, ``tuple``, ``dict``, ``enumerate``, ``zip``,
+``map``, ``reversed``...) pickle by themselves, at their position.
+
+Frames of resume code (a program resumed before) are captured as frames of the original code:
+offsets and ``lasti`` values translate back through the resume code's ``Origin``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import sys
+import types
+from collections.abc import Sequence
+from typing import Any
+
+from relive import _native
+from relive.capture.stack import EXC_PREV, LASTI, StackAnalysisError, StackLayout, V313
+from relive.state.resumable import (
+    CALL, LINE, RETURN, START, YIELD, FrameState, GeneratorState, OpenFile, Origin, ResumeState,
+    origin_of, rebuild_exception, rebuild_generator, reopen_file, standard_stream, stdio_name,
+)
+
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+_CURRENT: Any = object()
+
+
+_WAITS = {
+    "FOR_ITER": "a loop is iterating a running generator",
+    "SEND": "`yield from` or `await` is running a generator or coroutine",
+    "BINARY_SUBSCR": "an operator (`x[i]`) called the next frame",
+    "STORE_SUBSCR": "an operator (`x[i] = v`) called the next frame",
+    "LOAD_ATTR": "an attribute read (a property or `__getattr__`) called the next frame",
+    "STORE_ATTR": "an attribute write called the next frame",
+    "BEFORE_WITH": "a `with` statement is calling `__enter__`",
+    "": "an operator or another statement called the next frame (only calls can resume)",
+}
+
+
+class NotResumable(Exception):
+    """A value or frame that cannot be captured for resuming; the message says why."""
+
+
+def localsplus_names(code: types.CodeType) -> list[str]:
+    """The names of a frame's localsplus slots, in CPython's order."""
+    names: list[str] = []
+    while True:
+        try:
+            names.append(code._varname_from_oparg(len(names)))  # type: ignore[attr-defined]
+        except IndexError:
+            return names
+
+
+def _frame_of(item: Any) -> types.FrameType:
+    return item if isinstance(item, types.FrameType) else item.frame
+
+
+def capture(frames: Sequence[Any], handled: Any = _CURRENT) -> ResumeState:
+    """The state of the program's frames (outermost first; frame objects or ``FrameView``s) at a
+    line event of the innermost one, in this thread.
+
+    ``handled`` is the exception being handled there; by default ``sys.exception()``, which is
+    right when called from the line event's own callback.
+
+    If instead the innermost frame called (directly, not through C) the function that
+    captures, as an explicit ``checkpoint()`` call does, that frame gets the role "return":
+    resuming makes the call return None and goes on after it.
+    """
+    if handled is _CURRENT:
+        handled = sys.exc_info()[1]
+    live = [_frame_of(f) for f in frames]
+    if live and not _on_this_threads_stack(live[-1]):
+        # Another thread's frames move while we read them: no slot of theirs is safe to read.
+        return ResumeState([], handled, ["the frames are not this thread's: capture runs in the "
+                                         "program's thread, at one of its line events"])
+    states: list[FrameState] = []
+    for index, frame in enumerate(live):
+        role = CALL
+        if index == len(live) - 1:
+            role = RETURN if _waits_in_a_direct_call(frame) else LINE
+        states.append(_frame_state(frame, role, live[index - 1] if index else None))
+    _link_handled(states, handled)
+    return ResumeState(states, handled)
+
+
+def _on_this_threads_stack(frame: types.FrameType) -> bool:
+    current: types.FrameType | None = sys._getframe()
+    while current is not None:
+        if current is frame:
+            return True
+        current = current.f_back
+    return False
+
+
+def _waits_in_a_direct_call(frame: types.FrameType) -> bool:
+    """Whether ``frame`` (on this thread's stack) waits in a call of Python code that Python
+    called directly: the slots of that call's operands may be freed. At a line event, C (the
+    tracing machinery) calls the code below it."""
+    younger = sys._getframe()
+    while younger.f_back is not frame:
+        younger = younger.f_back  # type: ignore[assignment]
+    return not _native.frame_called_from_c(younger)
+
+
+def _link_handled(states: list[FrameState], handled: BaseException | None) -> None:
+    # Each `except` block's PUSH_EXC_INFO left the exception it replaced in an EXC_PREV slot;
+    # the exception it handles is what the next such slot up the stack holds, or, for the
+    # last one, the exception being handled now.
+    slots = [(state, value) for state in states for value, kind in zip(state.stack, state.stack_kinds)
+             if kind == EXC_PREV]
+    for n, (state, _) in enumerate(slots):
+        state.handled.append(slots[n + 1][1] if n + 1 < len(slots) else handled)
+
+
+def _original(frame: types.FrameType, offset: int) -> tuple[types.CodeType, int, Origin | None]:
+    origin = origin_of(frame.f_code)
+    if origin is None:
+        return frame.f_code, offset, None
+    return origin.code, origin.offsets.get(offset, -1), origin
+
+
+def _frame_state(frame: types.FrameType, role: str, caller: types.FrameType | None) -> FrameState:
+    code, offset, origin = _original(frame, frame.f_lasti)
+    state = FrameState(code, frame.f_globals.get("__name__", "__main__"), role, offset, frame.f_lineno)
+    problems = state.problems
+    if code.co_flags & _GENERATOR_FLAGS:
+        problems.append("it runs inside a generator or coroutine: only suspended generators can be rebuilt")
+    if offset < 0:
+        problems.append("it stands in the prologue of a resume: the program is being resumed")
+        return state
+    if origin is not None and role == LINE and frame.f_lasti in origin.landings:
+        problems.append("it is re-entering a call of a resumed program")
+    try:
+        layout = StackLayout.of(code)
+        if role == LINE:
+            depth = layout.depth_at(offset)
+        else:  # CALL or RETURN
+            site = layout.call_at(offset)
+            if site is None:
+                name = layout.instruction_at(offset).opname
+                problems.append(f"it waits in {name}, not in a call: {_WAITS.get(name, _WAITS[''])}")
+                return state
+            depth = site.base
+            state.offset = site.offset
+    except StackAnalysisError as exc:
+        problems.append(f"its bytecode is not understood: {exc}")
+        return state
+    _read_slots(frame, code, state, depth, origin)
+    if caller is not None and frame.f_back is not caller:
+        problems.append("frames left out of the state run between it and the frame before")
+    elif caller is not None and not code.co_flags & _GENERATOR_FLAGS and _native.frame_called_from_c(frame):
+        problem = _c_caller_problem(frame, caller)
+        if problem:
+            problems.append(problem)
+    return state
+
+
+def _read_slots(frame: types.FrameType, code: types.CodeType, state: FrameState, depth: int,
+                origin: Origin | None) -> None:
+    layout = StackLayout.of(code)
+    live_names = localsplus_names(frame.f_code)
+    values = _native.frame_locals_plus(frame)
+    free = set(code.co_freevars)
+    cells = set(code.co_cellvars)
+    own = set(code.co_varnames) | cells | free
+    for name, value in zip(live_names, values):
+        if value is _native.NULL or name not in own:
+            continue
+        if name in free:
+            state.free[name] = value
+        elif name in cells:
+            state.cells[name] = value
+        else:
+            state.locals[name] = value
+    state.stack = list(_native.frame_stack(frame, depth))
+    state.stack_kinds = layout.kinds_at(state.offset)[:depth]
+    if origin is not None:  # instruction indexes pushed by the resume code's own instructions
+        for n, kind in enumerate(state.stack_kinds):
+            if kind == LASTI and isinstance(state.stack[n], int):
+                state.stack[n] = origin.offsets.get(2 * state.stack[n], 0) // 2
+
+
+def _c_caller_problem(frame: types.FrameType, caller: types.FrameType) -> str | None:
+    """None when the C between ``caller`` and ``frame`` is a pure trampoline, else why not."""
+    code, offset, _ = _original(caller, caller.f_lasti)
+    site = StackLayout.of(code).call_at(offset) if offset >= 0 else None
+    if site is None:
+        return "C code called it"
+    callee_code = _original(frame, 0)[0]
+    slots = _native.frame_stack(caller, site.base + 2)[site.base:]
+    for value in slots:
+        target = getattr(value, "__func__", value)
+        if getattr(target, "__code__", None) in (frame.f_code, callee_code):
+            return None
+    # A bound method called through vectorcall lends its slot to its `self` during the call.
+    receiver = _first_argument(frame, callee_code)
+    if receiver is not _native.NULL and any(value is receiver for value in slots):
+        method = inspect.getattr_static(type(receiver), callee_code.co_name, None)
+        if getattr(method, "__code__", None) is callee_code:
+            return None
+    callee = slots[0] if V313 or slots[1] is _native.NULL else slots[1]
+    name = getattr(callee, "__qualname__", None) or type(callee).__qualname__
+    return f"C code called it (inside {name}()): the C function's own state cannot be saved"
+
+
+def _first_argument(frame: types.FrameType, code: types.CodeType) -> Any:
+    if not code.co_argcount:
+        return _native.NULL
+    name = code.co_varnames[0]
+    names = localsplus_names(frame.f_code)
+    if name not in names:
+        return _native.NULL
+    value = _native.frame_locals_plus(frame)[names.index(name)]
+    return value.cell_contents if isinstance(value, types.CellType) and name in code.co_cellvars else value
+
+
+# -- generators --
+
+
+def generator_state(gen: types.GeneratorType) -> GeneratorState:
+    """A suspended (or not yet started, or finished) generator, by value."""
+    name, qualname = gen.__name__, gen.__qualname__
+    frame = gen.gi_frame
+    if frame is None or inspect.getgeneratorstate(gen) == inspect.GEN_CLOSED:
+        return GeneratorState(None, name, qualname)
+    if gen.gi_running:
+        raise NotResumable(f"the generator {qualname} is running")
+    code, offset, origin = _original(frame, frame.f_lasti)
+    module = frame.f_globals.get("__name__", "__main__")
+    if inspect.getgeneratorstate(gen) == inspect.GEN_CREATED:
+        state = FrameState(code, module, START, 0, frame.f_lineno)
+        _read_slots(frame, code, state, 0, origin)
+        return GeneratorState(state, name, qualname)
+    layout = StackLayout.of(code)
+    index = layout.index_at(offset)
+    if V313:  # 3.13 stops a suspended generator at the RESUME after its YIELD_VALUE
+        index -= 1
+    ins = layout.instructions[index]
+    if ins.opname != "YIELD_VALUE":
+        raise NotResumable(f"the generator {qualname} is suspended at {ins.opname}, not at a yield")
+    state = FrameState(code, module, YIELD, ins.offset, frame.f_lineno)
+    _read_slots(frame, code, state, layout.depth_at(ins.offset) - 1, origin)
+    if EXC_PREV in state.stack_kinds:
+        raise NotResumable(f"the generator {qualname} is suspended inside an except block")
+    return GeneratorState(state, name, qualname)
+
+
+# -- values that need help to pickle --
+
+
+def _safe(obj: Any, name: str, default: Any) -> Any:
+    try:
+        return getattr(obj, name)
+    except (AttributeError, ValueError):  # a closed or detached stream
+        return default
+
+
+def _file_state(file: Any) -> OpenFile:
+    mode = _safe(file, "mode", "r")
+    if file.closed:
+        return OpenFile(str(_safe(file, "name", "")), mode, None, True)
+    name = _safe(file, "name", None)
+    if not isinstance(name, str):
+        raise NotResumable(f"the file {file!r} has no path to reopen")
+    if file.writable():
+        file.flush()
+    try:
+        position = file.tell()
+    except (OSError, ValueError):  # not seekable
+        position = None
+    buffering = 0 if isinstance(file, io.FileIO) else -1
+    if isinstance(file, io.TextIOWrapper):
+        return OpenFile(name, mode, position, False, file.encoding, file.errors, None, buffering)
+    if "b" not in mode:
+        mode += "b"
+    return OpenFile(name, mode, position, False, buffering=buffering)
+
+
+def reduce_for_resume(obj: Any) -> Any:
+    """A reduce tuple for values on a program's stacks that do not pickle by themselves, or
+    ``NotImplemented`` for everything else (for a pickler's ``reducer_override``)."""
+    kind = type(obj)
+    if kind is types.GeneratorType:
+        return (rebuild_generator, (generator_state(obj),))
+    if isinstance(obj, io.IOBase) and not isinstance(obj, (io.StringIO, io.BytesIO)):
+        stream = stdio_name(obj)
+        if stream is not None:
+            return (standard_stream, (stream,))
+        return (reopen_file, (_file_state(obj),))
+    if isinstance(obj, BaseException):
+        reduced = obj.__reduce_ex__(5)
+        make, args = reduced[0], reduced[1]
+        state = reduced[2] if len(reduced) > 2 else None
+        return (rebuild_exception, (make, args, state, obj.__cause__, obj.__context__, obj.__suppress_context__))
+    return NotImplemented

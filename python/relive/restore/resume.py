@@ -1,0 +1,335 @@
+"""Resuming a program where a ``ResumeState`` says it stood, in this (new) process.
+
+    from relive.restore.resume import resume
+    resume(state, namespace)     # runs the rest of the program; returns when its module ends
+
+``namespace`` is the program's restored global namespace (``__main__``'s dict); frames of
+other modules run in those modules' own globals, imported by name.
+
+Nothing native is needed. For every frame, innermost first, a *resume code object* is built:
+a copy of the frame's code with a prologue right after its ``RESUME`` that
+
+1. stores the locals back (``STORE_FAST``; a cell variable's slot receives the very cell
+   object, so closures made before the snapshot still share it),
+2. pushes the saved stack: values in runs handed over by a one-shot callable (a bound
+   ``list.pop``, so that no constant pins them for the frame's life), ``PUSH_NULL`` for empty
+   slots, and ``PUSH_EXC_INFO`` replayed for each active ``except`` block, which makes its
+   exception the handled one again; instruction indexes saved by exception handlers are
+   relocated into the resume code,
+3. then, in a caller, pushes the next frame's resume function with dummy arguments shaped like
+   the original call and jumps back to that call (so the caller's own exception handlers
+   still cover it); in the innermost frame, jumps to the instruction the point stood at;
+   in a suspended generator, pushes a dummy and jumps to its ``yield`` (the generator is then
+   primed with one ``next()``, which stops it where it was).
+
+The prologue has no line numbers (no line event fires before the state is back), the
+exception table keeps its depths, and the stack size is explicit. Resume functions keep
+their parameters (zero-argument ``super()`` reads the first), all defaulting to None, and
+take ``*args, **kwargs`` besides, so any dummy call shape binds. Each resume code is registered with
+its ``Origin`` (``relive.state.resumable``) so that the resumed program can be captured again.
+"""
+
+from __future__ import annotations
+
+import dis
+import importlib
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+from bytecode import Bytecode, Instr, Label
+
+from relive import _native
+from relive.capture.stack import EXC_PREV, LASTI, StackLayout
+from relive.state.resumable import (
+    CALL, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, register_origin,
+)
+
+V311 = sys.version_info < (3, 12)
+V313 = sys.version_info >= (3, 13)
+_ARGS = ".relive_args"
+_KWARGS = ".relive_kwargs"
+_CO_OPTIMIZED = 0x0001
+_CO_VARARGS = 0x0004
+_CO_VARKEYWORDS = 0x0008
+
+
+class ResumeError(Exception):
+    """A captured state cannot be resumed; the message says why."""
+
+
+def _no_line(name: str, arg: Any = None) -> Instr:
+    if arg is None and dis.opmap[name] < dis.HAVE_ARGUMENT:
+        return Instr(name, lineno=None)
+    return Instr(name, arg, lineno=None)
+
+
+@dataclass
+class _Prologue:
+    """The instructions of one prologue and the values its one-shot callable hands over."""
+
+    instrs: list[Instr] = field(default_factory=list)
+    runs: list[list[Any]] = field(default_factory=list)
+    lasti_slots: list[tuple[int, int]] = field(default_factory=list)  # (run, index) of LASTI values
+    feed: Any = None
+
+    def __post_init__(self) -> None:
+        self._queue: list[tuple[Any, ...]] = []
+        self.feed = self._queue.pop
+
+    def hand_over(self, values: list[Any]) -> None:
+        """Instructions that push ``values`` (first deepest), via one call of the feeder."""
+        self.runs.append(values)
+        if V313:
+            self.instrs += [_no_line("LOAD_CONST", self.feed), _no_line("PUSH_NULL")]
+        else:
+            self.instrs += [_no_line("PUSH_NULL"), _no_line("LOAD_CONST", self.feed)]
+        if V311:
+            self.instrs.append(_no_line("PRECALL", 0))
+        self.instrs += [_no_line("CALL", 0), _no_line("UNPACK_SEQUENCE", len(values))]
+
+    def load(self) -> None:
+        """Fill the feeder: runs are popped from the end, and unpacked first item on top."""
+        self._queue[:] = [tuple(reversed(run)) for run in reversed(self.runs)]
+
+
+def _relocate(original: types.CodeType, resume: types.CodeType, prologue_size: int,
+              resume_index: int) -> tuple[dict[int, int], dict[int, int]]:
+    """Maps between offsets (inline caches included) of ``resume`` and ``original``."""
+    def spans(code: types.CodeType) -> list[tuple[int, int, str]]:
+        out: list[tuple[int, int, str]] = []
+        pending: int | None = None
+        raw = [i for i in dis.get_instructions(code) if i.opname != "CACHE"]
+        ends = [i.offset for i in raw[1:]] + [len(code.co_code)]
+        for ins, end in zip(raw, ends):
+            if ins.opname == "EXTENDED_ARG":
+                pending = ins.offset if pending is None else pending
+                continue
+            start = ins.offset if pending is None else pending
+            pending = None
+            out.append((start, end, ins.opname))
+        return out
+
+    old = spans(original)
+    new = spans(resume)
+    if len(new) != len(old) + prologue_size:
+        raise ResumeError(f"resume code of {original.co_qualname} does not line up with the original")
+    to_original: dict[int, int] = {}
+    to_resume: dict[int, int] = {}
+    for k, (start, end, name) in enumerate(old):
+        r = k if k <= resume_index else k + prologue_size
+        r_start, r_end, r_name = new[r]
+        if r_name != name:
+            raise ResumeError(f"resume code of {original.co_qualname}: {r_name} where {name} was")
+        # Align from the instruction's end: its caches match, extended args may differ.
+        old_units = list(range(start, end, 2))
+        new_units = list(range(r_start, r_end, 2))
+        for j in range(1, max(len(old_units), len(new_units)) + 1):
+            a = old_units[max(len(old_units) - j, 0)]
+            b = new_units[max(len(new_units) - j, 0)]
+            to_original.setdefault(b, a)
+            to_resume.setdefault(a, b)
+    return to_original, to_resume
+
+
+def _instr_ordinal(code: types.CodeType, offset: int) -> int:
+    """The ordinal, among real instructions (no caches, no EXTENDED_ARG), of the one at offset."""
+    layout = StackLayout.of(code)
+    n = layout.index_at(offset)
+    while layout.instructions[n].opname == "EXTENDED_ARG":
+        n += 1
+    return sum(1 for ins in layout.instructions[:n] if ins.opname != "EXTENDED_ARG")
+
+
+def _resume_argnames(code: types.CodeType) -> list[str]:
+    names = code.co_varnames
+    n = code.co_argcount + code.co_kwonlyargcount
+    out = list(names[:n])
+    at = n
+    if code.co_flags & _CO_VARARGS:
+        out.append(names[at])
+        at += 1
+    else:
+        out.append(_ARGS)
+    out.append(names[at] if code.co_flags & _CO_VARKEYWORDS else _KWARGS)
+    return out
+
+
+def _position(bc: Bytecode, instr: Instr) -> int:
+    # By identity: instructions compare equal by value, and code repeats itself (`finally`).
+    return next(n for n, item in enumerate(bc) if item is instr)
+
+
+def build_resume_code(state: FrameState, callee: Any = None) -> tuple[types.CodeType, Origin]:
+    """The resume code object of one frame; ``callee`` is the next frame's resume function
+    (for a frame in role "call")."""
+    original = state.code
+    if state.problems:
+        raise ResumeError(f"{state.name} cannot resume: {'; '.join(state.problems)}")
+    bc = Bytecode.from_code(original, conserve_exception_block_stackdepth=True)
+    instrs = [x for x in bc if isinstance(x, Instr)]
+    resume_index = next(k for k, ins in enumerate(instrs) if ins.name == "RESUME")
+    layout = StackLayout.of(original)
+    p = _Prologue()
+
+    # 1. locals, and the cell objects of cell variables into their slots
+    names = list(state.locals) + list(state.cells)
+    if names:
+        p.hand_over([*state.locals.values(), *state.cells.values()][::-1])  # the first on top
+        p.instrs += [_no_line("STORE_FAST", name) for name in names]
+
+    # 2. the stack
+    run: list[Any] = []
+    handled = iter(state.handled)
+    for value, kind in zip(state.stack, state.stack_kinds):
+        if value is _native.NULL:
+            if run:
+                p.hand_over(run)
+                run = []
+            p.instrs.append(_no_line("PUSH_NULL"))
+        elif kind == EXC_PREV:
+            run.append(next(handled))
+            p.hand_over(run)
+            run = []
+            p.instrs += [_no_line("PUSH_EXC_INFO"), _no_line("POP_TOP")]
+        else:
+            if kind == LASTI and isinstance(value, int):
+                p.lasti_slots.append((len(p.runs), len(run)))
+            run.append(value)
+    if run:
+        p.hand_over(run)
+
+    # 3. where to go on
+    target: int | None
+    landing = None
+    depth = len(state.stack)
+    if state.role == LINE:
+        target = _instr_ordinal(original, state.offset)
+    elif state.role == CALL:
+        site = layout.call_at(state.offset)
+        assert site is not None
+        if not V313:
+            p.instrs.append(_no_line("PUSH_NULL"))
+        p.hand_over([callee])
+        if V313:
+            p.instrs.append(_no_line("PUSH_NULL"))
+        kind, n = site.shape
+        if kind == "ex":
+            p.instrs.append(_no_line("LOAD_CONST", ()))
+            if n:
+                p.instrs.append(_no_line("BUILD_MAP", 0))
+        else:
+            p.instrs += [_no_line("LOAD_CONST", None) for _ in range(n)]
+            if kind == "call_kw":
+                p.instrs.append(_no_line("LOAD_CONST", ()))
+        target = _instr_ordinal(original, site.entry)
+        landing = (site.entry, site.offset)
+        depth += site.operands
+    elif state.role == RETURN:  # the call returned None: go on after it
+        site = layout.call_at(state.offset)
+        assert site is not None
+        p.instrs.append(_no_line("LOAD_CONST", None))
+        target = _instr_ordinal(original, site.offset) + 1
+        depth += 1
+    elif state.role == YIELD:
+        p.instrs.append(_no_line("LOAD_CONST", None))
+        target = _instr_ordinal(original, state.offset)
+        depth += 1
+    elif state.role == START:
+        target = None
+    else:
+        raise ResumeError(f"unknown frame role {state.role!r}")
+
+    if target is not None:
+        label = Label()
+        p.instrs.append(_no_line("JUMP_FORWARD", label))
+        bc.insert(_position(bc, instrs[target]), label)
+    prologue_size = len(p.instrs)
+    at = _position(bc, instrs[resume_index]) + 1
+    bc[at:at] = p.instrs
+
+    if original.co_flags & _CO_OPTIMIZED:
+        # A function: its parameters stay (zero-argument super() reads the first one), and
+        # *args/**kwargs are added so that any dummy call binds (with defaults for all, see
+        # `_function`); the prologue then overwrites every local.
+        bc.argnames = _resume_argnames(original)
+        bc.flags = bc.flags | _CO_VARARGS | _CO_VARKEYWORDS
+    biggest_run = max((len(r) for r in p.runs), default=0)
+    stacksize = max(original.co_stacksize, depth + biggest_run + 4, len(names) + 4)
+    code = bc.to_code(stacksize=stacksize, compute_exception_stack_depths=False)
+
+    to_original, to_resume = _relocate(original, code, prologue_size, resume_index)
+    for run_index, item in p.lasti_slots:
+        value = p.runs[run_index][item]
+        p.runs[run_index][item] = to_resume.get(2 * value, 2 * value) // 2
+    p.load()
+    landings: frozenset[int] = frozenset()
+    if landing is not None:  # a line event between re-entering the call and the call itself
+        first, last = landing
+        landings = frozenset(b for b, a in to_original.items() if first <= a <= last)
+    origin = Origin(original, to_original, landings)
+    register_origin(code, origin)
+    return code, origin
+
+
+def _namespace_of(state: FrameState, namespace: dict[str, Any]) -> dict[str, Any]:
+    if state.module == "__main__":
+        return namespace
+    return importlib.import_module(state.module).__dict__
+
+
+def _function(state: FrameState, code: types.CodeType, namespace: dict[str, Any]) -> types.FunctionType:
+    closure = tuple(state.free[name] for name in state.code.co_freevars) or None
+    original = state.code
+    defaults = (None,) * original.co_argcount if original.co_flags & _CO_OPTIMIZED else None
+    fn = types.FunctionType(code, _namespace_of(state, namespace), original.co_name, defaults, closure)
+    if original.co_kwonlyargcount:
+        kwonly = original.co_varnames[original.co_argcount:original.co_argcount + original.co_kwonlyargcount]
+        fn.__kwdefaults__ = dict.fromkeys(kwonly)
+    fn.__qualname__ = original.co_qualname
+    return fn
+
+
+def resume(state: ResumeState, namespace: dict[str, Any]) -> Any:
+    """Continue the program from ``state``; returns what its outermost frame returns."""
+    if not state.resumable:
+        raise ResumeError("this point cannot resume: " + "; ".join(state.reasons))
+    callee: Any = None
+    for frame in reversed(state.frames[1:]):
+        code, _ = build_resume_code(frame, callee)
+        callee = _function(frame, code, namespace)
+    outer = state.frames[0]
+    code, _ = build_resume_code(outer, callee)
+    if outer.code.co_flags & _CO_OPTIMIZED:
+        return _function(outer, code, namespace)()
+    exec(code, _namespace_of(outer, namespace))
+    return None
+
+
+def generator_from_state(state: GeneratorState) -> Any:
+    """A generator standing where ``state`` says (used while loading, through pickle)."""
+    if state.frame is None:
+        def finished() -> Any:
+            yield from ()
+        gen = finished()
+        for _ in gen:
+            pass
+        return gen
+    frame = state.frame
+    code, _ = build_resume_code(frame)
+    gen = _function(frame, code, _loading_namespace())()
+    if frame.role == YIELD:
+        next(gen)
+    return gen
+
+
+def _loading_namespace() -> dict[str, Any]:
+    """The namespace of the snapshot being loaded (script generators run in it)."""
+    from relive.state.pickler import loading_namespace
+
+    namespace = loading_namespace()
+    if namespace is not None:
+        return namespace
+    main = sys.modules.get("__main__")
+    return main.__dict__ if main is not None else {}

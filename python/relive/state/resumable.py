@@ -1,0 +1,246 @@
+"""What a resumable point of a program is made of: the shapes capture fills and resume reads.
+
+A point where a program can resume is its stack of frames, outermost first, each a
+``FrameState``; together a ``ResumeState``. Everything in them pickles with relive's pickler
+once the values on the stacks do (``relive.capture.resumable.reduce_for_resume`` covers the
+values that do not pickle by themselves: generators, files, exceptions).
+
+    ResumeState
+      frames: [FrameState, ...]      outermost (the module) first
+      handled: exception | None      the exception being handled where the program stands
+      resumable / reasons            the verdict, with reasons in words when it cannot resume
+
+    FrameState
+      code          the original code object (never a resume code: those translate back)
+      module        __name__ of the frame's globals ("__main__" for the script)
+      role          "line": the innermost frame; it goes on with the instruction at `offset`
+                    "call": it waits in the call instruction at `offset` for the next frame
+                    "return": the innermost frame waits in a call of code outside the state
+                    (an explicit checkpoint); it goes on as if that call returned None
+                    "yield": a suspended generator, stopped at the YIELD_VALUE at `offset`
+                    "start": a generator not started yet
+      offset, lineno
+      locals        {name: value} of bound fast locals (not cells or free variables)
+      cells         {name: cell} of the frame's own cell variables: the cell objects
+                    themselves, which closures made in the frame share
+      free          {name: cell} of its free variables (its function's closure)
+      stack         value-stack slots below the point (in a caller, below the call's
+                    operands), bottom first; an empty slot is ``relive._native.NULL``
+      stack_kinds   per slot: "value", "lasti" (an instruction index of `code`), "exc" (an
+                    exception in flight), "exc_prev" (what an `except` block will restore)
+      handled       per "exc_prev" slot, the exception that `except` block handles
+      problems      why this frame cannot resume; empty when it can
+
+The module also holds what loading needs before restore runs: how files, exceptions and
+generators are rebuilt, and the map from resume code objects back to their originals, so a
+resumed program can be captured again.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+LINE = "line"
+CALL = "call"
+RETURN = "return"
+YIELD = "yield"
+START = "start"
+
+
+@dataclass
+class FrameState:
+    code: types.CodeType
+    module: str
+    role: str
+    offset: int
+    lineno: int
+    locals: dict[str, Any] = field(default_factory=dict)
+    cells: dict[str, types.CellType] = field(default_factory=dict)
+    free: dict[str, types.CellType] = field(default_factory=dict)
+    stack: list[Any] = field(default_factory=list)
+    stack_kinds: tuple[str, ...] = ()
+    handled: list[BaseException | None] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.code.co_qualname
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Marshalled: pickling a code object (cloudpickle) loses its file name.
+        state = dict(self.__dict__)
+        state["code"] = marshal.dumps(self.code)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["code"] = marshal.loads(state["code"])
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return (f"<FrameState {self.name} {self.role} at {self.code.co_filename}:{self.lineno} "
+                f"(offset {self.offset}, {len(self.stack)} on the stack)>")
+
+
+@dataclass
+class ResumeState:
+    frames: list[FrameState]
+    handled: BaseException | None = None
+    problems: list[str] = field(default_factory=list)  # of the point as a whole
+
+    @property
+    def resumable(self) -> bool:
+        return not self.reasons
+
+    @property
+    def reasons(self) -> list[str]:
+        out = list(self.problems)
+        for frame in self.frames:
+            out.extend(f"{frame.name} ({frame.code.co_filename}:{frame.lineno}): {p}" for p in frame.problems)
+        return out
+
+
+@dataclass
+class GeneratorState:
+    """A generator object, by value: its frame (role "yield" or "start"), or None once it ended."""
+
+    frame: FrameState | None
+    name: str
+    qualname: str
+
+
+# -- resume code objects and the code they were made from --
+
+
+@dataclass
+class Origin:
+    """Where a resume code object came from.
+
+    ``offsets`` maps each instruction offset of the resume code (inline caches included) to
+    the offset of the same instruction in ``code``; the prologue's instructions are absent.
+    ``landings`` are the offsets where a caller's prologue re-enters its call: a line event
+    there is the resume itself, not a point of the program.
+    """
+
+    code: types.CodeType
+    offsets: dict[int, int]
+    landings: frozenset[int] = frozenset()
+
+
+_origins: dict[int, tuple[types.CodeType, Origin]] = {}
+
+
+def register_origin(resume_code: types.CodeType, origin: Origin) -> None:
+    # Keyed by identity, holding the resume code so that its id is never reused.
+    _origins[id(resume_code)] = (resume_code, origin)
+
+
+def origin_of(code: types.CodeType) -> Origin | None:
+    """The origin of a resume code object, or None for any other code."""
+    entry = _origins.get(id(code))
+    return entry[1] if entry is not None and entry[0] is code else None
+
+
+def forget_origins() -> None:
+    _origins.clear()
+
+
+# -- values rebuilt while loading (their names are part of the pickle format) --
+
+
+@dataclass
+class OpenFile:
+    """An open file object, by what it takes to open it again where it stood.
+
+    A file opened for writing is reopened without truncating (``w`` becomes ``r+``), at the
+    position it had: what it had written is on disk already (it was flushed before this was
+    taken). Picklers may substitute their own handling by reducing files differently.
+    """
+
+    name: str
+    mode: str
+    position: int | None
+    closed: bool
+    encoding: str | None = None
+    errors: str | None = None
+    newline: str | None = None
+    buffering: int = -1
+
+    def reopen_mode(self) -> str:
+        mode = self.mode
+        if "w" in mode or "x" in mode:
+            mode = mode.replace("w", "r").replace("x", "r")
+            if "+" not in mode:
+                mode += "+"
+        return mode
+
+
+def reopen_file(state: OpenFile) -> Any:
+    if state.closed:  # a closed file of the same kind (it only needs to say it is closed)
+        closed = open(os.devnull, "rb" if "b" in state.mode else "r")
+        closed.close()
+        return closed
+    kwargs: dict[str, Any] = {}
+    if "b" not in state.mode:
+        kwargs.update(encoding=state.encoding, errors=state.errors, newline=state.newline)
+    file = open(state.name, state.reopen_mode(), buffering=state.buffering, **kwargs)
+    if state.position is not None and "a" not in state.mode:
+        file.seek(state.position)
+    return file
+
+
+def _synthetic_traceback() -> types.TracebackType:
+    frame = sys._getframe()
+    return types.TracebackType(None, frame, frame.f_lasti, frame.f_lineno)
+
+
+def rebuild_exception(make: Any, args: tuple[Any, ...], state: Any, cause: BaseException | None,
+                      context: BaseException | None, suppress_context: bool) -> BaseException:
+    """An exception as it was, with a traceback (3.11's ``with`` cleanup reads it unchecked)."""
+    try:
+        exc = make(*args)
+    except TypeError:
+        if not (isinstance(make, type) and issubclass(make, BaseException)):
+            raise
+        # Its __init__ takes other arguments than it passed on to BaseException: skip it.
+        exc = make.__new__(make, *args)
+        exc.args = args
+    if state:
+        if hasattr(exc, "__setstate__"):
+            exc.__setstate__(state)
+        else:
+            exc.__dict__.update(state)
+    exc.__cause__ = cause
+    exc.__context__ = context
+    exc.__suppress_context__ = suppress_context
+    return exc.with_traceback(_synthetic_traceback())
+
+
+def rebuild_generator(state: GeneratorState) -> Any:
+    """A generator suspended where it was: built by restore, which owns resume code."""
+    from relive.restore.resume import generator_from_state
+
+    return generator_from_state(state)
+
+
+def stdio_name(file: Any) -> str | None:
+    """'stdout' / 'stderr' / 'stdin' when ``file`` is one of the process's standard streams."""
+    for name in ("stdout", "stderr", "stdin"):
+        if file is getattr(sys, name, None) or file is getattr(sys, f"__{name}__", None):
+            return name
+    return None
+
+
+def standard_stream(name: str) -> Any:
+    return getattr(sys, name)
+
+
+def is_regular_file(file: Any) -> bool:
+    try:
+        return os.path.isfile(file.name) if isinstance(file.name, str) else False
+    except (AttributeError, ValueError):
+        return False
