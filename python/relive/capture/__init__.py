@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relive import _native
-from relive.capture import frames as stack
+from relive.capture import frames as program_frames
 from relive.capture import background, process, snapshot
 from relive.capture.background import Background
 from relive.capture.clock import Clock
@@ -182,9 +182,9 @@ class Capture:
         with self._snapshotting() as free:
             if not free or not self._signals:
                 return
-            frame = stack.main_thread_frame(self._main_ident)
+            frame = program_frames.main_thread_frame(self._main_ident)
             blocked = "taken while the main thread was blocked in a call"
-            self._take("signal", stack.live_stack(frame, self._boundary),
+            self._take("signal", program_frames.live_stack(frame, self._boundary),
                        ResumeState([], None, [f"{blocked}, not at a line"]), note=blocked)
             signals, self._signals = self._signals, []
         for signum in signals:
@@ -197,7 +197,7 @@ class Capture:
             if not free:
                 return
             trigger = "signal" if self._signals else self._trigger
-            frames = stack.live_stack(frame, self._boundary)
+            frames = program_frames.live_stack(frame, self._boundary)
             point = self._resume_state(frames)
             if not point.resumable and self._look_further(trigger):
                 self._line.arm()  # the next lines may resume; this one would only be for inspection
@@ -211,7 +211,7 @@ class Capture:
                 self._take("signal", frames, point)
         self._act_on_signals(frame)
 
-    def _resume_state(self, frames: list[stack.FrameView]) -> Any:
+    def _resume_state(self, frames: list[program_frames.FrameView]) -> Any:
         """The point as resuming needs it (capture.resumable); never raises."""
         try:
             return resumable.capture(frames)
@@ -244,7 +244,7 @@ class Capture:
         if self._disabled:
             return None
         with self._snapshotting() as free:
-            frames = stack.live_stack(frame, self._boundary)
+            frames = program_frames.live_stack(frame, self._boundary)
             snapshot_id = self._take("explicit", frames, self._resume_state(frames)) if free else None
         self._act_on_signals(frame)
         return snapshot_id
@@ -262,7 +262,7 @@ class Capture:
             return
         with self._snapshotting() as free:
             if free:
-                self._take("exception", stack.traceback_stack(exc.__traceback__),
+                self._take("exception", program_frames.traceback_stack(exc.__traceback__),
                            exception={"type": type(exc).__qualname__, "message": _message(exc)})
         self._act_on_signals(None)
 
@@ -288,7 +288,7 @@ class Capture:
             finally:
                 self._owner = None
 
-    def _request(self, trigger: str, frames: list[stack.FrameView], mode: str,
+    def _request(self, trigger: str, frames: list[program_frames.FrameView], mode: str,
                  extra: dict[str, Any], point: Any = None) -> snapshot.SnapshotRequest:
         if self._signals and trigger == "signal":
             extra["signal"] = signal.Signals(self._signals[0]).name
@@ -299,7 +299,7 @@ class Capture:
             frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra,
             process=process.state(self.run.cwd), resume=point, not_resumable=_NOT_RESUMABLE.get(trigger))
 
-    def _take(self, trigger: str, frames: list[stack.FrameView], point: Any = None, **extra: Any) -> str | None:
+    def _take(self, trigger: str, frames: list[program_frames.FrameView], point: Any = None, **extra: Any) -> str | None:
         """Write one snapshot in this process. Never raises: a failure is reported once and skipped."""
         try:
             store = self._open_store()
@@ -335,7 +335,7 @@ class Capture:
                               "here (CUDA is initialized)")
         return False
 
-    def _take_in_background(self, trigger: str, frames: list[stack.FrameView], point: Any) -> bool:
+    def _take_in_background(self, trigger: str, frames: list[program_frames.FrameView], point: Any) -> bool:
         """Fork a child that writes the snapshot; False if it has to be taken inline instead."""
         if not self._use_fork():
             return False

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
+from relive import _native
 from relive.errors import ReliveError, VariableNotFound
 from relive.state.pickler import LoadContext
 from relive.state.records import PROCESS_KEY, read_record
@@ -24,10 +25,12 @@ from relive.store import SnapshotInfo, Store
 class _Loader:
     """Loads the records of one snapshot, each at most once."""
 
-    def __init__(self, store: Store, info: SnapshotInfo, resuming: bool = False) -> None:
+    def __init__(self, store: Store, info: SnapshotInfo, resuming: bool = False,
+                 namespace: dict[str, Any] | None = None) -> None:
         self.store = store
         self.info = info
-        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        self.namespace: dict[str, Any] = namespace if namespace is not None else \
+            {"__name__": "__main__", "__builtins__": builtins}
         self._records: dict[str, dict[str, Any]] = {}
         self._in_progress: set[str] = set()
         self._context = LoadContext(self.namespace, self.load_global, resuming)
@@ -131,8 +134,11 @@ class Frame:
 class Snapshot:
     """A past state of a program: its frames, their locals, and its globals."""
 
-    def __init__(self, store: Store, info: SnapshotInfo, resuming: bool = False) -> None:
-        self._loader = _Loader(store, info, resuming)
+    def __init__(self, store: Store, info: SnapshotInfo, resuming: bool = False,
+                 namespace: dict[str, Any] | None = None) -> None:
+        """``resuming`` reopens the program's files where they stood; ``namespace`` is the
+        dict the globals load into (a resumed program's ``__main__``)."""
+        self._loader = _Loader(store, info, resuming, namespace)
         manifest = info.manifest
         self.id: str = info.id
         self.run: str = info.run
@@ -161,6 +167,48 @@ class Snapshot:
         """RNG states, working directory and ``sys.argv`` at the snapshot (None before relive 0.2)."""
         record = self.manifest.get("process")
         return None if record is None else self._loader.value({"record": record, "key": PROCESS_KEY})
+
+    @property
+    def resumable(self) -> bool:
+        return bool(self.manifest.get("resume", {}).get("resumable"))
+
+    def load_globals(self) -> dict[str, Any]:
+        """Every global (and module) loaded into the snapshot's namespace, which is returned.
+        Raises on the first one that fails."""
+        for name in list(self.manifest.get("modules", {})) + list(self.globals):
+            self._loader.load_global(name)
+        return self._loader.namespace
+
+    def resume_state(self) -> Any:
+        """The program's stack as resuming rebuilds it (a ``ResumeState``)."""
+        import marshal
+
+        from relive.state.resumable import FrameState, ResumeState
+
+        resume = self.manifest.get("resume") or {}
+        if not resume.get("resumable"):
+            raise ReliveError(f"snapshot {self.id[:12]} cannot resume: "
+                              + "; ".join(resume.get("reasons") or ["it holds no resumable state"]))
+        records = resume["values"]
+
+        def value(key: str | None) -> Any:
+            if key is None:
+                return _native.NULL
+            return self._loader.value({"record": records[key], "key": key})
+
+        frames = []
+        for entry in self.manifest["frames"]:
+            r = entry["resume"]
+            payload, _ = self._loader.store.native.get_record(entry["code"])
+            code = marshal.loads(payload[len(b"marshal:"):])
+            frames.append(FrameState(
+                code=code, module=r["module"], role=r["role"], offset=r["offset"], lineno=r["lineno"],
+                locals={name: value(key) for name, key in r["locals"].items()},
+                cells={name: value(key) for name, key in r["cells"].items()},
+                free={name: value(key) for name, key in r["free"].items()},
+                stack=[value(key) for key in r["stack"]], stack_kinds=tuple(r["stack_kinds"]),
+                handled=[None if key is None else value(key) for key in r["handled"]]))
+        return ResumeState(frames, None if resume.get("handled") is None else value(resume["handled"]))
 
     def namespace(self) -> dict[str, Any]:
         """Everything loaded: the globals (and modules), then the innermost frame's locals on top.
