@@ -91,48 +91,98 @@ def cli() -> None:
     """relive: snapshots of a running Python program; list, inspect and load any past state."""
 
 
+def _capture_options(command: Any) -> Any:
+    """The options of how a program is captured: `relive run` and `relive resume` share them."""
+    for option in reversed([
+        click.option("--every", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="SECONDS",
+            help="Take a snapshot every SECONDS (0: no timer; exit, crash, signals and "
+                 "relive.checkpoint() still snapshot)."),
+        click.option("--exclude", multiple=True, metavar="PATTERN",
+            help="Do not store variables whose name matches PATTERN (a glob; repeatable)."),
+        click.option("--signal-wait", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
+            help="How long SIGTERM/SIGUSR1 wait for a line boundary before the snapshot is taken where "
+                 "the program stands."),
+        click.option("--mode", type=click.Choice(["auto", "fork", "inline"]), default="auto", show_default=True,
+            help="Where timer snapshots are written: in a forked child while the program goes on (fork), "
+                 "or in the program's process while it waits (inline). auto: fork where it is safe "
+                 "(POSIX, CUDA not initialized). Other snapshots are always inline."),
+        click.option("--snapshot-timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+            metavar="SECONDS", help="Stop a background snapshot that runs longer (it counts as failed)."),
+        click.option("--overhead", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="PERCENT",
+            help="Timer snapshots may cost at most this share of the program's time: the interval grows "
+                 "past --every when they cost more (0: no limit)."),
+        click.option("--max-memory", type=_Size(), default=None, metavar="SIZE",
+            help="Stop a background snapshot whose extra memory (pages the program rewrites meanwhile, held "
+                 "twice) passes SIZE, e.g. 2G or 500M; it counts as failed."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _options(store: str, every: float, exclude: tuple[str, ...], signal_wait: float, mode: str,
+             snapshot_timeout: float, overhead: float, max_memory: int | None) -> Any:
+    from relive.capture import CaptureOptions
+
+    return CaptureOptions(store=os.path.abspath(store), every=every, exclude=exclude, signal_wait=signal_wait,
+                          mode=mode, snapshot_timeout=snapshot_timeout, overhead=overhead, max_memory=max_memory)
+
+
 @cli.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
 @_store_option
-@click.option("--every", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="SECONDS",
-              help="Take a snapshot every SECONDS (0: no timer; exit, crash, signals and "
-                   "relive.checkpoint() still snapshot).")
-@click.option("--exclude", multiple=True, metavar="PATTERN",
-              help="Do not store variables whose name matches PATTERN (a glob; repeatable).")
-@click.option("--signal-wait", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
-              help="How long SIGTERM/SIGUSR1 wait for a line boundary before the snapshot is taken where "
-                   "the program stands.")
-@click.option("--mode", type=click.Choice(["auto", "fork", "inline"]), default="auto", show_default=True,
-              help="Where timer snapshots are written: in a forked child while the program goes on (fork), "
-                   "or in the program's process while it waits (inline). auto: fork where it is safe "
-                   "(POSIX, CUDA not initialized). Other snapshots are always inline.")
-@click.option("--snapshot-timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
-              metavar="SECONDS", help="Stop a background snapshot that runs longer (it counts as failed).")
-@click.option("--overhead", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="PERCENT",
-              help="Timer snapshots may cost at most this share of the program's time: the interval grows "
-                   "past --every when they cost more (0: no limit).")
-@click.option("--max-memory", type=_Size(), default=None, metavar="SIZE",
-              help="Stop a background snapshot whose extra memory (pages the program rewrites meanwhile, held "
-                   "twice) passes SIZE, e.g. 2G or 500M; it counts as failed.")
+@_capture_options
+@click.option("--resume", "resume_if_possible", is_flag=True,
+              help="Resume the latest resumable snapshot of this same command (target and arguments) in the "
+                   "store, if there is one; start afresh otherwise. For batch jobs that are requeued.")
 @click.option("-m", "module", is_flag=True, help="TARGET is a module name, run as `python -m` does.")
 @click.argument("target")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(store: str, every: float, exclude: tuple[str, ...], signal_wait: float, mode: str,
-        snapshot_timeout: float, overhead: float, max_memory: int | None, module: bool, target: str,
-        args: tuple[str, ...]) -> Any:
+def run(store: str, resume_if_possible: bool, module: bool, target: str, args: tuple[str, ...],
+        **options: Any) -> Any:
     """Run TARGET (a script, or a module with -m) with ARGS, as python would, taking snapshots.
 
     \b
     Snapshots are taken every --every seconds, on SIGTERM and SIGUSR1, on an uncaught
     exception (at the raise point), at exit, and at each relive.checkpoint().
     """
-    from relive.capture import CaptureOptions
-    from relive.runner import Program
+    from relive.runner import Program, Resume
 
-    options = CaptureOptions(store=os.path.abspath(store), every=every, exclude=exclude, signal_wait=signal_wait,
-                             mode=mode, snapshot_timeout=snapshot_timeout, overhead=overhead,
-                             max_memory=max_memory)
+    capture = _options(store, **options)
+    if resume_if_possible and os.path.isdir(store):
+        snapshot = _latest_of_command(Store(store), target, list(args), module)
+        if snapshot is not None:
+            click.echo(f"relive: resuming snapshot {snapshot.short_id} of this command", err=True)
+            return Resume(store=capture.store, ref=snapshot.id, options=capture)
     # Returned, not run: the program must run outside click's error handling.
-    return Program(target=target, args=list(args), module=module, options=options)
+    return Program(target=target, args=list(args), module=module, options=capture)
+
+
+def _latest_of_command(store: Store, target: str, args: list[str], module: bool) -> SnapshotInfo | None:
+    """The latest resumable snapshot of a run of the same target and arguments."""
+    same = {run_id for run_id, run in store.runs.items()
+            if run.target == target and run.module == module and run.argv[1:] == args}
+    for snapshot in reversed(store.snapshots):
+        if snapshot.run in same and snapshot.manifest.get("resume", {}).get("resumable"):
+            return snapshot
+    return None
+
+
+@cli.command()
+@click.argument("ref", default="latest")
+@_store_option
+@_capture_options
+def resume(ref: str, store: str, **options: Any) -> Any:
+    """Continue the program from snapshot REF (default: the latest resumable one of the latest run).
+
+    \b
+    The program goes on where the snapshot left it (its stack, loops, open files, random
+    generators), as a new run whose parent is that snapshot; it keeps taking snapshots.
+    Capture options not given are those of the run the snapshot belongs to.
+    """
+    from relive.runner import Resume
+
+    given = {name: value for name, value in options.items()
+             if click.get_current_context().get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    return Resume(store=os.path.abspath(store), ref=ref, options=_options(store, **options) if given else None)
 
 
 def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any]]:
@@ -146,6 +196,9 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
             "new_bytes": m.get("new_bytes"), "state_bytes": m.get("state_bytes"),
             "skipped": m.get("skipped", []), "mode": m.get("mode"), "pause_s": m.get("pause_s"),
             "write_s": m.get("write_s"), "memory_bytes": m.get("memory_bytes"),
+            "parent": m.get("parent"),
+            "resumable": bool(m.get("resume", {}).get("resumable")),
+            "not_resumable_because": m.get("resume", {}).get("reasons", []),
         }
         for optional in ("signal", "exception", "note"):
             if optional in m:
@@ -158,10 +211,14 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
 @_store_option
 @click.option("--all", "all_runs", is_flag=True, help="Every run in the store, not only the latest.")
 @click.option("--run", "run_id", metavar="RUN", help="The snapshots of this run (an id prefix).")
+@click.option("--graph", is_flag=True, help="The history as a tree of runs: which run resumed which snapshot.")
 @_json_option
-def log(store: str, all_runs: bool, run_id: str | None, as_json: bool) -> None:
-    """List snapshots: id, time, trigger, where, bytes written, state size."""
+def log(store: str, all_runs: bool, run_id: str | None, graph: bool, as_json: bool) -> None:
+    """List snapshots: id, time, trigger, where, bytes written, state size, whether it can resume."""
     opened = Store(store)
+    if graph and not as_json:
+        _print_graph(opened)
+        return
     snapshots = opened.snapshots
     if run_id:
         runs = sorted({s.run for s in snapshots if s.run.startswith(run_id)})
@@ -178,6 +235,37 @@ def log(store: str, all_runs: bool, run_id: str | None, as_json: bool) -> None:
         click.echo(f"no snapshots in {store} yet")
         return
     _print_log(opened, rows)
+
+
+def _why_not(reasons: list[str]) -> str:
+    if not reasons:
+        return "no"
+    first = reasons[0]
+    return f"no: {first}" + (f" (+{len(reasons) - 1})" if len(reasons) > 1 else "")
+
+
+def _print_graph(store: Store) -> None:
+    """Runs as a tree: a resumed run hangs under the snapshot it continued from."""
+    console = _console()
+    runs = store.runs
+    children: dict[str | None, list[str]] = {}
+    snapshot_run = {s.id: s.run for s in store.snapshots}
+    for run_id, run in sorted(runs.items(), key=lambda kv: kv[1].started):
+        parent_run = snapshot_run.get(run.resumed_from or "")
+        children.setdefault(parent_run, []).append(run_id)
+
+    def show(run_id: str, depth: int) -> None:
+        run = runs[run_id]
+        snaps = store.run_snapshots(run_id)
+        resumable = sum(1 for s in snaps if s.manifest.get("resume", {}).get("resumable"))
+        origin = f" from {run.resumed_from[:12]}" if run.resumed_from else ""
+        console.print(f"{'  ' * depth}{'└─ ' if depth else ''}run {run_id}{origin}: {len(snaps)} snapshots, "
+                      f"{resumable} resumable  [dim]{shlex.join(run.command)}[/dim]", markup=True)
+        for child in children.get(run_id, []):
+            show(child, depth + 1)
+
+    for root in children.get(None, []):
+        show(root, 0)
 
 
 def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
@@ -198,7 +286,7 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column, justify in (("ID", "left"), ("TIME", "left"), ("TRIGGER", "left"), ("WHERE", "left"),
                                 ("NEW", "right"), ("STATE", "right"), ("MODE", "left"), ("PAUSE", "right"),
-                                ("SKIPPED", "right")):
+                                ("SKIPPED", "right"), ("RESUME", "left")):
             table.add_column(column, justify=justify, no_wrap=column != "WHERE")  # type: ignore[arg-type]
         for row in run_rows:
             trigger = row["trigger"] + (f" {row['signal']}" if "signal" in row else "")
@@ -207,7 +295,8 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
             table.add_row(row["id"][:12], _local_time(row["time"]), trigger,
                           _where({"file": row["file"], "line": row["line"], "function": row["function"]}, cwd),
                           human_bytes(row["new_bytes"]), human_bytes(row["state_bytes"]), row["mode"] or "-",
-                          _seconds(row["pause_s"]), str(len(row["skipped"])) if row["skipped"] else "")
+                          _seconds(row["pause_s"]), str(len(row["skipped"])) if row["skipped"] else "",
+                          "yes" if row["resumable"] else _why_not(row["not_resumable_because"]))
         console.print(table)
         console.print()
 
@@ -425,12 +514,12 @@ def main(argv: list[str] | None = None) -> None:
     except ReliveError as exc:
         click.echo(f"relive: {exc}", err=True)
         sys.exit(2)
-    from relive.runner import LaunchError, Program, run
+    from relive.runner import LaunchError, Program, Resume, resume, run
 
-    if isinstance(result, Program):
+    if isinstance(result, (Program, Resume)):
         try:
-            status = run(result)
-        except LaunchError as exc:
+            status = run(result) if isinstance(result, Program) else resume(result.store, result.ref, result.options)
+        except (LaunchError, ReliveError) as exc:
             click.echo(f"relive: {exc}", err=True)
             sys.exit(2)
         sys.exit(status)

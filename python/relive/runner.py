@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import builtins
 import importlib.machinery
+import importlib.util
+import marshal
 import os
+import platform
 import runpy
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from relive import runs
 from relive.capture import Capture, CaptureOptions
+from relive.capture.frames import is_relive_code
 from relive.errors import ReliveError
 
 
@@ -34,6 +38,15 @@ class Program:
     args: list[str]
     module: bool
     options: CaptureOptions
+
+
+@dataclass
+class Resume:
+    """What to resume: snapshot ``ref`` of the store at ``store``; None options: the run's own."""
+
+    store: str
+    ref: str
+    options: CaptureOptions | None
 
 
 def execute(code: types.CodeType, namespace: dict[str, Any]) -> None:
@@ -88,11 +101,17 @@ def run(program: Program) -> int:
         argv0 = program.target
     sys.argv = [argv0, *program.args]
     sys.modules["__main__"] = main
-    run_info = runs.start(command, program.target, program.module, list(sys.argv), sys.path[0])
+    run_info = runs.start(command, program.target, program.module, list(sys.argv), sys.path[0],
+                          options=asdict(program.options))
     capture = Capture(program.options, run_info, main, execute.__code__)
+    return _run_captured(capture, execute, code, main.__dict__)
+
+
+def _run_captured(capture: Capture, boundary: Any, *args: Any) -> int:
+    """Run ``boundary(*args)`` (the program) under ``capture``, to its end."""
     capture.start()
     try:
-        execute(code, main.__dict__)
+        boundary(*args)
     except SystemExit:
         capture.on_exit()
         raise
@@ -124,7 +143,171 @@ def _hide_relive_in_traceback() -> None:
 def _program_part(tb: types.TracebackType | None) -> types.TracebackType | None:
     cursor = tb
     while cursor is not None:
-        if cursor.tb_frame.f_code is execute.__code__:
-            return cursor.tb_next
+        if cursor.tb_frame.f_code in (execute.__code__, execute_resumed.__code__):
+            program = cursor.tb_next
+            # A resumed program enters through relive's resume machinery: skip it too.
+            while program is not None and is_relive_code(program.tb_frame.f_code):
+                program = program.tb_next
+            return program
         cursor = cursor.tb_next
     return tb
+
+
+# -- resuming --
+
+
+def execute_resumed(target: Any, globals_: dict[str, Any] | None) -> None:
+    """The one frame between relive and a resumed program (as ``execute`` for a fresh one):
+    the module's resume code, or the outermost function's, from ``restore.resume.entry``."""
+    if globals_ is None:
+        target()
+    else:
+        exec(target, globals_)
+
+
+def resume(store_path: str, ref: str, options: CaptureOptions | None) -> int:
+    """Continue the program of snapshot ``ref`` in this process, captured as a new run.
+
+    ``options`` None: the capture options of the run the snapshot belongs to.
+    """
+    from relive import report
+    from relive.restore import Snapshot
+    from relive.store import Store
+
+    command = ["relive", *sys.argv[1:]]  # as typed
+    store = Store(store_path)
+    info = resumable_snapshot(store, ref)
+    run = store.runs.get(info.run)
+    if run is None:
+        raise ReliveError(f"snapshot {info.short_id} belongs to run {info.run}, which the store does not describe")
+    _check_environment(run, report.warn)
+    start_dir = run.cwd if os.path.isdir(run.cwd) else os.getcwd()
+    if start_dir != run.cwd:
+        report.warn(f"{run.cwd} (where the run started) is not here: resuming as if it had started in {start_dir}")
+    main, script = _resumed_main(run, start_dir)
+    snapshot = Snapshot(store, info, resuming=True, namespace=main.__dict__)
+    process = snapshot.process or {}
+    cwd = process.get("cwd", ".")
+    os.chdir(cwd if os.path.isabs(cwd) else os.path.join(start_dir, cwd))
+    sys.argv = list(process.get("argv", run.argv))
+    sys.path[0] = _moved(run.path0, run.cwd, start_dir)
+    sys.modules["__main__"] = main
+    if options is None:
+        options = CaptureOptions(**{**run.options, "store": store.path}) if run.options else CaptureOptions(store.path)
+    run_info = runs.start(command, run.target, run.module, list(sys.argv), sys.path[0],
+                          resumed_from=info.id, options=asdict(options))
+    capture = Capture(options, run_info, main, execute_resumed.__code__, parent=info.id)
+    capture.watch_files()
+    _cut_files(process.get("file_sizes", {}), start_dir, report.warn)
+    state = snapshot.resume_state()  # loads the stack's values (and reopens files)
+    snapshot.load_globals()
+    _warn_if_changed(script, state.frames[0].code, report.warn)
+    _set_rngs(process.get("rng", {}))
+    from relive.restore.resume import entry
+
+    return _run_captured(capture, execute_resumed, *entry(state, main.__dict__))
+
+
+def resumable_snapshot(store: Any, ref: str) -> Any:
+    """The snapshot ``ref`` if it can resume; for ``latest``, the latest of the latest run that can."""
+    if ref == "latest":
+        run_id = store.latest_run()
+        candidates = [s for s in store.run_snapshots(run_id or "") if s.manifest.get("resume", {}).get("resumable")]
+        if not candidates:
+            raise ReliveError(f"the latest run ({run_id}) has no resumable snapshot: see `relive log` for why")
+        return candidates[-1]
+    info = store.resolve(ref)
+    resume = info.manifest.get("resume", {})
+    if not resume.get("resumable"):
+        why = "; ".join(resume.get("reasons") or ["it was taken by a relive without resume"])
+        raise ReliveError(f"snapshot {info.short_id} cannot resume: {why}")
+    return info
+
+
+def _check_environment(run: Any, warn: Any) -> None:
+    here = ".".join(platform.python_version().split(".")[:2])
+    there = ".".join(run.python.split(".")[:2])
+    if here != there:
+        raise ReliveError(f"the snapshot was taken on Python {run.python} and this is Python "
+                          f"{platform.python_version()}: resume it with Python {there} (bytecode differs "
+                          "between minor versions)")
+    imported = {name.partition(".")[0].lower() for name in sys.modules}
+    installed = runs.installed_packages()
+    for package, version in run.packages.items():
+        now = installed.get(package)
+        if now is not None and now != version and package.lower().replace("-", "_") in imported | _IMPORT_NAMES:
+            warn(f"{package} was {version} when the snapshot was taken and is {now} here: "
+                 "its objects may not load or behave the same")
+
+
+# Distributions whose import name differs from their own, among those ML programs hold objects of.
+_IMPORT_NAMES = {"scikit_learn", "pillow", "opencv_python"}
+
+
+def _moved(path: str, old_start: str, new_start: str) -> str:
+    """``path`` (under the run's start directory) under the directory the resume runs from."""
+    if old_start == new_start or not path.startswith(old_start):
+        return path
+    return os.path.join(new_start, os.path.relpath(path, old_start))
+
+
+def _resumed_main(run: Any, start_dir: str) -> tuple[types.ModuleType, str | None]:
+    """A fresh ``__main__`` like the one the run had (its globals load into it)."""
+    if run.module:
+        spec = importlib.util.find_spec(run.target)
+        origin = spec.origin if spec is not None else None
+        main = _main_module(file=origin or run.target, cached=getattr(spec, "cached", None),
+                            package=getattr(spec, "parent", None), spec=spec,
+                            loader=getattr(spec, "loader", None))
+        return main, origin
+    script = _moved(os.path.abspath(os.path.join(run.cwd, run.target)), run.cwd, start_dir)
+    loader = importlib.machinery.SourceFileLoader("__main__", script)
+    return _main_module(file=script, cached=None, package=None, spec=None, loader=loader), script
+
+
+def _warn_if_changed(script: str | None, code: types.CodeType, warn: Any) -> None:
+    """The snapshot resumes the code it was taken with; say so when the file differs now."""
+    if script is None:
+        return
+    try:
+        with open(script, "rb") as f:
+            current = compile(f.read(), code.co_filename, "exec", dont_inherit=True)
+    except (OSError, SyntaxError, ValueError):
+        warn(f"{script} is missing or unreadable: resuming the code stored with the snapshot")
+        return
+    if marshal.dumps(current) != marshal.dumps(code):
+        warn(f"{script} changed since the snapshot: resuming the code stored with it, not the file's")
+
+
+def _cut_files(sizes: dict[str, int], start_dir: str, warn: Any) -> None:
+    """Files the program wrote go back to their size at the snapshot: what the killed run
+    appended after it never happened in this history (files open then are also reopened at
+    their position, by the loader)."""
+    for path, size in sizes.items():
+        path = os.path.join(start_dir, path)
+        try:
+            current = os.path.getsize(path)
+        except OSError:
+            warn(f"{path} is missing: the program wrote {size} bytes to it before the snapshot")
+            continue
+        if current > size:
+            os.truncate(path, size)
+        elif current < size:
+            warn(f"{path} is shorter than when the snapshot was taken ({current} < {size} bytes)")
+
+
+def _set_rngs(states: dict[str, Any]) -> None:
+    import random
+
+    if "random" in states:
+        random.setstate(states["random"])
+    if "numpy" in states:
+        import numpy
+
+        numpy.random.set_state(states["numpy"])
+    if "torch" in states:
+        import torch
+
+        torch.set_rng_state(states["torch"])
+        if "torch.cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["torch.cuda"])

@@ -29,6 +29,8 @@ class RunInfo:
     started: str
     relive: str
     packages: dict[str, str] = field(default_factory=dict)
+    resumed_from: str | None = None  # the snapshot this run continues (relive resume)
+    options: dict[str, Any] = field(default_factory=dict)  # the capture options, for a resume to reuse
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -45,7 +47,8 @@ def new_run_id(now: datetime) -> str:
     return now.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-def start(command: list[str], target: str, module: bool, argv: list[str], path0: str) -> RunInfo:
+def start(command: list[str], target: str, module: bool, argv: list[str], path0: str,
+          resumed_from: str | None = None, options: dict[str, Any] | None = None) -> RunInfo:
     from relive import __version__
 
     now = datetime.now(timezone.utc)
@@ -53,7 +56,7 @@ def start(command: list[str], target: str, module: bool, argv: list[str], path0:
         id=new_run_id(now), command=command, target=target, module=module, argv=argv,
         cwd=os.getcwd(), path0=path0, python=platform.python_version(), executable=sys.executable,
         host=socket.gethostname(), pid=os.getpid(), started=now.isoformat(), relive=__version__,
-        packages=installed_packages(),
+        packages=installed_packages(), resumed_from=resumed_from, options=options or {},
     )
 
 

@@ -59,7 +59,7 @@ class Capture:
     """The snapshots of one run of a program, taken in its own process."""
 
     def __init__(self, options: CaptureOptions, run: Any, main: types.ModuleType,
-                 boundary: types.CodeType) -> None:
+                 boundary: types.CodeType, parent: str | None = None) -> None:
         self.options = options
         self.run = run
         self.snapshots: list[snapshot.SnapshotResult] = []
@@ -72,7 +72,7 @@ class Capture:
         self._store_behind = False  # forked snapshots wrote packs this handle has not read
         self._codes = snapshot.CodeRecords()
         self._seq = 0
-        self._parent: str | None = None
+        self._parent = parent  # the snapshot a resumed run continues from
         self._trigger = "timer"
         self._signals: list[int] = []
         self._signalled_at = 0.0
@@ -95,6 +95,12 @@ class Capture:
         self._files.install()
         self._clock.start()
         os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def watch_files(self) -> None:
+        """Remember the files opened from now on: before a resume reopens the snapshot's own,
+        so that those are flushed by the program before each snapshot as well (a forked
+        child must never flush: it shares the file's position with the program)."""
+        self._files.install()
 
     def stop(self) -> None:
         """No more snapshots: the program has ended."""
@@ -293,11 +299,12 @@ class Capture:
         if self._signals and trigger == "signal":
             extra["signal"] = signal.Signals(self._signals[0]).name
         self._seq += 1
-        self._files.flush()  # here, in the program's process: never in a forked child
+        positions = self._files.flush()  # here, in the program's process: never in a forked child
         return snapshot.SnapshotRequest(
             run_id=self.run.id, seq=self._seq, parent=self._parent, trigger=trigger, mode=mode,
             frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra,
-            process=process.state(self.run.cwd), resume=point, not_resumable=_NOT_RESUMABLE.get(trigger))
+            process=process.state(self.run.cwd, self._files), resume=point, not_resumable=_NOT_RESUMABLE.get(trigger),
+            file_positions=positions)
 
     def _take(self, trigger: str, frames: list[program_frames.FrameView], point: Any = None, **extra: Any) -> str | None:
         """Write one snapshot in this process. Never raises: a failure is reported once and skipped."""

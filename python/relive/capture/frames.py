@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relive.state.records import Root, is_excluded
+from relive.state.resumable import origin_of
 
 RELIVE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -24,7 +25,10 @@ class FrameView:
 
     @property
     def code(self) -> types.CodeType:
-        return self.frame.f_code
+        """The program's code: for a frame of a resumed program, the code it was resumed from
+        (resume code holds one-shot values that neither marshal nor mean anything later)."""
+        origin = origin_of(self.frame.f_code)
+        return self.frame.f_code if origin is None else origin.code
 
     @property
     def has_own_locals(self) -> bool:
@@ -45,10 +49,15 @@ def live_stack(frame: types.FrameType | None, boundary: types.CodeType | None) -
     frames: list[FrameView] = []
     while frame is not None and frame.f_code is not boundary:
         if not is_relive_code(frame.f_code):
-            frames.append(FrameView(frame, frame.f_lineno, frame.f_lasti))
+            frames.append(FrameView(frame, frame.f_lineno, _lasti(frame)))
         frame = frame.f_back
     frames.reverse()
     return frames
+
+
+def _lasti(frame: types.FrameType) -> int:
+    origin = origin_of(frame.f_code)
+    return frame.f_lasti if origin is None else origin.offsets.get(frame.f_lasti, frame.f_lasti)
 
 
 def traceback_stack(tb: types.TracebackType | None) -> list[FrameView]:

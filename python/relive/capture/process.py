@@ -28,15 +28,19 @@ class OpenFiles:
 
     def __init__(self) -> None:
         self._files: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._paths: dict[str, None] = {}  # every file written since the start, open or closed
         self._real_open = builtins.open
 
     def install(self) -> None:
-        real_open, files = self._real_open, self._files
+        if builtins.open is not self._real_open:
+            return  # installed already (a resume installs it before the snapshot's files reopen)
+        real_open, files, paths = self._real_open, self._files, self._paths
 
         def open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:  # noqa: A001
             f = real_open(file, mode, *args, **kwargs)
             if not isinstance(file, int) and any(c in mode for c in "wax+"):
                 files.add(f)
+                paths[os.path.abspath(os.fsdecode(file))] = None
             return f
 
         open.__doc__ = real_open.__doc__
@@ -47,14 +51,34 @@ class OpenFiles:
         builtins.open = self._real_open
         io.open = self._real_open
 
-    def flush(self) -> None:
-        """Write out what the program's files buffer, so that their positions are on disk."""
+    def flush(self) -> dict[int, int]:
+        """Write out what the program's files buffer; returns where each stands (by id).
+
+        The positions are read here, in the program's process: a forked child shares each
+        file's offset with the program, which moves on as soon as the child is forked.
+        """
+        positions: dict[int, int] = {}
         for f in list(self._files):
             try:
                 if not f.closed:
                     f.flush()
+                    positions[id(f)] = f.tell()
             except Exception as exc:  # a full disk is the program's to meet, at its own write
                 warn_once("flush", f"cannot flush {getattr(f, 'name', '?')!r} for a snapshot: {exc}")
+        return positions
+
+    def sizes(self, start_dir: str) -> dict[str, int]:
+        """The size of every file the program wrote (relative to ``start_dir`` when below it):
+        a resume cuts what a killed run appended after the snapshot, open or closed by then."""
+        sizes: dict[str, int] = {}
+        for path in list(self._paths):
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                continue
+            relative = os.path.relpath(path, start_dir)
+            sizes[path if relative.startswith("..") else relative] = size
+        return sizes
 
 
 def rng_states() -> dict[str, Any]:
@@ -72,8 +96,9 @@ def rng_states() -> dict[str, Any]:
     return states
 
 
-def state(start_dir: str) -> dict[str, Any]:
-    """The process state of a snapshot: stored as one record beside the variables."""
+def state(start_dir: str, files: OpenFiles) -> dict[str, Any]:
+    """The process state of a snapshot: stored as one record beside the variables. Called
+    after ``files.flush()``."""
     cwd = os.getcwd()
     relative = os.path.relpath(cwd, start_dir)
     return {
@@ -83,4 +108,5 @@ def state(start_dir: str) -> dict[str, Any]:
         # on another machine, in another directory, as the program moved from its start.
         "cwd": relative if not relative.startswith("..") else cwd,
         "cwd_absolute": cwd,
+        "file_sizes": files.sizes(start_dir),
     }

@@ -43,6 +43,7 @@ class SnapshotRequest:
     process: dict[str, Any] | None = None  # RNG states, cwd, argv: what resuming needs (capture.process)
     resume: Any = None  # a ResumeState (capture.resumable), or None where the point cannot resume
     not_resumable: str | None = None  # why, when the whole point cannot (exit, uncaught exception)
+    file_positions: dict[int, int] = field(default_factory=dict)  # id(file) -> its position at the point
 
 
 @dataclass
@@ -94,7 +95,7 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
         roots.append(Root(PROCESS_KEY, "process", "state", request.process))
     resume_entries = _resume_roots(request, roots)
     writer = RecordWriter(store, request.main_dict, _main_names(request.main_dict, request.exclude),
-                          reduce_more=reduce_for_resume)
+                          reduce_more=reduce_for_resume, file_positions=request.file_positions)
     state = writer.write(roots)
     frames = []
     for index, view in enumerate(request.frames):

@@ -291,8 +291,10 @@ def _function(state: FrameState, code: types.CodeType, namespace: dict[str, Any]
     return fn
 
 
-def resume(state: ResumeState, namespace: dict[str, Any]) -> Any:
-    """Continue the program from ``state``; returns what its outermost frame returns."""
+def entry(state: ResumeState, namespace: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+    """What continues the program from ``state``: ``(code, globals)`` to ``exec`` for a module
+    frame, or ``(function, None)`` to call. The caller runs it in its own frame, so that no
+    frame of relive's sits between it and the program."""
     if not state.resumable:
         raise ResumeError("this point cannot resume: " + "; ".join(state.reasons))
     callee: Any = None
@@ -302,8 +304,16 @@ def resume(state: ResumeState, namespace: dict[str, Any]) -> Any:
     outer = state.frames[0]
     code, _ = build_resume_code(outer, callee)
     if outer.code.co_flags & _CO_OPTIMIZED:
-        return _function(outer, code, namespace)()
-    exec(code, _namespace_of(outer, namespace))
+        return _function(outer, code, namespace), None
+    return code, _namespace_of(outer, namespace)
+
+
+def resume(state: ResumeState, namespace: dict[str, Any]) -> Any:
+    """Continue the program from ``state``; returns what its outermost frame returns."""
+    target, globals_ = entry(state, namespace)
+    if globals_ is None:
+        return target()
+    exec(target, globals_)
     return None
 
 

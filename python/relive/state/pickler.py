@@ -93,6 +93,15 @@ class FileAtSnapshot:
     def __init__(self, name: str, mode: str, position: int | None, closed: bool) -> None:
         self.name, self.mode, self.position, self.closed = name, mode, position, closed
 
+    def __enter__(self) -> "FileAtSnapshot":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.closed = True
+
+    def close(self) -> None:
+        self.closed = True
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"at {self.position}"
         return f"<file {self.name!r} mode {self.mode!r} {state} (not reopened: loaded to inspect)>"
@@ -207,11 +216,13 @@ class StatePickler(cloudpickle.Pickler):
 
     def __init__(self, file: io.BytesIO, *, main_dict: dict[str, Any], own: set[int],
                  main_names: dict[int, str], storages: dict[int, _StorageRef],
-                 buffers: list[pickle.PickleBuffer], reduce_more: Callable[[Any], Any] | None = None) -> None:
+                 buffers: list[pickle.PickleBuffer], reduce_more: Callable[[Any], Any] | None = None,
+                 file_positions: dict[int, int] | None = None) -> None:
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffers.append)
         # The capture's reducer for what only stacks hold (generators, exceptions): it
         # returns NotImplemented for everything else.
         self._reduce_more = reduce_more
+        self._file_positions = file_positions or {}
         self._main_dict = main_dict
         self._own = own
         self._main_names = main_names
@@ -230,7 +241,7 @@ class StatePickler(cloudpickle.Pickler):
             if reduced is not None:
                 return reduced
         if isinstance(obj, _FILE_TYPES):
-            return _reduce_file(obj)
+            return _reduce_file(obj, self._file_positions.get(id(obj)))
         if self._reduce_more is not None and isinstance(obj, (types.GeneratorType, BaseException)):
             reduced = self._reduce_more(obj)
             if reduced is not NotImplemented:
@@ -283,7 +294,7 @@ class StatePickler(cloudpickle.Pickler):
 _FILE_TYPES = (io.TextIOWrapper, io.BufferedWriter, io.BufferedReader, io.BufferedRandom, io.FileIO)
 
 
-def _reduce_file(f: Any) -> tuple[Any, ...]:
+def _reduce_file(f: Any, position: int | None) -> tuple[Any, ...]:
     for stream in ("stdin", "stdout", "stderr"):
         if f is getattr(sys, stream, None) or f is getattr(sys, f"__{stream}__", None):
             return (standard_stream, (stream,))
@@ -292,8 +303,8 @@ def _reduce_file(f: Any) -> tuple[Any, ...]:
         raise TypeError(f"cannot pickle a file opened from a descriptor ({name!r})")
     if f.closed:
         return (reopen_file, (name, f.mode, None, None, None, True))
-    # Flushed by the capture before the snapshot: tell() is where the file stands on disk.
-    position = f.tell()
+    if position is None:  # not one the capture flushed (it read the others' positions itself)
+        position = f.tell()
     text = isinstance(f, io.TextIOWrapper)
     return (reopen_file, (name, f.mode, position, f.encoding if text else None, f.errors if text else None, False))
 

@@ -100,6 +100,8 @@ def _classify(t: type) -> int:
     """
     if t is tuple or t is frozenset:
         return CONTAINER
+    if t is types.BuiltinMethodType:  # a bound method of a C type: `with` blocks hold file.__exit__
+        return ASK
     if t in _ATOMIC_TYPES or issubclass(t, type) or t is SnapshotGlobals:
         return LEAF
     if t is types.FunctionType:
@@ -120,8 +122,9 @@ class RecordWriter:
     """Pickles the roots of one snapshot into records and puts them into a store."""
 
     def __init__(self, store: Any, main_dict: dict[str, Any], main_names: dict[int, str],
-                 reduce_more: Any = None) -> None:
+                 reduce_more: Any = None, file_positions: dict[int, int] | None = None) -> None:
         self._store = store
+        self._file_positions = file_positions or {}
         self._reduce_more = reduce_more
         self._main_dict = main_dict
         self._main_names = main_names
@@ -135,6 +138,9 @@ class RecordWriter:
 
     def _inspect(self, obj: Any) -> tuple[bool, Any, tuple[int, ...]]:
         """For the graph walk: is ``obj`` shared, what to walk into, which storage it views."""
+        if type(obj) is types.BuiltinMethodType:
+            owner = getattr(obj, "__self__", None)
+            return False, None if owner is None or isinstance(owner, types.ModuleType) else (owner,), ()
         if type(obj) is types.FunctionType:
             # The script's named functions are stored by name; library functions by reference.
             # Other script functions (closures, lambdas) by value, without their globals.
@@ -170,7 +176,8 @@ class RecordWriter:
         buffers: list[pickle.PickleBuffer] = []
         out = io.BytesIO()
         pickler = StatePickler(out, main_dict=self._main_dict, own=own, main_names=self._main_names,
-                               storages=self._storages, buffers=buffers, reduce_more=self._reduce_more)
+                               storages=self._storages, buffers=buffers, reduce_more=self._reduce_more,
+                               file_positions=self._file_positions)
         pickler.dump(values)
         return _Pickled(out.getvalue(), buffers)
 

@@ -1,0 +1,164 @@
+"""`relive run` killed with SIGKILL at many points, then `relive resume`: the resumed program's
+output and files are those of an uninterrupted run, through chains of kill and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Workdir
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+def _resumable(work: Workdir) -> list[dict]:
+    if not work.store.exists():
+        return []
+    proc = work.relive("log", "--json", "--all")
+    return [s for s in json.loads(proc.stdout or "[]") if s["resumable"]] if proc.returncode == 0 else []
+
+
+def _kill_after_snapshots(work: Workdir, args: list[str], snapshots: int, delay: float) -> bool:
+    """Start `relive <args>`, SIGKILL it ``delay`` seconds after it has ``snapshots`` more
+    resumable snapshots; False if it finished first."""
+    before = len(_resumable(work))
+    proc = work.start(*args)
+    deadline = time.monotonic() + 60
+    while len(_resumable(work)) < before + snapshots:
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, "no resumable snapshot within 60 s"
+        time.sleep(0.05)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def _check_resumed(work: Workdir, full: str, full_log: str, resumed: str) -> None:
+    assert resumed.strip(), "the resumed run printed nothing"
+    assert full.endswith(resumed), f"resumed output is not the end of the full run's:\n{resumed}"
+    assert (work.path / "train.log").read_text() == full_log
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.13, 0.31, 0.57])
+def test_workout_killed_and_resumed(work, delay):
+    pytest.importorskip("numpy")
+    shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
+    full = work.python("workout.py", "16")
+    assert full.returncode == 0, full.stderr
+    full_log = (work.path / "train.log").read_text()
+    run = ["run", "--every", "0.05", "--overhead", "0", "workout.py", "16"]
+    assert _kill_after_snapshots(work, run, 1, delay), "the program ended before it was killed"
+    resumed = work.relive("resume", timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    _check_resumed(work, full.stdout, full_log, resumed.stdout)
+
+
+def test_resume_kill_resume_chain(work):
+    """Each resumed run is captured too: kill it, resume again, three times over."""
+    pytest.importorskip("numpy")
+    shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
+    full = work.python("workout.py", "24")
+    full_log = (work.path / "train.log").read_text()
+    assert _kill_after_snapshots(work, ["run", "--every", "0.05", "--overhead", "0", "workout.py", "24"], 1, 0.2)
+    for _ in range(2):
+        assert _kill_after_snapshots(work, ["resume"], 1, 0.2), "a resumed run ended before it was killed"
+    resumed = work.relive("resume", timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    _check_resumed(work, full.stdout, full_log, resumed.stdout)
+    graph = work.relive("log", "--graph", check=True).stdout
+    assert graph.count("└─") == 3  # three resumed runs, each under the one it continued
+
+
+def test_batch_job_form_resumes_or_starts(work):
+    """`relive run --resume`: fresh the first time, a resume after a kill, fresh for other args."""
+    pytest.importorskip("numpy")
+    shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
+    full = work.python("workout.py", "16")
+    full_log = (work.path / "train.log").read_text()
+    job = ["run", "--resume", "--every", "0.05", "--overhead", "0", "workout.py", "16"]
+    assert _kill_after_snapshots(work, job, 2, 0.1)
+    again = work.relive(*job, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "resuming snapshot" in again.stderr
+    _check_resumed(work, full.stdout, full_log, again.stdout)
+    other = work.relive("run", "--resume", "--every", "0", "workout.py", "2", check=True)
+    assert "resuming" not in other.stderr and other.stdout.startswith("step 0")
+
+
+def test_pytorch_training_loop(work):
+    torch = pytest.importorskip("torch")
+    del torch
+    work.write("train.py", """
+        import sys, time, torch
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        X, y = torch.randn(256, 8), torch.randn(256, 1)
+
+        def train_epoch(epoch):
+            perm = torch.randperm(256)
+            for start in range(0, 256, 32):
+                idx = perm[start:start + 32]
+                opt.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(X[idx] + 0.01 * torch.randn(32, 8)), y[idx])
+                loss.backward()
+                opt.step()
+                time.sleep(0.005)
+            return loss.item()
+
+        with open("train.log", "w") as log:
+            for epoch in range(int(sys.argv[1])):
+                loss = train_epoch(epoch)
+                log.write(f"{epoch} {loss:.6f}\\n")
+                print("epoch", epoch, f"{loss:.6f}", flush=True)
+        print("final", f"{sum(p.sum().item() for p in model.parameters()):.6f}")
+    """)
+    full = work.python("train.py", "12")
+    assert full.returncode == 0, full.stderr
+    full_log = (work.path / "train.log").read_text()
+    assert _kill_after_snapshots(work, ["run", "--every", "0.1", "--overhead", "0", "train.py", "12"], 1, 0.1)
+    resumed = work.relive("resume", timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    _check_resumed(work, full.stdout, full_log, resumed.stdout)
+
+
+def test_not_resumable_points_say_why(work):
+    work.write("prog.py", """
+        import time
+        def slow(x):
+            time.sleep(0.02)
+            return x
+        print(sum(map(slow, range(120))))    # every line runs inside a C callback
+    """)
+    work.relive("run", "--every", "0.05", "--overhead", "0", "prog.py", check=True)
+    log = work.log()
+    assert all(not s["resumable"] for s in log)
+    timers = [s for s in log if s["trigger"] == "timer"]
+    # A timer snapshot looks for a resumable line for a second, then is taken for inspection.
+    assert timers and all("C code called it" in " ".join(s["not_resumable_because"]) for s in timers)
+    assert "no:" in work.relive("log", check=True).stdout
+    refused = work.relive("resume", timeout=60)
+    assert refused.returncode == 2 and "no resumable snapshot" in refused.stderr
+
+
+def test_cross_directory_copy_resumes(work, tmp_path_factory):
+    """A copy of the store (and the program's files) in another directory resumes there."""
+    pytest.importorskip("numpy")
+    shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
+    full = work.python("workout.py", "16")
+    full_log = (work.path / "train.log").read_text()
+    assert _kill_after_snapshots(work, ["run", "--every", "0.05", "--overhead", "0", "workout.py", "16"], 1, 0.1)
+    elsewhere = Workdir(tmp_path_factory.mktemp("elsewhere"))
+    shutil.copytree(work.path, elsewhere.path, dirs_exist_ok=True)
+    shutil.rmtree(work.path)  # the original directory is gone, as on another machine
+    resumed = elsewhere.relive("resume", timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "is not here" in resumed.stderr
+    _check_resumed(elsewhere, full.stdout, full_log, resumed.stdout)
