@@ -3,7 +3,6 @@ output and files are those of an uninterrupted run, through chains of kill and r
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import time
@@ -12,24 +11,29 @@ from pathlib import Path
 import pytest
 
 from conftest import Workdir
+from relive.errors import ReliveError
+from relive.store import Store
 
-PROGRAMS = Path(__file__).parent / "programs"
+PROGRAMS = Path(__file__).parent / "killed"
 
 
-def _resumable(work: Workdir) -> list[dict]:
-    if not work.store.exists():
+def _resumable(work: Workdir) -> list[tuple[str, str]]:
+    """(id, run) of the store's resumable snapshots (read in this process: polled often)."""
+    try:
+        store = Store(str(work.store))
+    except ReliveError:
         return []
-    proc = work.relive("log", "--json", "--all")
-    return [s for s in json.loads(proc.stdout or "[]") if s["resumable"]] if proc.returncode == 0 else []
+    return [(s.id, s.run) for s in store.snapshots if s.manifest.get("resume", {}).get("resumable")]
 
 
 def _kill_after_snapshots(work: Workdir, args: list[str], snapshots: int, delay: float) -> bool:
-    """Start `relive <args>`, SIGKILL it ``delay`` seconds after it has ``snapshots`` more
+    """Start `relive <args>`, SIGKILL it ``delay`` seconds after it has taken ``snapshots``
     resumable snapshots; False if it finished first."""
-    before = len(_resumable(work))
+    # Not counting those of earlier runs (a killed run's last forked snapshot may still land).
+    earlier = {run for _, run in _resumable(work)}
     proc = work.start(*args)
     deadline = time.monotonic() + 60
-    while len(_resumable(work)) < before + snapshots:
+    while sum(run not in earlier for _, run in _resumable(work)) < snapshots:
         if proc.poll() is not None:
             return False
         assert time.monotonic() < deadline, "no resumable snapshot within 60 s"
@@ -64,9 +68,9 @@ def test_resume_kill_resume_chain(work):
     """Each resumed run is captured too: kill it, resume again, three times over."""
     pytest.importorskip("numpy")
     shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
-    full = work.python("workout.py", "24")
+    full = work.python("workout.py", "60")
     full_log = (work.path / "train.log").read_text()
-    assert _kill_after_snapshots(work, ["run", "--every", "0.05", "--overhead", "0", "workout.py", "24"], 1, 0.2)
+    assert _kill_after_snapshots(work, ["run", "--every", "0.05", "--overhead", "0", "workout.py", "60"], 1, 0.2)
     for _ in range(2):
         assert _kill_after_snapshots(work, ["resume"], 1, 0.2), "a resumed run ended before it was killed"
     resumed = work.relive("resume", timeout=120)
