@@ -3,6 +3,7 @@ output and files are those of an uninterrupted run, through chains of kill and r
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import time
@@ -166,3 +167,34 @@ def test_cross_directory_copy_resumes(work, tmp_path_factory):
     assert resumed.returncode == 0, resumed.stderr
     assert "is not here" in resumed.stderr
     _check_resumed(elsewhere, full.stdout, full_log, resumed.stdout)
+
+
+def _killed_workout(work: Workdir, steps: str = "16") -> tuple[str, str]:
+    shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
+    full = work.python("workout.py", steps)
+    full_log = (work.path / "train.log").read_text()
+    assert _kill_after_snapshots(work, ["run", "--every", "0.05", "--overhead", "0", "workout.py", steps], 1, 0.1)
+    return full.stdout, full_log
+
+
+def test_changed_script_resumes_the_stored_code(work):
+    pytest.importorskip("numpy")
+    full, full_log = _killed_workout(work)
+    script = work.path / "workout.py"
+    script.write_text(script.read_text().replace('print("done"', 'print("DONE, edited"'))
+    resumed = work.relive("resume", timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "changed since the snapshot" in resumed.stderr
+    _check_resumed(work, full, full_log, resumed.stdout)
+
+
+def test_another_python_minor_version_is_refused(work):
+    pytest.importorskip("numpy")
+    _killed_workout(work)
+    for doc in (work.store / "runs").iterdir():
+        run = json.loads(doc.read_text())
+        run["python"] = "3.10.4"
+        doc.write_text(json.dumps(run))
+    refused = work.relive("resume", timeout=60)
+    assert refused.returncode == 2
+    assert "Python 3.10.4" in refused.stderr and "resume it with Python 3.10" in refused.stderr
