@@ -181,9 +181,9 @@ def resume(store_path: str, ref: str, options: CaptureOptions | None) -> int:
     if run is None:
         raise ReliveError(f"snapshot {info.short_id} belongs to run {info.run}, which the store does not describe")
     _check_environment(run, report.warn)
-    start_dir = run.cwd if os.path.isdir(run.cwd) else os.getcwd()
+    start_dir = _start_dir(run, store.path)
     if start_dir != run.cwd:
-        report.warn(f"{run.cwd} (where the run started) is not here: resuming as if it had started in {start_dir}")
+        report.warn(f"the run started in {run.cwd}; resuming as if it had started in {start_dir}")
     main, script = _resumed_main(run, start_dir)
     snapshot = Snapshot(store, info, resuming=True, namespace=main.__dict__)
     process = snapshot.process or {}
@@ -242,6 +242,22 @@ def _check_environment(run: Any, warn: Any) -> None:
 
 # Distributions whose import name differs from their own, among those ML programs hold objects of.
 _IMPORT_NAMES = {"scikit_learn", "pillow", "opencv_python"}
+
+
+def _start_dir(run: Any, store_path: str) -> str:
+    """Where a resumed program's relative paths start from.
+
+    When the store lived inside the run's directory (the default ``.relive``), that
+    directory is wherever the store is now: a copied or moved directory resumes in itself.
+    Otherwise the run's own directory if it is here, else the current one.
+    """
+    old_store = run.options.get("store")
+    if old_store:
+        inside = os.path.relpath(old_store, run.cwd)
+        new_store = os.path.abspath(store_path)
+        if not inside.startswith("..") and new_store.endswith(os.sep + inside):
+            return new_store[: -len(os.sep + inside)] or os.sep
+    return run.cwd if os.path.isdir(run.cwd) else os.getcwd()
 
 
 def _moved(path: str, old_start: str, new_start: str) -> str:

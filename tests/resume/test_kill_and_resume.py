@@ -153,8 +153,10 @@ def test_not_resumable_points_say_why(work):
     assert refused.returncode == 2 and "no resumable snapshot" in refused.stderr
 
 
-def test_cross_directory_copy_resumes(work, tmp_path_factory):
-    """A copy of the store (and the program's files) in another directory resumes there."""
+@pytest.mark.parametrize("original", ["removed", "kept"])
+def test_cross_directory_copy_resumes(work, tmp_path_factory, original):
+    """A copy of the directory (program, files, store) resumes in the copy, whether the
+    original is gone (another machine) or still there, untouched."""
     pytest.importorskip("numpy")
     shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
     full = work.python("workout.py", "16")
@@ -162,11 +164,19 @@ def test_cross_directory_copy_resumes(work, tmp_path_factory):
     assert _kill_after_snapshots(work, ["run", "--every", "0.05", "--overhead", "0", "workout.py", "16"], 1, 0.1)
     elsewhere = Workdir(tmp_path_factory.mktemp("elsewhere"))
     shutil.copytree(work.path, elsewhere.path, dirs_exist_ok=True)
-    shutil.rmtree(work.path)  # the original directory is gone, as on another machine
+    killed_log = (work.path / "train.log").read_text()
+    if original == "removed":
+        for _ in range(50):  # the killed run's last forked snapshot may still be writing
+            shutil.rmtree(work.path, ignore_errors=True)
+            if not work.path.exists():
+                break
+            time.sleep(0.1)
     resumed = elsewhere.relive("resume", timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    assert "is not here" in resumed.stderr
+    assert f"resuming as if it had started in {elsewhere.path}" in resumed.stderr
     _check_resumed(elsewhere, full.stdout, full_log, resumed.stdout)
+    if original == "kept":
+        assert (work.path / "train.log").read_text() == killed_log
 
 
 def _killed_workout(work: Workdir, steps: str = "16") -> tuple[str, str]:

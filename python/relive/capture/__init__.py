@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import sysconfig
 import threading
 import time
 import types
@@ -205,7 +206,7 @@ class Capture:
             trigger = "signal" if self._signals else self._trigger
             frames = program_frames.live_stack(frame, self._boundary)
             point = self._resume_state(frames)
-            if not point.resumable and self._look_further(trigger):
+            if not (point.resumable and _in_program_code(frame)) and self._look_further(trigger):
                 self._line.arm()  # the next lines may resume; this one would only be for inspection
                 return
             self._looking_since = None
@@ -393,6 +394,17 @@ class Capture:
             return None
         self._store = store
         return store
+
+
+_LIBRARY_DIRS = tuple(sorted({os.path.join(sysconfig.get_paths()[k], "") for k in
+                              ("stdlib", "platstdlib", "purelib", "platlib")}))
+
+
+def _in_program_code(frame: types.FrameType) -> bool:
+    """Whether the line is the program's own rather than a library's. A timer snapshot
+    prefers the program's lines: a library may hold state a resume cannot rebuild (PyTorch's
+    autograd engine and grad mode live in C++ thread-locals, mid-backward)."""
+    return not frame.f_code.co_filename.startswith(_LIBRARY_DIRS)
 
 
 def _message(exc: BaseException) -> str:

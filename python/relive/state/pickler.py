@@ -167,13 +167,24 @@ def rebuild_storage(data: Any, device: str) -> Any:
 
 
 def rebuild_tensor(storage: Any, dtype: Any, shape: tuple[int, ...], stride: tuple[int, ...],
-                   offset: int, requires_grad: bool) -> Any:
+                   offset: int, requires_grad: bool, grad: Any = None) -> Any:
     import torch
 
     tensor = torch.empty(0, dtype=dtype, device=storage.device)
     tensor.set_(storage, offset, shape, stride)
     tensor.requires_grad_(requires_grad)
+    if grad is not None:
+        tensor.grad = grad
     return tensor
+
+
+def rebuild_parameter(data: Any, requires_grad: bool, grad: Any) -> Any:
+    import torch
+
+    parameter = torch.nn.Parameter(data, requires_grad)
+    if grad is not None:
+        parameter.grad = grad
+    return parameter
 
 
 class SnapshotGlobals:
@@ -240,6 +251,9 @@ class StatePickler(cloudpickle.Pickler):
             reduced = self._reduce_tensor(obj)
             if reduced is not None:
                 return reduced
+        if torch is not None and type(obj) is torch.nn.Parameter and not obj.__dict__:
+            # Its gradient too: a snapshot between backward() and step() resumes to the same step.
+            return (rebuild_parameter, (obj.detach(), obj.requires_grad, obj.grad))
         if isinstance(obj, _FILE_TYPES):
             return _reduce_file(obj, self._file_positions.get(id(obj)))
         if self._reduce_more is not None and isinstance(obj, (types.GeneratorType, BaseException)):
@@ -287,8 +301,9 @@ class StatePickler(cloudpickle.Pickler):
         ref = self._storages.get(key)
         if ref is None:
             ref = self._storages[key] = _StorageRef(storage)
+        grad = tensor.grad if tensor.is_leaf else None
         return (rebuild_tensor, (ref, tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()),
-                                 tensor.storage_offset(), tensor.requires_grad))
+                                 tensor.storage_offset(), tensor.requires_grad, grad))
 
 
 _FILE_TYPES = (io.TextIOWrapper, io.BufferedWriter, io.BufferedReader, io.BufferedRandom, io.FileIO)
