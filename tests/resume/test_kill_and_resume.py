@@ -55,10 +55,10 @@ def _check_resumed(work: Workdir, full: str, full_log: str, resumed: str) -> Non
 def test_workout_killed_and_resumed(work, delay):
     pytest.importorskip("numpy")
     shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
-    full = work.python("workout.py", "16")
+    full = work.python("workout.py", "100")
     assert full.returncode == 0, full.stderr
     full_log = (work.path / "train.log").read_text()
-    run = ["run", "--every", "0.05", "--overhead", "0", "workout.py", "16"]
+    run = ["run", "--every", "0.05", "--overhead", "0", "workout.py", "100"]
     assert _kill_after_snapshots(work, run, 1, delay), "the program ended before it was killed"
     resumed = work.relive("resume", timeout=120)
     assert resumed.returncode == 0, resumed.stderr
@@ -69,9 +69,9 @@ def test_resume_kill_resume_chain(work):
     """Each resumed run is captured too: kill it, resume again, three times over."""
     pytest.importorskip("numpy")
     shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
-    full = work.python("workout.py", "60")
+    full = work.python("workout.py", "120")
     full_log = (work.path / "train.log").read_text()
-    assert _kill_after_snapshots(work, ["run", "--every", "0.05", "--overhead", "0", "workout.py", "60"], 1, 0.2)
+    assert _kill_after_snapshots(work, ["run", "--every", "0.05", "--overhead", "0", "workout.py", "120"], 1, 0.2)
     for _ in range(2):
         assert _kill_after_snapshots(work, ["resume"], 1, 0.2), "a resumed run ended before it was killed"
     resumed = work.relive("resume", timeout=120)
@@ -85,9 +85,9 @@ def test_batch_job_form_resumes_or_starts(work):
     """`relive run --resume`: fresh the first time, a resume after a kill, fresh for other args."""
     pytest.importorskip("numpy")
     shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
-    full = work.python("workout.py", "16")
+    full = work.python("workout.py", "100")
     full_log = (work.path / "train.log").read_text()
-    job = ["run", "--resume", "--every", "0.05", "--overhead", "0", "workout.py", "16"]
+    job = ["run", "--resume", "--every", "0.05", "--overhead", "0", "workout.py", "100"]
     assert _kill_after_snapshots(work, job, 2, 0.1)
     again = work.relive(*job, timeout=120)
     assert again.returncode == 0, again.stderr
@@ -159,9 +159,9 @@ def test_cross_directory_copy_resumes(work, tmp_path_factory, original):
     original is gone (another machine) or still there, untouched."""
     pytest.importorskip("numpy")
     shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
-    full = work.python("workout.py", "16")
+    full = work.python("workout.py", "100")
     full_log = (work.path / "train.log").read_text()
-    assert _kill_after_snapshots(work, ["run", "--every", "0.05", "--overhead", "0", "workout.py", "16"], 1, 0.1)
+    assert _kill_after_snapshots(work, ["run", "--every", "0.05", "--overhead", "0", "workout.py", "100"], 1, 0.1)
     elsewhere = Workdir(tmp_path_factory.mktemp("elsewhere"))
     shutil.copytree(work.path, elsewhere.path, dirs_exist_ok=True)
     killed_log = (work.path / "train.log").read_text()
@@ -179,7 +179,7 @@ def test_cross_directory_copy_resumes(work, tmp_path_factory, original):
         assert (work.path / "train.log").read_text() == killed_log
 
 
-def _killed_workout(work: Workdir, steps: str = "16") -> tuple[str, str]:
+def _killed_workout(work: Workdir, steps: str = "100") -> tuple[str, str]:
     shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
     full = work.python("workout.py", steps)
     full_log = (work.path / "train.log").read_text()
