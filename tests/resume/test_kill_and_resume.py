@@ -29,13 +29,20 @@ def _resumable(work: Workdir) -> list[tuple[str, str]]:
 
 def _kill_after_snapshots(work: Workdir, args: list[str], snapshots: int, delay: float) -> bool:
     """Start `relive <args>`, SIGKILL it ``delay`` seconds after it has taken ``snapshots``
-    resumable snapshots; False if it finished first."""
+    resumable snapshots; False if it finished first, twice (on a loaded machine a program
+    may end before the kill lands: one more try)."""
+    return _try_kill(work, args, snapshots, delay) or _try_kill(work, args, snapshots, delay)
+
+
+def _try_kill(work: Workdir, args: list[str], snapshots: int, delay: float) -> bool:
     # Not counting those of earlier runs (a killed run's last forked snapshot may still land).
     earlier = {run for _, run in _resumable(work)}
     proc = work.start(*args)
     deadline = time.monotonic() + 60
     while sum(run not in earlier for _, run in _resumable(work)) < snapshots:
         if proc.poll() is not None:
+            out, err = proc.communicate()
+            assert proc.returncode == 0, f"relive {' '.join(args)} exited {proc.returncode}:\n{err}"
             return False
         assert time.monotonic() < deadline, "no resumable snapshot within 60 s"
         time.sleep(0.05)
@@ -55,10 +62,10 @@ def _check_resumed(work: Workdir, full: str, full_log: str, resumed: str) -> Non
 def test_workout_killed_and_resumed(work, delay):
     pytest.importorskip("numpy")
     shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
-    full = work.python("workout.py", "100")
+    full = work.python("workout.py", "250")
     assert full.returncode == 0, full.stderr
     full_log = (work.path / "train.log").read_text()
-    run = ["run", "--every", "0.05", "--overhead", "0", "workout.py", "100"]
+    run = ["run", "--every", "0.05", "--overhead", "0", "workout.py", "250"]
     assert _kill_after_snapshots(work, run, 1, delay), "the program ended before it was killed"
     resumed = work.relive("resume", timeout=120)
     assert resumed.returncode == 0, resumed.stderr
@@ -85,9 +92,9 @@ def test_batch_job_form_resumes_or_starts(work):
     """`relive run --resume`: fresh the first time, a resume after a kill, fresh for other args."""
     pytest.importorskip("numpy")
     shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
-    full = work.python("workout.py", "100")
+    full = work.python("workout.py", "250")
     full_log = (work.path / "train.log").read_text()
-    job = ["run", "--resume", "--every", "0.05", "--overhead", "0", "workout.py", "100"]
+    job = ["run", "--resume", "--every", "0.05", "--overhead", "0", "workout.py", "250"]
     assert _kill_after_snapshots(work, job, 2, 0.1)
     again = work.relive(*job, timeout=120)
     assert again.returncode == 0, again.stderr
@@ -159,9 +166,9 @@ def test_cross_directory_copy_resumes(work, tmp_path_factory, original):
     original is gone (another machine) or still there, untouched."""
     pytest.importorskip("numpy")
     shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
-    full = work.python("workout.py", "100")
+    full = work.python("workout.py", "250")
     full_log = (work.path / "train.log").read_text()
-    assert _kill_after_snapshots(work, ["run", "--every", "0.05", "--overhead", "0", "workout.py", "100"], 1, 0.1)
+    assert _kill_after_snapshots(work, ["run", "--every", "0.05", "--overhead", "0", "workout.py", "250"], 1, 0.1)
     elsewhere = Workdir(tmp_path_factory.mktemp("elsewhere"))
     shutil.copytree(work.path, elsewhere.path, dirs_exist_ok=True)
     killed_log = (work.path / "train.log").read_text()
@@ -179,7 +186,7 @@ def test_cross_directory_copy_resumes(work, tmp_path_factory, original):
         assert (work.path / "train.log").read_text() == killed_log
 
 
-def _killed_workout(work: Workdir, steps: str = "100") -> tuple[str, str]:
+def _killed_workout(work: Workdir, steps: str = "250") -> tuple[str, str]:
     shutil.copy(PROGRAMS / "workout.py", work.path / "workout.py")
     full = work.python("workout.py", steps)
     full_log = (work.path / "train.log").read_text()
