@@ -15,7 +15,8 @@ from conftest import Workdir
 from relive.errors import ReliveError
 from relive.store import Store
 
-PROGRAMS = Path(__file__).parent / "killed"
+# The programs bench/resume_fidelity.py sweeps: one copy serves both.
+PROGRAMS = Path(__file__).parents[2] / "bench" / "resume_programs"
 
 
 def _resumable(work: Workdir) -> list[tuple[str, str]]:
