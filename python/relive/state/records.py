@@ -26,10 +26,11 @@ from relive.state import describe
 from relive.state.pickler import LoadContext, SnapshotGlobals, StatePickler, loads
 
 # Types whose objects are immutable or singletons: two variables reaching the same one
-# need not be stored together. Matched by exact type, plus the names below.
+# need not be stored together. Matched by exact type, plus the names below. (Bound builtin
+# methods are asked about one by one: see _classify.)
 _ATOMIC_TYPES: tuple[type, ...] = (
     str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range, slice,
-    types.ModuleType, types.BuiltinFunctionType, types.CodeType, type(Ellipsis),
+    types.ModuleType, types.CodeType, type(Ellipsis),
 )
 _ATOMIC_TYPE_NAMES = {
     ("torch", "dtype"), ("torch", "device"), ("torch", "layout"), ("torch", "memory_format"),
