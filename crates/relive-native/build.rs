@@ -16,7 +16,10 @@ fn main() {
         .or_else(|_| env::var("PYTHON_SYS_EXECUTABLE"))
         .unwrap_or_else(|_| "python3".to_owned());
     let output = Command::new(&python)
-        .args(["-c", "import sysconfig; print(sysconfig.get_path('include'))"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('include'))",
+        ])
         .output()
         .unwrap_or_else(|err| panic!("cannot run {python} to find its headers: {err}"));
     assert!(

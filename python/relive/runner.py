@@ -205,7 +205,12 @@ def resume(store_path: str, ref: str, options: CaptureOptions | None) -> int:
     _set_rngs(process.get("rng", {}))
     from relive.restore.resume import entry
 
-    return _run_captured(capture, execute_resumed, *entry(state, main.__dict__))
+    target = entry(state, main.__dict__)
+    # From here only the program holds its values: finalizers, weakref callbacks and freed
+    # (GPU) memory come when the program drops them, as in the run that was killed.
+    snapshot.forget()
+    del snapshot, state
+    return _run_captured(capture, execute_resumed, *target)
 
 
 def resumable_snapshot(store: Any, ref: str) -> Any:

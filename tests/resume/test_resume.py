@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,43 @@ def test_inside_a_callback_called_by_c_is_refused_with_a_reason(tmp_path: Path) 
     assert any("inside list()" in r for r in reasons), reasons  # list() runs map() that runs the lambda
     assert any("inside sorted()" in r for r in reasons), reasons
     assert len(result.resumed) >= 10  # before, between and after the callbacks
+
+
+def test_a_callback_run_as_a_finished_call_drops_its_operands_is_refused_safely(tmp_path: Path) -> None:
+    """A weakref callback can run while CPython drops a returned call's operands one by one:
+    the caller's slots then point to freed objects. Capturing there reads none of them (it
+    crashed the program on 3.11, 3.12 and 3.13 when it did)."""
+    script = tmp_path / "released.py"
+    script.write_text(textwrap.dedent("""
+        import sys, weakref
+        from relive.capture.resumable import capture
+
+        class Bag(list):  # a C method (clear) is called, so CALL itself drops the bag
+            pass
+
+        def gone(ref):
+            frames, f = [], sys._getframe()
+            while f.f_code.co_filename != __file__ or f.f_code.co_name != "<module>":
+                frames.append(f)
+                f = f.f_back
+            reasons.append(capture([f, *frames[::-1]]).reasons)
+
+        def make():
+            bag = Bag([object(), [1, 2], "x" * 100])
+            refs.append(weakref.ref(bag, gone))
+            return bag
+
+        reasons, refs = [], []
+        for _ in range(5000):
+            make().clear()
+        junk = [[object()] * 3 for _ in range(100000)]  # a corrupted heap shows here
+        print(len(reasons), sorted({r[-1] for r in reasons}))
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    count, rest = proc.stdout.split(" ", 1)
+    assert count == "5000"
+    assert f"{C_CALLER} (inside make().clear())" in rest
 
 
 # -- separate processes only --

@@ -65,6 +65,17 @@ relive_frame_slot(PyObject *frame, int index)
     return interp_frame(frame)->localsplus[index];
 }
 
+/* The function the frame runs: a borrowed reference the frame holds for its whole life. */
+PyObject *
+relive_frame_function(PyObject *frame)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return interp_frame(frame)->f_funcobj;
+#else
+    return (PyObject *)interp_frame(frame)->f_func;
+#endif
+}
+
 /* The stack depth as the frame records it: stacktop minus the locals. Only trustworthy at a
  * line event of the frame itself and in a suspended generator. */
 int

@@ -20,7 +20,9 @@ extern "C" {
     fn relive_frame_is_live(frame: *mut pyo3::ffi::PyObject) -> c_int;
     fn relive_frame_nlocalsplus(frame: *mut pyo3::ffi::PyObject) -> c_int;
     fn relive_frame_stacksize(frame: *mut pyo3::ffi::PyObject) -> c_int;
-    fn relive_frame_slot(frame: *mut pyo3::ffi::PyObject, index: c_int) -> *mut pyo3::ffi::PyObject;
+    fn relive_frame_slot(frame: *mut pyo3::ffi::PyObject, index: c_int)
+        -> *mut pyo3::ffi::PyObject;
+    fn relive_frame_function(frame: *mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject;
     fn relive_frame_stacktop(frame: *mut pyo3::ffi::PyObject) -> c_int;
     fn relive_frame_called_from_c(frame: *mut pyo3::ffi::PyObject) -> c_int;
 }
@@ -62,7 +64,9 @@ impl<'a, 'py> LiveFrame<'a, 'py> {
         // SAFETY: `frame` is a frame object (checked above); reading its `f_frame->owner` is
         // valid for any frame object, completed or not.
         if unsafe { relive_frame_is_live(frame.as_ptr()) } == 0 {
-            return Err(PyValueError::new_err("the frame has completed: it has no value stack any more"));
+            return Err(PyValueError::new_err(
+                "the frame has completed: it has no value stack any more",
+            ));
         }
         Ok(LiveFrame(frame))
     }
@@ -121,6 +125,42 @@ pub fn frame_stack<'py>(frame: &Bound<'py, PyAny>, depth: c_int) -> PyResult<Bou
     }
     let base = live.nlocalsplus();
     live.slots(base, base + depth)
+}
+
+/// The addresses of the objects in the frame's value-stack slots `[start, end)` (0 for an
+/// empty slot), never dereferenced: for identity checks of slots that may hold freed objects
+/// (a call's operands once the call has returned, while CPython releases them one by one and
+/// a finalizer or weakref callback runs Python code in between).
+#[pyfunction]
+pub fn frame_stack_addresses(
+    frame: &Bound<'_, PyAny>,
+    start: c_int,
+    end: c_int,
+) -> PyResult<Vec<usize>> {
+    let live = LiveFrame::new(frame)?;
+    if start < 0 || start > end || end > live.stacksize() {
+        return Err(PyValueError::new_err(format!(
+            "stack slots [{start}, {end}) are outside the frame's stack (size {})",
+            live.stacksize()
+        )));
+    }
+    let base = live.nlocalsplus();
+    // SAFETY: a live frame; `base + index` lies inside its localsplus array (bounded above by
+    // the code's stack size). Only the pointer values are read, never what they point to.
+    Ok((start..end)
+        .map(|index| unsafe { relive_frame_slot(live.0.as_ptr(), base + index) } as usize)
+        .collect())
+}
+
+/// The function the frame runs (None for a frame that runs no function object, such as
+/// 3.12's C-stack shims, which Python code never sees).
+#[pyfunction]
+pub fn frame_function<'py>(frame: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let live = LiveFrame::new(frame)?;
+    let py = frame.py();
+    // SAFETY: a live frame holds a strong reference to its function for its whole life, and
+    // the GIL is held: `from_borrowed_ptr_or_opt` takes our own reference before it could go.
+    Ok(unsafe { Bound::from_borrowed_ptr_or_opt(py, relive_frame_function(live.0.as_ptr())) })
 }
 
 /// The frame's locals, cells and free variables, in CPython's own order (`co_varnames`, then

@@ -6,8 +6,8 @@ use pyo3::prelude::*;
 
 mod buffer;
 mod errors;
-mod graph;
 mod frame;
+mod graph;
 mod pending;
 mod store;
 
@@ -25,6 +25,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(frame::frame_stack, m)?)?;
     m.add_function(wrap_pyfunction!(frame::frame_locals_plus, m)?)?;
     m.add_function(wrap_pyfunction!(frame::frame_stacktop, m)?)?;
+    m.add_function(wrap_pyfunction!(frame::frame_stack_addresses, m)?)?;
+    m.add_function(wrap_pyfunction!(frame::frame_function, m)?)?;
     m.add_function(wrap_pyfunction!(frame::frame_called_from_c, m)?)?;
     Ok(())
 }

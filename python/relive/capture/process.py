@@ -24,10 +24,14 @@ class OpenFiles:
 
     ``open`` (the builtin, ``io.open`` and so ``pathlib``) is wrapped: each file opened by
     name in a writing mode is remembered, weakly. Nothing else about ``open`` changes.
+
+    The weak references have no callback (a ``WeakSet`` has one): a callback is Python code
+    run wherever the program drops a file, even while CPython releases a call's operands,
+    and a snapshot could land in it. Dead references are dropped as the registry grows.
     """
 
     def __init__(self) -> None:
-        self._files: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._files: dict[int, weakref.ref[Any]] = {}
         self._paths: dict[str, None] = {}  # every file written since the start, open or closed
         self._real_open = builtins.open
 
@@ -39,7 +43,10 @@ class OpenFiles:
         def open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:  # noqa: A001
             f = real_open(file, mode, *args, **kwargs)
             if not isinstance(file, int) and any(c in mode for c in "wax+"):
-                files.add(f)
+                if len(files) >= 64 and len(files) & (len(files) - 1) == 0:
+                    for key in [k for k, ref in files.items() if ref() is None]:
+                        del files[key]
+                files[id(f)] = weakref.ref(f)
                 paths[os.path.abspath(os.fsdecode(file))] = None
             return f
 
@@ -58,7 +65,11 @@ class OpenFiles:
         file's offset with the program, which moves on as soon as the child is forked.
         """
         positions: dict[int, int] = {}
-        for f in list(self._files):
+        for key, ref in list(self._files.items()):
+            f = ref()
+            if f is None:
+                del self._files[key]
+                continue
             try:
                 if not f.closed:
                     f.flush()

@@ -8,8 +8,9 @@ resume at all, and why not:
 
 - a frame called by C code (``map()`` or ``sorted(key=...)`` calling back, ``__init__`` run
   by a class call, ``__enter__``, a property): the C function's own state is out of reach.
-  Pure trampolines are accepted: C that only forwards a call, as ``obj.method(*args)`` does,
-  where the callable on the caller's stack is the very function that runs;
+  Pure trampolines are accepted: C that only forwards a call, as ``f(*args)`` does, where
+  the callable on the caller's stack is the very function that runs (or, for a method, its
+  ``self``);
 - a frame that waits in something other than a call (an operator, an attribute read);
 - a running generator or coroutine (a suspended generator is a value, rebuilt by
   ``reduce_for_resume``);
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import linecache
 import sys
 import types
 from collections.abc import Sequence
@@ -203,26 +205,52 @@ def _read_slots(frame: types.FrameType, code: types.CodeType, state: FrameState,
 
 
 def _c_caller_problem(frame: types.FrameType, caller: types.FrameType) -> str | None:
-    """None when the C between ``caller`` and ``frame`` is a pure trampoline, else why not."""
+    """None when the C between ``caller`` and ``frame`` is a pure trampoline, else why not.
+
+    The call's operand slots are compared by address only, never read: once the call has
+    returned, CPython releases them one by one, and a finalizer or weakref callback freed
+    with one of them may be the very frame asking (its slot then points to freed memory).
+    The callee's function and first argument are held by its own frame, so an address equal
+    to one of theirs is a live slot. A bound method object on the stack (``self.f(*args)``)
+    cannot be told from a freed one: such frames are not resumable.
+    """
     code, offset, _ = _original(caller, caller.f_lasti)
     site = StackLayout.of(code).call_at(offset) if offset >= 0 else None
     if site is None:
         return "C code called it"
     callee_code = _original(frame, 0)[0]
-    slots = _native.frame_stack(caller, site.base + 2)[site.base:]
-    for value in slots:
-        target = getattr(value, "__func__", value)
-        if getattr(target, "__code__", None) in (frame.f_code, callee_code):
-            return None
-    # A bound method called through vectorcall lends its slot to its `self` during the call.
+    addresses = _native.frame_stack_addresses(caller, site.base, site.base + 2)
+    if id(_native.frame_function(frame)) in addresses:
+        return None
+    # A method called through vectorcall lends its slot to its `self` during the call.
     receiver = _first_argument(frame, callee_code)
-    if receiver is not _native.NULL and any(value is receiver for value in slots):
+    if receiver is not _native.NULL and id(receiver) in addresses:
         method = inspect.getattr_static(type(receiver), callee_code.co_name, None)
         if getattr(method, "__code__", None) is callee_code:
             return None
-    callee = slots[0] if V313 or slots[1] is _native.NULL else slots[1]
-    name = getattr(callee, "__qualname__", None) or type(callee).__qualname__
-    return f"C code called it (inside {name}()): the C function's own state cannot be saved"
+    name = _callee_name(code, site.offset)
+    inside = f" (inside {name}())" if name else ""
+    return f"C code called it{inside}: the C function's own state cannot be saved"
+
+
+def _callee_name(code: types.CodeType, offset: int) -> str | None:
+    """What the call at ``offset`` calls, as its source spells it (``sorted``, ``self.step``)."""
+    pos = StackLayout.of(code).instruction_at(offset).positions
+    if pos is None or None in (pos.lineno, pos.end_lineno, pos.col_offset, pos.end_col_offset):
+        return None
+    lines = [linecache.getline(code.co_filename, n).encode() for n in range(pos.lineno, pos.end_lineno + 1)]
+    lines[-1] = lines[-1][:pos.end_col_offset]
+    lines[0] = lines[0][pos.col_offset:]
+    text = b"".join(lines).decode(errors="replace").strip()
+    if not text.endswith(")"):
+        return None
+    depth = 0
+    for n in range(len(text) - 1, -1, -1):  # back to the "(" of the call's own arguments
+        depth += {")": 1, "(": -1}.get(text[n], 0)
+        if depth == 0:
+            head = " ".join(text[:n].split())
+            return head if 0 < len(head) <= 60 else None
+    return None
 
 
 def _first_argument(frame: types.FrameType, code: types.CodeType) -> Any:

@@ -294,7 +294,7 @@ def _function(state: FrameState, code: types.CodeType, namespace: dict[str, Any]
 def entry(state: ResumeState, namespace: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
     """What continues the program from ``state``: ``(code, globals)`` to ``exec`` for a module
     frame, or ``(function, None)`` to call. The caller runs it in its own frame, so that no
-    frame of relive's sits between it and the program."""
+    frame of relive's sits between it and the program. ``state`` is emptied of its values."""
     if not state.resumable:
         raise ResumeError("this point cannot resume: " + "; ".join(state.reasons))
     callee: Any = None
@@ -303,9 +303,10 @@ def entry(state: ResumeState, namespace: dict[str, Any]) -> tuple[Any, dict[str,
         callee = _function(frame, code, namespace)
     outer = state.frames[0]
     code, _ = build_resume_code(outer, callee)
-    if outer.code.co_flags & _CO_OPTIMIZED:
-        return _function(outer, code, namespace), None
-    return code, _namespace_of(outer, namespace)
+    target = (_function(outer, code, namespace), None) if outer.code.co_flags & _CO_OPTIMIZED \
+        else (code, _namespace_of(outer, namespace))
+    state.release()  # the resume code's feeders hold the values now, until its prologues run
+    return target
 
 
 def resume(state: ResumeState, namespace: dict[str, Any]) -> Any:

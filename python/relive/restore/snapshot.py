@@ -59,6 +59,9 @@ class _Loader:
                     self.namespace[key[2:]] = value
         return values
 
+    def forget(self) -> None:
+        self._records.clear()
+
     def load_global(self, name: str) -> Any:
         if name in self.namespace:
             return self.namespace[name]
@@ -178,6 +181,11 @@ class Snapshot:
         for name in list(self.manifest.get("modules", {})) + list(self.globals):
             self._loader.load_global(name)
         return self._loader.namespace
+
+    def forget(self) -> None:
+        """Drop the values loaded so far: they stay alive only where something else holds
+        them (a resumed program). A later read loads them again."""
+        self._loader.forget()
 
     def resume_state(self) -> Any:
         """The program's stack as resuming rebuilds it (a ``ResumeState``)."""

@@ -96,6 +96,13 @@ class ResumeState:
     def resumable(self) -> bool:
         return not self.reasons
 
+    def release(self) -> None:
+        """Drop the program's values once resume code holds them: nothing of relive's may keep
+        them alive, or finalizers, ``weakref`` callbacks and freed memory would come late."""
+        for frame in self.frames:
+            frame.locals, frame.cells, frame.free, frame.stack, frame.handled = {}, {}, {}, [], []
+        self.handled = None
+
     @property
     def reasons(self) -> list[str]:
         out = list(self.problems)
