@@ -24,7 +24,7 @@ from typing import Any
 
 from relive import _native
 from relive.capture import frames as program_frames
-from relive.capture import background, process, snapshot
+from relive.capture import autograd, background, process, snapshot
 from relive.capture.background import Background
 from relive.capture.clock import Clock
 from relive.capture.safepoint import LineEvents
@@ -204,9 +204,13 @@ class Capture:
             if not free:
                 return
             trigger = "signal" if self._signals else self._trigger
+            in_program = _in_program_code(frame)
+            if not in_program and self._look_further(trigger, lines=0):
+                self._line.arm()  # a library's line (a model's forward): not worth a capture
+                return
             frames = program_frames.live_stack(frame, self._boundary)
             point = self._resume_state(frames)
-            if not (point.resumable and _in_program_code(frame)) and self._look_further(trigger):
+            if not (point.resumable and in_program) and self._look_further(trigger):
                 self._line.arm()  # the next lines may resume; this one would only be for inspection
                 return
             self._looking_since = None
@@ -221,15 +225,21 @@ class Capture:
     def _resume_state(self, frames: list[program_frames.FrameView]) -> Any:
         """The point as resuming needs it (capture.resumable); never raises."""
         try:
-            return resumable.capture(frames)
+            point = resumable.capture(frames)
+            if point.resumable:
+                problem = autograd.pending_graph_problem(point, self._main_dict)
+                if problem:
+                    point.problems.append(problem)
+            return point
         except Exception as exc:
             return ResumeState([], None, [f"relive could not capture the stack: {_message(exc) or type(exc).__name__}"])
 
-    def _look_further(self, trigger: str) -> bool:
+    def _look_further(self, trigger: str, lines: int = 1) -> bool:
         """Whether to wait for a resumable line rather than snapshot this one.
 
         A signal waits until its --signal-wait deadline (then it is snapshot where it
-        stands); a timer snapshot for at most a second, or 200 lines.
+        stands); a timer snapshot for at most a second, or 200 of the program's own lines
+        (``lines``: how many this one counts for; a library's count for none).
         """
         if trigger == "signal":
             return True
@@ -238,7 +248,7 @@ class Capture:
         now = time.monotonic()
         if self._looking_since is None:
             self._looking_since, self._lines_looked = now, 0
-        self._lines_looked += 1
+        self._lines_looked += lines
         return now - self._looking_since < _LOOK_FURTHER_S and self._lines_looked < _LOOK_FURTHER_LINES
 
     def _act_on_signals(self, frame: types.FrameType | None) -> None:

@@ -302,8 +302,11 @@ class StatePickler(cloudpickle.Pickler):
         if ref is None:
             ref = self._storages[key] = _StorageRef(storage)
         grad = tensor.grad if tensor.is_leaf else None
+        # A tensor computed inside an autograd graph loads without the graph, and without
+        # requires_grad: as a leaf that requires grad, a backward() through it would leave
+        # the model's parameters without gradients, silently; this way it raises.
         return (rebuild_tensor, (ref, tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()),
-                                 tensor.storage_offset(), tensor.requires_grad, grad))
+                                 tensor.storage_offset(), tensor.requires_grad and tensor.is_leaf, grad))
 
 
 _FILE_TYPES = (io.TextIOWrapper, io.BufferedWriter, io.BufferedReader, io.BufferedRandom, io.FileIO)
