@@ -145,6 +145,28 @@ fn compressible_data_is_compressed_and_noise_is_not() {
 }
 
 #[test]
+fn large_chunks_are_judged_on_a_sample_before_compressing() {
+    let (_dir, store) = store(1 << 20);
+    let compressible = text(1 << 20);
+    let random = noise(7, 1 << 20);
+    // Compressible in its first half only: the sample's middle and start pieces see text.
+    let mut half = text(1 << 20);
+    half[1 << 19..].copy_from_slice(&noise(8, 1 << 19));
+    let put = store
+        .put_record(b"three", &[&compressible, &random, &half])
+        .unwrap();
+    store.flush().unwrap();
+    let record = store.get_record(&put.id).unwrap();
+    let codecs: Vec<Codec> = record
+        .buffers
+        .iter()
+        .map(|b| store.blob_info(&b.chunks[0]).unwrap().codec)
+        .collect();
+    assert_eq!(codecs, vec![Codec::Zstd, Codec::Raw, Codec::Zstd]);
+    assert_eq!(read_all(&store, &put.id).1, vec![compressible, random, half]);
+}
+
+#[test]
 fn large_puts_roll_over_into_several_packs() {
     let (dir, store) = store(1 << 20);
     let data = noise(6, 150 << 20);
