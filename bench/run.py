@@ -84,7 +84,10 @@ def run_child(command: list[str], log_prefix: str) -> dict[str, Any]:
     child.returncode = os.waitstatus_to_exitcode(status)
     with open(log_prefix + ".out") as f:
         lines = f.read().splitlines()
-    result = {"wall_s": wall, "peak_rss_bytes": usage.ru_maxrss * 1024, "rc": child.returncode,
+    # CPU: the program's own and its reaped descendants' (relive's snapshot children):
+    # steadier than wall time on a shared VM, where neighbours take cores away at random.
+    result = {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+              "peak_rss_bytes": usage.ru_maxrss * 1024, "rc": child.returncode,
               "result": lines[-1] if lines else ""}
     if child.returncode != 0:
         with open(log_prefix + ".err") as f:
@@ -210,16 +213,20 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
     rows = []
     for workload in workloads:
         plain = {r["repeat"]: r["wall_s"] for r in records if r["workload"] == workload and r["variant"] == "plain"}
+        plain_cpu = {r["repeat"]: r.get("cpu_s") for r in records if r["workload"] == workload and r["variant"] == "plain"}
         for variant in VARIANTS:
             runs = [r for r in records if r["workload"] == workload and r["variant"] == variant]
             if not runs:
                 continue
             med = lambda key: median_of(runs, key)  # noqa: E731
             ratios = [r["wall_s"] / plain[r["repeat"]] for r in runs if r["repeat"] in plain]
+            cpu_ratios = [r["cpu_s"] / plain_cpu[r["repeat"]] for r in runs
+                          if r.get("cpu_s") and plain_cpu.get(r["repeat"])]
             pauses = [p for r in runs for p in r.get("pauses_s", [])]
             rows.append({
                 "workload": workload, "variant": variant, "wall_s": med("wall_s"),
                 "ratio": statistics.median(ratios) if ratios else None,
+                "cpu_s": med("cpu_s"), "cpu_ratio": statistics.median(cpu_ratios) if cpu_ratios else None,
                 "snapshots": med("snapshots"),
                 "pause_p50_s": percentile(pauses, 50) if pauses else None,
                 "pause_p99_s": percentile(pauses, 99) if pauses else None,
@@ -233,7 +240,7 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'workload':8s} {'variant':7s} {'wall s':>8s} {'overhead':>16s} {'snaps':>5s} "
+    header = (f"{'workload':8s} {'variant':7s} {'wall s':>8s} {'overhead':>16s} {'cpu s':>7s} {'cpu +':>7s} {'snaps':>5s} "
               f"{'pause p50/p99 ms':>17s} {'bytes first / later avg / total':>32s} {'peak RSS':>9s} "
               f"{'restore s':>9s}")
     print(header)
@@ -246,9 +253,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         written = "" if row["variant"] == "plain" else \
             f"{size(row['bytes_first'])} / {size(row['bytes_later_avg'])} / {size(row['bytes_total'])}"
         snaps = "" if row["snapshots"] is None else f"{row['snapshots']:.0f}"
+        cpu = "" if row.get("cpu_s") is None else f"{row['cpu_s']:.1f}"
+        cpu_ratio = row.get("cpu_ratio")
+        cpu_more = "" if row["variant"] == "plain" or cpu_ratio is None else f"{100 * (cpu_ratio - 1):+.1f}%"
         restore = "" if row["restore_s"] is None else f"{row['restore_s']:.2f}"
         rss = size(row["peak_rss_bytes"]).replace(" ", "")
-        print(f"{row['workload']:8s} {row['variant']:7s} {row['wall_s']:8.1f} {overhead:>16s} {snaps:>5s} "
+        print(f"{row['workload']:8s} {row['variant']:7s} {row['wall_s']:8.1f} {overhead:>16s} {cpu:>7s} {cpu_more:>7s} {snaps:>5s} "
               f"{pauses:>17s} {written:>32s} {rss:>9s} {restore:>9s}")
     for row in rows:
         notes = []

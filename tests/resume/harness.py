@@ -49,6 +49,8 @@ class ResumePickler(pickler.StatePickler):
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is types.CodeType:  # cloudpickle would rename its file <dynamic-code>
             return (marshal.loads, (marshal.dumps(obj),))
+        if isinstance(obj, io.IOBase) and not obj.closed and obj.writable():
+            obj.flush()  # as relive's capture does before it reads the files' positions
         reduced = reduce_for_resume(obj)
         if reduced is not NotImplemented:
             return reduced
@@ -73,7 +75,7 @@ def load(path: str, script: str) -> tuple[dict[str, Any], Any]:
     module.__builtins__ = builtins  # type: ignore[attr-defined]
     sys.modules["__main__"] = module
     namespace = module.__dict__
-    context = pickler.LoadContext(namespace, lambda name: namespace[name])
+    context = pickler.LoadContext(namespace, lambda name: namespace[name], resuming=True)
     data = pickler.loads(saved["payload"], saved["buffers"], context)
     namespace.update(data["globals"])
     random.setstate(data["random"])

@@ -1,4 +1,4 @@
-"""Values that live on a program's stacks pickle for resuming: generators, files, exceptions,
+"""Values that live on a program's stacks pickle for resuming: generators, exceptions,
 iterators of builtins."""
 
 from __future__ import annotations
@@ -107,41 +107,6 @@ def test_exceptions_keep_their_chain_and_get_a_traceback() -> None:
     assert type(copy) is Problem and copy.args == ("bad",) and copy.code == 3
     assert type(copy.__cause__) is KeyError and copy.__suppress_context__
     assert copy.__traceback__ is not None
-
-
-def test_a_file_open_for_writing_reopens_where_it_stood(tmp_path: Path) -> None:
-    path = tmp_path / "out.txt"
-    with open(path, "w") as fh:
-        fh.write("one\n")
-        state = pickle.dumps(fh, protocol=5) if False else None  # files never pickle by themselves
-        out = io.BytesIO()
-        Pickler(out, protocol=5).dump([fh, fh.__exit__])
-    assert state is None
-    # The program's process is gone; the file holds what was flushed.
-    again, exit_ = pickle.loads(out.getvalue())
-    again.write("two\n")
-    exit_(None, None, None)
-    assert again.closed
-    assert path.read_text() == "one\ntwo\n"
-
-
-def test_binary_append_and_closed_files(tmp_path: Path) -> None:
-    path = tmp_path / "data.bin"
-    path.write_bytes(b"ab")
-    appending = open(path, "ab")
-    appending.write(b"cd")
-    closed = open(path, "rb")
-    closed.close()
-    a, c = round_trip([appending, closed])
-    a.write(b"ef")
-    a.close()
-    appending.close()
-    assert path.read_bytes() == b"abcdef"
-    assert c.closed
-
-
-def test_standard_streams_stay_the_processes_own() -> None:
-    assert round_trip(sys.stdout) is sys.stdout
 
 
 @pytest.mark.parametrize("make", [

@@ -14,6 +14,7 @@ and stacks, the module's globals, and one level into lists, tuples and dicts the
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -25,12 +26,16 @@ _ITEMS_LIMIT = 100  # items looked at per container
 def pending_graph_names(scopes: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
     """``"name (in scope)"`` for each variable holding a tensor of a pending graph."""
     torch = sys.modules.get("torch")
-    if torch is None:
+    if getattr(torch, "Tensor", None) is None:  # not imported, or halfway through its import
         return []
     found: list[str] = []
     for scope, values in scopes:
         for name, value in values.items():
-            if any(_pending(torch, t) for t in _tensors(torch, value)):
+            try:
+                pending = any(_pending(torch, t) for t in _tensors(torch, value))
+            except Exception:  # a tensor subclass that will not say: as for a graph that cannot be told
+                pending = False
+            if pending:
                 found.append(f"`{name}` (in {scope})")
     return found
 
@@ -39,12 +44,12 @@ def _tensors(torch: Any, value: Any) -> list[Any]:
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, dict):
-        value = list(value.values())[:_ITEMS_LIMIT]
+        items: Iterable[Any] = value.values()
     elif isinstance(value, (list, tuple)):
-        value = value[:_ITEMS_LIMIT]
+        items = value
     else:
         return []
-    return [v for v in value if isinstance(v, torch.Tensor)]
+    return [v for v in itertools.islice(items, _ITEMS_LIMIT) if isinstance(v, torch.Tensor)]
 
 
 def _pending(torch: Any, tensor: Any) -> bool:

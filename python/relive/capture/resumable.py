@@ -18,9 +18,10 @@ resume at all, and why not:
 
 Values on the stacks are exposed as they are; whether they pickle is the pickler's business.
 ``reduce_for_resume(obj)`` reduces the ones that would not pickle by themselves and that
-stacks hold: generators (by value, with their frame), open files (to be reopened where they
-stood; a ``with`` block's ``__exit__`` is then ``getattr(file, '__exit__')``) and exceptions
-(with their cause, context and a traceback). A pickler calls it from ``reducer_override``.
+stacks hold: generators (by value, with their frame) and exceptions (with their cause,
+context and a traceback). A pickler calls it from ``reducer_override``. Open files are
+``relive.state.pickler``'s: reopened where the capture found them after flushing them (a
+``with`` block's ``__exit__`` is a bound method of the file, and follows it).
 Iterators of builtin types (``range``, ``list``, ``tuple``, ``dict``, ``enumerate``, ``zip``,
 ``map``, ``reversed``...) pickle by themselves, at their position.
 
@@ -31,7 +32,6 @@ offsets and ``lasti`` values translate back through the resume code's ``Origin``
 from __future__ import annotations
 
 import inspect
-import io
 import linecache
 import sys
 import types
@@ -41,8 +41,8 @@ from typing import Any
 from relive import _native
 from relive.capture.stack import EXC_PREV, LASTI, StackAnalysisError, StackLayout, V313
 from relive.state.resumable import (
-    CALL, LINE, RETURN, START, YIELD, FrameState, GeneratorState, OpenFile, Origin, ResumeState,
-    origin_of, rebuild_exception, rebuild_generator, reopen_file, standard_stream, stdio_name,
+    CALL, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState,
+    origin_of, rebuild_exception, rebuild_generator,
 )
 
 _GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
@@ -298,45 +298,12 @@ def generator_state(gen: types.GeneratorType) -> GeneratorState:
 # -- values that need help to pickle --
 
 
-def _safe(obj: Any, name: str, default: Any) -> Any:
-    try:
-        return getattr(obj, name)
-    except (AttributeError, ValueError):  # a closed or detached stream
-        return default
-
-
-def _file_state(file: Any) -> OpenFile:
-    mode = _safe(file, "mode", "r")
-    if file.closed:
-        return OpenFile(str(_safe(file, "name", "")), mode, None, True)
-    name = _safe(file, "name", None)
-    if not isinstance(name, str):
-        raise NotResumable(f"the file {file!r} has no path to reopen")
-    if file.writable():
-        file.flush()
-    try:
-        position = file.tell()
-    except (OSError, ValueError):  # not seekable
-        position = None
-    buffering = 0 if isinstance(file, io.FileIO) else -1
-    if isinstance(file, io.TextIOWrapper):
-        return OpenFile(name, mode, position, False, file.encoding, file.errors, None, buffering)
-    if "b" not in mode:
-        mode += "b"
-    return OpenFile(name, mode, position, False, buffering=buffering)
-
-
 def reduce_for_resume(obj: Any) -> Any:
     """A reduce tuple for values on a program's stacks that do not pickle by themselves, or
     ``NotImplemented`` for everything else (for a pickler's ``reducer_override``)."""
     kind = type(obj)
     if kind is types.GeneratorType:
         return (rebuild_generator, (generator_state(obj),))
-    if isinstance(obj, io.IOBase) and not isinstance(obj, (io.StringIO, io.BytesIO)):
-        stream = stdio_name(obj)
-        if stream is not None:
-            return (standard_stream, (stream,))
-        return (reopen_file, (_file_state(obj),))
     if isinstance(obj, BaseException):
         reduced = obj.__reduce_ex__(5)
         make, args = reduced[0], reduced[1]

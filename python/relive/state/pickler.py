@@ -112,7 +112,7 @@ def standard_stream(name: str) -> Any:
 
 
 def reopen_file(name: str, mode: str, position: int | None, encoding: str | None,
-                errors: str | None, closed: bool) -> Any:
+                errors: str | None, closed: bool, buffering: int = -1) -> Any:
     """A file of the program: reopened where it stood when resuming, described otherwise."""
     context = _loading.context
     if closed or context is None or not context.resuming:
@@ -122,7 +122,7 @@ def reopen_file(name: str, mode: str, position: int | None, encoding: str | None
 
     text = {} if "b" in mode else {"encoding": encoding, "errors": errors}
     if not any(c in mode for c in "wax+"):
-        f = builtins.open(name, mode, **text)
+        f = builtins.open(name, mode, buffering, **text)
         if position:
             f.seek(position)
         return f
@@ -133,12 +133,12 @@ def reopen_file(name: str, mode: str, position: int | None, encoding: str | None
         builtins.open(name, "xb").close()
     # Not "w": that would empty the file. What was written up to the snapshot stays; what a
     # killed run wrote after it goes, as it never happened in this history.
-    f = builtins.open(name, "rb+" if "b" in mode else "r+", **text)
+    f = builtins.open(name, "rb+" if "b" in mode else "r+", buffering, **text)
     f.seek(position or 0)
     f.truncate()
     if "a" in mode:
         f.close()
-        f = builtins.open(name, mode, **text)
+        f = builtins.open(name, mode, buffering, **text)
     return f
 
 
@@ -324,7 +324,9 @@ def _reduce_file(f: Any, position: int | None) -> tuple[Any, ...]:
     if position is None:  # not one the capture flushed (it read the others' positions itself)
         position = f.tell()
     text = isinstance(f, io.TextIOWrapper)
-    return (reopen_file, (name, f.mode, position, f.encoding if text else None, f.errors if text else None, False))
+    buffering = 0 if isinstance(f, io.FileIO) else -1  # open(..., buffering=0) gave a raw file
+    return (reopen_file, (name, f.mode, position, f.encoding if text else None, f.errors if text else None,
+                          False, buffering))
 
 
 class StateUnpickler(pickle.Unpickler):

@@ -3,7 +3,7 @@
 A point where a program can resume is its stack of frames, outermost first, each a
 ``FrameState``; together a ``ResumeState``. Everything in them pickles with relive's pickler
 once the values on the stacks do (``relive.capture.resumable.reduce_for_resume`` covers the
-values that do not pickle by themselves: generators, files, exceptions).
+values that do not pickle by themselves: generators, exceptions; files are the pickler's).
 
     ResumeState
       frames: [FrameState, ...]      outermost (the module) first
@@ -31,7 +31,7 @@ values that do not pickle by themselves: generators, files, exceptions).
       handled       per "exc_prev" slot, the exception that `except` block handles
       problems      why this frame cannot resume; empty when it can
 
-The module also holds what loading needs before restore runs: how files, exceptions and
+The module also holds what loading needs before restore runs: how exceptions and
 generators are rebuilt, and the map from resume code objects back to their originals, so a
 resumed program can be captured again.
 """
@@ -39,7 +39,6 @@ resumed program can be captured again.
 from __future__ import annotations
 
 import marshal
-import os
 import sys
 import types
 from dataclasses import dataclass, field
@@ -159,47 +158,6 @@ def forget_origins() -> None:
 # -- values rebuilt while loading (their names are part of the pickle format) --
 
 
-@dataclass
-class OpenFile:
-    """An open file object, by what it takes to open it again where it stood.
-
-    A file opened for writing is reopened without truncating (``w`` becomes ``r+``), at the
-    position it had: what it had written is on disk already (it was flushed before this was
-    taken). Picklers may substitute their own handling by reducing files differently.
-    """
-
-    name: str
-    mode: str
-    position: int | None
-    closed: bool
-    encoding: str | None = None
-    errors: str | None = None
-    newline: str | None = None
-    buffering: int = -1
-
-    def reopen_mode(self) -> str:
-        mode = self.mode
-        if "w" in mode or "x" in mode:
-            mode = mode.replace("w", "r").replace("x", "r")
-            if "+" not in mode:
-                mode += "+"
-        return mode
-
-
-def reopen_file(state: OpenFile) -> Any:
-    if state.closed:  # a closed file of the same kind (it only needs to say it is closed)
-        closed = open(os.devnull, "rb" if "b" in state.mode else "r")
-        closed.close()
-        return closed
-    kwargs: dict[str, Any] = {}
-    if "b" not in state.mode:
-        kwargs.update(encoding=state.encoding, errors=state.errors, newline=state.newline)
-    file = open(state.name, state.reopen_mode(), buffering=state.buffering, **kwargs)
-    if state.position is not None and "a" not in state.mode:
-        file.seek(state.position)
-    return file
-
-
 def _synthetic_traceback() -> types.TracebackType:
     frame = sys._getframe()
     return types.TracebackType(None, frame, frame.f_lasti, frame.f_lineno)
@@ -232,22 +190,3 @@ def rebuild_generator(state: GeneratorState) -> Any:
     from relive.restore.resume import generator_from_state
 
     return generator_from_state(state)
-
-
-def stdio_name(file: Any) -> str | None:
-    """'stdout' / 'stderr' / 'stdin' when ``file`` is one of the process's standard streams."""
-    for name in ("stdout", "stderr", "stdin"):
-        if file is getattr(sys, name, None) or file is getattr(sys, f"__{name}__", None):
-            return name
-    return None
-
-
-def standard_stream(name: str) -> Any:
-    return getattr(sys, name)
-
-
-def is_regular_file(file: Any) -> bool:
-    try:
-        return os.path.isfile(file.name) if isinstance(file.name, str) else False
-    except (AttributeError, ValueError):
-        return False
