@@ -27,7 +27,6 @@ from __future__ import annotations
 import builtins
 import io
 import json
-import marshal
 import os
 import pickle
 import random
@@ -47,8 +46,6 @@ _MONITORING = sys.version_info >= (3, 12)
 
 class ResumePickler(pickler.StatePickler):
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is types.CodeType:  # cloudpickle would rename its file <dynamic-code>
-            return (marshal.loads, (marshal.dumps(obj),))
         if isinstance(obj, io.IOBase) and not obj.closed and obj.writable():
             obj.flush()  # as relive's capture does before it reads the files' positions
         reduced = reduce_for_resume(obj)

@@ -83,6 +83,9 @@ def test_functions_lambdas_classes_by_value(work):
     assert ns["pipeline"][0] is ns["scale"]
     ns["SCALE"] = 10  # functions see the snapshot's globals, as in the program
     assert ns["scale"](2) == 20
+    # Their code keeps the script's file name (tracebacks, `relive log` of a resumed run).
+    for code in (ns["scale"].__code__, ns["Model"].predict.__code__, ns["add5"].__code__):
+        assert code.co_filename == str(work.path / "prog.py")
 
 
 def test_modules_not_stored_but_named(work):

@@ -246,6 +246,8 @@ class StatePickler(cloudpickle.Pickler):
             return (main_global, (self._main_names[oid],))
         if type(obj) is types.CellType:
             return self._reduce_cell(obj)
+        if type(obj) is types.CodeType:
+            return self._reduce_code(obj)
         torch = self._torch
         if torch is not None and type(obj) is torch.Tensor:
             reduced = self._reduce_tensor(obj)
@@ -269,6 +271,14 @@ class StatePickler(cloudpickle.Pickler):
         # The function's own cells, not fresh copies: closures (and the frame that made them)
         # that share a variable go on sharing it after loading.
         return code, base_globals, None, None, func.__closure__
+
+    @staticmethod
+    def _reduce_code(code: types.CodeType) -> Any:
+        # cloudpickle's reduction (its bytes do not depend on refcounts, as marshal's do),
+        # but with the real file name, not "<dynamic-code>": tracebacks, `relive log` and
+        # the line events of a resumed program name the script's file and find its lines.
+        make, args = cloudpickle.cloudpickle._code_reduce(code)
+        return make, tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
 
     @staticmethod
     def _reduce_cell(cell: types.CellType) -> Any:
