@@ -31,13 +31,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import micro
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = ["kmeans", "tsne", "mnist", "dcgan"]
+EXPECTED_S = {"kmeans": 65, "tsne": 72, "mnist": 93, "dcgan": 42}  # plain, 2 cores: the longest start first
 VARIANTS = ["plain", "relive", "dill"]
 # Imported before a restore is timed, so that the time is the state's, not the library's import.
 LIBRARIES = {"kmeans": ["sklearn.cluster"], "tsne": ["sklearn.manifold"], "mnist": ["torch"], "dcgan": ["torch"]}
@@ -73,11 +76,39 @@ print(json.dumps({"restore_s": time.perf_counter() - started, "loaded": len(name
 """
 
 
-def run_child(command: list[str], log_prefix: str) -> dict[str, Any]:
+# Runs a command on a lane's cores: set before exec, so every thread and child inherits them.
+PINNED = "import os, sys; os.sched_setaffinity(0, map(int, sys.argv[1].split(','))); os.execv(sys.argv[2], sys.argv[2:])"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class Lane:
+    """Where a job's programs run: the whole machine, or a slice of its cores (--lanes), which
+    makes a big machine into several small quiet ones: its programs, their thread pools and
+    relive's snapshot children all share the slice's cores, as on a machine of that size."""
+
+    def __init__(self, cpus: list[int] | None) -> None:
+        self.cpus = cpus
+
+    def command(self, command: list[str]) -> list[str]:
+        if self.cpus is None:
+            return command
+        return [sys.executable, "-c", PINNED, ",".join(map(str, self.cpus)), *command]
+
+    def env(self) -> dict[str, str] | None:
+        if self.cpus is None:
+            return None
+        # Thread pools sized to the slice (OpenMP reads the affinity too, BLAS may not).
+        return {**os.environ, **{name: str(len(self.cpus)) for name in THREAD_VARIABLES}}
+
+
+WHOLE_MACHINE = Lane(None)
+
+
+def run_child(command: list[str], log_prefix: str, lane: Lane = WHOLE_MACHINE) -> dict[str, Any]:
     """Run one program to its end: wall seconds, its own peak RSS, exit status, last line of output."""
     with open(log_prefix + ".out", "w") as out, open(log_prefix + ".err", "w") as err:
         started = time.perf_counter()
-        child = subprocess.Popen(command, stdout=out, stderr=err, cwd=BENCH)
+        child = subprocess.Popen(lane.command(command), stdout=out, stderr=err, cwd=BENCH, env=lane.env())
         # wait4 gives this child's own rusage; RUSAGE_CHILDREN would mix in every earlier child.
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
@@ -96,23 +127,24 @@ def run_child(command: list[str], log_prefix: str) -> dict[str, Any]:
     return result
 
 
-def time_restore(code: str, args: list[str]) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+def time_restore(code: str, args: list[str], lane: Lane) -> dict[str, Any]:
+    done = subprocess.run(lane.command([sys.executable, "-c", code, *args]), capture_output=True, text=True,
+                          env=lane.env())
     if done.returncode != 0:
         return {"restore_error": done.stderr[-2000:]}
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def run_plain(workload: str, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+def run_plain(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) -> dict[str, Any]:
     script = os.path.join(BENCH, "workloads", f"{workload}.py")
-    return run_child([sys.executable, script, "--scale", str(args.scale)], os.path.join(tmp, "plain"))
+    return run_child([sys.executable, script, "--scale", str(args.scale)], os.path.join(tmp, "plain"), lane)
 
 
-def run_relive(workload: str, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+def run_relive(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) -> dict[str, Any]:
     script = os.path.join(BENCH, "workloads", f"{workload}.py")
     store = os.path.join(tmp, "store")
     result = run_child([sys.executable, "-m", "relive", "run", "--store", store, "--every", str(args.every),
-                        script, "--scale", str(args.scale)], os.path.join(tmp, "relive"))
+                        script, "--scale", str(args.scale)], os.path.join(tmp, "relive"), lane)
     done = subprocess.run([sys.executable, "-m", "relive", "log", "--store", store, "--json"],
                           capture_output=True, text=True)
     log = json.loads(done.stdout) if done.returncode == 0 else []
@@ -123,21 +155,24 @@ def run_relive(workload: str, args: argparse.Namespace, tmp: str) -> dict[str, A
         "log": log, "store_disk_bytes": disk_bytes(store),
         "child_memory_bytes": max((s["memory_bytes"] or 0 for s in timer), default=0),
         "write_s": [s["write_s"] for s in timer],
+        # relive's own seconds: every pause (the exit snapshot's too) and every forked
+        # child's CPU, which a busy program's cores give up to it.
+        "own_s": sum(s["pause_s"] or 0 for s in log) + sum(s.get("cpu_s") or 0 for s in log),
         "end_pause_s": ended[-1]["pause_s"] if ended else None,
         "end_bytes": ended[-1]["new_bytes"] if ended else None,
         "skipped": sorted({skip["name"] for s in log for skip in s["skipped"]}),
     })
     if log:  # the last timer snapshot: the state a crash would bring back (the exit one is final state)
         ref = (timer or log)[-1]["id"]
-        result.update(time_restore(RELIVE_RESTORE, [store, ref, *LIBRARIES.get(workload, [])]))
+        result.update(time_restore(RELIVE_RESTORE, [store, ref, *LIBRARIES.get(workload, [])], lane))
     return result
 
 
-def run_dill(workload: str, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
+def run_dill(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) -> dict[str, Any]:
     script = os.path.join(BENCH, "workloads", f"{workload}.py")
     out = os.path.join(tmp, "dill")
     result = run_child([sys.executable, os.path.join(BENCH, "baseline_dill.py"), "--every", str(args.every),
-                        "--out", out, script, "--scale", str(args.scale)], os.path.join(tmp, "dill"))
+                        "--out", out, script, "--scale", str(args.scale)], os.path.join(tmp, "dill"), lane)
     try:
         with open(os.path.join(out, "summary.json")) as f:
             summary = json.load(f)
@@ -145,9 +180,10 @@ def run_dill(workload: str, args: argparse.Namespace, tmp: str) -> dict[str, Any
         summary = {"snapshots": [], "skipped": {}}
     snaps = summary["snapshots"]
     result.update(snapshot_numbers([s["pause_s"] for s in snaps], [s["bytes"] for s in snaps]))
-    result.update({"summary": summary, "store_disk_bytes": disk_bytes(out), "skipped": sorted(summary["skipped"])})
+    result.update({"summary": summary, "store_disk_bytes": disk_bytes(out), "skipped": sorted(summary["skipped"]),
+                   "own_s": sum(s["pause_s"] for s in snaps)})  # it pauses the program for all of it
     if os.path.exists(os.path.join(out, "manifest.json")):
-        result.update(time_restore(DILL_RESTORE, [BENCH, out, *LIBRARIES.get(workload, [])]))
+        result.update(time_restore(DILL_RESTORE, [BENCH, out, *LIBRARIES.get(workload, [])], lane))
     return result
 
 
@@ -168,21 +204,61 @@ def disk_bytes(path: str) -> int:
 RUNNERS = {"plain": run_plain, "relive": run_relive, "dill": run_dill}
 
 
-def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every run's raw numbers, in the order they ran."""
+def run_job(repeat: int, workload: str, args: argparse.Namespace, lane: Lane) -> list[dict[str, Any]]:
+    """One workload's variants, one after the other on one lane, in an order that rotates
+    between repeats (who runs first changes)."""
+    variants = args.variants
+    order = variants[repeat % len(variants):] + variants[:repeat % len(variants)]
     records = []
-    for repeat in range(args.repeat):
-        order = VARIANTS[repeat % 3:] + VARIANTS[:repeat % 3]  # who runs first changes each repeat
-        for workload in [w for w in args.workloads if w != "micro"]:
-            for variant in order:
-                print(f"  repeat {repeat + 1}/{args.repeat}: {workload} {variant} ...", file=sys.stderr, flush=True)
-                tmp = tempfile.mkdtemp(prefix=f"relive-bench-{workload}-{variant}-")
-                try:  # the stores are GBs at full scale: one at a time
-                    record = RUNNERS[variant](workload, args, tmp)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                record.update({"workload": workload, "variant": variant, "repeat": repeat})
-                records.append(record)
+    for variant in order:
+        where = "" if lane.cpus is None else f" on cpus {','.join(map(str, lane.cpus))}"
+        print(f"  repeat {repeat + 1}/{args.repeat}: {workload} {variant}{where} ...", file=sys.stderr, flush=True)
+        tmp = tempfile.mkdtemp(prefix=f"relive-bench-{workload}-{variant}-")
+        try:  # the stores are GBs at full scale: one at a time per lane
+            record = RUNNERS[variant](workload, args, tmp, lane)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        record.update({"workload": workload, "variant": variant, "repeat": repeat, "cpus": lane.cpus})
+        records.append(record)
+    return records
+
+
+def lanes_of(args: argparse.Namespace) -> list[Lane]:
+    if args.lanes == 1:
+        return [WHOLE_MACHINE]
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.lanes * args.cpus_per_lane > len(cpus):
+        sys.exit(f"--lanes {args.lanes} x --cpus-per-lane {args.cpus_per_lane} needs more than the {len(cpus)} cores here")
+    return [Lane(cpus[i * args.cpus_per_lane:(i + 1) * args.cpus_per_lane]) for i in range(args.lanes)]
+
+
+def measure(args: argparse.Namespace, save: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+    """Every run's raw numbers; ``save`` is called after each job, so a run cut short keeps
+    what it measured. Jobs (a repeat of a workload) go to the lanes longest first."""
+    lanes = lanes_of(args)
+    jobs = [(repeat, workload) for repeat in range(args.repeat)
+            for workload in sorted((w for w in args.workloads if w != "micro"), key=WORKLOADS.index)]
+    if len(lanes) > 1:
+        jobs.sort(key=lambda job: (job[0], -EXPECTED_S[job[1]]))
+    records: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def work(lane: Lane) -> None:
+        while True:
+            with lock:
+                if not jobs:
+                    return
+                repeat, workload = jobs.pop(0)
+            done = run_job(repeat, workload, args, lane)
+            with lock:
+                records.extend(done)
+                save(records)
+
+    threads = [threading.Thread(target=work, args=(lane,)) for lane in lanes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return records
 
 
@@ -223,10 +299,12 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
             cpu_ratios = [r["cpu_s"] / plain_cpu[r["repeat"]] for r in runs
                           if r.get("cpu_s") and plain_cpu.get(r["repeat"])]
             pauses = [p for r in runs for p in r.get("pauses_s", [])]
+            own = [r["own_s"] / plain[r["repeat"]] for r in runs if r.get("own_s") is not None and r["repeat"] in plain]
             rows.append({
                 "workload": workload, "variant": variant, "wall_s": med("wall_s"),
                 "ratio": statistics.median(ratios) if ratios else None,
                 "cpu_s": med("cpu_s"), "cpu_ratio": statistics.median(cpu_ratios) if cpu_ratios else None,
+                "own_s": med("own_s"), "own_ratio": statistics.median(own) if own else None,
                 "snapshots": med("snapshots"),
                 "pause_p50_s": percentile(pauses, 50) if pauses else None,
                 "pause_p99_s": percentile(pauses, 99) if pauses else None,
@@ -240,7 +318,7 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'workload':8s} {'variant':7s} {'wall s':>8s} {'overhead':>16s} {'cpu s':>7s} {'cpu +':>7s} {'snaps':>5s} "
+    header = (f"{'workload':8s} {'variant':7s} {'wall s':>8s} {'overhead':>16s} {'cpu s':>7s} {'cpu +':>7s} {'own':>6s} {'snaps':>5s} "
               f"{'pause p50/p99 ms':>17s} {'bytes first / later avg / total':>32s} {'peak RSS':>9s} "
               f"{'restore s':>9s}")
     print(header)
@@ -257,8 +335,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         cpu_ratio = row.get("cpu_ratio")
         cpu_more = "" if row["variant"] == "plain" or cpu_ratio is None else f"{100 * (cpu_ratio - 1):+.1f}%"
         restore = "" if row["restore_s"] is None else f"{row['restore_s']:.2f}"
+        own = "" if row.get("own_ratio") is None else f"{100 * row['own_ratio']:.1f}%"
         rss = size(row["peak_rss_bytes"]).replace(" ", "")
-        print(f"{row['workload']:8s} {row['variant']:7s} {row['wall_s']:8.1f} {overhead:>16s} {cpu:>7s} {cpu_more:>7s} {snaps:>5s} "
+        print(f"{row['workload']:8s} {row['variant']:7s} {row['wall_s']:8.1f} {overhead:>16s} {cpu:>7s} {cpu_more:>7s} {own:>6s} {snaps:>5s} "
               f"{pauses:>17s} {written:>32s} {rss:>9s} {restore:>9s}")
     for row in rows:
         notes = []
@@ -279,15 +358,28 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=None, help="default 3")
     parser.add_argument("--scale", type=float, default=None, help="workload size (default 1.0)")
     parser.add_argument("--quick", action="store_true", help="defaults become --scale 0.05 --every 1 --repeat 1")
-    parser.add_argument("--json", help="write every raw number here")
+    parser.add_argument("--json", help="write every raw number here (after each job, so a cut-short run keeps its part)")
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS,
+                        help="which variants to run (default all three; plain is needed for ratios)")
+    parser.add_argument("--lanes", type=int, default=1,
+                        help="run this many jobs at once, each pinned to its own --cpus-per-lane cores "
+                             "(a big machine as several quiet small ones; default 1: the whole machine)")
+    parser.add_argument("--cpus-per-lane", type=int, default=2)
     args = parser.parse_args()
     for name, full, quick in (("every", 10.0, 1.0), ("repeat", 3, 1), ("scale", 1.0, 0.05)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
 
     print(f"every {args.every} s, scale {args.scale}, {args.repeat} repeat(s); python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} CPUs", flush=True)
-    records = measure(args)
+          f"{os.cpu_count()} CPUs" + (f", {args.lanes} lanes of {args.cpus_per_lane}" if args.lanes > 1 else ""),
+          flush=True)
+
+    def save(records: list[dict[str, Any]], rows: Any = None, micro_result: Any = None) -> None:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"options": vars(args), "rows": rows, "runs": records, "micro": micro_result}, f, indent=1)
+
+    records = measure(args, save)
     rows = summarize(records, [w for w in args.workloads if w != "micro"])
     if rows:
         print_table(rows)
@@ -295,9 +387,7 @@ def main() -> None:
     if "micro" in args.workloads:
         micro_result = micro.measure(gb=args.scale, seconds=20 if args.scale >= 0.5 else 8, repeat=args.repeat)
         micro.report(micro_result)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"options": vars(args), "rows": rows, "runs": records, "micro": micro_result}, f, indent=1)
+    save(records, rows, micro_result)
 
 
 if __name__ == "__main__":

@@ -105,22 +105,29 @@ def test_batch_job_form_resumes_or_starts(work):
     assert "resuming" not in other.stderr and other.stdout.startswith("step 0")
 
 
-def test_pytorch_training_loop(work):
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_pytorch_training_loop(work, device):
+    """On a GPU the snapshots are taken in the program (fork is unsafe once CUDA is up), the
+    tensors come back on the GPU and the CUDA generator goes on where it was."""
     torch = pytest.importorskip("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
     del torch
     work.write("train.py", """
         import sys, time, torch
+        torch.use_deterministic_algorithms(True)  # the same kernels in the resumed process
+        dev = sys.argv[2]
         torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1)).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        X, y = torch.randn(256, 8), torch.randn(256, 1)
+        X, y = torch.randn(256, 8).to(dev), torch.randn(256, 1).to(dev)
 
         def train_epoch(epoch):
-            perm = torch.randperm(256)
+            perm = torch.randperm(256, device=dev)
             for start in range(0, 256, 32):
                 idx = perm[start:start + 32]
                 opt.zero_grad()
-                loss = torch.nn.functional.mse_loss(model(X[idx] + 0.01 * torch.randn(32, 8)), y[idx])
+                loss = torch.nn.functional.mse_loss(model(X[idx] + 0.01 * torch.randn(32, 8, device=dev)), y[idx])
                 loss.backward()
                 opt.step()
                 time.sleep(0.005)
@@ -133,10 +140,12 @@ def test_pytorch_training_loop(work):
                 print("epoch", epoch, f"{loss:.6f}", flush=True)
         print("final", f"{sum(p.sum().item() for p in model.parameters()):.6f}")
     """)
-    full = work.python("train.py", "12")
+    full = work.python("train.py", "12", device)
     assert full.returncode == 0, full.stderr
     full_log = (work.path / "train.log").read_text()
-    assert _kill_after_snapshots(work, ["run", "--every", "0.1", "--overhead", "0", "train.py", "12"], 1, 0.1)
+    assert _kill_after_snapshots(work, ["run", "--every", "0.1", "--overhead", "0", "train.py", "12", device], 1, 0.1)
+    if device == "cuda":
+        assert {s["mode"] for s in work.log()} == {"inline"}
     resumed = work.relive("resume", timeout=180)
     assert resumed.returncode == 0, resumed.stderr
     _check_resumed(work, full.stdout, full_log, resumed.stdout)

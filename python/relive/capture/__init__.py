@@ -383,7 +383,7 @@ class Capture:
             self.snapshots.append(snapshot.SnapshotResult(
                 outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
             # The child's CPU competes with the program for the machine's cores.
-            self._spent(outcome.get("pause_s", 0.0) + outcome.get("cpu_s", 0.0) / (os.cpu_count() or 1))
+            self._spent(outcome.get("pause_s", 0.0) + outcome.get("cpu_s", 0.0) / background.usable_cores())
         else:
             self._failed(RuntimeError(outcome.get("error", "unknown error")))
 
