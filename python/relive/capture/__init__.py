@@ -26,6 +26,7 @@ from relive import _native
 from relive.capture import frames as program_frames
 from relive.capture import autograd, background, process, snapshot
 from relive.capture.background import Background
+from relive.capture.budget import Budget
 from relive.capture.clock import Clock
 from relive.capture.safepoint import LineEvents
 from relive.capture import resumable
@@ -86,6 +87,7 @@ class Capture:
         self._files = process.OpenFiles()
         self._clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
         self._background = Background(options.snapshot_timeout, options.max_memory, self._background_done)
+        self._budget = Budget(options.every, options.overhead, background.usable_cores())
 
     # -- lifecycle --
 
@@ -339,8 +341,9 @@ class Capture:
     def _spent(self, seconds: float) -> None:
         """Keep timer snapshots within the overhead budget: the interval grows until one
         snapshot's cost is at most --overhead percent of it (never below --every)."""
-        if self.options.every > 0 and self.options.overhead > 0:
-            self._clock.set_interval(max(self.options.every, seconds * 100.0 / self.options.overhead))
+        interval = self._budget.interval(seconds)
+        if interval is not None:
+            self._clock.set_interval(interval)
 
     def _use_fork(self) -> bool:
         mode = self.options.mode
@@ -366,6 +369,7 @@ class Capture:
             self._failed(exc)
             return True
         path, codes = self.options.store, self._codes
+        self._budget.forking()
 
         def work() -> dict[str, Any]:
             request.pause_s = time.perf_counter() - started  # the program's share: until the fork
@@ -382,8 +386,7 @@ class Capture:
             self._parent = outcome["id"]
             self.snapshots.append(snapshot.SnapshotResult(
                 outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
-            # The child's CPU competes with the program for the machine's cores.
-            self._spent(outcome.get("pause_s", 0.0) + outcome.get("cpu_s", 0.0) / background.usable_cores())
+            self._spent(self._budget.forked_cost(outcome.get("pause_s", 0.0), outcome.get("cpu_s", 0.0)))
         else:
             self._failed(RuntimeError(outcome.get("error", "unknown error")))
 

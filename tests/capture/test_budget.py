@@ -1,0 +1,65 @@
+"""The overhead budget charges a forked snapshot's CPU at the share of the cores the program
+keeps busy itself (clocks are given, so these are exact)."""
+
+from __future__ import annotations
+
+import pytest
+
+from relive.capture.budget import Budget
+
+
+class Clocks:
+    def __init__(self) -> None:
+        self.wall = 100.0
+        self.cpu = 5.0
+
+    def run(self, wall: float, cpu: float) -> None:
+        self.wall += wall
+        self.cpu += cpu
+
+
+def budget(clocks: Clocks, cores: int, every: float = 10.0, overhead: float = 2.0) -> Budget:
+    return Budget(every, overhead, cores, clock=lambda: clocks.wall, program_cpu=lambda: clocks.cpu)
+
+
+def test_a_program_that_keeps_every_core_busy_loses_the_childs_cpu_whole():
+    clocks = Clocks()
+    b = budget(clocks, cores=2)
+    clocks.run(wall=10.0, cpu=20.0)
+    b.forking()
+    assert b.forked_cost(0.01, 0.5) == pytest.approx(0.51)
+    assert b.interval(0.51) == pytest.approx(25.5)  # 0.51 s is 2% of 25.5 s
+
+
+def test_a_single_threaded_program_on_many_cores_loses_a_core_share():
+    clocks = Clocks()
+    b = budget(clocks, cores=8)
+    clocks.run(wall=10.0, cpu=10.0)  # one core of eight
+    b.forking()
+    assert b.forked_cost(0.01, 0.8) == pytest.approx(0.01 + 0.1)
+
+
+def test_an_idle_program_is_still_charged_one_cores_share():
+    clocks = Clocks()
+    b = budget(clocks, cores=4)
+    clocks.run(wall=10.0, cpu=0.0)  # sleeping: the child's CPU would take nothing, but be safe
+    b.forking()
+    assert b.forked_cost(0.0, 1.0) == pytest.approx(0.25)
+
+
+def test_each_fork_measures_the_time_since_the_last():
+    clocks = Clocks()
+    b = budget(clocks, cores=2)
+    clocks.run(wall=10.0, cpu=20.0)
+    b.forking()
+    clocks.run(wall=10.0, cpu=10.0)  # half as busy in the second interval
+    b.forking()
+    assert b.busy_share == pytest.approx(0.5)
+
+
+def test_until_measured_the_child_is_charged_in_full_and_every_is_the_floor():
+    b = budget(Clocks(), cores=16)
+    assert b.forked_cost(0.0, 2.0) == pytest.approx(2.0)
+    assert b.interval(0.001) == 10.0
+    assert budget(Clocks(), cores=2, overhead=0).interval(5.0) is None
+    assert budget(Clocks(), cores=2, every=0).interval(5.0) is None
