@@ -41,18 +41,6 @@ def test_timer_snapshots_are_forked_and_consistent(work):
     assert log[-1]["cpu_s"] is None  # the exit snapshot ran in the program: its cost is its pause
 
 
-def test_the_cores_a_child_competes_for_are_the_programs_own(work):
-    """Under Slurm or taskset the program has fewer cores than the machine: the overhead
-    budget divides a child's CPU by those."""
-    work.write("cores.py", """
-        import os
-        from relive.capture.background import usable_cores
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-        print(usable_cores())
-    """)
-    assert work.python("cores.py").stdout == "1\n"
-
-
 def test_an_inline_snapshot_after_forked_ones_writes_nothing_again(work):
     pytest.importorskip("numpy")
     work.write("prog.py", """

@@ -63,3 +63,15 @@ def test_until_measured_the_child_is_charged_in_full_and_every_is_the_floor():
     assert b.interval(0.001) == 10.0
     assert budget(Clocks(), cores=2, overhead=0).interval(5.0) is None
     assert budget(Clocks(), cores=2, every=0).interval(5.0) is None
+
+
+def test_the_cores_a_child_competes_for_are_the_programs_own(work):
+    """Under Slurm or taskset the program has fewer cores than the machine: the overhead
+    budget weighs a child's CPU against those."""
+    work.write("cores.py", """
+        import os
+        from relive.capture.budget import usable_cores
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        print(usable_cores())
+    """)
+    assert work.python("cores.py").stdout == "1\n"

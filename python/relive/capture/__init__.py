@@ -26,7 +26,7 @@ from relive import _native
 from relive.capture import frames as program_frames
 from relive.capture import autograd, background, process, snapshot
 from relive.capture.background import Background
-from relive.capture.budget import Budget
+from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
 from relive.capture.safepoint import LineEvents
 from relive.capture import resumable
@@ -87,7 +87,7 @@ class Capture:
         self._files = process.OpenFiles()
         self._clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
         self._background = Background(options.snapshot_timeout, options.max_memory, self._background_done)
-        self._budget = Budget(options.every, options.overhead, background.usable_cores())
+        self._budget = Budget(options.every, options.overhead, usable_cores())
 
     # -- lifecycle --
 

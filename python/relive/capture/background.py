@@ -33,15 +33,6 @@ def available() -> bool:
         return False
 
 
-def usable_cores() -> int:
-    """The cores this process may run on: fewer than the machine's under Slurm, taskset or a
-    container's cpuset, and those are the cores a snapshot child takes from the program."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
 def private_bytes(pid: int | str = "self") -> int | None:
     """Memory the process holds alone (Linux): for a snapshot child, the pages the program
     wrote since the fork, which now exist twice. None where the kernel does not say."""

@@ -13,8 +13,18 @@ wall time and cores), never less than one core's share.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: fewer than the machine's under Slurm, taskset or a
+    container's cpuset, and those are the cores a snapshot child takes from the program."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 class Budget:
