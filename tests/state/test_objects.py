@@ -289,3 +289,22 @@ def test_open_files_are_flushed_and_described_not_reopened(work):
     import random
     random.seed(7)
     assert process["rng"]["random"] == random.getstate()
+
+
+def test_a_large_bytes_is_described_from_its_head():
+    """`relive show` describes a bytes by its length and head: a repr of the whole would
+    build a string four times its size inside every snapshot."""
+    import tracemalloc
+
+    from relive.state import describe
+
+    data = b"\x00" * 50_000_000
+    tracemalloc.start()
+    try:
+        text = describe.summary(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert text.startswith("len 50000000: b'\\x00\\x00") and text.endswith("…") and len(text) < 80
+    assert peak < 1_000_000, peak
+    assert describe.summary("short") == "len 5: 'short'"

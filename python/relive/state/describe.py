@@ -37,7 +37,8 @@ def _summary(value: Any) -> str:
     if isinstance(value, (int, float, complex, bool)) or value is None:
         return _short(repr(value))
     if isinstance(value, (str, bytes, bytearray)):
-        return f"len {len(value)}: {_short(repr(value))}"
+        # The head only: repr of a 1 GB bytes would build a 4 GB string in the snapshot.
+        return f"len {len(value)}: {_short(repr(value[:_MAX]))}"
     if isinstance(value, (list, tuple, dict, set, frozenset)):
         return f"len {len(value)}"
     if callable(value) and hasattr(value, "__qualname__"):
