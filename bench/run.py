@@ -155,9 +155,14 @@ def run_relive(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) ->
         "log": log, "store_disk_bytes": disk_bytes(store),
         "child_memory_bytes": max((s["memory_bytes"] or 0 for s in timer), default=0),
         "write_s": [s["write_s"] for s in timer],
-        # relive's own seconds: every pause (the exit snapshot's too) and every forked
-        # child's CPU, which a busy program's cores give up to it.
-        "own_s": sum(s["pause_s"] or 0 for s in log) + sum(s.get("cpu_s") or 0 for s in log),
+        # relive's own seconds: every pause (the exit snapshot's too), every forked child's
+        # CPU, which a busy program's cores give up to it, and the program's page copies
+        # while a child lived (each snapshot says its parent's).
+        "own_s": sum(own_seconds(s) for s in log),
+        # The first snapshot writes every buffer once (compressing what compresses); later
+        # ones write what changed: their share is what a long run pays.
+        "own_first_s": own_seconds(timer[0]) if timer else 0.0,
+        "copies_s": sum(copies_seconds(s) for s in log),
         "end_pause_s": ended[-1]["pause_s"] if ended else None,
         "end_bytes": ended[-1]["new_bytes"] if ended else None,
         "skipped": sorted({skip["name"] for s in log for skip in s["skipped"]}),
@@ -166,6 +171,16 @@ def run_relive(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) ->
         ref = (timer or log)[-1]["id"]
         result.update(time_restore(RELIVE_RESTORE, [store, ref, *LIBRARIES.get(workload, [])], lane))
     return result
+
+
+def copies_seconds(snapshot: dict[str, Any]) -> float:
+    """The page copies of the snapshot's parent, which the program paid while its child lived."""
+    return (snapshot.get("parent_cost") or {}).get("copies_s") or 0.0
+
+
+def own_seconds(snapshot: dict[str, Any]) -> float:
+    """relive's own cost of a snapshot: its pause and its child's CPU, plus its parent's copies."""
+    return (snapshot["pause_s"] or 0) + (snapshot.get("cpu_s") or 0) + copies_seconds(snapshot)
 
 
 def run_dill(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) -> dict[str, Any]:
@@ -300,11 +315,15 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
                           if r.get("cpu_s") and plain_cpu.get(r["repeat"])]
             pauses = [p for r in runs for p in r.get("pauses_s", [])]
             own = [r["own_s"] / plain[r["repeat"]] for r in runs if r.get("own_s") is not None and r["repeat"] in plain]
+            own_later = [(r["own_s"] - r["own_first_s"]) / plain[r["repeat"]] for r in runs
+                         if r.get("own_first_s") is not None and r["repeat"] in plain]
             rows.append({
                 "workload": workload, "variant": variant, "wall_s": med("wall_s"),
                 "ratio": statistics.median(ratios) if ratios else None,
                 "cpu_s": med("cpu_s"), "cpu_ratio": statistics.median(cpu_ratios) if cpu_ratios else None,
                 "own_s": med("own_s"), "own_ratio": statistics.median(own) if own else None,
+                "own_later_ratio": statistics.median(own_later) if own_later else None,
+                "copies_s": med("copies_s"),
                 "snapshots": med("snapshots"),
                 "pause_p50_s": percentile(pauses, 50) if pauses else None,
                 "pause_p99_s": percentile(pauses, 99) if pauses else None,
@@ -318,7 +337,7 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'workload':8s} {'variant':7s} {'wall s':>8s} {'overhead':>16s} {'cpu s':>7s} {'cpu +':>7s} {'own':>6s} {'snaps':>5s} "
+    header = (f"{'workload':8s} {'variant':7s} {'wall s':>8s} {'overhead':>16s} {'cpu s':>7s} {'cpu +':>7s} {'own':>6s} {'own>1':>6s} {'snaps':>5s} "
               f"{'pause p50/p99 ms':>17s} {'bytes first / later avg / total':>32s} {'peak RSS':>9s} "
               f"{'restore s':>9s}")
     print(header)
@@ -336,8 +355,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         cpu_more = "" if row["variant"] == "plain" or cpu_ratio is None else f"{100 * (cpu_ratio - 1):+.1f}%"
         restore = "" if row["restore_s"] is None else f"{row['restore_s']:.2f}"
         own = "" if row.get("own_ratio") is None else f"{100 * row['own_ratio']:.1f}%"
+        later = "" if row.get("own_later_ratio") is None else f"{100 * row['own_later_ratio']:.1f}%"
         rss = size(row["peak_rss_bytes"]).replace(" ", "")
-        print(f"{row['workload']:8s} {row['variant']:7s} {row['wall_s']:8.1f} {overhead:>16s} {cpu:>7s} {cpu_more:>7s} {own:>6s} {snaps:>5s} "
+        print(f"{row['workload']:8s} {row['variant']:7s} {row['wall_s']:8.1f} {overhead:>16s} {cpu:>7s} {cpu_more:>7s} {own:>6s} {later:>6s} {snaps:>5s} "
               f"{pauses:>17s} {written:>32s} {rss:>9s} {restore:>9s}")
     for row in rows:
         notes = []

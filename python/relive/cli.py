@@ -197,7 +197,7 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
             "new_bytes": m.get("new_bytes"), "state_bytes": m.get("state_bytes"),
             "skipped": m.get("skipped", []), "mode": m.get("mode"), "pause_s": m.get("pause_s"),
             "write_s": m.get("write_s"), "cpu_s": m.get("cpu_s"), "memory_bytes": m.get("memory_bytes"),
-            "parent": m.get("parent"),
+            "parent": m.get("parent"), "parent_cost": m.get("parent_cost"),
             "resumable": bool(m.get("resume", {}).get("resumable")),
             "not_resumable_because": m.get("resume", {}).get("reasons", []),
         }

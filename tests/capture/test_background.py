@@ -144,6 +144,41 @@ def test_max_memory_stops_a_child_that_grows(work):
     assert "--max-memory" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def _copies_charged(work, rewrite: bool) -> list[float]:
+    work.write("prog.py", f"""
+        import time
+        import numpy as np
+        class Slow:
+            def __reduce__(self):
+                time.sleep(1.0)                       # keeps the child alive while the program goes on
+                return (Slow, ())
+        slow = Slow()
+        big = np.zeros(20_000_000)                    # 160 MB
+        end = time.time() + 4
+        while time.time() < end:
+            if {rewrite}:
+                big += 1.0                            # every page: copied while a child shares it
+            else:
+                time.sleep(0.01)
+        print("done")
+    """)
+    proc = work.relive("run", "--every", "0.3", "--mode", "fork", "--overhead", "0", "prog.py", timeout=120)
+    assert proc.returncode == 0 and proc.stdout == "done\n", proc.stderr
+    costs = [s["parent_cost"] for s in work.log() if s.get("parent_cost")]
+    assert len(costs) >= 2 and all(c["charged_s"] >= c["copies_s"] >= 0 for c in costs)
+    return [c["copies_s"] for c in costs]
+
+
+def test_the_programs_page_copies_are_measured(work):
+    """While a child lives, each page the program rewrites is copied in the kernel; the next
+    snapshot's manifest says what that cost the program, and the budget charged it."""
+    pytest.importorskip("numpy")
+    rewriting = _copies_charged(work, rewrite=True)
+    assert max(rewriting) > 0.02, rewriting  # 40,000 pages copied at least once per child
+    sleeping = _copies_charged(work, rewrite=False)
+    assert max(sleeping) < min(0.02, max(rewriting) / 2), (sleeping, rewriting)
+
+
 def test_sigterm_while_a_child_writes(work):
     """SIGTERM lands while forked snapshots come and go: the signal snapshot waits for the
     running child, is taken, and the process dies of SIGTERM as it would have."""

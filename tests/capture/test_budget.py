@@ -75,3 +75,62 @@ def test_the_cores_a_child_competes_for_are_the_programs_own(work):
         print(usable_cores())
     """)
     assert work.python("cores.py").stdout == "1\n"
+
+
+class Kernel:
+    """The program's kernel seconds, as os.times() would give them."""
+
+    def __init__(self) -> None:
+        self.seconds = 1.0
+
+
+def kernel_budget(clocks: Clocks, kernel: Kernel) -> Budget:
+    return Budget(10.0, 2.0, 2, clock=lambda: clocks.wall, program_cpu=lambda: clocks.cpu,
+                  program_kernel=lambda: kernel.seconds)
+
+
+def test_the_programs_page_copies_while_a_child_lives_are_charged_in_full():
+    clocks, kernel = Clocks(), Kernel()
+    b = kernel_budget(clocks, kernel)
+    clocks.run(wall=10.0, cpu=20.0)
+    kernel.seconds += 0.5  # the program's own kernel time: 0.05 s per second
+    b.forking()
+    assert b.kernel_rate == pytest.approx(0.05)
+    kernel.seconds += 0.02  # the fork itself: in the pause, not charged twice
+    b.forked()
+    clocks.run(wall=2.0, cpu=4.0)
+    kernel.seconds += 0.1 + 0.3  # its own rate over the child's 2 s, and 0.3 s of copies
+    copies = b.child_ended()
+    assert copies == pytest.approx(0.3)
+    assert b.forked_cost(0.02, 0.5, copies) == pytest.approx(0.02 + 0.5 + 0.3)
+
+
+def test_no_more_kernel_time_than_usual_costs_nothing():
+    clocks, kernel = Clocks(), Kernel()
+    b = kernel_budget(clocks, kernel)
+    clocks.run(wall=10.0, cpu=20.0)
+    kernel.seconds += 1.0
+    b.forking()
+    b.forked()
+    clocks.run(wall=1.0, cpu=2.0)
+    kernel.seconds += 0.05  # less than its own rate (0.1 s per second): never a negative cost
+    assert b.child_ended() == 0.0
+
+
+def test_the_quiet_rate_is_measured_between_children():
+    clocks, kernel = Clocks(), Kernel()
+    b = kernel_budget(clocks, kernel)
+    clocks.run(wall=10.0, cpu=20.0)
+    b.forking()
+    b.forked()
+    clocks.run(wall=1.0, cpu=2.0)
+    kernel.seconds += 0.4
+    assert b.child_ended() == pytest.approx(0.4)  # no kernel time at all before the first child
+    clocks.run(wall=4.0, cpu=8.0)
+    kernel.seconds += 0.8  # 0.2 s per second while no child lives: the program's own
+    b.forking()
+    assert b.kernel_rate == pytest.approx(0.2)
+    b.forked()
+    clocks.run(wall=1.0, cpu=2.0)
+    kernel.seconds += 0.5
+    assert b.child_ended() == pytest.approx(0.3)

@@ -75,6 +75,7 @@ class Capture:
         self._codes = snapshot.CodeRecords()
         self._seq = 0
         self._parent = parent  # the snapshot a resumed run continues from
+        self._parent_cost: dict[str, float] | None = None  # what the parent (a forked snapshot) cost the program
         self._trigger = "timer"
         self._signals: list[int] = []
         self._signalled_at = 0.0
@@ -311,6 +312,8 @@ class Capture:
                  extra: dict[str, Any], point: Any = None) -> snapshot.SnapshotRequest:
         if self._signals and trigger == "signal":
             extra["signal"] = signal.Signals(self._signals[0]).name
+        if self._parent_cost is not None:
+            extra["parent_cost"], self._parent_cost = self._parent_cost, None
         self._seq += 1
         positions = self._files.flush()  # here, in the program's process: never in a forked child
         return snapshot.SnapshotRequest(
@@ -377,16 +380,24 @@ class Capture:
             return {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
                     "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s}
 
-        return self._background.start(work)
+        if not self._background.start(work):
+            return False
+        self._budget.forked()
+        return True
 
     def _background_done(self, outcome: dict[str, Any]) -> None:
         """A forked snapshot ended (called in the thread that waited for it)."""
+        copies_s = self._budget.child_ended()
         if outcome.get("ok"):
             self._store_behind = True
             self._parent = outcome["id"]
             self.snapshots.append(snapshot.SnapshotResult(
                 outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
-            self._spent(self._budget.forked_cost(outcome.get("pause_s", 0.0), outcome.get("cpu_s", 0.0)))
+            charged = self._budget.forked_cost(outcome.get("pause_s", 0.0), outcome.get("cpu_s", 0.0), copies_s)
+            self._spent(charged)
+            # Known only now, in the program's process: the next manifest carries it.
+            self._parent_cost = {"copies_s": round(copies_s, 6), "charged_s": round(charged, 6),
+                                 "interval_s": round(self._clock.interval, 3)}
         else:
             self._failed(RuntimeError(outcome.get("error", "unknown error")))
 

@@ -22,6 +22,10 @@ class Clock(threading.Thread):
         self._next_tick = math.inf
         self._stopped = False
 
+    @property
+    def interval(self) -> float:
+        return self._every
+
     def set_interval(self, every: float) -> None:
         """Tick every ``every`` seconds from now on: the next tick comes ``every`` from now."""
         with self._cond:
