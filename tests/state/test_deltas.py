@@ -46,3 +46,57 @@ def test_200mb_array_with_1mb_slice_changed(work):
     old = relive.load(first["id"], store=str(work.store))["big"]
     assert (old[5_000_000:5_131_072] != 0.5).all()
     assert (old[:5_000_000] == big[:5_000_000]).all()
+
+
+def test_forked_snapshots_of_an_unchanged_script_class_write_nothing(work):
+    """A class of the script is stored by value under an id that lets a load unify its
+    copies; every forked child must give it the same id, or each snapshot stores it anew."""
+    work.write("prog.py", """
+        import enum, time
+        class Model:
+            scale = 2.0
+            def forward(self, x):
+                return x * self.scale
+        class Phase(enum.Enum):
+            TRAIN = 1
+        model, phase = Model(), Phase.TRAIN
+        end = time.time() + 2.5
+        while time.time() < end:
+            time.sleep(0.01)
+        print(model.forward(2.0), phase.name)
+    """)
+    proc = work.relive("run", "--every", "0.3", "--mode", "fork", "--overhead", "0", "prog.py", check=True)
+    assert proc.stdout == "4.0 TRAIN\n"
+    timer = [s for s in work.log() if s["trigger"] == "timer"]
+    assert len(timer) >= 3 and all(s["mode"] == "fork" for s in timer)
+    assert [s["new_bytes"] for s in timer[1:]] == [0] * (len(timer) - 1), [s["new_bytes"] for s in timer]
+    loaded = relive.load("latest", store=str(work.store))
+    assert loaded["model"].forward(3.0) == 6.0 and type(loaded["model"]) is loaded["Model"]
+    assert loaded["phase"] is loaded["Phase"].TRAIN
+
+
+def test_a_class_defined_again_differently_gets_another_id():
+    """Ids come from the process, the class's id() and its definition (its methods' code,
+    so that a class defined again and reusing a dead one's id() is not unified with it);
+    loading unifies copies of one class by that id."""
+    import cloudpickle
+
+    from relive.state.pickler import _steady_class_id
+
+    def define(factor: float) -> type:
+        if factor == 2.0:
+            class Model:
+                def forward(self, x):
+                    return x * 2.0
+        else:
+            class Model:  # type: ignore[no-redef]
+                def forward(self, x):
+                    return x * 3.0
+        return Model
+
+    ids = cloudpickle.cloudpickle._DYNAMIC_CLASS_TRACKER_BY_CLASS
+    a, b = define(2.0), define(3.0)
+    for cls in (a, b, a):
+        _steady_class_id(cls)
+    assert ids[a] != ids[b]
+    assert cloudpickle.loads(cloudpickle.dumps(a)) is a  # cloudpickle unifies by that id

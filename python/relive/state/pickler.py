@@ -17,8 +17,10 @@ plain ``pickle.dumps``:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
+import secrets
 import sys
 import threading
 import types
@@ -214,6 +216,41 @@ class _StorageRef:
         return (rebuild_storage, (pickle.PickleBuffer(raw), device))
 
 
+# Per process, and inherited by forked children: class ids drawn from it are the same in
+# every child of one program, and differ from another program's.
+_CLASS_ID_SALT = secrets.token_hex(16)
+
+
+def _steady_class_id(cls: type) -> None:
+    """Gives a class cloudpickle stores by value an id derived from this process and the
+    class, before cloudpickle draws a random one.
+
+    cloudpickle stores such a class with an id that lets loading unify its copies. It
+    draws the id at random the first time it pickles the class and keeps it in the
+    process; a forked snapshot child keeps it only until it exits, so each child drew a
+    new one and every snapshot stored the script's classes anew.
+    """
+    internals = cloudpickle.cloudpickle
+    by_class = getattr(internals, "_DYNAMIC_CLASS_TRACKER_BY_CLASS", None)
+    by_id = getattr(internals, "_DYNAMIC_CLASS_TRACKER_BY_ID", None)
+    by_reference = getattr(internals, "_should_pickle_by_reference", None)
+    if by_class is None or by_id is None or by_reference is None or cls in by_class or by_reference(cls):
+        return
+    # The class's identity in this process, and its definition: a class defined again
+    # (a notebook cell run twice) may reuse a dead one's id(), and must not be unified with it.
+    digest = hashlib.blake2b(f"{_CLASS_ID_SALT}:{id(cls)}:{cls.__module__}.{cls.__qualname__}".encode(),
+                             digest_size=16)
+    for name, value in list(vars(cls).items()):
+        digest.update(repr(name).encode())
+        code = getattr(getattr(value, "__func__", value), "__code__", None)
+        if isinstance(code, types.CodeType):
+            digest.update(code.co_code)
+            digest.update(repr((code.co_filename, code.co_firstlineno)).encode())
+    class_id = digest.hexdigest()
+    by_id.setdefault(class_id, cls)
+    by_class.setdefault(cls, class_id)
+
+
 class StatePickler(cloudpickle.Pickler):
     """Pickles the values of one record.
 
@@ -262,6 +299,8 @@ class StatePickler(cloudpickle.Pickler):
             reduced = self._reduce_more(obj)
             if reduced is not NotImplemented:
                 return reduced
+        if isinstance(obj, type):
+            _steady_class_id(obj)
         return super().reducer_override(obj)
 
     def _function_getnewargs(self, func: types.FunctionType) -> Any:
