@@ -92,6 +92,9 @@ def kernel_budget(clocks: Clocks, kernel: Kernel) -> Budget:
 def test_the_programs_page_copies_while_a_child_lives_are_charged_in_full():
     clocks, kernel = Clocks(), Kernel()
     b = kernel_budget(clocks, kernel)
+    b.forking()
+    b.forked()
+    b.child_ended()  # a first child, that cost nothing
     clocks.run(wall=10.0, cpu=20.0)
     kernel.seconds += 0.5  # the program's own kernel time: 0.05 s per second
     b.forking()
@@ -108,6 +111,9 @@ def test_the_programs_page_copies_while_a_child_lives_are_charged_in_full():
 def test_no_more_kernel_time_than_usual_costs_nothing():
     clocks, kernel = Clocks(), Kernel()
     b = kernel_budget(clocks, kernel)
+    b.forking()
+    b.forked()
+    b.child_ended()
     clocks.run(wall=10.0, cpu=20.0)
     kernel.seconds += 1.0
     b.forking()
@@ -121,11 +127,13 @@ def test_the_quiet_rate_is_measured_between_children():
     clocks, kernel = Clocks(), Kernel()
     b = kernel_budget(clocks, kernel)
     clocks.run(wall=10.0, cpu=20.0)
+    kernel.seconds += 3.0  # the program's start (imports, its data): no measure of its usual rate
     b.forking()
+    assert b.kernel_rate == 0.0
     b.forked()
     clocks.run(wall=1.0, cpu=2.0)
     kernel.seconds += 0.4
-    assert b.child_ended() == pytest.approx(0.4)  # no kernel time at all before the first child
+    assert b.child_ended() == pytest.approx(0.4)  # the first child: all of it
     clocks.run(wall=4.0, cpu=8.0)
     kernel.seconds += 0.8  # 0.2 s per second while no child lives: the program's own
     b.forking()

@@ -17,7 +17,9 @@ was as much as the child's own CPU. The program's kernel time while a child live
 from the kernel (`getrusage`), and what exceeds the program's own kernel rate, measured while
 no child lived, is charged in full: it is the program's own threads that wait. (The first
 write to each page after the child has ended still faults, without a copy; that part falls
-in the quiet rate and is not charged.)
+in the quiet rate and is not charged. Before the first child has ended there is no quiet
+rate: the program's start is no measure of it, so the first child is charged all the
+program's kernel time while it lives.)
 """
 
 from __future__ import annotations
@@ -58,8 +60,11 @@ class Budget:
         self._program_kernel = program_kernel or kernel_seconds
         self._last = (clock(), program_cpu())
         self.busy_share = 1.0  # until measured: charge the child in full
-        self._quiet = (clock(), self._program_kernel())  # since when no child lives
-        self._forked = self._quiet
+        # Since when no child lives: None until the first child ends, for the program's start
+        # (imports, loading its data) is no measure of its kernel rate; until then it is 0, and
+        # the first child is charged all the program's kernel time while it lives.
+        self._quiet: tuple[float, float] | None = None
+        self._forked = (clock(), self._program_kernel())
         self.kernel_rate = 0.0  # the program's own kernel seconds per second, no child living
 
     def forking(self) -> None:
@@ -70,6 +75,8 @@ class Budget:
             used = (cpu - self._last[1]) / (wall * self.cores)
             self.busy_share = min(1.0, max(1.0 / self.cores, used))
         self._last = (now, cpu)
+        if self._quiet is None:
+            return
         quiet_wall, quiet_kernel = self._quiet
         if now - quiet_wall > 0:
             self.kernel_rate = max(0.0, (self._program_kernel() - quiet_kernel) / (now - quiet_wall))
