@@ -28,6 +28,11 @@ import os
 import time
 from collections.abc import Callable
 
+try:
+    import resource
+except ImportError:  # not Unix
+    resource = None  # type: ignore[assignment]
+
 
 def usable_cores() -> int:
     """The cores this process may run on: fewer than the machine's under Slurm, taskset or a
@@ -40,11 +45,9 @@ def usable_cores() -> int:
 
 def kernel_seconds() -> float:
     """The kernel time of all this process's threads (not of its reaped children)."""
-    try:
-        import resource  # microseconds; os.times() counts in clock ticks (10 ms)
-    except ImportError:  # not Unix
+    if resource is None:  # not Unix
         return os.times().system
-    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime  # microseconds; os.times() counts ticks
 
 
 class Budget:

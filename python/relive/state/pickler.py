@@ -234,18 +234,24 @@ def _steady_class_id(cls: type) -> None:
     by_class = getattr(internals, "_DYNAMIC_CLASS_TRACKER_BY_CLASS", None)
     by_id = getattr(internals, "_DYNAMIC_CLASS_TRACKER_BY_ID", None)
     by_reference = getattr(internals, "_should_pickle_by_reference", None)
-    if by_class is None or by_id is None or by_reference is None or cls in by_class or by_reference(cls):
+    if by_class is None or by_id is None or by_reference is None:
+        return  # another cloudpickle: its own ids, as before
+    try:
+        if cls in by_class or by_reference(cls):
+            return
+        # The class's identity in this process, and its definition: a class defined again
+        # (a notebook cell run twice) may reuse a dead one's id(), and must not be unified with it.
+        digest = hashlib.blake2b(f"{_CLASS_ID_SALT}:{id(cls)}:{cls.__module__}.{cls.__qualname__}".encode(),
+                                 digest_size=16)
+        for name, value in list(vars(cls).items()):
+            digest.update(repr(name).encode())
+            function = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+            if isinstance(function, types.FunctionType):
+                code = function.__code__
+                digest.update(code.co_code)
+                digest.update(repr((code.co_filename, code.co_firstlineno)).encode())
+    except Exception:  # an odd class: cloudpickle draws its id, as before
         return
-    # The class's identity in this process, and its definition: a class defined again
-    # (a notebook cell run twice) may reuse a dead one's id(), and must not be unified with it.
-    digest = hashlib.blake2b(f"{_CLASS_ID_SALT}:{id(cls)}:{cls.__module__}.{cls.__qualname__}".encode(),
-                             digest_size=16)
-    for name, value in list(vars(cls).items()):
-        digest.update(repr(name).encode())
-        code = getattr(getattr(value, "__func__", value), "__code__", None)
-        if isinstance(code, types.CodeType):
-            digest.update(code.co_code)
-            digest.update(repr((code.co_filename, code.co_firstlineno)).encode())
     class_id = digest.hexdigest()
     by_id.setdefault(class_id, cls)
     by_class.setdefault(cls, class_id)
