@@ -387,6 +387,12 @@ class Capture:
 
     def _background_done(self, outcome: dict[str, Any]) -> None:
         """A forked snapshot ended (called in the thread that waited for it)."""
+        try:
+            self._record_outcome(outcome)
+        except Exception as exc:  # never a traceback from relive's thread into the program's output
+            self._failed(exc)
+
+    def _record_outcome(self, outcome: dict[str, Any]) -> None:
         copies_s = self._budget.child_ended()
         if outcome.get("ok"):
             self._store_behind = True
