@@ -110,8 +110,9 @@ def _capture_options(command: Any) -> Any:
             metavar="SECONDS", help="Stop a background snapshot that runs longer (it counts as failed)."),
         click.option("--overhead", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="PERCENT",
             help="Timer snapshots may cost at most this share of the program's time: the interval grows "
-                 "past --every when they cost more (0: no limit). A forked snapshot costs its pause plus its "
-                 "CPU, as far as the program keeps its cores busy."),
+                 "past --every when they cost more (0: no limit). A forked snapshot costs its pause, its "
+                 "CPU (as far as the program keeps its cores busy) and the program's page copies while "
+                 "it runs."),
         click.option("--max-memory", type=_Size(), default=None, metavar="SIZE",
             help="Stop a background snapshot whose extra memory (pages the program rewrites meanwhile, held "
                  "twice) passes SIZE, e.g. 2G or 500M; it counts as failed."),
