@@ -78,7 +78,7 @@ def test_the_cores_a_child_competes_for_are_the_programs_own(work):
 
 
 class Kernel:
-    """The program's kernel seconds, as os.times() would give them."""
+    """The program's kernel seconds, as getrusage would give them."""
 
     def __init__(self) -> None:
         self.seconds = 1.0
