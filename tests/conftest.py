@@ -75,4 +75,36 @@ def send(proc: subprocess.Popen[str], signum: int) -> None:
     os.kill(proc.pid, signum)
 
 
-__all__ = ["Workdir", "wait_for_line", "send", "signal"]
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields from the state on (the name, which may hold spaces, cut)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def kill_leaving_writers(proc: subprocess.Popen[str]) -> list[int]:
+    """SIGKILL a ``relive run`` and return the snapshot processes it had forked, which live on
+    to finish their snapshot. The program is stopped first, so none is forked unseen."""
+    os.kill(proc.pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while (_proc_stat(proc.pid) or ["T"])[0] not in "Tt" and time.monotonic() < deadline:
+        time.sleep(0.001)
+    children = [int(d) for d in os.listdir("/proc")
+                if d.isdigit() and (_proc_stat(int(d)) or ["", ""])[1] == str(proc.pid)]
+    proc.kill()
+    proc.wait()
+    return children
+
+
+def wait_gone(pids: list[int], timeout: float = 60) -> float:
+    """Seconds until none of ``pids`` runs any more (exited, or a zombie nobody reaps)."""
+    start = time.monotonic()
+    while any((_proc_stat(pid) or ["Z"])[0] not in "ZX" for pid in pids):
+        assert time.monotonic() - start < timeout, f"processes {pids} still run after {timeout} s"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+__all__ = ["Workdir", "wait_for_line", "send", "signal", "kill_leaving_writers", "wait_gone"]

@@ -208,3 +208,69 @@ def test_sigterm_while_a_child_writes(work):
     assert log[-1]["trigger"] == "signal" and log[-1]["mode"] == "inline"
     assert any(s["mode"] == "fork" for s in log)
     assert relive.load("latest", store=str(work.store))["i"] > 0
+
+
+SLOW_PROGRAM = """
+    import time
+    class Slow:
+        def __reduce__(self):
+            time.sleep({seconds})
+            return (Slow, ())
+    slow = Slow()
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.05)
+"""
+
+
+def test_a_snapshot_in_flight_when_the_program_is_killed_is_still_committed(work):
+    """kill -9 (or the OOM killer) lands while a child writes: the child finishes its
+    snapshot, which is consistent, and commits it."""
+    import time
+
+    from conftest import kill_leaving_writers, wait_for_line, wait_gone
+
+    work.write("prog.py", SLOW_PROGRAM.format(seconds=1.5))
+    proc = work.start("run", "--every", "0.1", "--overhead", "0", "--mode", "fork", "prog.py")
+    wait_for_line(proc, "ready")
+    time.sleep(0.6)
+    committed = len(work.log())
+    writers = kill_leaving_writers(proc)
+    assert len(writers) == 1
+    with open(f"/proc/{writers[0]}/comm") as f:
+        assert f.read() == "relive-snapshot\n"  # what ps, top and pgrep show
+    wait_gone(writers)
+    log = work.log()
+    assert len(log) == committed + 1
+    assert log[-1]["mode"] == "fork" and log[-1]["trigger"] == "timer"
+    assert type(relive.load("latest", store=str(work.store))["slow"]).__name__ == "Slow"
+
+
+def test_an_orphaned_child_still_stops_at_its_time_limit(work):
+    """With the program killed, nobody watches the child's time limit: its own alarm does."""
+    import ctypes
+    import os
+    import signal
+    import time
+
+    from conftest import kill_leaving_writers, wait_for_line
+
+    work.write("prog.py", SLOW_PROGRAM.format(seconds=120))
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_child_subreaper = 36
+    # Orphans come to this process, not to init, so that it can read how the child ended.
+    assert libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) == 0
+    try:
+        proc = work.start("run", "--every", "0.1", "--snapshot-timeout", "0.5", "--mode", "fork", "prog.py")
+        wait_for_line(proc, "ready")
+        time.sleep(0.3)
+        writers = kill_leaving_writers(proc)
+        assert len(writers) == 1
+        deadline = time.monotonic() + 30  # the alarm: 0.5 s rounded up, plus 2 s of margin
+        while (status := os.waitpid(writers[0], os.WNOHANG))[0] == 0:
+            assert time.monotonic() < deadline, "the orphaned snapshot process runs on"
+            time.sleep(0.05)
+    finally:
+        libc.prctl(pr_set_child_subreaper, 0, 0, 0, 0)
+    assert os.WIFSIGNALED(status[1]) and os.WTERMSIG(status[1]) == signal.SIGALRM
+    assert work.log() == []

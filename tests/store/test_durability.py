@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -13,7 +14,7 @@ import time
 import pytest
 
 import relive
-from conftest import wait_for_line
+from conftest import kill_leaving_writers, wait_for_line, wait_gone
 
 BUSY = """
 import time
@@ -38,8 +39,11 @@ def test_sigkill_at_many_points_leaves_every_committed_snapshot_loadable(work):
         proc = work.start("run", "--every", "0.05", "--overhead", "0", "prog.py")
         wait_for_line(proc, "ready")
         time.sleep(rng.uniform(0.05, 0.8))  # lands anywhere: mid-pickle, mid-pack, mid-commit
-        proc.kill()
-        proc.wait()
+        writers = kill_leaving_writers(proc)
+        for pid in writers:  # the whole job killed, as a scheduler does: the snapshot writer too
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_gone(writers)
     log = work.log("--all")
     assert len({s["run"] for s in log}) <= kills
     assert len(log) >= kills  # most runs committed several snapshots before dying

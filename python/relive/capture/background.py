@@ -4,11 +4,16 @@ At the safe point the program forks; the child holds a copy-on-write image of th
 process and does all the pickling, hashing and writing, then exits, while the program
 goes on at once. One child at a time. The parent learns each child's outcome from a pipe
 without blocking, and kills a child that runs past its time limit.
+
+A child outlives a program killed while it writes (kill -9, the OOM killer): it finishes
+and commits its snapshot, which is consistent (taken at the fork), so that work is kept.
+Its own alarm then stands in for the parent's time limit, so an orphan never runs forever.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import signal
@@ -75,7 +80,7 @@ class Background:
             return False
         if pid == 0:
             os.close(read_end)
-            _child(write_end, work)  # never returns
+            _child(write_end, work, self._timeout)  # never returns
         os.close(write_end)
         self._idle.clear()
         threading.Thread(target=self._wait_for, args=(pid, read_end), name="relive-child", daemon=True).start()
@@ -128,7 +133,21 @@ def _parse(data: bytes) -> Outcome:
     return {"ok": False, "error": "the snapshot process died before it reported (killed, or out of memory?)"}
 
 
-def _child(write_end: int, work: Callable[[], dict[str, Any]]) -> None:
+def _name_process(name: str) -> None:
+    """Shown by ps, top and pgrep (Linux): a user sees what still writes after a kill."""
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(name)
+    except OSError:
+        pass
+
+
+# The child's own alarm fires this long after the parent's time limit: the parent's kill
+# (with its clearer reason) comes first while the parent lives.
+ALARM_MARGIN_S = 2
+
+
+def _child(write_end: int, work: Callable[[], dict[str, Any]], timeout: float) -> None:
     """In the forked child: write the snapshot, report, and leave without running anything
     of the program's (no atexit, no flush of its buffered output: os._exit)."""
     status = 0
@@ -136,6 +155,12 @@ def _child(write_end: int, work: Callable[[], dict[str, Any]]) -> None:
         # The process group's signals (Ctrl-C, a scheduler's SIGTERM) are for the program:
         # this child finishes its snapshot, or is killed by the parent's time limit.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1})
+        # If the program is killed, nobody enforces the time limit: the kernel does. SIGALRM
+        # at its default action ends this process (the program's own handler, if any, must
+        # not run here).
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(math.ceil(timeout) + ALARM_MARGIN_S)
+        _name_process("relive-snapshot")
         # Normal priority, on purpose: while this child lives, every page the program writes
         # is copied (copy-on-write), so a child slowed down costs the program more. Measured
         # on DCGAN (2 cores, --every 1): at nice 10 each snapshot made the program copy 167 MB
