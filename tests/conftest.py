@@ -89,7 +89,7 @@ def kill_leaving_writers(proc: subprocess.Popen[str]) -> list[int]:
     to finish their snapshot. The program is stopped first, so none is forked unseen."""
     os.kill(proc.pid, signal.SIGSTOP)
     deadline = time.monotonic() + 10
-    while (_proc_stat(proc.pid) or ["T"])[0] not in "Tt" and time.monotonic() < deadline:
+    while (_proc_stat(proc.pid) or ["Z"])[0] not in "TtZX" and time.monotonic() < deadline:
         time.sleep(0.001)
     children = [int(d) for d in os.listdir("/proc")
                 if d.isdigit() and (_proc_stat(int(d)) or ["", ""])[1] == str(proc.pid)]

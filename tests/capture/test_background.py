@@ -274,3 +274,15 @@ def test_an_orphaned_child_still_stops_at_its_time_limit(work):
         libc.prctl(pr_set_child_subreaper, 0, 0, 0, 0)
     assert os.WIFSIGNALED(status[1]) and os.WTERMSIG(status[1]) == signal.SIGALRM
     assert work.log() == []
+
+
+def test_a_time_limit_longer_than_the_alarm_can_hold_means_none(work):
+    work.write("prog.py", """
+        import time
+        for i in range(10):
+            time.sleep(0.05)
+    """)
+    proc = work.relive("run", "--every", "0.1", "--snapshot-timeout", "1e12", "--mode", "fork", "prog.py",
+                       check=True)
+    assert proc.stderr == ""
+    assert any(s["mode"] == "fork" for s in work.log())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -41,16 +42,21 @@ def _try_kill(work: Workdir, args: list[str], snapshots: int, delay: float) -> b
     deadline = time.monotonic() + 60
     while sum(run not in earlier for _, run in _resumable(work)) < snapshots:
         if proc.poll() is not None:
-            out, err = proc.communicate()
-            assert proc.returncode == 0, f"relive {' '.join(args)} exited {proc.returncode}:\n{err}"
-            return False
+            return _ended_well(proc, args)
         assert time.monotonic() < deadline, "no resumable snapshot within 60 s"
         time.sleep(0.05)
     time.sleep(delay)
     # The killed run's last forked snapshot still lands: wait for it, as a user who copies
     # the directory or resumes should (a copy taken meanwhile can lack its last files).
     wait_gone(kill_leaving_writers(proc))
-    return True
+    return proc.returncode == -signal.SIGKILL or _ended_well(proc, args)
+
+
+def _ended_well(proc: subprocess.Popen[str], args: list[str]) -> bool:
+    """False, for a run that ended on its own before the kill, after checking it did well."""
+    _, err = proc.communicate()
+    assert proc.returncode == 0, f"relive {' '.join(args)} exited {proc.returncode}:\n{err}"
+    return False
 
 
 def _check_resumed(work: Workdir, full: str, full_log: str, resumed: str) -> None:

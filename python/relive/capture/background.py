@@ -145,6 +145,7 @@ def _name_process(name: str) -> None:
 # The child's own alarm fires this long after the parent's time limit: the parent's kill
 # (with its clearer reason) comes first while the parent lives.
 ALARM_MARGIN_S = 2
+ALARM_MAX_S = 2**31 - 3  # alarm() takes a C unsigned int; a longer --snapshot-timeout means "never"
 
 
 def _child(write_end: int, work: Callable[[], dict[str, Any]], timeout: float) -> None:
@@ -159,7 +160,7 @@ def _child(write_end: int, work: Callable[[], dict[str, Any]], timeout: float) -
         # at its default action ends this process (the program's own handler, if any, must
         # not run here).
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.alarm(math.ceil(timeout) + ALARM_MARGIN_S)
+        signal.alarm(math.ceil(min(timeout, ALARM_MAX_S)) + ALARM_MARGIN_S)
         _name_process("relive-snapshot")
         # Normal priority, on purpose: while this child lives, every page the program writes
         # is copied (copy-on-write), so a child slowed down costs the program more. Measured
