@@ -98,13 +98,12 @@ def kill_leaving_writers(proc: subprocess.Popen[str]) -> list[int]:
     return children
 
 
-def wait_gone(pids: list[int], timeout: float = 60) -> float:
-    """Seconds until none of ``pids`` runs any more (exited, or a zombie nobody reaps)."""
-    start = time.monotonic()
+def wait_gone(pids: list[int], timeout: float = 60) -> None:
+    """Until none of ``pids`` runs any more (exited, or a zombie nobody reaps)."""
+    deadline = time.monotonic() + timeout
     while any((_proc_stat(pid) or ["Z"])[0] not in "ZX" for pid in pids):
-        assert time.monotonic() - start < timeout, f"processes {pids} still run after {timeout} s"
+        assert time.monotonic() < deadline, f"processes {pids} still run after {timeout} s"
         time.sleep(0.02)
-    return time.monotonic() - start
 
 
 __all__ = ["Workdir", "wait_for_line", "send", "signal", "kill_leaving_writers", "wait_gone"]

@@ -154,7 +154,7 @@ def _child(write_end: int, work: Callable[[], dict[str, Any]], timeout: float) -
     status = 0
     try:
         # The process group's signals (Ctrl-C, a scheduler's SIGTERM) are for the program:
-        # this child finishes its snapshot, or is killed by the parent's time limit.
+        # this child finishes its snapshot, or is stopped at its time limit.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1})
         # If the program is killed, nobody enforces the time limit: the kernel does. SIGALRM
         # at its default action ends this process (the program's own handler, if any, must
