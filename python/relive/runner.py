@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import importlib.machinery
 import importlib.util
-import marshal
 import os
 import platform
 import runpy
@@ -296,7 +295,10 @@ def _warn_if_changed(script: str | None, code: types.CodeType, warn: Any) -> Non
     except (OSError, SyntaxError, ValueError):
         warn(f"{script} is missing or unreadable: resuming the code stored with the snapshot")
         return
-    if marshal.dumps(current) != marshal.dumps(code):
+    # Code objects compare by what they run (bytecode, constants, names, line table), nested
+    # functions included. Not by marshal.dumps: it marks objects that have more than one
+    # reference, so the same code held elsewhere (a loaded snapshot's is) dumps differently.
+    if current != code:
         warn(f"{script} changed since the snapshot: resuming the code stored with it, not the file's")
 
 
