@@ -100,3 +100,18 @@ def test_a_class_defined_again_differently_gets_another_id():
         _steady_class_id(cls)
     assert ids[a] != ids[b]
     assert cloudpickle.loads(cloudpickle.dumps(a)) is a  # cloudpickle unifies by that id
+
+
+def test_a_frames_code_is_stored_once_whatever_holds_its_constants(tmp_path):
+    """Each forked child marshals the frames' code afresh; a program that holds one of its
+    code's constants at one snapshot and not at the next must not store the code again."""
+    from relive import _native
+    from relive.capture.snapshot import CodeRecords
+
+    store = _native.Store.open(str(tmp_path / "store"), create=True)
+    code = compile("lr = 0.125\nfor step in range(3):\n    lr = lr * 0.5\n", "prog.py", "exec")
+    first, written = CodeRecords().record_id(store, code)  # as one child
+    held = [c for c in code.co_consts if isinstance(c, float)]  # as the program does meanwhile
+    again, written_again = CodeRecords().record_id(store, code)  # as the next child
+    assert held and written > 0
+    assert again == first and written_again == 0

@@ -55,11 +55,18 @@ class SnapshotResult:
     seconds: float
 
 
+_STEADY_MARSHAL = 2  # the last marshal version whose bytes do not depend on reference counts
+
+
 class CodeRecords:
     """Each frame's code, stored by value (marshal): resume will need the exact code.
 
     The marshalled bytes are kept per code object; the store's own index makes putting
     them again free (a failed snapshot may have lost them, so they are always put).
+    Forked children do not keep them, so the bytes must come out the same in each: marshal
+    version 2, for version 3 and later mark each object that has more than one reference,
+    and a running program holds its code's constants at some moments and not at others
+    (examples/train.py's code was stored again by most snapshots). 10% larger, once.
     """
 
     def __init__(self) -> None:
@@ -68,7 +75,7 @@ class CodeRecords:
     def record_id(self, store: Any, code: types.CodeType) -> tuple[str, int]:
         data = self._marshalled.get(code)
         if data is None:
-            data = self._marshalled[code] = b"marshal:" + marshal.dumps(code)
+            data = self._marshalled[code] = b"marshal:" + marshal.dumps(code, _STEADY_MARSHAL)
         record_id, new_bytes, _ = store.put_record(data, [])
         return record_id, new_bytes
 
