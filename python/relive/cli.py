@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
+import re
 import shlex
 import sys
 from datetime import datetime
@@ -18,12 +18,41 @@ from typing import Any
 import click
 
 from relive.errors import ReliveError
+from relive.state.describe import type_name
 from relive.store import DEFAULT_STORE, SnapshotInfo, Store
 
 _store_option = click.option(
     "--store", envvar="RELIVE_STORE", default=DEFAULT_STORE, show_default=True, metavar="PATH",
     help="The store: a directory (also $RELIVE_STORE).")
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _trust(ctx: Any, param: Any, value: bool) -> None:
+    if value:
+        Store.trust_every_store = True
+
+
+_trust_option = click.option(
+    "--trust-store", is_flag=True, expose_value=False, callback=_trust,
+    help="Load from the store even if another user owns it or others may write to it "
+         "(loading unpickles, which runs code; also $RELIVE_TRUST_STORE=1).")
+
+
+# Control characters (ESC starts terminal commands: titles, clearing, colours) and the
+# bidirectional overrides that make text display in another order than it reads.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: Any, keep: str = "") -> str:
+    """``text`` (from the store: file names, messages, reprs) safe to show on a terminal:
+    control characters as escapes (``\\x1b``), except those in ``keep``."""
+    def escape(match: re.Match[str]) -> str:
+        char = match[0]
+        if char in keep:
+            return char
+        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+    return _UNPRINTABLE.sub(escape, str(text))
 
 
 def human_bytes(n: int | None) -> str:
@@ -131,6 +160,7 @@ def _options(store: str, every: float, exclude: tuple[str, ...], signal_wait: fl
 
 @cli.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
 @_store_option
+@_trust_option
 @_capture_options
 @click.option("--resume", "resume_if_possible", is_flag=True,
               help="Resume the latest resumable snapshot of this same command (target and arguments) in the "
@@ -150,8 +180,10 @@ def run(store: str, resume_if_possible: bool, module: bool, target: str, args: t
 
     capture = _options(store, **options)
     if resume_if_possible and os.path.isdir(store):
-        snapshot = _latest_of_command(Store(store), target, list(args), module)
+        opened = Store(store)
+        snapshot = _latest_of_command(opened, target, list(args), module)
         if snapshot is not None:
+            opened.check_loadable()
             click.echo(f"relive: resuming snapshot {snapshot.short_id} of this command", err=True)
             return Resume(store=capture.store, ref=snapshot.id, options=capture)
     # Returned, not run: the program must run outside click's error handling.
@@ -171,6 +203,7 @@ def _latest_of_command(store: Store, target: str, args: list[str], module: bool)
 @cli.command()
 @click.argument("ref", default="latest")
 @_store_option
+@_trust_option
 @_capture_options
 def resume(ref: str, store: str, **options: Any) -> Any:
     """Continue the program from snapshot REF (default: the latest resumable one of the latest run).
@@ -306,6 +339,7 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
 @cli.command()
 @click.argument("ref", default="latest")
 @_store_option
+@_trust_option
 @click.option("--var", "var", metavar="NAME", help="One variable in detail (loads it).")
 @_json_option
 def show(ref: str, store: str, var: str | None, as_json: bool) -> None:
@@ -412,12 +446,14 @@ def _find_entry(snapshot: Any, name: str) -> tuple[Any, dict[str, Any]]:
 @cli.command()
 @click.argument("ref", default="latest")
 @_store_option
+@_trust_option
 @click.option("--plain", is_flag=True, help="Use Python's plain REPL even where IPython is installed.")
 def shell(ref: str, store: str, plain: bool) -> None:
     """An interactive session holding snapshot REF: its globals and its innermost frame's locals."""
     from relive.restore import Snapshot
 
     opened = Store(store)
+    opened.check_loadable()  # here: the session would only warn, variable by variable
     snapshot = Snapshot(opened, opened.resolve(ref))
     namespace = snapshot.namespace()
     namespace["snapshot"] = snapshot
@@ -442,30 +478,30 @@ def shell(ref: str, store: str, plain: bool) -> None:
 
 
 @cli.command()
-@click.argument("ref")
-@click.argument("name")
+@click.argument("ref_or_name", metavar="[REF]")
+@click.argument("name", required=False)
 @_store_option
-@click.option("-o", "--output", metavar="FILE", help="Write the value here: .npy for arrays (numpy.save), "
-                                                     "a pickle otherwise. Without it, print its repr.")
-def get(ref: str, name: str, store: str, output: str | None) -> None:
-    """Load variable NAME of snapshot REF and write it out."""
+@_trust_option
+@click.option("-o", "--output", metavar="FILE",
+              help="Write the value to FILE, by its extension: .npy for arrays (numpy.save), .json for what "
+                   "JSON can hold, a pickle otherwise (by value: it loads without the script). Without it, "
+                   "print the value's repr.")
+@_json_option
+def get(ref_or_name: str, name: str | None, store: str, output: str | None, as_json: bool) -> None:
+    """Load variable NAME of snapshot REF (default: latest) and print it or write it out."""
+    from relive import export
     from relive.restore import Snapshot
 
+    ref, name = ("latest", ref_or_name) if name is None else (ref_or_name, name)
     opened = Store(store)
     value = Snapshot(opened, opened.resolve(ref))[name]
-    if output is None:
-        click.echo(repr(value))
-        return
-    if output.endswith(".npy"):
-        import numpy
-
-        if hasattr(value, "detach") and hasattr(value, "numpy"):  # a tensor
-            value = value.detach().cpu().numpy()
-        numpy.save(output, numpy.asarray(value), allow_pickle=False)
+    if output is not None:
+        export.save(value, output)
+        click.echo(f"wrote {name} to {output}", err=True)
+    elif as_json:
+        click.echo(json.dumps({"name": name, "type": type_name(value), **export.as_json(value)}, indent=2))
     else:
-        with open(output, "wb") as f:
-            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-    click.echo(f"wrote {name} to {output}", err=True)
+        click.echo(_printable(repr(value), keep="\n\t"))
 
 
 @cli.command()

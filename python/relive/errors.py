@@ -17,6 +17,7 @@ __all__ = [
     "ReliveError",
     "StoreError",
     "StoreNotFound",
+    "UntrustedStore",
     "VariableNotFound",
 ]
 
@@ -30,3 +31,7 @@ class VariableNotFound(ReliveError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class UntrustedStore(ReliveError):
+    """A store that another user owns or may write to: loading from it could run their code."""

@@ -16,6 +16,7 @@ from typing import Any
 from relive import _native
 from relive.errors import RefError
 from relive.runs import RunInfo
+from relive.trust import check_store, trusted_by_environment
 
 DEFAULT_STORE = ".relive"
 _REF = re.compile(r"^(?P<base>[^~]+)(?:~(?P<back>\d*))?$")
@@ -63,9 +64,21 @@ class SnapshotInfo:
 class Store:
     """A relive store opened for reading."""
 
-    def __init__(self, path: str | None = None) -> None:
+    trust_every_store = False  # the command line's --trust-store, for every store it opens
+
+    def __init__(self, path: str | None = None, trust: bool | None = None) -> None:
+        """``trust``: load from the store even if others own it or may write to it (default:
+        ``--trust-store`` or ``$RELIVE_TRUST_STORE``)."""
         self.path = path or default_path()
         self.native = _native.Store.open(self.path, create=False)
+        self.trusted = trust if trust is not None else (Store.trust_every_store or trusted_by_environment())
+
+    def check_loadable(self) -> None:
+        """Before anything is unpickled from the store: refuse one that others could have
+        written to, unless it is trusted (see ``relive.trust``)."""
+        if not self.trusted:
+            check_store(self.path)
+            self.trusted = True  # checked once per opened store
 
     @cached_property
     def snapshots(self) -> list[SnapshotInfo]:

@@ -48,6 +48,7 @@ class _Loader:
             if record_id in self._in_progress:
                 raise ReliveError(f"record {record_id[:12]} refers back to itself through another "
                                   "global of the script; it cannot be loaded")
+            self.store.check_loadable()
             self._in_progress.add(record_id)
             try:
                 values = read_record(self.store.native, record_id, self._context)
@@ -193,6 +194,7 @@ class Snapshot:
 
         from relive.state.resumable import FrameState, ResumeState
 
+        self._loader.store.check_loadable()  # before the stored code is read, too
         resume = self.manifest.get("resume") or {}
         if not resume.get("resumable"):
             raise ReliveError(f"snapshot {self.id[:12]} cannot resume: "
@@ -246,11 +248,13 @@ class Snapshot:
         return f"<Snapshot {self.id[:12]} {self.trigger} {self.time.isoformat(timespec='seconds')}{at}>"
 
 
-def load(ref: str = "latest", store: str | None = None) -> Snapshot:
+def load(ref: str = "latest", store: str | None = None, trust: bool = False) -> Snapshot:
     """Open the snapshot ``ref`` of the store at ``store`` (default ``.relive`` or
     ``$RELIVE_STORE``). Variables are loaded when first looked up.
 
-    Loading unpickles, which can run code: load only stores you trust.
+    Loading unpickles, which can run code: load only stores you trust. A store that
+    another user owns or may write to is refused when a variable is loaded, unless
+    ``trust`` is true (or ``$RELIVE_TRUST_STORE=1``).
     """
-    opened = Store(store)
+    opened = Store(store, trust=trust or None)
     return Snapshot(opened, opened.resolve(ref))
