@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import sys
 from datetime import datetime
@@ -20,6 +19,7 @@ import click
 from relive.errors import ReliveError
 from relive.state.describe import type_name
 from relive.store import DEFAULT_STORE, SnapshotInfo, Store
+from relive.terminal import printable
 
 _store_option = click.option(
     "--store", envvar="RELIVE_STORE", default=DEFAULT_STORE, show_default=True, metavar="PATH",
@@ -36,23 +36,6 @@ _trust_option = click.option(
     "--trust-store", is_flag=True, expose_value=False, callback=_trust,
     help="Load from the store even if another user owns it or others may write to it "
          "(loading unpickles, which runs code; also $RELIVE_TRUST_STORE=1).")
-
-
-# Control characters (ESC starts terminal commands: titles, clearing, colours) and the
-# bidirectional overrides that make text display in another order than it reads.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _printable(text: Any, keep: str = "") -> str:
-    """``text`` (from the store: file names, messages, reprs) safe to show on a terminal:
-    control characters as escapes (``\\x1b``), except those in ``keep``."""
-    def escape(match: re.Match[str]) -> str:
-        char = match[0]
-        if char in keep:
-            return char
-        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
-
-    return _UNPRINTABLE.sub(escape, str(text))
 
 
 def human_bytes(n: int | None) -> str:
@@ -91,10 +74,9 @@ def _local_time(iso: str, with_date: bool = False) -> str:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from relive import terminal
 
-    # Piped output (a file, `less`, a test) is not cut at 80 columns.
-    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+    return terminal.console()
 
 
 class _Size(click.ParamType):
@@ -281,6 +263,8 @@ def _why_not(reasons: list[str]) -> str:
 
 def _print_graph(store: Store) -> None:
     """Runs as a tree: a resumed run hangs under the snapshot it continued from."""
+    from rich.text import Text
+
     console = _console()
     runs = store.runs
     children: dict[str | None, list[str]] = {}
@@ -294,8 +278,10 @@ def _print_graph(store: Store) -> None:
         snaps = store.run_snapshots(run_id)
         resumable = sum(1 for s in snaps if s.manifest.get("resume", {}).get("resumable"))
         origin = f" from {run.resumed_from[:12]}" if run.resumed_from else ""
-        console.print(f"{'  ' * depth}{'└─ ' if depth else ''}run {run_id}{origin}: {len(snaps)} snapshots, "
-                      f"{resumable} resumable  [dim]{shlex.join(run.command)}[/dim]", markup=True)
+        console.print(Text.assemble(
+            printable(f"{'  ' * depth}{'└─ ' if depth else ''}run {run_id}{origin}: {_count(len(snaps), 'snapshot')}, "
+                      f"{resumable} resumable  "),
+            (printable(shlex.join(run.command)), "dim")))
         for child in children.get(run_id, []):
             show(child, depth + 1)
 
@@ -303,9 +289,21 @@ def _print_graph(store: Store) -> None:
         show(root, 0)
 
 
-def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
+def _count(n: int, thing: str) -> str:
+    """``1 snapshot``, ``2 snapshots``."""
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
+
+def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
+    from rich.text import Text
+
+    from relive.terminal import Column, cut_right, fit
+
+    columns = [Column("ID"), Column("TIME"), Column("TRIGGER", shrink_to=9),
+               Column("WHERE", shrink_to=24, cut_from_left=True), Column("NEW", right=True, optional=True),
+               Column("STATE", right=True, optional=True), Column("MODE", optional=True),
+               Column("PAUSE", right=True, optional=True), Column("SKIPPED", right=True, optional=True),
+               Column("RESUME", shrink_to=4)]
     console = _console()
     by_run: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -314,25 +312,27 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         info = store.runs.get(run_id)
         command = shlex.join(info.command) if info else "?"
         cwd = info.cwd if info else None
-        header = f"run {run_id}: {command}"
-        if info:
-            header += f"  [dim](python {info.python} on {info.host}, started {_local_time(info.started, True)})[/dim]"
-        console.print(header)
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for column, justify in (("ID", "left"), ("TIME", "left"), ("TRIGGER", "left"), ("WHERE", "left"),
-                                ("NEW", "right"), ("STATE", "right"), ("MODE", "left"), ("PAUSE", "right"),
-                                ("SKIPPED", "right"), ("RESUME", "left")):
-            table.add_column(column, justify=justify, no_wrap=column != "WHERE")  # type: ignore[arg-type]
+        header = printable(f"run {run_id}: {command}")
+        details = printable(f"  (python {info.python} on {info.host}, started {_local_time(info.started, True)})"
+                            if info else "")
+        if len(header) + len(details) > console.width:
+            details = ""
+        console.print(Text.assemble(cut_right(header, console.width), (details, "dim")))
+        cells = []
         for row in run_rows:
             trigger = row["trigger"] + (f" {row['signal']}" if "signal" in row else "")
             if "exception" in row:
                 trigger += f" {row['exception']['type']}"
-            table.add_row(row["id"][:12], _local_time(row["time"]), trigger,
-                          _where({"file": row["file"], "line": row["line"], "function": row["function"]}, cwd),
-                          human_bytes(row["new_bytes"]), human_bytes(row["state_bytes"]), row["mode"] or "-",
-                          _seconds(row["pause_s"]), str(len(row["skipped"])) if row["skipped"] else "",
-                          "yes" if row["resumable"] else _why_not(row["not_resumable_because"]))
-        console.print(table)
+            cells.append([printable(cell) for cell in (
+                row["id"][:12], _local_time(row["time"]), trigger,
+                _where({"file": row["file"], "line": row["line"], "function": row["function"]}, cwd),
+                human_bytes(row["new_bytes"]), human_bytes(row["state_bytes"]), row["mode"] or "-",
+                _seconds(row["pause_s"]), str(len(row["skipped"])) if row["skipped"] else "",
+                "yes" if row["resumable"] else _why_not(row["not_resumable_because"]))])
+        head, *lines = fit(columns, cells, console.width)
+        console.print(Text(head, style="bold"), no_wrap=True)
+        for line in lines:
+            console.print(Text(line), no_wrap=True)
         console.print()
 
 
@@ -376,24 +376,26 @@ def _scopes(info: SnapshotInfo) -> list[tuple[str, dict[str, Any], dict[str, Any
 
 def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     m = info.manifest
     run = store.runs.get(info.run)
     cwd = run.cwd if run else None
     console = _console()
     trigger = info.trigger + (f" ({m['signal']})" if "signal" in m else "")
-    console.print(f"[bold]snapshot {info.id[:12]}[/bold]  {trigger}  {_local_time(info.time, True)}  "
-                  f"at {_where(info.where, cwd)}  [dim]run {info.run}[/dim]")
+    console.print(Text.assemble((f"snapshot {info.id[:12]}", "bold"),
+                                printable(f"  {trigger}  {_local_time(info.time, True)}  at {_where(info.where, cwd)}  "),
+                                (printable(f"run {info.run}"), "dim")))
     if "exception" in m:
-        console.print(f"  exception: {m['exception']['type']}: {m['exception']['message']}", markup=False)
+        console.print(Text(printable(f"  exception: {m['exception']['type']}: {m['exception']['message']}")))
     if "note" in m:
-        console.print(f"  note: {m['note']}", markup=False)
+        console.print(Text(printable(f"  note: {m['note']}")))
     console.print(f"  state {human_bytes(m.get('state_bytes'))}, written by this snapshot "
                   f"{human_bytes(m.get('new_bytes'))}")
     shared: dict[frozenset[str], None] = {}  # groups of variables stored together, in order
     for name, details, variables in scopes:
         console.print()
-        console.print(f"[bold]{name}[/bold]" + (f" at {_where(details, cwd)}" if details else ""))
+        console.print(Text.assemble((name, "bold"), printable(f" at {_where(details, cwd)}" if details else "")))
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column, justify in (("NAME", "left"), ("TYPE", "left"), ("SUMMARY", "left"), ("SIZE", "right")):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
@@ -401,22 +403,22 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
             marker = " *" if entry.get("shared_with") else ""
             if marker:
                 shared[frozenset([f"{var_name} in {name}", *entry["shared_with"]])] = None
-            table.add_row(var_name + marker, entry.get("type", ""), entry.get("summary", ""),
-                          human_bytes(entry.get("size")))
+            table.add_row(*(Text(printable(cell)) for cell in (
+                var_name + marker, entry.get("type", ""), entry.get("summary", ""), human_bytes(entry.get("size")))))
         if not variables:
-            table.add_row("[dim](none)[/dim]", "", "", "")
+            table.add_row(Text("(none)", style="dim"), "", "", "")
         console.print(table)
     if shared:
         console.print()
-        console.print("[bold]*[/bold] stored together because they share objects (they load back shared):")
+        console.print(Text.assemble(("*", "bold"), " stored together because they share objects (they load back shared):"))
         for group in shared:
-            console.print(f"  {', '.join(sorted(group))}", markup=False)
+            console.print(Text(printable(f"  {', '.join(sorted(group))}")))
     skipped = m.get("skipped", [])
     if skipped:
         console.print()
-        console.print("[bold]not stored[/bold]")
+        console.print(Text("not stored", style="bold"))
         for s in skipped:
-            console.print(f"  {s['name']} ({s['scope']}): {s['reason']}", markup=False)
+            console.print(Text(printable(f"  {s['name']} ({s['scope']}): {s['reason']}")))
 
 
 def _show_variable(snapshot: Any, name: str, as_json: bool) -> None:
@@ -428,8 +430,8 @@ def _show_variable(snapshot: Any, name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"name": name, **entry, "repr": text}, indent=2))
         return
-    click.echo(f"{name}: {entry.get('type')}  {entry.get('summary', '')}  ({human_bytes(entry.get('size'))})")
-    click.echo(text)
+    click.echo(printable(f"{name}: {entry.get('type')}  {entry.get('summary', '')}  ({human_bytes(entry.get('size'))})"))
+    click.echo(printable(text, keep="\n\t"))
 
 
 def _find_entry(snapshot: Any, name: str) -> tuple[Any, dict[str, Any]]:
@@ -463,6 +465,7 @@ def shell(ref: str, store: str, plain: bool) -> None:
               + (f" at {inner.filename}:{inner.lineno} in {inner.qualname}" if inner else "")
               + "\nloaded: the globals" + (f" and the locals of {inner.qualname}()" if inner and inner.function != "<module>" else "")
               + "; `snapshot` is the Snapshot (snapshot.frames[i].locals for the other frames)")
+    banner = printable(banner, keep="\n")
     if not plain and sys.stdin.isatty():
         try:
             from IPython import start_ipython
@@ -501,7 +504,7 @@ def get(ref_or_name: str, name: str | None, store: str, output: str | None, as_j
     elif as_json:
         click.echo(json.dumps({"name": name, "type": type_name(value), **export.as_json(value)}, indent=2))
     else:
-        click.echo(_printable(repr(value), keep="\n\t"))
+        click.echo(printable(repr(value), keep="\n\t"))
 
 
 @cli.command()
@@ -532,9 +535,9 @@ def verify(store: str, as_json: bool) -> None:
 
 
 def _stderr_console() -> Any:
-    from rich.console import Console
+    from relive import terminal
 
-    return Console(stderr=True)
+    return terminal.console(stderr=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,113 @@
+"""Text for a terminal: what comes from the store made printable, and tables fitted to the
+terminal's width (never wrapped: ids stay whole, long cells are shortened)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+# Control characters (ESC starts terminal commands: titles, clearing, colours) and the
+# bidirectional overrides that make text display in another order than it reads.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+# Piped output (a file, `less`, a test) is not cut at 80 columns unless COLUMNS says so.
+PIPE_WIDTH = 200
+
+
+def printable(text: Any, keep: str = "") -> str:
+    """``text`` (from the store: file names, messages, reprs) safe to show on a terminal:
+    control characters as escapes (``\\x1b``), except those in ``keep``."""
+    def escape(match: re.Match[str]) -> str:
+        char = match[0]
+        if char in keep:
+            return char
+        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+    return _UNPRINTABLE.sub(escape, str(text))
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console: the terminal's width, or $COLUMNS where set (as rich reads it)."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS", "").isdigit() else PIPE_WIDTH
+    return Console(highlight=False, soft_wrap=False, width=width, stderr=stderr)
+
+
+def cut_right(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, its end replaced by … if it is longer."""
+    from rich.cells import cell_len
+
+    if cell_len(text) <= width:
+        return text
+    while text and cell_len(text) > width - 1:
+        text = text[:-1]
+    return text + "…" if width > 0 else ""
+
+
+def cut_left(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, its start replaced by … (the end of a path and
+    its line number are what tell where), cut at a directory where one is near."""
+    from rich.cells import cell_len
+
+    if cell_len(text) <= width:
+        return text
+    while text and cell_len(text) > width - 1:
+        text = text[1:]
+    slash = text.find(os.sep)
+    if 0 <= slash < min(12, text.find(":") % (len(text) + 1)):
+        text = text[slash:]
+    return "…" + text if width > 0 else ""
+
+
+@dataclass
+class Column:
+    name: str
+    right: bool = False  # right-justified (numbers)
+    optional: bool = False  # dropped when the terminal is too narrow, the widest first
+    shrink_to: int | None = None  # may be shortened down to this many cells
+    cut_from_left: bool = False  # shortened from the start (paths)
+
+
+GAP = 2
+
+
+def fit(columns: list[Column], rows: list[list[str]], width: int) -> list[str]:
+    """The table as lines of at most ``width`` cells: optional columns dropped (the widest
+    first) while the rest cannot fit, then shrinkable cells shortened as little as needed."""
+    from rich.cells import cell_len
+
+    natural = [max([cell_len(c.name), *(cell_len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    least = [min(natural[i], max(c.shrink_to, len(c.name))) if c.shrink_to is not None else natural[i]
+             for i, c in enumerate(columns)]
+    kept = list(range(len(columns)))
+
+    def total(widths: list[int]) -> int:
+        return sum(widths[i] for i in kept) + GAP * (len(kept) - 1)
+
+    while total(least) > width:
+        optional = [i for i in kept if columns[i].optional]
+        if not optional:
+            break
+        kept.remove(max(optional, key=lambda i: (natural[i], i)))
+    widths = list(least)
+    spare = width - total(widths)
+    for i in sorted(kept, key=lambda i: not columns[i].cut_from_left):  # the spare cells: paths first
+        grow = max(0, min(spare, natural[i] - widths[i]))
+        widths[i] += grow
+        spare -= grow
+
+    def line(cells: list[str]) -> str:
+        parts = []
+        for i in kept:
+            column, cell, w = columns[i], cells[i], widths[i]
+            cell = cut_left(cell, w) if column.cut_from_left else cut_right(cell, w)
+            pad = " " * (w - cell_len(cell))
+            parts.append(pad + cell if column.right else cell + pad)
+        return (" " * GAP).join(parts).rstrip()
+
+    return [line([c.name for c in columns]), *(line(r) for r in rows)]

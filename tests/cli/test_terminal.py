@@ -1,0 +1,69 @@
+"""What `log` and `show` print fits the terminal and cannot drive it: no escape sequences
+from the store, ids whole, no wrapped lines at 80, 100 or 120 columns."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ENV
+
+EVIL = "evil\x1b]0;TITLE\x07\x1b[2J.py"
+
+
+def test_escape_sequences_from_the_store_are_not_printed(work):
+    work.write(EVIL, "import relive\nx = '\\x1b[31mred'\nrelive.checkpoint()\n"
+                     "raise RuntimeError('\\x1b[31mboom\\x1b[0m')\n")
+    proc = work.relive("run", "--every", "0", EVIL)
+    assert proc.returncode == 1
+    for args in (["log"], ["log", "--graph"], ["log", "--all"], ["show"], ["show", "latest~1"],
+                 ["show", "latest", "--var", "x"], ["get", "x"]):
+        out = work.relive(*args, check=True).stdout
+        assert "\x1b" not in out and "\x07" not in out, (args, out)
+    assert "\\x1b[31mboom" in work.relive("show", check=True).stdout
+    assert "evil\\x1b]0;TITLE\\x07" in work.relive("log", check=True).stdout
+    # JSON stays exact: json.dumps escapes them, and they come back as they were.
+    rows = json.loads(work.relive("log", "--json", check=True).stdout)
+    assert rows[-1]["file"].endswith(EVIL)
+    assert "\x1b" not in work.relive("log", "--json", check=True).stdout
+
+
+PROG = """
+import relive
+
+def fit(epochs):
+    total = 0
+    for epoch in range(epochs):
+        total += epoch
+        relive.checkpoint()
+    return total
+
+fit(3)
+"""
+
+
+def _log(work, columns):
+    proc = subprocess.run([sys.executable, "-m", "relive", "log"], cwd=work.path, env={**ENV, "COLUMNS": str(columns)},
+                          capture_output=True, text=True, timeout=120, check=True)
+    return proc.stdout
+
+
+def test_log_fits_the_terminal_with_whole_ids_and_where(work):
+    deep = os.path.join("some", "rather", "deeply", "nested", "project", "directory", "for", "training")
+    work.write(os.path.join(deep, "train.py"), PROG)
+    work.relive("run", "--every", "0", os.path.join(deep, "train.py"), "--a-long-argument", "x" * 60, check=True)
+    ids = [row["id"][:12] for row in work.log()]
+    for columns in (80, 100, 120):
+        out = _log(work, columns)
+        lines = out.splitlines()
+        assert all(len(line) <= columns for line in lines), (columns, out)
+        for short in ids:
+            assert any(line.startswith(short + " ") for line in lines), (columns, short, out)
+        assert "WHERE" in lines[1]
+        assert "train.py:8 in fit()" in out, out
+        # One line per snapshot: nothing wrapped.
+        assert len(lines) == 1 + 1 + len(ids) + 1, out
+    assert "…/" in _log(work, 80)  # the path shortened from its start
+    assert "STATE" in _log(work, 200)  # nothing dropped where there is room
