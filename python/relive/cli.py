@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 from datetime import datetime
@@ -17,13 +18,27 @@ from typing import Any
 import click
 
 from relive.errors import ReliveError
+from relive.state import describe
 from relive.state.describe import type_name
-from relive.store import DEFAULT_STORE, SnapshotInfo, Store
+from relive.store import DEFAULT_STORE, SnapshotInfo, Store, find_store
 from relive.terminal import printable
 
+def _which_store(ctx: Any, param: Any, value: str | None) -> str:
+    """--store, $RELIVE_STORE, or the nearest .relive here or above (said when not here)."""
+    if value is not None:
+        return value
+    found = find_store()
+    if found is None:
+        return DEFAULT_STORE
+    if found != DEFAULT_STORE:
+        click.echo(f"relive: using the store {printable(found)}", err=True)
+    return found
+
+
 _store_option = click.option(
-    "--store", envvar="RELIVE_STORE", default=DEFAULT_STORE, show_default=True, metavar="PATH",
-    help="The store: a directory (also $RELIVE_STORE).")
+    "--store", envvar="RELIVE_STORE", default=None, callback=_which_store, metavar="PATH",
+    help="The store: a directory (also $RELIVE_STORE). Default: .relive here, or in the nearest "
+         "directory above that has one (as git finds its repository).")
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
@@ -39,13 +54,14 @@ _trust_option = click.option(
 
 
 def human_bytes(n: int | None) -> str:
+    """Binary units, with their IEC names (as --max-memory reads them)."""
     if n is None:
         return "-"
     size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
+        size /= 1024
     return f"{n} B"
 
 
@@ -80,56 +96,106 @@ def _console() -> Any:
 
 
 class _Size(click.ParamType):
-    """A size in bytes: 1000000, 500K, 200M, 2G (powers of 1024)."""
+    """A size in bytes: 1000000, 500K or 500KiB, 200M or 200MiB, 2G or 2GiB (powers of 1024);
+    500KB, 200MB, 2GB are powers of 1000, as their names say."""
 
     name = "size"
-    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20, "G": 1 << 30,
+              "GIB": 1 << 30, "T": 1 << 40, "TIB": 1 << 40, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
         if isinstance(value, int):
             return value
-        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
-        unit = text[-1] if text and text[-1] in self._UNITS else ""
+        match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(value))
+        unit = match[2].upper() if match else ""
         try:
-            return int(float(text[: len(text) - len(unit)]) * self._UNITS[unit])
+            if match is None or unit not in self._UNITS:
+                raise ValueError
+            return int(float(match[1]) * self._UNITS[unit])
         except ValueError:
-            self.fail(f"{value!r} is not a size (examples: 500M, 2G)", param, ctx)
+            self.fail(f"{value!r} is not a size (examples: 500MiB, 2GiB)", param, ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Duration(click.ParamType):
+    """A time: 500ms, 1s, 2m, 1h, or a plain number of seconds."""
+
+    name = "duration"
+    _UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+    def __init__(self, minimum: float) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        else:
+            match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*([a-z]*)\s*", str(value).lower())
+            if match is None or match[2] not in self._UNITS:
+                self.fail(f"{value!r} is not a duration (examples: 500ms, 10s, 2m, 1h; a plain number is "
+                          "seconds)", param, ctx)
+            seconds = float(match[1]) * self._UNITS[match[2]]
+        if seconds < self.minimum:
+            self.fail(f"{value!r} is less than {self.minimum:g} s", param, ctx)
+        return seconds
+
+
+class _Commands(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # The reader went away (`relive log | head -1`): stop quietly with status 0, as
+            # git does; stdout goes nowhere, so that the final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="relive", prog_name="relive")
 def cli() -> None:
     """relive: snapshots of a running Python program; list, inspect and load any past state."""
 
 
-def _capture_options(command: Any) -> Any:
-    """The options of how a program is captured: `relive run` and `relive resume` share them."""
-    for option in reversed([
-        click.option("--every", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="SECONDS",
-            help="Take a snapshot every SECONDS (0: no timer; exit, crash, signals and "
-                 "relive.checkpoint() still snapshot)."),
+def _capture_options(resumed: bool = False) -> Any:
+    """The options of how a program is captured: `relive run` and `relive resume` share them;
+    those of `relive resume` default to the resumed run's own."""
+    def option(*names: str, default: Any, help: str, **kwargs: Any) -> Any:
+        if resumed:
+            return click.option(*names, default=None, help=f"{help} Default: the resumed run's.", **kwargs)
+        return click.option(*names, default=default, show_default=default is not None, help=help, **kwargs)
+
+    options = [
+        option("--every", type=_Duration(0), default="10s", metavar="TIME",
+               help="Take a snapshot every TIME (e.g. 500ms, 10s, 2m; 0: no timer; exit, crash, signals and "
+                    "relive.checkpoint() still snapshot)."),
         click.option("--exclude", multiple=True, metavar="PATTERN",
-            help="Do not store variables whose name matches PATTERN (a glob; repeatable)."),
-        click.option("--signal-wait", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
-            help="How long SIGTERM/SIGUSR1 wait for a line boundary before the snapshot is taken where "
-                 "the program stands."),
-        click.option("--mode", type=click.Choice(["auto", "fork", "inline"]), default="auto", show_default=True,
-            help="Where timer snapshots are written: in a forked child while the program goes on (fork), "
-                 "or in the program's process while it waits (inline). auto: fork where it is safe "
-                 "(POSIX, CUDA not initialized). Other snapshots are always inline."),
-        click.option("--snapshot-timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
-            metavar="SECONDS", help="Stop a background snapshot that runs longer (it counts as failed)."),
-        click.option("--overhead", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="PERCENT",
-            help="Timer snapshots may cost at most this share of the program's time: the interval grows "
-                 "past --every when they cost more (0: no limit). A forked snapshot costs its pause, its "
-                 "CPU (as far as the program keeps its cores busy) and the program's page copies while "
-                 "it runs."),
-        click.option("--max-memory", type=_Size(), default=None, metavar="SIZE",
-            help="Stop a background snapshot whose extra memory (pages the program rewrites meanwhile, held "
-                 "twice) passes SIZE, e.g. 2G or 500M; it counts as failed."),
-    ]):
-        command = option(command)
-    return command
+                     help="Do not store variables whose name matches PATTERN (a glob; repeatable)."
+                          + (" Default: the resumed run's." if resumed else "")),
+        option("--signal-wait", type=_Duration(0), default="2s", metavar="TIME",
+               help="How long SIGTERM/SIGUSR1 wait for a line boundary before the snapshot is taken where "
+                    "the program stands."),
+        option("--mode", type=click.Choice(["auto", "fork", "inline"]), default="auto",
+               help="Where timer snapshots are written: in a forked child while the program goes on (fork), "
+                    "or in the program's process while it waits (inline). auto: fork where it is safe "
+                    "(POSIX, CUDA not initialized). Other snapshots are always inline."),
+        option("--snapshot-timeout", type=_Duration(0.1), default="5m", metavar="TIME",
+               help="Stop a background snapshot that runs longer (it counts as failed)."),
+        option("--overhead", type=click.FloatRange(min=0), default=2.0, metavar="PERCENT",
+               help="Timer snapshots may cost at most this share of the program's time: the interval grows "
+                    "past --every when they cost more (0: no limit). A forked snapshot costs its pause, its "
+                    "CPU (as far as the program keeps its cores busy) and the program's page copies while "
+                    "it runs."),
+        option("--max-memory", type=_Size(), default=None, metavar="SIZE",
+               help="Stop a background snapshot whose extra memory (pages the program rewrites meanwhile, held "
+                    "twice) passes SIZE, e.g. 2GiB or 500MiB; it counts as failed."),
+    ]
+
+    def decorate(command: Any) -> Any:
+        for each in reversed(options):
+            command = each(command)
+        return command
+
+    return decorate
 
 
 def _options(store: str, every: float, exclude: tuple[str, ...], signal_wait: float, mode: str,
@@ -143,7 +209,7 @@ def _options(store: str, every: float, exclude: tuple[str, ...], signal_wait: fl
 @cli.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
 @_store_option
 @_trust_option
-@_capture_options
+@_capture_options()
 @click.option("--resume", "resume_if_possible", is_flag=True,
               help="Resume the latest resumable snapshot of this same command (target and arguments) in the "
                    "store, if there is one; start afresh otherwise. For batch jobs that are requeued.")
@@ -155,11 +221,14 @@ def run(store: str, resume_if_possible: bool, module: bool, target: str, args: t
     """Run TARGET (a script, or a module with -m) with ARGS, as python would, taking snapshots.
 
     \b
-    Snapshots are taken every --every seconds, on SIGTERM and SIGUSR1, on an uncaught
+    Snapshots are taken every --every (10 s), on SIGTERM and SIGUSR1, on an uncaught
     exception (at the raise point), at exit, and at each relive.checkpoint().
     """
     from relive.runner import Program, Resume
 
+    if not module and _is_python(target):
+        shown = shlex.join(["relive", "run", *args[:1], "..."]) if args else "relive run SCRIPT ..."
+        raise ReliveError(f"relive run runs the script itself: drop `{printable(target)}` ({printable(shown)})")
     capture = _options(store, **options)
     if resume_if_possible and os.path.isdir(store):
         opened = Store(store)
@@ -170,6 +239,13 @@ def run(store: str, resume_if_possible: bool, module: bool, target: str, args: t
             return Resume(store=capture.store, ref=snapshot.id, options=capture)
     # Returned, not run: the program must run outside click's error handling.
     return Program(target=target, args=list(args), module=module, options=capture)
+
+
+def _is_python(target: str) -> bool:
+    """``python``, ``python3``, ``python3.12`` or a path to one, given where a script belongs."""
+    if not re.fullmatch(r"python(\d+(\.\d+)?)?", os.path.basename(target)):
+        return False
+    return not os.path.isfile(target) or os.access(target, os.X_OK)
 
 
 def _latest_of_command(store: Store, target: str, args: list[str], module: bool) -> SnapshotInfo | None:
@@ -186,7 +262,7 @@ def _latest_of_command(store: Store, target: str, args: list[str], module: bool)
 @click.argument("ref", default="latest")
 @_store_option
 @_trust_option
-@_capture_options
+@_capture_options(resumed=True)
 def resume(ref: str, store: str, **options: Any) -> Any:
     """Continue the program from snapshot REF (default: the latest resumable one of the latest run).
 
@@ -195,14 +271,27 @@ def resume(ref: str, store: str, **options: Any) -> Any:
     generators), as a new run whose parent is that snapshot; it keeps taking snapshots.
     Capture options not given are those of the run the snapshot belongs to.
     """
-    from relive.runner import Resume
+    from relive.capture import CaptureOptions
+    from relive.runner import Resume, resumable_snapshot
 
-    given = {name: value for name, value in options.items()
-             if click.get_current_context().get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
-    return Resume(store=os.path.abspath(store), ref=ref, options=_options(store, **options) if given else None)
+    opened = Store(store)
+    info = resumable_snapshot(opened, ref)
+    opened.check_loadable()
+    run = opened.runs.get(info.run)
+    click.echo(printable(f"relive: resuming snapshot {info.short_id} (run {info.run}, seq {info.seq}, "
+                         f"at {_where(info.where, run.cwd if run else None)})"), err=True)
+    given = {name: value for name, value in options.items() if value is not None and value != ()}
+    capture = None
+    if given:
+        known = CaptureOptions.__dataclass_fields__
+        own = {name: value for name, value in (run.options if run else {}).items() if name in known}
+        capture = CaptureOptions(**{**own, **given, "store": os.path.abspath(store)})
+        capture.exclude = tuple(capture.exclude)
+    return Resume(store=os.path.abspath(store), ref=info.id, options=capture)
 
 
 def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any]]:
+    run_info = {run_id: _run_info(store, run_id) for run_id in dict.fromkeys(s.run for s in snapshots)}
     rows = []
     for s in snapshots:
         m = s.manifest
@@ -220,8 +309,23 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
         for optional in ("signal", "exception", "note"):
             if optional in m:
                 row[optional] = m[optional]
+        row["run_info"] = run_info.get(s.run)
         rows.append(row)
     return rows
+
+
+def _run_info(store: Store, run_id: str) -> dict[str, Any] | None:
+    """What ``log --json`` says of a run: how it was started, and how it ended if it did."""
+    run = store.runs.get(run_id)
+    if run is None:
+        return None
+    snapshots = store.run_snapshots(run_id)
+    last = snapshots[-1].manifest if snapshots else {}
+    ended = last.get("trigger") if last.get("trigger") in ("exit", "exception") else None
+    return {"id": run.id, "command": run.command, "target": run.target, "module": run.module, "argv": run.argv,
+            "cwd": run.cwd, "python": run.python, "host": run.host, "started": run.started,
+            "resumed_from": run.resumed_from, "relive": run.relive, "options": run.options,
+            "ended_by": ended, "exit_status": getattr(run, "exit_status", last.get("exit_status"))}
 
 
 @cli.command()
@@ -233,8 +337,11 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
 def log(store: str, all_runs: bool, run_id: str | None, graph: bool, as_json: bool) -> None:
     """List snapshots: id, time, trigger, where, bytes written, state size, whether it can resume."""
     opened = Store(store)
-    if graph and not as_json:
-        _print_graph(opened)
+    if graph:
+        if as_json:
+            click.echo(json.dumps(_graph(opened), indent=2))
+        else:
+            _print_graph(opened)
         return
     snapshots = opened.snapshots
     if run_id:
@@ -261,17 +368,39 @@ def _why_not(reasons: list[str]) -> str:
     return f"no: {first}" + (f" (+{len(reasons) - 1})" if len(reasons) > 1 else "")
 
 
+def _children(store: Store) -> dict[str | None, list[str]]:
+    """Run -> the runs that resumed one of its snapshots (None: the runs started afresh)."""
+    children: dict[str | None, list[str]] = {}
+    snapshot_run = {s.id: s.run for s in store.snapshots}
+    for run_id, run in sorted(store.runs.items(), key=lambda kv: kv[1].started):
+        parent_run = snapshot_run.get(run.resumed_from or "")
+        children.setdefault(parent_run, []).append(run_id)
+    return children
+
+
+def _graph(store: Store) -> list[dict[str, Any]]:
+    """The tree of ``log --graph`` as JSON: each run with the snapshot it resumed from and
+    the runs that resumed its snapshots."""
+    children = _children(store)
+
+    def node(run_id: str) -> dict[str, Any]:
+        run = store.runs[run_id]
+        snaps = store.run_snapshots(run_id)
+        return {"run": run_id, "command": run.command, "started": run.started, "resumed_from": run.resumed_from,
+                "snapshots": [s.id for s in snaps],
+                "resumable": [s.id for s in snaps if s.manifest.get("resume", {}).get("resumable")],
+                "children": [node(child) for child in children.get(run_id, [])]}
+
+    return [node(root) for root in children.get(None, [])]
+
+
 def _print_graph(store: Store) -> None:
     """Runs as a tree: a resumed run hangs under the snapshot it continued from."""
     from rich.text import Text
 
     console = _console()
     runs = store.runs
-    children: dict[str | None, list[str]] = {}
-    snapshot_run = {s.id: s.run for s in store.snapshots}
-    for run_id, run in sorted(runs.items(), key=lambda kv: kv[1].started):
-        parent_run = snapshot_run.get(run.resumed_from or "")
-        children.setdefault(parent_run, []).append(run_id)
+    children = _children(store)
 
     def show(run_id: str, depth: int) -> None:
         run = runs[run_id]
@@ -354,7 +483,9 @@ def show(ref: str, store: str, var: str | None, as_json: bool) -> None:
     scopes = _scopes(info)
     if as_json:
         click.echo(json.dumps({
-            "id": info.id, "run": info.run, "time": info.time, "trigger": info.trigger, "where": info.where,
+            "id": info.id, "run": info.run, "time": info.time, "trigger": info.trigger,
+            "file": info.where.get("file"), "line": info.where.get("line"), "function": info.where.get("function"),
+            "where": info.where,
             "scopes": [{"scope": name, **extra, "variables": variables} for name, extra, variables in scopes],
             "skipped": info.manifest.get("skipped", []),
         }, indent=2))
@@ -427,11 +558,17 @@ def _show_variable(snapshot: Any, name: str, as_json: bool) -> None:
     text = repr(value)
     if len(text) > 4000:
         text = text[:4000] + f"… ({len(text)} characters in all)"
+    attributes = describe.attributes(value)
     if as_json:
-        click.echo(json.dumps({"name": name, **entry, "repr": text}, indent=2))
+        click.echo(json.dumps({"name": name, **entry, "repr": text,
+                               **({"attributes": attributes} if attributes is not None else {})}, indent=2))
         return
     click.echo(printable(f"{name}: {entry.get('type')}  {entry.get('summary', '')}  ({human_bytes(entry.get('size'))})"))
     click.echo(printable(text, keep="\n\t"))
+    if attributes:
+        width = max(len(a["name"]) for a in attributes)
+        for a in attributes:
+            click.echo(printable(f"  .{a['name']:<{width}}  {a['type']}  {a['summary']}".rstrip()))
 
 
 def _find_entry(snapshot: Any, name: str) -> tuple[Any, dict[str, Any]]:

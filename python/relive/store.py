@@ -1,11 +1,16 @@
 """A store as the command line and ``relive.load`` see it: snapshots, runs, references.
 
 References: ``latest`` (the newest snapshot in the store), a unique prefix of a
-snapshot id, and ``REF~N`` (N snapshots before REF in the same run).
+snapshot id, and ``REF~N`` (N snapshots before REF: in its run, then, for a resumed
+run, the snapshot it resumed from and those before it).
+
+Where no store is named, the store is ``.relive`` in the current directory or, as git
+finds its repository, in the nearest directory above that has one.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -23,7 +28,29 @@ _REF = re.compile(r"^(?P<base>[^~]+)(?:~(?P<back>\d*))?$")
 
 
 def default_path() -> str:
-    return os.environ.get("RELIVE_STORE") or DEFAULT_STORE
+    return os.environ.get("RELIVE_STORE") or find_store() or DEFAULT_STORE
+
+
+def find_store(start: str = ".") -> str | None:
+    """The nearest ``.relive`` with a config in ``start`` or a directory above it, on the
+    same file system (as git stops at one); ``.relive`` itself when it is in ``start``."""
+    here = os.path.abspath(start)
+    device = _device(here)
+    while True:
+        candidate = os.path.join(here, DEFAULT_STORE)
+        if os.path.isfile(os.path.join(candidate, "config")):
+            return DEFAULT_STORE if here == os.path.abspath(start) else candidate
+        parent = os.path.dirname(here)
+        if parent == here or _device(parent) != device:
+            return None
+        here = parent
+
+
+def _device(path: str) -> int | None:
+    try:
+        return os.stat(path).st_dev
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -105,12 +132,26 @@ class Store:
         if back is None:
             return base
         steps = int(back) if back else 1
-        run = self.run_snapshots(base.run)
-        index = run.index(base) - steps
-        if index < 0:
-            raise RefError(f"{ref!r} goes back {steps} snapshots, but snapshot {base.short_id} is "
-                           f"number {run.index(base) + 1} of its run (see `relive log`)")
-        return run[index]
+        history = self.history(base)
+        if steps >= len(history):
+            raise RefError(f"{ref!r} goes back {steps} snapshots, but only {len(history) - 1} come before "
+                           f"snapshot {base.short_id} (see `relive log --graph`)")
+        return history[-1 - steps]
+
+    def history(self, info: SnapshotInfo) -> list[SnapshotInfo]:
+        """The snapshots up to ``info``, oldest first: its run's, after those of the run it
+        resumed (up to the snapshot it resumed from), and so on back to the first run."""
+        by_id = {s.id: s for s in self.snapshots}
+        history: list[SnapshotInfo] = []
+        seen: set[str] = set()
+        current: SnapshotInfo | None = info
+        while current is not None and current.run not in seen:
+            seen.add(current.run)
+            run = self.run_snapshots(current.run)
+            history[:0] = run[: run.index(current) + 1]
+            parent = self.runs.get(current.run)
+            current = by_id.get(parent.resumed_from or "") if parent else None
+        return history
 
     def _base(self, name: str) -> SnapshotInfo:
         if not self.snapshots:
@@ -119,8 +160,11 @@ class Store:
             return self.snapshots[-1]
         prefix = name.lower()
         matches = [s for s in self.snapshots if s.id.startswith(prefix)]
-        if not matches or not re.fullmatch(r"[0-9a-f]+", prefix):
-            raise RefError(f"no snapshot {name!r} in {self.path} (see `relive log --all` for the ids)")
+        is_hex = re.fullmatch(r"[0-9a-f]+", prefix) is not None
+        if not matches or not is_hex:
+            typo = not is_hex and difflib.get_close_matches(prefix, ["latest"], 1, 0.6)
+            hint = "; did you mean 'latest'?" if typo else " (see `relive log --all` for the ids)"
+            raise RefError(f"no snapshot {name!r} in {self.path}{hint}")
         if len(matches) > 1:
             listed = ", ".join(s.short_id for s in matches[:5])
             raise RefError(f"{name!r} matches {len(matches)} snapshots ({listed}{', …' if len(matches) > 5 else ''}): "

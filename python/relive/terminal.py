@@ -35,7 +35,13 @@ def console(stderr: bool = False) -> Any:
 
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or os.environ.get("COLUMNS", "").isdigit() else PIPE_WIDTH
-    return Console(highlight=False, soft_wrap=False, width=width, stderr=stderr)
+    console = Console(highlight=False, soft_wrap=False, width=width, stderr=stderr)
+    console.on_broken_pipe = _broken_pipe  # rich would exit 1; the command line exits 0, as git does
+    return console
+
+
+def _broken_pipe() -> None:
+    raise BrokenPipeError
 
 
 def cut_right(text: str, width: int) -> str:

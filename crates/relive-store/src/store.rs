@@ -190,6 +190,9 @@ impl Store {
         for dir in ["tmp", "packs", "snapshots", "runs"] {
             durable::ensure_dir(&path.join(dir))?;
         }
+        // A store inside a git work tree must not be committed: it holds everything the
+        // program held. Written before the config, so that every store has it.
+        durable::write_atomic(&path.join("tmp"), "gitignore", &path.join(".gitignore"), b"*\n")?;
         let (file, tmp) = durable::create_tmp(&path.join("tmp"), "config")?;
         durable::write_synced(file, &tmp, &config::render(FORMAT, chunk_size))?;
         let target = path.join("config");

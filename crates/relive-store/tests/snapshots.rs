@@ -160,3 +160,13 @@ fn files_are_owner_only() {
     walk(&dir.path().join(".relive"), &mut seen);
     assert!(seen >= 10, "{seen}");
 }
+
+#[test]
+fn a_new_store_ignores_itself_in_git() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".relive");
+    Store::create(&path).unwrap();
+    assert_eq!(fs::read(path.join(".gitignore")).unwrap(), b"*\n");
+    Store::create(&path).unwrap(); // opening it again keeps it
+    assert_eq!(fs::read(path.join(".gitignore")).unwrap(), b"*\n");
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 _MAX = 60
@@ -47,6 +48,33 @@ def _summary(value: Any) -> str:
         return _short(repr(value))
     # Anything else: its type says enough; an arbitrary __repr__ may be slow or odd.
     return ""
+
+
+def attributes(value: Any) -> list[dict[str, str]] | None:
+    """The attributes of an instance (its ``__dict__`` and slots), one level: name, type and
+    summary of each. None for what has no attributes of its own (numbers, containers,
+    classes, modules, functions)."""
+    if isinstance(value, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        return None
+    names: dict[str, None] = {}
+    for klass in type(value).__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot not in ("__dict__", "__weakref__"):
+                names[slot] = None
+    own = getattr(value, "__dict__", None)
+    if isinstance(own, dict):
+        names.update(dict.fromkeys(str(name) for name in own))
+    elif not names:
+        return None
+    found = []
+    for name in names:
+        try:
+            attribute = object.__getattribute__(value, name)
+        except Exception:  # an empty slot, or a broken descriptor
+            continue
+        found.append({"name": name, "type": type_name(attribute), "summary": summary(attribute)})
+    return found
 
 
 def _short(text: str) -> str:

@@ -209,15 +209,17 @@ class RecordWriter:
         result.records.append(record_id)
         result.new_bytes += new_bytes
         result.state_bytes += raw_bytes
+        # A variable may be a root twice (a local that a closure also holds as a cell): named once.
+        names = list(dict.fromkeys(f"{o.name} in {o.scope}" for o in group))
         for root in group:
+            others = [name for name in names if name != f"{root.name} in {root.scope}"]
             result.variables[root.key] = {
                 "record": record_id,
                 "type": describe.type_name(root.value),
                 "summary": describe.summary(root.value),
                 # Variables stored together have one size: their record's.
                 "size": data.size,
-                **({"shared_with": [f"{o.name} in {o.scope}" for o in group if o is not root]}
-                   if len(group) > 1 else {}),
+                **({"shared_with": others} if others else {}),
             }
 
 
