@@ -426,6 +426,8 @@ def _count(n: int, thing: str) -> str:
 def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
     from rich.text import Text
 
+    from rich.cells import cell_len
+
     from relive.terminal import Column, cut_right, fit
 
     columns = [Column("ID"), Column("TIME"), Column("TRIGGER", shrink_to=9),
@@ -444,7 +446,7 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         header = printable(f"run {run_id}: {command}")
         details = printable(f"  (python {info.python} on {info.host}, started {_local_time(info.started, True)})"
                             if info else "")
-        if len(header) + len(details) > console.width:
+        if cell_len(header + details) > console.width:
             details = ""
         console.print(Text.assemble(cut_right(header, console.width), (details, "dim")))
         cells = []

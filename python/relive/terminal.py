@@ -36,7 +36,8 @@ def console(stderr: bool = False) -> Any:
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or os.environ.get("COLUMNS", "").isdigit() else PIPE_WIDTH
     console = Console(highlight=False, soft_wrap=False, width=width, stderr=stderr)
-    console.on_broken_pipe = _broken_pipe  # rich would exit 1; the command line exits 0, as git does
+    # rich would exit 1 on a closed pipe; the command line exits 0, as git does.
+    console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]
     return console
 
 

@@ -54,6 +54,13 @@ def attributes(value: Any) -> list[dict[str, str]] | None:
     """The attributes of an instance (its ``__dict__`` and slots), one level: name, type and
     summary of each. None for what has no attributes of its own (numbers, containers,
     classes, modules, functions)."""
+    try:
+        return _attributes(value)
+    except Exception:  # an odd __dict__ or __slots__: the repr above it says enough
+        return None
+
+
+def _attributes(value: Any) -> list[dict[str, str]] | None:
     if isinstance(value, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
         return None
     names: dict[str, None] = {}
