@@ -1,4 +1,4 @@
-"""The ``relive`` command line: run, log, show, shell, get, verify.
+"""The ``relive`` command line: run, log, show, shell, get, verify, repair.
 
 Exit status 2 with a one-line message for every error of relive's own (no store, an
 unknown or ambiguous reference, a newer store format); ``relive run`` exits with the
@@ -649,28 +649,126 @@ def get(ref_or_name: str, name: str | None, store: str, output: str | None, as_j
 @cli.command()
 @_store_option
 @_json_option
-def verify(store: str, as_json: bool) -> None:
-    """Check every byte of the store against its hash; exit 1 if anything is damaged."""
+@click.option("--repair", "and_repair", is_flag=True, help="Repair what is damaged, as `relive repair` does.")
+def verify(store: str, as_json: bool, and_repair: bool) -> None:
+    """Check every byte of the store against its hash; exit 1 if anything is damaged.
+
+    Names each damaged or missing chunk with the snapshots (and variables) that need it, a
+    wrong fingerprint cache, damaged manifests and run files, and notes files left in tmp/."""
     from relive import _native
 
-    opened = _native.Store.open(store, create=False)
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-    with Progress("verifying", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                  transient=True, disable=as_json or not sys.stderr.isatty(),
-                  console=_stderr_console()) as progress:
-        task = progress.add_task("verify", total=None)
-        report = opened.verify(lambda done, total: progress.update(task, completed=done, total=total))
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        for problem in report["problems"]:
-            click.echo(f"{problem['kind']}: {problem.get('id') or '-'} in {problem['path']}: {problem['detail']}")
-        status = "DAMAGED" if report["problems"] else "ok"
-        click.echo(f"{status}: {report['packs']} packs, {report['blobs']} blobs, {report['snapshots']} snapshots, "
-                   f"{human_bytes(report['bytes'])} checked, {len(report['problems'])} problems")
+    if and_repair:
+        _repair(store, as_json)
+        return
+    report = _with_progress("verifying", as_json, lambda progress: _native.Store.check(store, progress))
+    _print_report(store, report, as_json)
     if report["problems"]:
         sys.exit(1)
+
+
+@cli.command()
+@_store_option
+@_json_option
+def repair(store: str, as_json: bool) -> None:
+    """Make a damaged store whole again; exit 1 if damage remains.
+
+    Rebuilds a missing or damaged config, copies what can be read of a damaged pack into a new
+    one, moves damaged packs, manifests and run files aside to damaged/, removes a wrong
+    fingerprint cache and files left in tmp/ by writers that are gone, and records chunks no
+    pack holds as lost: the snapshots that need them load all but those variables, until a
+    new snapshot holding the same data writes it again. Safe while programs write snapshots."""
+    _repair(store, as_json)
+
+
+def _repair(store: str, as_json: bool) -> None:
+    from relive import _native
+
+    actions, report = _with_progress("repairing", as_json, lambda progress: _native.Store.repair(store, progress))
+    if as_json:
+        report = {"actions": actions, **report}
+    else:
+        for action in actions:
+            click.echo(f"repaired: {action}")
+        if not actions:
+            click.echo("nothing to repair")
+    _print_report(store, report, as_json)
+    if report["problems"]:
+        sys.exit(1)
+
+
+def _with_progress(what: str, as_json: bool, work: Any) -> Any:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress(what, BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  transient=True, disable=as_json or not sys.stderr.isatty(),
+                  console=_stderr_console()) as progress:
+        task = progress.add_task(what, total=None)
+        return work(lambda done, total: progress.update(task, completed=done, total=total))
+
+
+def _print_report(store: str, report: dict[str, Any], as_json: bool) -> None:
+    """verify's report: each problem and note, with the snapshots (and variables) that need it."""
+    variables = _NeededVariables(store)
+    for entry in report["problems"] + report["notes"]:
+        entry["needed_by"] = [{"snapshot": sid, "record": rid, "variables": variables.of(sid, rid)}
+                              for sid, rid in entry["needed_by"]]
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for entry in report["problems"] + report["notes"]:
+        click.echo(f"{entry['kind']}: {entry.get('id') or '-'} in {entry['path']}: {entry['detail']}")
+        needers: dict[str, list[str]] = {}
+        for need in entry["needed_by"]:
+            needers.setdefault(need["snapshot"], []).extend(need["variables"])
+        for sid, names in needers.items():
+            lost = f": {', '.join(dict.fromkeys(names))}" if names else ""
+            click.echo(f"  snapshot {sid[:12]} needs it{lost}")
+    status = "DAMAGED" if report["problems"] else "ok"
+    notes = f", {len(report['notes'])} notes" if report["notes"] else ""
+    click.echo(f"{status}: {report['packs']} packs, {report['blobs']} blobs, {report['snapshots']} snapshots, "
+               f"{human_bytes(report['bytes'])} checked, {len(report['problems'])} problems{notes}")
+
+
+class _NeededVariables:
+    """Which variables of a snapshot a record holds, read from its manifest (none when it cannot
+    be read: a damaged store may not open)."""
+
+    def __init__(self, store: str) -> None:
+        self._path = store
+        self._native: Any = None
+        self._manifests: dict[str, Any] = {}
+
+    def of(self, snapshot_id: str, record_id: str) -> list[str]:
+        try:
+            manifest = self._manifest(snapshot_id)
+            return _record_variables(manifest, record_id) if isinstance(manifest, dict) else []
+        except Exception:  # a malformed manifest: the snapshot is still named
+            return []
+
+    def _manifest(self, snapshot_id: str) -> Any:
+        if snapshot_id not in self._manifests:
+            from relive import _native
+
+            self._manifests[snapshot_id] = None
+            if self._native is None:
+                self._native = _native.Store.open(self._path, create=False)
+            self._manifests[snapshot_id] = json.loads(self._native.read_snapshot(snapshot_id))
+        return self._manifests[snapshot_id]
+
+
+def _record_variables(manifest: dict[str, Any], record_id: str) -> list[str]:
+    names = [name for name, entry in (manifest.get("globals") or {}).items() if entry.get("record") == record_id]
+    for frame in manifest.get("frames") or []:
+        where = f"{frame.get('function')}()"
+        names += [f"{name} in {where}" for name, entry in (frame.get("locals") or {}).items()
+                  if entry.get("record") == record_id]
+        if frame.get("code") == record_id:
+            names.append(f"the code of {where}")
+    if manifest.get("process") == record_id:
+        names.append("the process state (cwd, RNGs, open files)")
+    if not names and record_id in ((manifest.get("resume") or {}).get("values") or {}).values():
+        names.append("state needed to resume")
+    return names
 
 
 def _stderr_console() -> Any:

@@ -50,7 +50,9 @@ pub(crate) fn store_error(err: Error) -> PyErr {
     match err {
         Error::NotFound { .. } => StoreNotFound::new_err(message),
         Error::FormatTooNew { .. } => FormatError::new_err(message),
-        Error::Corrupt { .. } | Error::MissingBlob { .. } => CorruptionError::new_err(message),
+        Error::Corrupt { .. } | Error::MissingBlob { .. } | Error::ConfigMissing { .. } => {
+            CorruptionError::new_err(message)
+        }
         _ => StoreError::new_err(message),
     }
 }

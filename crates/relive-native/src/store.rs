@@ -7,7 +7,7 @@ use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyBufferError, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
-use relive_store::{BufferRef, Id, Store};
+use relive_store::{BufferRef, Id, Problem, Store, VerifyReport};
 
 use crate::buffer::{LoadedBuffer, MAPPED_FROM};
 
@@ -149,52 +149,108 @@ impl PyStore {
     }
 
     /// Reads and checks the whole store. `progress(bytes_done, bytes_total)` is called as packs
-    /// are read. Returns `{"packs", "blobs", "snapshots", "bytes", "problems": [{"kind", "id",
-    /// "path", "detail"}]}`; an exception from `progress` stops reporting and is raised at the end.
+    /// are read. Returns `{"packs", "blobs", "snapshots", "bytes", "problems", "notes"}`, each
+    /// problem or note `{"kind", "id", "path", "detail", "needed_by": [[snapshot, record]]}`;
+    /// an exception from `progress` stops reporting and is raised at the end.
     #[pyo3(signature = (progress = None))]
     fn verify<'py>(
         &self,
         py: Python<'py>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let mut callback_error: Option<PyErr> = None;
-        let report = py.detach(|| {
-            let mut report_progress = |done: u64, total: u64| {
-                if let (Some(callback), None) = (&progress, &callback_error) {
-                    Python::attach(|py| {
-                        if let Err(e) = callback.call1(py, (done, total)) {
-                            callback_error = Some(e);
-                        }
-                    });
-                }
-            };
-            self.inner.verify(&mut report_progress)
-        });
-        if let Some(e) = callback_error {
-            return Err(e);
-        }
-        let report = report.map_err(store_error)?;
-        let problems = PyList::empty(py);
-        for p in &report.problems {
-            let problem = PyDict::new(py);
-            problem.set_item("kind", &p.kind)?;
-            problem.set_item("id", &p.id)?;
-            problem.set_item("path", p.path.as_os_str())?;
-            problem.set_item("detail", &p.detail)?;
-            problems.append(problem)?;
-        }
-        let dict = PyDict::new(py);
-        dict.set_item("packs", report.packs)?;
-        dict.set_item("blobs", report.blobs)?;
-        dict.set_item("snapshots", report.snapshots)?;
-        dict.set_item("bytes", report.bytes)?;
-        dict.set_item("problems", problems)?;
-        Ok(dict)
+        let report = with_progress(py, progress, |report_progress| {
+            self.inner.verify(report_progress)
+        })?;
+        report_dict(py, &report)
+    }
+
+    /// `verify` of the store at `path`, which need not open: a missing or damaged config is
+    /// reported as a problem. Raises `StoreNotFound` when there is no store at all.
+    #[staticmethod]
+    #[pyo3(signature = (path, progress = None))]
+    fn check<'py>(
+        py: Python<'py>,
+        path: PathBuf,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let report = with_progress(py, progress, |report_progress| {
+            Store::check(&path, report_progress)
+        })?;
+        report_dict(py, &report)
+    }
+
+    /// Makes the store at `path` whole (see `relive repair`). Returns `(actions, report)`: one
+    /// line per thing done, and `verify`'s report of the store afterwards.
+    #[staticmethod]
+    #[pyo3(signature = (path, progress = None))]
+    fn repair<'py>(
+        py: Python<'py>,
+        path: PathBuf,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<(Vec<String>, Bound<'py, PyDict>)> {
+        let repaired = with_progress(py, progress, |report_progress| {
+            Store::repair(&path, report_progress)
+        })?;
+        Ok((repaired.actions, report_dict(py, &repaired.report)?))
     }
 
     fn __repr__(&self) -> String {
         format!("Store({:?})", self.inner.path().display().to_string())
     }
+}
+
+/// Runs `work` without the GIL, passing it a progress callback that calls `progress` (with the
+/// GIL) until that raises; the exception is raised when `work` is done.
+fn with_progress<T>(
+    py: Python<'_>,
+    progress: Option<Py<PyAny>>,
+    work: impl FnOnce(&mut dyn FnMut(u64, u64)) -> relive_store::Result<T> + Send,
+) -> PyResult<T>
+where
+    T: Send,
+{
+    let mut callback_error: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let mut report_progress = |done: u64, total: u64| {
+            if let (Some(callback), None) = (&progress, &callback_error) {
+                Python::attach(|py| {
+                    if let Err(e) = callback.call1(py, (done, total)) {
+                        callback_error = Some(e);
+                    }
+                });
+            }
+        };
+        work(&mut report_progress)
+    });
+    if let Some(e) = callback_error {
+        return Err(e);
+    }
+    result.map_err(store_error)
+}
+
+fn report_dict<'py>(py: Python<'py>, report: &VerifyReport) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("packs", report.packs)?;
+    dict.set_item("blobs", report.blobs)?;
+    dict.set_item("snapshots", report.snapshots)?;
+    dict.set_item("bytes", report.bytes)?;
+    dict.set_item("problems", problem_list(py, &report.problems)?)?;
+    dict.set_item("notes", problem_list(py, &report.notes)?)?;
+    Ok(dict)
+}
+
+fn problem_list<'py>(py: Python<'py>, problems: &[Problem]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for p in problems {
+        let problem = PyDict::new(py);
+        problem.set_item("kind", &p.kind)?;
+        problem.set_item("id", &p.id)?;
+        problem.set_item("path", p.path.as_os_str())?;
+        problem.set_item("detail", &p.detail)?;
+        problem.set_item("needed_by", &p.needed_by)?;
+        list.append(problem)?;
+    }
+    Ok(list)
 }
 
 /// A buffer-protocol view of `obj`, which must be C-contiguous.

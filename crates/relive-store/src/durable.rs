@@ -100,34 +100,51 @@ pub(crate) fn rename_durable(from: &Path, to: &Path) -> Result<()> {
     }
 }
 
-/// Tmp files this old whose writer is gone are removed. The age guard protects writers that
-/// this machine cannot see (another host on a shared file system, another pid namespace).
-const STALE_AGE: Duration = Duration::from_secs(3600);
+/// Tmp files idle this long whose writer is gone are removed when a writer opens the store. The
+/// age guard protects writers that this machine cannot see (another host on a shared file
+/// system, another pid namespace); removing a live writer's file costs it only that snapshot
+/// (its rename fails), never a committed one.
+const STALE_AGE: Duration = Duration::from_secs(600);
+
+/// `relive repair` removes (and `verify` reports) tmp files idle this long whose writer is gone:
+/// a writer that is still writing touches its file far more often.
+pub(crate) const LEFTOVER_AGE: Duration = Duration::from_secs(60);
 
 /// Removes `tmp/` files left by processes that are gone (Linux only: elsewhere they stay until
-/// garbage collection). Best effort: errors are ignored.
+/// `relive repair`). Best effort: errors are ignored.
 pub(crate) fn remove_stale_tmp(tmp_dir: &Path) {
+    for (path, _) in stale_tmp(tmp_dir, STALE_AGE, false) {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// The files in `tmp/` (and their sizes) that no live writer of this machine owns and that were
+/// not modified for `min_idle`. With `unknown`, also files whose name does not say their writer.
+pub(crate) fn stale_tmp(tmp_dir: &Path, min_idle: Duration, unknown: bool) -> Vec<(PathBuf, u64)> {
     let Ok(entries) = fs::read_dir(tmp_dir) else {
-        return;
+        return Vec::new();
     };
     let now = SystemTime::now();
+    let mut stale = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(tmp_owner) else {
-            continue;
-        };
-        if pid == std::process::id() || pid_alive(pid) {
-            continue;
+        match name.to_str().and_then(tmp_owner) {
+            Some(pid) if pid == std::process::id() || pid_alive(pid) => continue,
+            Some(_) => {}
+            None if !unknown => continue,
+            None => {}
         }
-        let old_enough = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .map(|modified| now.duration_since(modified).unwrap_or_default() >= STALE_AGE)
+        let Ok(meta) = entry.metadata() else { continue };
+        let idle = meta
+            .modified()
+            .map(|modified| now.duration_since(modified).unwrap_or_default() >= min_idle)
             .unwrap_or(false);
-        if old_enough {
-            let _ = fs::remove_file(entry.path());
+        if idle && !meta.is_dir() {
+            stale.push((entry.path(), meta.len()));
         }
     }
+    stale.sort();
+    stale
 }
 
 /// The pid in a name `<kind>-<pid>-<random>.tmp`.
@@ -152,7 +169,7 @@ fn pid_alive(_pid: u32) -> bool {
 }
 
 /// 16 hex digits, different for every call in every process.
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -25,6 +25,21 @@ pub enum Error {
         supported: u64,
     },
 
+    /// `config` is gone but the directory still holds snapshots or packs: a new store must not
+    /// be started over them (`relive repair` rebuilds the config from what is there).
+    #[error(
+        "the relive store at {} has no config file, but it holds {held} (was the config deleted?): run `relive repair --store {}` to rebuild it",
+        path.display(), path.display()
+    )]
+    ConfigMissing { path: PathBuf, held: String },
+
+    /// Packs that a snapshot being written relies on were deleted before it was committed.
+    #[error(
+        "{count} pack file(s) of the relive store at {} vanished while a snapshot was written, so it was not committed; the next snapshot writes their data again",
+        path.display()
+    )]
+    PacksVanished { path: PathBuf, count: usize },
+
     /// A file failed its integrity check. No bytes of it are returned.
     #[error("{}", corrupt_message(what, id.as_deref(), path, detail))]
     Corrupt {
@@ -54,8 +69,14 @@ pub enum Error {
 
 fn corrupt_message(what: &str, id: Option<&str>, path: &Path, detail: &str) -> String {
     let id = id.map(|id| format!(" {id}")).unwrap_or_default();
+    // A store without a readable config cannot be opened, so `relive verify` cannot help.
+    let todo = if what == "config" {
+        "run `relive repair`"
+    } else {
+        "run `relive verify`"
+    };
     format!(
-        "corrupt {what}{id} in {}: {detail} (the store failed its integrity check; run `relive verify`)",
+        "corrupt {what}{id} in {}: {detail} (the store failed its integrity check; {todo})",
         path.display()
     )
 }

@@ -61,6 +61,12 @@ impl Fingerprints {
         self.used.insert(fingerprint, id);
     }
 
+    /// Forgets every fingerprint read or learned so far (one proved wrong: none is trusted).
+    pub(crate) fn forget_known(&mut self) {
+        self.known.clear();
+        self.used.clear();
+    }
+
     /// Writes the fingerprints used since the last save (if any) to `path`, atomically.
     pub(crate) fn save(&mut self, tmp_dir: &Path, path: &Path) -> Result<()> {
         if self.used.is_empty() {
@@ -86,17 +92,47 @@ impl Fingerprints {
 }
 
 fn decode(bytes: &[u8]) -> Option<Fingerprints> {
-    let body = bytes.get(..bytes.len().checked_sub(32)?)?;
+    let (seed, entries) = decode_entries(bytes).ok()?;
+    Some(Fingerprints {
+        seed,
+        known: entries.into_iter().collect(),
+        used: HashMap::new(),
+    })
+}
+
+/// The seed and the entries of the cache at `path`, for `verify`: None when there is no cache,
+/// what is wrong when it cannot be read.
+pub(crate) fn read_entries(path: &Path) -> Result<Option<Entries>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => decode_entries(&bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read it: {e}")),
+    }
+}
+
+/// A cache's seed and its `(fingerprint, id)` entries.
+pub(crate) type Entries = (u64, Vec<(u128, Id)>);
+
+fn decode_entries(bytes: &[u8]) -> Result<Entries, String> {
+    let damaged =
+        || "it is not a complete fingerprint cache (truncated, or overwritten)".to_string();
+    let body = bytes
+        .get(..bytes.len().checked_sub(32).ok_or_else(damaged)?)
+        .ok_or_else(damaged)?;
     if Id::of(body).as_bytes() != &bytes[body.len()..] || !body.starts_with(MAGIC) {
-        return None;
+        return Err("it does not match its checksum".into());
     }
-    let seed = u64::from_le_bytes(body.get(8..16)?.try_into().ok()?);
-    let count = u32::from_le_bytes(body.get(16..20)?.try_into().ok()?) as usize;
-    let entries = body.get(20..)?;
-    if entries.len() != count.checked_mul(ENTRY)? {
-        return None;
+    let field = |range: std::ops::Range<usize>| body.get(range).ok_or_else(damaged);
+    let seed = u64::from_le_bytes(field(8..16)?.try_into().map_err(|_| damaged())?);
+    let count = u32::from_le_bytes(field(16..20)?.try_into().map_err(|_| damaged())?) as usize;
+    let entries = field(20..body.len())?;
+    if Some(entries.len()) != count.checked_mul(ENTRY) {
+        return Err(format!(
+            "it claims {count} entries, but holds {} bytes of them",
+            entries.len()
+        ));
     }
-    let known = entries
+    let entries = entries
         .chunks_exact(ENTRY)
         .map(|e| {
             let fingerprint = u128::from_le_bytes(e[..16].try_into().expect("16 bytes"));
@@ -104,11 +140,7 @@ fn decode(bytes: &[u8]) -> Option<Fingerprints> {
             (fingerprint, id)
         })
         .collect();
-    Some(Fingerprints {
-        seed,
-        known,
-        used: HashMap::new(),
-    })
+    Ok((seed, entries))
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 //! runs/<run id>.json           run documents (opaque JSON bytes)
 //! tmp/                         half-written files, never read
 //! cache/fingerprints           local cache: chunk fingerprints of the latest snapshot (rebuildable)
+//! lost/<time>-<random>.json    blobs `relive repair` found lost: {"time": ..., "blobs": [ids]}
+//! damaged/                     what `relive repair` moved aside (packs, snapshots, runs, config)
 //! ```
 //!
 //! Everything is content addressed with BLAKE3 and every read is verified. Large buffers are cut
@@ -29,6 +31,7 @@ mod id;
 mod pack;
 mod parallel;
 mod record;
+mod repair;
 mod snapshot;
 mod store;
 mod verify;
@@ -37,5 +40,6 @@ pub use error::{Error, Result};
 pub use id::Id;
 pub use pack::{BlobInfo, Codec, Kind};
 pub use record::{BufferRef, Record};
+pub use repair::RepairReport;
 pub use store::{PutOutcome, Store, FORMAT};
 pub use verify::{Problem, VerifyReport};

@@ -20,7 +20,7 @@ use crate::snapshot;
 
 /// The repository format this version writes and the newest it reads.
 pub const FORMAT: u64 = 1;
-const DEFAULT_CHUNK_SIZE: usize = 1 << 20;
+pub(crate) const DEFAULT_CHUNK_SIZE: usize = 1 << 20;
 /// New chunks are compressed and appended in batches of about this many bytes, which bounds the
 /// memory a put needs beyond its input.
 const BATCH_BYTES: usize = 64 << 20;
@@ -47,6 +47,17 @@ pub struct Store {
     writer: Mutex<Writer>,
     /// Loaded on the first put: read-only users never touch the cache.
     fingerprints: Mutex<Option<Fingerprints>>,
+    /// What the snapshot being written relies on, checked again at its commit.
+    pending: Mutex<Pending>,
+}
+
+/// The snapshot being written: which packs were seen on disk since the last commit (each is
+/// checked once per snapshot) and the chunks of each record put (a record's pack alone does not
+/// say where its chunks are).
+#[derive(Default)]
+struct Pending {
+    packs_seen: HashSet<Id>,
+    record_chunks: HashMap<Id, Vec<Id>>,
 }
 
 /// Every readable blob, by id.
@@ -125,6 +136,14 @@ impl Index {
         }
     }
 
+    /// Forgets a pack that is gone: its blobs are no longer stored (unless it comes back).
+    fn forget_pack(&mut self, pack: u32) {
+        self.blobs.retain(|_, loc| loc.pack != pack);
+        if let Some(file) = self.packs.get(pack as usize) {
+            self.loaded.remove(&file.id);
+        }
+    }
+
     pub(crate) fn get(&self, id: &Id) -> Option<(Arc<PackFile>, Entry)> {
         let loc = self.blobs.get(id)?;
         let pack = self.packs.get(loc.pack as usize)?;
@@ -132,7 +151,7 @@ impl Index {
     }
 }
 
-struct Writer {
+pub(crate) struct Writer {
     open: Option<OpenPack>,
     /// Whether this process has cleaned `tmp/` since it started writing.
     cleaned_tmp: bool,
@@ -151,16 +170,31 @@ impl Store {
     /// newer relive wrote it. Packs that fail their checks are skipped ([`Store::verify`] reports
     /// them). Nothing is written until something is stored.
     pub fn open(path: &Path) -> Result<Store> {
-        let config = config::read(path, FORMAT)?;
+        let config = match config::read(path, FORMAT) {
+            Err(Error::NotFound { path }) => {
+                return Err(match config::held_data(&path) {
+                    Some(held) => Error::ConfigMissing { path, held },
+                    None => Error::NotFound { path },
+                })
+            }
+            other => other?,
+        };
+        Store::with_chunk_size(path, config.chunk_size)
+    }
+
+    /// The store at `path`, whatever its config says (for `verify` and `repair` of a store
+    /// whose config is damaged or missing).
+    pub(crate) fn with_chunk_size(path: &Path, chunk_size: usize) -> Result<Store> {
         let store = Store {
             root: path.to_path_buf(),
-            chunk_size: config.chunk_size,
+            chunk_size,
             index: RwLock::new(Index::default()),
             writer: Mutex::new(Writer {
                 open: None,
                 cleaned_tmp: false,
             }),
             fingerprints: Mutex::new(None),
+            pending: Mutex::new(Pending::default()),
         };
         store.refresh()?;
         Ok(store)
@@ -193,24 +227,7 @@ impl Store {
         // A store inside a git work tree must not be committed: it holds everything the
         // program held. Written before the config, so that every store has it.
         durable::write_atomic(&path.join("tmp"), "gitignore", &path.join(".gitignore"), b"*\n")?;
-        let (file, tmp) = durable::create_tmp(&path.join("tmp"), "config")?;
-        durable::write_synced(file, &tmp, &config::render(FORMAT, chunk_size))?;
-        let target = path.join("config");
-        // A hard link creates `config` only if it is absent: when two processes create the same
-        // store at once, the first config wins and both use it.
-        match fs::hard_link(&tmp, &target) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(_) => {
-                // File systems without hard links: a rename, which may replace a racing config.
-                if let Err(e) = fs::rename(&tmp, &target) {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(io_at(&target)(e));
-                }
-            }
-        }
-        let _ = fs::remove_file(&tmp);
-        durable::sync_dir(path)?;
+        config::write_new(path, FORMAT, chunk_size)?;
         Store::open(path)
     }
 
@@ -310,16 +327,14 @@ impl Store {
         })?;
         let id = Id::of(&encoded);
         let raw_bytes = payload.len() as u64 + lens.iter().sum::<u64>();
+        // Packs deleted since they were indexed (by hand, or moved aside by `relive repair`)
+        // hold nothing any more: what this record needs from them is written again.
+        self.forget_vanished_packs(ids.iter().chain([&id]), false);
+        self.pending().record_chunks.insert(id, ids.clone());
 
         let mut writer = self.writer();
-        // A stored record implies its chunks are stored: they are always written before it.
-        if self.read_index().blobs.contains_key(&id) || self.open_pack_contains(&writer, &id) {
-            return Ok(PutOutcome {
-                id,
-                new_bytes: 0,
-                raw_bytes,
-            });
-        }
+        let record_stored =
+            self.read_index().blobs.contains_key(&id) || self.open_pack_contains(&writer, &id);
         let fresh: Vec<usize> = {
             let index = self.read_index();
             let mut seen = HashSet::new();
@@ -331,6 +346,15 @@ impl Store {
                 })
                 .collect()
         };
+        // A record is written after its chunks, so a stored one usually has them all; not when
+        // a pack of its chunks was deleted.
+        if record_stored && fresh.is_empty() {
+            return Ok(PutOutcome {
+                id,
+                new_bytes: 0,
+                raw_bytes,
+            });
+        }
         let mut new_bytes = 0;
         let batch = (BATCH_BYTES / chunk_size).max(parallel::workers());
         for group in fresh.chunks(batch) {
@@ -344,9 +368,11 @@ impl Store {
                 new_bytes += self.append(&mut writer, ids[i], Kind::Chunk, stored, raw_len)?;
             }
         }
-        let mut cctx = Compressor::new(pack::RECORD_LEVEL).ok();
-        let stored = pack::compress(cctx.as_mut(), &encoded);
-        new_bytes += self.append(&mut writer, id, Kind::Record, &stored, record_len)?;
+        if !record_stored {
+            let mut cctx = Compressor::new(pack::RECORD_LEVEL).ok();
+            let stored = pack::compress(cctx.as_mut(), &encoded);
+            new_bytes += self.append(&mut writer, id, Kind::Record, &stored, record_len)?;
+        }
         Ok(PutOutcome {
             id,
             new_bytes,
@@ -355,7 +381,8 @@ impl Store {
     }
 
     /// The BLAKE3 id of each chunk. A chunk whose fingerprint the cache knows, with the id
-    /// stored, costs only its fingerprint; the others are hashed, in parallel either way.
+    /// stored in a sealed pack, costs only its fingerprint and a spot check (see
+    /// [`Store::hit_matches`]); the others are hashed, in parallel either way.
     fn chunk_ids(&self, pieces: &[&[u8]]) -> Vec<Id> {
         let mut cache = self
             .fingerprints
@@ -370,15 +397,24 @@ impl Store {
         );
         let mut ids: Vec<Option<Id>> = {
             let index = self.read_index();
-            let writer = self.writer();
-            fingerprints
+            let mut check = HitCheck::new();
+            let hits: Vec<Option<Id>> = fingerprints
                 .iter()
-                .map(|&fp| {
-                    fps.get(fp).filter(|id| {
-                        index.blobs.contains_key(id) || self.open_pack_contains(&writer, id)
-                    })
+                .enumerate()
+                .map(|(i, &fp)| {
+                    let id = fps.get(fp)?;
+                    let (pack, entry) = index.get(&id)?;
+                    Some(id).filter(|_| check.matches(&pack, &entry, fp, pieces[i]))
                 })
-                .collect()
+                .collect();
+            if check.failed {
+                // An entry named a blob with other bytes: the cache is wrong (damaged, or made
+                // by hand), so none of it is trusted and every chunk is hashed.
+                fps.forget_known();
+                vec![None; pieces.len()]
+            } else {
+                hits
+            }
         };
         let mut missing: Vec<usize> = (0..pieces.len()).filter(|&i| ids[i].is_none()).collect();
         let hashed = parallel::map_with(&mut missing, || (), |_, &mut i| (i, Id::of(pieces[i])));
@@ -395,7 +431,7 @@ impl Store {
         ids
     }
 
-    fn fingerprints_path(&self) -> PathBuf {
+    pub(crate) fn fingerprints_path(&self) -> PathBuf {
         self.root.join("cache").join("fingerprints")
     }
 
@@ -487,6 +523,23 @@ impl Store {
                 }
             }
         }
+        // Packs can be deleted while a snapshot is written (by hand, or moved aside by `relive
+        // repair`): a manifest needing their blobs would not load. So, at the last moment, every
+        // pack holding this snapshot's records and their chunks must still be there.
+        let pending = std::mem::take(&mut *self.pending());
+        let needed = records.iter().chain(
+            records
+                .iter()
+                .filter_map(|r| pending.record_chunks.get(r))
+                .flatten(),
+        );
+        let vanished = self.forget_vanished_packs(needed, true);
+        if vanished > 0 {
+            return Err(Error::PacksVanished {
+                path: self.root.clone(),
+                count: vanished,
+            });
+        }
         let dir = self.root.join("snapshots");
         let bytes = snapshot::encode(manifest_json).map_err(io_at(&dir))?;
         let id = Id::of(&bytes);
@@ -577,7 +630,7 @@ impl Store {
         Ok(runs)
     }
 
-    /// Deletes `tmp/` files left by processes that are gone (and idle for an hour, which protects
+    /// Deletes `tmp/` files left by processes that are gone (and idle for ten minutes, which protects
     /// writers on other machines sharing the directory). Linux only; elsewhere they stay.
     pub fn remove_stale_tmp(&self) {
         durable::remove_stale_tmp(&self.tmp_dir());
@@ -587,7 +640,7 @@ impl Store {
         self.root.join("packs")
     }
 
-    fn tmp_dir(&self) -> PathBuf {
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
 
@@ -600,7 +653,7 @@ impl Store {
     }
 
     /// The writer, minus a pack inherited across `fork`: that one belongs to the parent.
-    fn writer(&self) -> MutexGuard<'_, Writer> {
+    pub(crate) fn writer(&self) -> MutexGuard<'_, Writer> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         if writer
             .open
@@ -613,12 +666,51 @@ impl Store {
         writer
     }
 
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets the packs holding any of `ids` that are no longer on disk; returns how many.
+    /// Without `recheck`, a pack already seen since the last commit is not looked at again.
+    fn forget_vanished_packs<'a>(&self, ids: impl Iterator<Item = &'a Id>, recheck: bool) -> usize {
+        let packs: BTreeMap<u32, Arc<PackFile>> = {
+            let index = self.read_index();
+            ids.filter_map(|id| {
+                let loc = index.blobs.get(id)?;
+                Some((loc.pack, Arc::clone(index.packs.get(loc.pack as usize)?)))
+            })
+            .collect()
+        };
+        let mut vanished = Vec::new();
+        {
+            let mut pending = self.pending();
+            for (n, pack) in packs {
+                if !recheck && pending.packs_seen.contains(&pack.id) {
+                    continue;
+                }
+                match fs::metadata(&pack.path) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => vanished.push(n),
+                    _ => {
+                        pending.packs_seen.insert(pack.id);
+                    }
+                }
+            }
+        }
+        if !vanished.is_empty() {
+            let mut index = self.write_index();
+            for &n in &vanished {
+                index.forget_pack(n);
+            }
+        }
+        vanished.len()
+    }
+
     fn open_pack_contains(&self, writer: &Writer, id: &Id) -> bool {
         writer.open.as_ref().is_some_and(|p| p.contains(id))
     }
 
     /// Appends one blob to the open pack (opening one if needed); returns the bytes written.
-    fn append(
+    pub(crate) fn append(
         &self,
         writer: &mut Writer,
         id: Id,
@@ -648,7 +740,7 @@ impl Store {
         Ok(stored.bytes().len() as u64)
     }
 
-    fn seal(&self, writer: &mut Writer) -> Result<()> {
+    pub(crate) fn seal(&self, writer: &mut Writer) -> Result<()> {
         let Some(open) = writer.open.take() else {
             return Ok(());
         };
@@ -736,6 +828,57 @@ impl std::fmt::Debug for Store {
             .field("path", &self.root)
             .field("chunk_size", &self.chunk_size)
             .finish_non_exhaustive()
+    }
+}
+
+/// The spot check of a fingerprint cache hit, which guards against a wrong cache entry without
+/// hashing the chunk (the cache exists to avoid that): the stored blob must be a chunk of the
+/// chunk's length, stored raw (incompressible data: most of a large state, where the cache
+/// pays), with the same 32 bytes at a place the fingerprint picks (one small read, from the
+/// page cache when the pack is recent). A compressed blob cannot be sampled without
+/// decompressing it, which costs more than hashing the chunk: such a chunk is hashed. Together
+/// with `relive verify`, which checks every entry, a wrong entry never goes unnoticed.
+struct HitCheck {
+    files: HashMap<Id, Option<File>>,
+    failed: bool,
+}
+
+impl HitCheck {
+    fn new() -> HitCheck {
+        HitCheck {
+            files: HashMap::new(),
+            failed: false,
+        }
+    }
+
+    /// Whether the hit may be used; a hit proven wrong also sets `failed`.
+    fn matches(&mut self, pack: &PackFile, entry: &Entry, fp: u128, chunk: &[u8]) -> bool {
+        match self.check(pack, entry, fp, chunk) {
+            Some(ok) => {
+                self.failed |= !ok;
+                ok
+            }
+            // Compressed, or the pack cannot be read: the chunk is hashed, the cache not blamed.
+            None => false,
+        }
+    }
+
+    fn check(&mut self, pack: &PackFile, entry: &Entry, fp: u128, chunk: &[u8]) -> Option<bool> {
+        if entry.raw_len as usize != chunk.len() || entry.kind != Kind::Chunk {
+            return Some(false);
+        }
+        if entry.codec != Codec::Raw {
+            return None;
+        }
+        let len = chunk.len().min(32);
+        let at = (fp as u64 % (chunk.len() - len + 1) as u64) as usize;
+        let file = self
+            .files
+            .entry(pack.id)
+            .or_insert_with(|| File::open(&pack.path).ok());
+        let mut sample = [0u8; 32];
+        pack::read_at(file.as_ref()?, &mut sample[..len], entry.offset + at as u64).ok()?;
+        Some(sample[..len] == chunk[at..at + len])
     }
 }
 

@@ -102,7 +102,10 @@ fn a_truncated_pack_is_skipped_on_open_and_reported() {
     assert_eq!(kinds, ["corrupt-pack", "missing-blob"], "{report:?}");
     assert_eq!(report.problems[0].path, lost_pack);
     assert_eq!(report.problems[1].id, Some(lost.id.to_hex()));
-    assert!(report.problems[1].detail.contains(&snap.to_hex()));
+    assert_eq!(
+        report.problems[1].needed_by,
+        [(snap.to_hex(), lost.id.to_hex())]
+    );
 }
 
 #[test]
