@@ -159,11 +159,22 @@ def run(store: str, resume_if_possible: bool, module: bool, target: str, args: t
 
 
 def _latest_of_command(store: Store, target: str, args: list[str], module: bool) -> SnapshotInfo | None:
-    """The latest resumable snapshot of a run of the same target and arguments."""
+    """The latest resumable snapshot of a run of the same target and arguments; None when
+    there is none, or when the last run of the command finished (it is not run again)."""
     same = {run_id for run_id, run in store.runs.items()
             if run.target == target and run.module == module and run.argv[1:] == args}
-    for snapshot in reversed(store.snapshots):
-        if snapshot.run in same and snapshot.manifest.get("resume", {}).get("resumable"):
+    of_command = [s for s in store.snapshots if s.run in same]
+    if not of_command:
+        return None
+    # The last run of the command, resumed ones included: a resumed run that finished
+    # finishes the whole chain it continues.
+    finished = store.finished(of_command[-1].run)
+    if finished is not None:
+        click.echo(f"relive: the last run of this command finished (exit 0) at {finished.local_time}; "
+                   "starting afresh", err=True)
+        return None
+    for snapshot in reversed(of_command):
+        if snapshot.manifest.get("resume", {}).get("resumable"):
             return snapshot
     return None
 
@@ -202,7 +213,7 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
             "resumable": bool(m.get("resume", {}).get("resumable")),
             "not_resumable_because": m.get("resume", {}).get("reasons", []),
         }
-        for optional in ("signal", "exception", "note"):
+        for optional in ("signal", "exception", "note", "exit_status"):
             if optional in m:
                 row[optional] = m[optional]
         rows.append(row)

@@ -269,12 +269,13 @@ class Capture:
         self._act_on_signals(frame)
         return snapshot_id
 
-    def on_exit(self) -> None:
+    def on_exit(self, code: Any = None) -> None:
+        """The program ended: at its end (``code`` None) or by ``SystemExit(code)``."""
         if not self._disabled:
             with self._snapshotting() as free:
                 if free:
                     self._take("exit", [], where={"file": self._main_dict.get("__file__"), "line": None,
-                                                 "function": "<module>"})
+                                                 "function": "<module>"}, exit_status=exit_status(code))
             self._act_on_signals(None)
 
     def on_exception(self, exc: BaseException) -> None:
@@ -435,6 +436,16 @@ def _in_program_code(frame: types.FrameType) -> bool:
     prefers the program's lines: a library may hold state a resume cannot rebuild (PyTorch's
     autograd engine and grad mode live in C++ thread-locals, mid-backward)."""
     return not frame.f_code.co_filename.startswith(_LIBRARY_DIRS)
+
+
+def exit_status(code: Any) -> int:
+    """The exit status the shell sees for ``SystemExit(code)``, as Python computes it: None
+    is 0, an int is itself (modulo 256), anything else is printed and gives 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    return 1
 
 
 def _message(exc: BaseException) -> str:
