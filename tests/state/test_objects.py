@@ -121,6 +121,45 @@ def test_unpicklable_objects_skipped_with_reason(work):
     assert "not stored" in show and "cannot pickle" in show
 
 
+def test_skipped_variables_say_where_the_unpicklable_object_is(work):
+    work.write("prog.py", """
+        import threading
+        class Cache:
+            def __init__(self):
+                self.data = {"a": [1, 2]}
+                self.lock = threading.Lock()
+        class Model:
+            def __init__(self):
+                self.weights = [0.5] * 10
+                self.cache = Cache()
+        class Slotted:
+            __slots__ = ("x", "guard")
+            def __init__(self):
+                self.x, self.guard = 1, threading.RLock()
+        def make():
+            held = threading.Lock()
+            return lambda: held
+        payload = {"n": 1, "lock": threading.Lock()}
+        model = Model()
+        x = [0, 1, 2, threading.Lock()]
+        slotted = Slotted()
+        getter = make()
+        lock = threading.Lock()
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    skipped = {s["name"]: s for s in work.log()[-1]["skipped"]}
+    lock = "TypeError: cannot pickle '_thread.lock' object"
+    assert skipped["payload"]["reason"] == f"payload['lock']: {lock}"
+    assert skipped["payload"]["path"] == "payload['lock']"
+    assert skipped["model"]["reason"] == f"model.cache.lock: {lock}"
+    assert skipped["x"]["reason"] == f"x[3]: {lock}"
+    assert skipped["slotted"]["reason"] == "slotted.guard: TypeError: cannot pickle '_thread.RLock' object"
+    assert skipped["getter"]["reason"] == f"getter.__closure__[0].cell_contents: {lock}"
+    assert skipped["lock"]["reason"] == lock and "path" not in skipped["lock"]  # the variable itself
+    show = work.relive("show", check=True).stdout
+    assert f"model (globals): model.cache.lock: {lock}" in show
+
+
 def test_one_unpicklable_variable_does_not_cost_those_it_shares_with(work):
     work.write("prog.py", """
         import threading
