@@ -399,7 +399,14 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
 def _show_variable(snapshot: Any, name: str, as_json: bool) -> None:
     scope, entry = _find_entry(snapshot, name)
     value = snapshot[name] if scope is None else scope[name]
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a deep structure (a list nested 100 000 deep): its first levels
+        import reprlib
+
+        shallow = reprlib.Repr()
+        shallow.maxlevel, shallow.maxlist, shallow.maxdict, shallow.maxother = 20, 20, 20, 200
+        text = shallow.repr(value)
     if len(text) > 4000:
         text = text[:4000] + f"… ({len(text)} characters in all)"
     if as_json:

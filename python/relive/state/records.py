@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relive import _native, report
-from relive.state import describe, unpicklable
+from relive.state import deep, describe, unpicklable
 from relive.state.pickler import LoadContext, SnapshotGlobals, StatePickler, loads
 
 # Types whose objects are immutable or singletons: two variables reaching the same one
@@ -178,6 +178,15 @@ class RecordWriter:
                             file_positions=self._file_positions)
 
     def _pickle(self, roots: list[Root]) -> _Pickled:
+        try:
+            return self._pickle_here(roots)
+        except Exception as exc:
+            if not deep.is_too_deep(exc):
+                raise
+        # A deep structure (a long linked list): again, where the recursion has room.
+        return deep.call(lambda: self._pickle_here(roots))
+
+    def _pickle_here(self, roots: list[Root]) -> _Pickled:
         values = {r.key: r.value for r in roots}
         buffers: list[pickle.PickleBuffer] = []
         out = io.BytesIO()
@@ -187,7 +196,7 @@ class RecordWriter:
     def _skipped(self, root: Root, exc: BaseException) -> Skipped:
         """Why ``root`` was not stored, naming where inside it the object that failed is."""
         found = None
-        if not _too_deep(exc):
+        if not deep.is_too_deep(exc):
             try:
                 found = unpicklable.locate(root.value, root.name, self._pickler([root], io.BytesIO(), []).reduction)
             except Exception:  # the walk is a courtesy: the reason stands without it
@@ -236,13 +245,8 @@ class RecordWriter:
             }
 
 
-def _too_deep(exc: BaseException) -> bool:
-    # cloudpickle turns the RecursionError into a PicklingError, its cause.
-    return isinstance(exc, RecursionError) or isinstance(exc.__cause__, RecursionError)
-
-
 def _reason(exc: BaseException) -> str:
-    if _too_deep(exc):
+    if deep.is_too_deep(exc):
         return "too deeply nested to pickle"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
