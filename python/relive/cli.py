@@ -213,7 +213,7 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
             "resumable": bool(m.get("resume", {}).get("resumable")),
             "not_resumable_because": m.get("resume", {}).get("reasons", []),
         }
-        for optional in ("signal", "exception", "note", "exit_status"):
+        for optional in ("signal", "exception", "note", "exit_status", "interval_s", "stretched_because"):
             if optional in m:
                 row[optional] = m[optional]
         rows.append(row)
@@ -311,7 +311,25 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
                           _seconds(row["pause_s"]), str(len(row["skipped"])) if row["skipped"] else "",
                           "yes" if row["resumable"] else _why_not(row["not_resumable_because"]))
         console.print(table)
+        for note in _interval_notes(run_rows):
+            console.print(note, markup=False)
         console.print()
+
+
+def _interval_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """A line where the overhead budget began to stretch the timer's interval past --every,
+    and where it let it go back (`log --json` has each snapshot's interval_s)."""
+    notes, stretched = [], False
+    for row in rows:
+        if "interval_s" not in row:
+            continue
+        because = row.get("stretched_because")
+        if because and not stretched:
+            notes.append(f"timer stretched to every {row['interval_s']:.1f} s from {row['id'][:12]} on: {because}")
+        elif not because and stretched:
+            notes.append(f"timer back to every {row['interval_s']:g} s from {row['id'][:12]} on")
+        stretched = bool(because)
+    return notes
 
 
 @cli.command()
