@@ -50,14 +50,16 @@ def call(func: Callable[[], T]) -> T:
             done.release()
 
     previous = threading.stack_size()
-    # _thread, not threading: a tracer or profiler the program set with threading.settrace
-    # must not see relive's thread.
-    threading.stack_size(STACK_BYTES)
     try:
+        # _thread, not threading: a tracer or profiler the program set with threading.settrace
+        # must not see relive's thread.
+        threading.stack_size(STACK_BYTES)
         _thread.start_new_thread(run, ())
+    except (RuntimeError, ValueError, MemoryError) as exc:  # no room for such a stack here
+        raise RecursionError(f"no thread with a {STACK_BYTES >> 20} MiB stack to recurse in: {exc}") from exc
     finally:
         threading.stack_size(previous)
-    done.acquire()
+    _wait(done)
     if "error" in outcome:
         error = outcome.pop("error")
         try:
@@ -65,3 +67,17 @@ def call(func: Callable[[], T]) -> T:
         finally:
             del error
     return outcome["value"]
+
+
+def _wait(done: Any) -> None:
+    """Until the thread is done, even if a signal handler raises meanwhile (KeyboardInterrupt):
+    the exception comes after, never with relive's thread still pickling behind the caller."""
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            done.acquire()
+            break
+        except BaseException as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
