@@ -61,7 +61,8 @@ class Skipped:
     path: str = ""  # where inside the variable the object that failed is (``payload['lock']``)
 
     def to_json(self) -> dict[str, str]:
-        return {"scope": self.scope, "name": self.name, "reason": self.reason, **({"path": self.path} if self.path else {})}
+        where = {"path": self.path} if self.path else {}
+        return {"scope": self.scope, "name": self.name, "reason": self.reason, **where}
 
 
 @dataclass
