@@ -249,11 +249,22 @@ def _is_python(target: str) -> bool:
 
 
 def _latest_of_command(store: Store, target: str, args: list[str], module: bool) -> SnapshotInfo | None:
-    """The latest resumable snapshot of a run of the same target and arguments."""
+    """The latest resumable snapshot of a run of the same target and arguments; None when
+    there is none, or when the last run of the command finished (it is not run again)."""
     same = {run_id for run_id, run in store.runs.items()
             if run.target == target and run.module == module and run.argv[1:] == args}
-    for snapshot in reversed(store.snapshots):
-        if snapshot.run in same and snapshot.manifest.get("resume", {}).get("resumable"):
+    of_command = [s for s in store.snapshots if s.run in same]
+    if not of_command:
+        return None
+    # The last run of the command, resumed ones included: a resumed run that finished
+    # finishes the whole chain it continues.
+    finished = store.finished(of_command[-1].run)
+    if finished is not None:
+        click.echo(f"relive: the last run of this command finished (exit 0) at {finished.local_time}; "
+                   "starting afresh", err=True)
+        return None
+    for snapshot in reversed(of_command):
+        if snapshot.manifest.get("resume", {}).get("resumable"):
             return snapshot
     return None
 
@@ -306,7 +317,7 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
             "resumable": bool(m.get("resume", {}).get("resumable")),
             "not_resumable_because": m.get("resume", {}).get("reasons", []),
         }
-        for optional in ("signal", "exception", "note"):
+        for optional in ("signal", "exception", "note", "exit_status", "interval_s", "stretched_because"):
             if optional in m:
                 row[optional] = m[optional]
         row["run_info"] = run_info.get(s.run)
@@ -464,7 +475,25 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         console.print(Text(head, style="bold"), no_wrap=True)
         for line in lines:
             console.print(Text(line), no_wrap=True)
+        for note in _interval_notes(run_rows):
+            console.print(Text(printable(note)), no_wrap=True)
         console.print()
+
+
+def _interval_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """A line where the overhead budget began to stretch the timer's interval past --every,
+    and where it let it go back (`log --json` has each snapshot's interval_s)."""
+    notes, stretched = [], False
+    for row in rows:
+        if "interval_s" not in row:
+            continue
+        because = row.get("stretched_because")
+        if because and not stretched:
+            notes.append(f"timer stretched to every {row['interval_s']:.1f} s from {row['id'][:12]} on: {because}")
+        elif not because and stretched:
+            notes.append(f"timer back to every {row['interval_s']:g} s from {row['id'][:12]} on")
+        stretched = bool(because)
+    return notes
 
 
 @cli.command()
@@ -557,7 +586,14 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
 def _show_variable(snapshot: Any, name: str, as_json: bool) -> None:
     scope, entry = _find_entry(snapshot, name)
     value = snapshot[name] if scope is None else scope[name]
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a deep structure (a list nested 100 000 deep): its first levels
+        import reprlib
+
+        shallow = reprlib.Repr()
+        shallow.maxlevel, shallow.maxlist, shallow.maxdict, shallow.maxother = 20, 20, 20, 200
+        text = shallow.repr(value)
     if len(text) > 4000:
         text = text[:4000] + f"… ({len(text)} characters in all)"
     attributes = describe.attributes(value)

@@ -111,8 +111,8 @@ def _run_captured(capture: Capture, boundary: Any, *args: Any) -> int:
     capture.start()
     try:
         boundary(*args)
-    except SystemExit:
-        capture.on_exit()
+    except SystemExit as exc:
+        capture.on_exit(exc.code)
         raise
     except BaseException as exc:
         capture.on_exception(exc)
@@ -219,6 +219,10 @@ def resumable_snapshot(store: Any, ref: str) -> Any:
         candidates = [s for s in store.run_snapshots(run_id or "") if s.manifest.get("resume", {}).get("resumable")]
         if not candidates:
             raise ReliveError(f"the latest run ({run_id}) has no resumable snapshot: see `relive log` for why")
+        finished = store.finished(run_id or "")
+        if finished is not None:  # resuming it would run its tail, side effects included, again
+            raise ReliveError(f"run {run_id} finished (exit 0) at {finished.local_time}; name a snapshot "
+                              f"to resume from it (its last resumable one: {candidates[-1].short_id})")
         return candidates[-1]
     info = store.resolve(ref)
     resume = info.manifest.get("resume", {})

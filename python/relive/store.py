@@ -15,6 +15,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -84,6 +85,10 @@ class SnapshotInfo:
     def where(self) -> dict[str, Any]:
         return self.manifest.get("where") or {}
 
+    @property
+    def local_time(self) -> str:
+        return datetime.fromisoformat(self.time).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
     def sort_key(self) -> tuple[str, str, int]:
         return (self.time, self.run, self.seq)
 
@@ -122,6 +127,17 @@ class Store:
 
     def latest_run(self) -> str | None:
         return self.snapshots[-1].run if self.snapshots else None
+
+    def finished(self, run_id: str) -> SnapshotInfo | None:
+        """The exit snapshot of a run that finished (ended with exit status 0), else None.
+
+        A run that crashed, exited nonzero or was killed is not finished: resuming it is
+        what resume is for. A finished one is resumed only from a snapshot the user names.
+        """
+        for s in reversed(self.run_snapshots(run_id)):
+            if s.trigger == "exit" and s.manifest.get("exit_status") == 0:
+                return s
+        return None
 
     def resolve(self, ref: str) -> SnapshotInfo:
         match = _REF.match(ref.strip())

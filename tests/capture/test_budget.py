@@ -142,3 +142,75 @@ def test_the_quiet_rate_is_measured_between_children():
     clocks.run(wall=1.0, cpu=2.0)
     kernel.seconds += 0.5
     assert b.child_ended() == pytest.approx(0.3)
+
+
+def test_the_snapshot_that_first_writes_the_state_does_not_set_the_interval():
+    """Writing the bulk of the state happens once: the next snapshot only hashes it."""
+    b = budget(Clocks(), cores=2, every=1.0)
+    mb = 1 << 20
+    assert b.after(2.0, 1000 * mb, 1000 * mb) == (1.0, None)  # all of it new: the state's growth
+    # The state was still being built: 400 MB more, written once as well; hashing the other
+    # 1000 MB is what recurs, a fifth of the cost (a new byte weighs ten hashed ones).
+    assert b.recurring_cost(0.09, 400 * mb, 1400 * mb) == pytest.approx(0.018)
+    assert b.recurring_cost(0.09, 400 * mb, 1400 * mb) == pytest.approx(0.09)  # no growth: all of it recurs
+    assert b.after(0.01, 0, 1400 * mb) == (1.0, None)
+
+
+def test_a_snapshot_that_rewrites_the_state_stretches_the_interval_and_says_why():
+    b = budget(Clocks(), cores=2, every=1.0)
+    b.after(0.5, 100 << 20, 100 << 20)
+    interval, because = b.after(0.5, 100 << 20, 100 << 20)  # written again: the program rewrote it
+    assert interval == pytest.approx(25.0)  # 0.5 s is 2% of 25 s
+    assert because == "a snapshot costs the program about 500 ms, and --overhead 2% allows one every 25.0 s"
+    assert budget(Clocks(), cores=2, overhead=0).after(5.0, 1, 1) == (None, None)
+
+
+def test_growth_discounts_only_its_share_of_the_writing():
+    b = budget(Clocks(), cores=2)
+    mb = 1 << 20
+    b.after(1.0, 1000 * mb, 1000 * mb)
+    # 10 MB more of a 1 GB state: the fingerprint pass over the rest still recurs.
+    assert b.recurring_cost(0.2, 10 * mb, 1010 * mb) == pytest.approx(0.2 * (1 - 100 / 1100))
+
+
+BIG_FIRST_STATE = """
+    import sys, time
+    import numpy as np
+    rng = np.random.default_rng(0)
+    big = [rng.standard_normal(5_000_000) for _ in range(5)]  # 200 MB, made once
+    small = np.zeros(1000)
+    rewritten = np.zeros(1)
+    end = time.monotonic() + float(sys.argv[1])
+    step = 0
+    while time.monotonic() < end:
+        small[step % 1000] += 1
+        if sys.argv[2] == "rewrite":  # 40 MB of new noise every step: each snapshot writes it all
+            rewritten = rng.standard_normal(5_000_000)
+        step += 1
+        time.sleep(0.01)
+"""
+
+
+def test_a_big_first_state_leaves_the_interval_alone(work):
+    """The first snapshot writes 200 MB; the later ones only hash it, and come at --every."""
+    pytest.importorskip("numpy")
+    work.write("big.py", BIG_FIRST_STATE)
+    work.relive("run", "--every", "0.5", "big.py", "6", "keep", check=True, timeout=300)
+    log = work.log()
+    timers = [s for s in log if s["trigger"] == "timer"]
+    first_bulk = max(range(len(timers)), key=lambda i: timers[i]["new_bytes"])
+    assert len(timers[first_bulk + 1:]) >= 3, [(s["new_bytes"], s.get("interval_s")) for s in log]
+    assert all("interval_s" in s for s in log)
+
+
+def test_a_costly_snapshot_stretches_the_interval_with_its_reason(work):
+    pytest.importorskip("numpy")
+    work.write("big.py", BIG_FIRST_STATE)
+    work.relive("run", "--every", "0.2", "--overhead", "0.5", "big.py", "4", "rewrite", check=True, timeout=300)
+    log = work.log()
+    stretched = [s for s in log if s.get("stretched_because")]
+    assert stretched, [(s["trigger"], s["new_bytes"], s.get("interval_s")) for s in log]
+    assert all(s["interval_s"] > 0.2 for s in stretched)
+    assert "--overhead 0.5% allows one every" in stretched[0]["stretched_because"]
+    table = work.relive("log", check=True).stdout
+    assert f"timer stretched to every {stretched[0]['interval_s']:.1f} s from {stretched[0]['id'][:12]} on" in table

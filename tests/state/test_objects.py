@@ -121,6 +121,45 @@ def test_unpicklable_objects_skipped_with_reason(work):
     assert "not stored" in show and "cannot pickle" in show
 
 
+def test_skipped_variables_say_where_the_unpicklable_object_is(work):
+    work.write("prog.py", """
+        import threading
+        class Cache:
+            def __init__(self):
+                self.data = {"a": [1, 2]}
+                self.lock = threading.Lock()
+        class Model:
+            def __init__(self):
+                self.weights = [0.5] * 10
+                self.cache = Cache()
+        class Slotted:
+            __slots__ = ("x", "guard")
+            def __init__(self):
+                self.x, self.guard = 1, threading.RLock()
+        def make():
+            held = threading.Lock()
+            return lambda: held
+        payload = {"n": 1, "lock": threading.Lock()}
+        model = Model()
+        x = [0, 1, 2, threading.Lock()]
+        slotted = Slotted()
+        getter = make()
+        lock = threading.Lock()
+    """)
+    work.relive("run", "--every", "0", "prog.py", check=True)
+    skipped = {s["name"]: s for s in work.log()[-1]["skipped"]}
+    lock = "TypeError: cannot pickle '_thread.lock' object"
+    assert skipped["payload"]["reason"] == f"payload['lock']: {lock}"
+    assert skipped["payload"]["path"] == "payload['lock']"
+    assert skipped["model"]["reason"] == f"model.cache.lock: {lock}"
+    assert skipped["x"]["reason"] == f"x[3]: {lock}"
+    assert skipped["slotted"]["reason"] == "slotted.guard: TypeError: cannot pickle '_thread.RLock' object"
+    assert skipped["getter"]["reason"] == f"getter.__closure__[0].cell_contents: {lock}"
+    assert skipped["lock"]["reason"] == lock and "path" not in skipped["lock"]  # the variable itself
+    show = work.relive("show", check=True).stdout
+    assert f"model (globals): model.cache.lock: {lock}" in show
+
+
 def test_one_unpicklable_variable_does_not_cost_those_it_shares_with(work):
     work.write("prog.py", """
         import threading
@@ -161,13 +200,74 @@ def test_a_million_small_objects(work):
         index = {r["id"]: r for r in rows[:1000]}
         deep = None
         for i in range(100_000):
-            deep = [deep]                 # too deep to pickle: skipped, the rest stored
+            deep = [deep]                 # deep: stored too (see test_deep_structures)
     """)
     work.relive("run", "--every", "0", "prog.py", check=True)
-    assert [s["name"] for s in work.log()[-1]["skipped"]] == ["deep"]
+    assert work.log()[-1]["skipped"] == []
     snap = relive.load(store=str(work.store))
     assert snap["index"][999] is snap["rows"][999]
     assert snap["rows"][-1] == {"id": 249_999, "name": "user249999", "tags": [249_999 % 7]}
+
+
+def test_deep_structures_are_stored_load_and_resume(work):
+    """A linked list of 100 000 nodes and a list nested 100 000 deep pass every recursion
+    limit of the pickler (on 3.12+ a fixed C limit): stored all the same, in forked and
+    inline snapshots, loaded intact, and the point resumes."""
+    work.write("prog.py", """
+        import time
+        import relive
+
+        class Task:
+            def __init__(self, n, next):
+                self.n, self.next = n, next
+
+        def main():
+            tasks = None
+            for n in range(100_000):
+                tasks = Task(n, tasks)
+            nested = []
+            inner = nested
+            for n in range(100_000):
+                inner.append([])
+                inner = inner[0]
+            del inner
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end:    # timer snapshots: forked
+                time.sleep(0.01)
+            relive.checkpoint()
+            total, task = 0, tasks
+            while task is not None:
+                total, task = total + task.n, task.next
+            depth, inner = 0, nested
+            while inner:
+                depth, inner = depth + 1, inner[0]
+            print(total, depth)
+
+        main()
+    """)
+    plain = work.python("prog.py")
+    assert plain.stdout == "4999950000 100000\n"
+    work.relive("run", "--every", "0.3", "--overhead", "0", "prog.py", check=True)
+    log = work.log()
+    taken = [s for s in log if s["trigger"] in ("timer", "explicit")]
+    assert {s["trigger"] for s in taken} == {"timer", "explicit"}, log
+    for s in taken:
+        assert s["skipped"] == [] and s["resumable"], s
+    explicit = next(s for s in log if s["trigger"] == "explicit")
+    show = work.relive("show", explicit["id"], check=True).stdout
+    assert "tasks" in show and "nested" in show and "not stored" not in show
+    shown = work.relive("show", explicit["id"], "--var", "nested", check=True).stdout
+    assert shown.splitlines()[1].startswith("[[[[")  # its first levels
+    snap = relive.load(explicit["id"], store=str(work.store))
+    count, task = 0, snap["tasks"]
+    while task is not None:
+        count, task = count + 1, task.next
+    depth, inner = 0, snap["nested"]
+    while inner:
+        depth, inner = depth + 1, inner[0]
+    assert (count, depth) == (100_000, 100_000)
+    resumed = work.relive("resume", explicit["id"], check=True)
+    assert resumed.stdout == plain.stdout
 
 
 def test_exclude_patterns(work):

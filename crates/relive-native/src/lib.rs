@@ -9,6 +9,7 @@ mod errors;
 mod frame;
 mod graph;
 mod pending;
+mod recursion;
 mod store;
 
 // `gil_used = true`: `Store.put_record` relies on the GIL to keep the program's threads from
@@ -21,6 +22,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<buffer::LoadedBuffer>()?;
     m.add_function(wrap_pyfunction!(pending::call_in_main_thread, m)?)?;
     m.add_function(wrap_pyfunction!(graph::shared_groups, m)?)?;
+    m.add_function(wrap_pyfunction!(recursion::deep_call, m)?)?;
     m.add("NULL", frame::null(m.py())?)?;
     m.add_function(wrap_pyfunction!(frame::frame_stack, m)?)?;
     m.add_function(wrap_pyfunction!(frame::frame_locals_plus, m)?)?;

@@ -76,6 +76,7 @@ class Capture:
         self._seq = 0
         self._parent = parent  # the snapshot a resumed run continues from
         self._parent_cost: dict[str, float] | None = None  # what the parent (a forked snapshot) cost the program
+        self._stretched_because: str | None = None  # why the timer's interval is past --every
         self._trigger = "timer"
         self._signals: list[int] = []
         self._signalled_at = 0.0
@@ -269,12 +270,13 @@ class Capture:
         self._act_on_signals(frame)
         return snapshot_id
 
-    def on_exit(self) -> None:
+    def on_exit(self, code: Any = None) -> None:
+        """The program ended: at its end (``code`` None) or by ``SystemExit(code)``."""
         if not self._disabled:
             with self._snapshotting() as free:
                 if free:
                     self._take("exit", [], where={"file": self._main_dict.get("__file__"), "line": None,
-                                                 "function": "<module>"})
+                                                 "function": "<module>"}, exit_status=exit_status(code))
             self._act_on_signals(None)
 
     def on_exception(self, exc: BaseException) -> None:
@@ -314,6 +316,10 @@ class Capture:
             extra["signal"] = signal.Signals(self._signals[0]).name
         if self._parent_cost is not None:
             extra["parent_cost"], self._parent_cost = self._parent_cost, None
+        if self.options.every > 0:  # the timer's interval in force, and why when stretched
+            extra["interval_s"] = round(self._clock.interval, 3)
+            if self._stretched_because and self._clock.interval > self.options.every:
+                extra["stretched_because"] = self._stretched_because
         self._seq += 1
         positions = self._files.flush()  # here, in the program's process: never in a forked child
         return snapshot.SnapshotRequest(
@@ -338,13 +344,14 @@ class Capture:
         self._parent = result.id
         self.snapshots.append(result)
         if trigger == "timer":
-            self._spent(result.seconds)
+            self._spent(result.seconds, result.new_bytes, result.state_bytes)
         return result.id
 
-    def _spent(self, seconds: float) -> None:
-        """Keep timer snapshots within the overhead budget: the interval grows until one
-        snapshot's cost is at most --overhead percent of it (never below --every)."""
-        interval = self._budget.interval(seconds)
+    def _spent(self, seconds: float, new_bytes: int, state_bytes: int) -> None:
+        """Keep timer snapshots within the overhead budget: the interval grows until what the
+        next snapshot will cost is at most --overhead percent of it (never below --every).
+        The next manifests say which interval is in force, and why (``_request``)."""
+        interval, self._stretched_because = self._budget.after(seconds, new_bytes, state_bytes)
         if interval is not None:
             self._clock.set_interval(interval)
 
@@ -400,7 +407,7 @@ class Capture:
             self.snapshots.append(snapshot.SnapshotResult(
                 outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
             charged = self._budget.forked_cost(outcome.get("pause_s", 0.0), outcome.get("cpu_s", 0.0), copies_s)
-            self._spent(charged)
+            self._spent(charged, outcome["new_bytes"], outcome["state_bytes"])
             # Known only now, in the program's process: the next manifest carries it.
             self._parent_cost = {"copies_s": round(copies_s, 6), "charged_s": round(charged, 6),
                                  "interval_s": round(self._clock.interval, 3)}
@@ -435,6 +442,16 @@ def _in_program_code(frame: types.FrameType) -> bool:
     prefers the program's lines: a library may hold state a resume cannot rebuild (PyTorch's
     autograd engine and grad mode live in C++ thread-locals, mid-backward)."""
     return not frame.f_code.co_filename.startswith(_LIBRARY_DIRS)
+
+
+def exit_status(code: Any) -> int:
+    """The exit status the shell sees for ``SystemExit(code)``, as Python computes it: None
+    is 0, an int is itself (modulo 256), anything else is printed and gives 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    return 1
 
 
 def _message(exc: BaseException) -> str:

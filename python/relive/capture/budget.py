@@ -20,6 +20,14 @@ write to each page after the child has ended still faults, without a copy; that 
 in the quiet rate and is not charged. Before the first child has ended there is no quiet
 rate: the program's start is no measure of it, so the first child is charged all the
 program's kernel time while it lives.)
+
+The interval is set by what the *next* snapshot will cost, predicted from the last one: all
+of its cost, less the writing of what the state grew by since the snapshot before. That is
+written once (the first snapshot writes the bulk of the state: 1 GB of arrays, written in
+seconds, then only hashed), and a longer interval would not spare writing new data anyway.
+So the first snapshot does not set the interval for the rest of the run; a program that
+rewrites its state at every step (whose snapshots write it again each time) is stretched.
+Each stretch carries its reason, which `relive log` shows.
 """
 
 from __future__ import annotations
@@ -50,6 +58,16 @@ def kernel_seconds() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime  # microseconds; os.times() counts ticks
 
 
+# A byte written for the first time is hashed (BLAKE3), perhaps compressed, and written; an
+# unchanged one only fingerprinted (XXH3), about ten times faster (bench/limits.py). Only the
+# split of a snapshot's cost between the two depends on it.
+WRITE_VS_HASH = 10.0
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
+
+
 class Budget:
     def __init__(self, every: float, overhead: float, cores: int,
                  clock: Callable[[], float] = time.monotonic,
@@ -69,6 +87,7 @@ class Budget:
         self._quiet: tuple[float, float] | None = None
         self._forked = (clock(), self._program_kernel())
         self.kernel_rate = 0.0  # the program's own kernel seconds per second, no child living
+        self._state_bytes = 0  # the last snapshot's state: what the next one's growth is counted from
 
     def forking(self) -> None:
         """Just before a fork: how busy the program was since the last one."""
@@ -98,6 +117,28 @@ class Budget:
     def forked_cost(self, pause_s: float, child_cpu_s: float, copies_s: float = 0.0) -> float:
         """Seconds of the program's time a forked snapshot cost."""
         return pause_s + child_cpu_s * self.busy_share + copies_s
+
+    def recurring_cost(self, cost_s: float, new_bytes: int, state_bytes: int) -> float:
+        """What the next snapshot will cost, predicted from one that cost ``cost_s``, wrote
+        ``new_bytes`` and held ``state_bytes``: all of it, less the share of writing what
+        the state grew by since the last snapshot (bytes written once, not again)."""
+        grown = min(new_bytes, max(0, state_bytes - self._state_bytes))
+        self._state_bytes = state_bytes
+        if grown <= 0:
+            return cost_s
+        # The cost spread over the bytes: a new one weighs WRITE_VS_HASH unchanged ones.
+        weight = WRITE_VS_HASH * grown / (WRITE_VS_HASH * new_bytes + max(0, state_bytes - new_bytes))
+        return cost_s * max(0.0, 1.0 - weight)
+
+    def after(self, cost_s: float, new_bytes: int, state_bytes: int) -> tuple[float | None, str | None]:
+        """The interval after a timer snapshot (None: no budget), and why, when it is
+        stretched past --every."""
+        recurring = self.recurring_cost(cost_s, new_bytes, state_bytes)
+        interval = self.interval(recurring)
+        if interval is None or interval <= self.every:
+            return interval, None
+        return interval, (f"a snapshot costs the program about {_seconds(recurring)}, and --overhead "
+                          f"{self.overhead:g}% allows one every {interval:.1f} s")
 
     def interval(self, cost_s: float) -> float | None:
         """The interval that keeps a snapshot of this cost within the budget (never below

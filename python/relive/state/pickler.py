@@ -309,6 +309,18 @@ class StatePickler(cloudpickle.Pickler):
             _steady_class_id(obj)
         return super().reducer_override(obj)
 
+    def reduction(self, obj: Any) -> Any:
+        """What pickling ``obj`` reduces it to here: the ``__reduce_ex__`` tuple, or None for
+        what is stored by reference. Raises as pickling ``obj`` itself would. (To locate a
+        failure after the fact: see ``unpicklable``.)"""
+        reduced = self.reducer_override(obj)
+        if reduced is not NotImplemented:
+            return reduced
+        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+            return None  # by reference: the module and name
+        reduce = self.dispatch_table.get(type(obj))
+        return reduce(obj) if reduce is not None else obj.__reduce_ex__(PROTOCOL)
+
     def _function_getnewargs(self, func: types.FunctionType) -> Any:
         code, base_globals, _, _, _ = super()._function_getnewargs(func)
         if func.__globals__ is self._main_dict:

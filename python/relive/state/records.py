@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relive import _native, report
-from relive.state import describe
+from relive.state import deep, describe, unpicklable
 from relive.state.pickler import LoadContext, SnapshotGlobals, StatePickler, loads
 
 # Types whose objects are immutable or singletons: two variables reaching the same one
@@ -58,9 +58,11 @@ class Skipped:
     name: str
     reason: str
     key: str = ""
+    path: str = ""  # where inside the variable the object that failed is (``payload['lock']``)
 
     def to_json(self) -> dict[str, str]:
-        return {"scope": self.scope, "name": self.name, "reason": self.reason}
+        where = {"path": self.path} if self.path else {}
+        return {"scope": self.scope, "name": self.name, "reason": self.reason, **where}
 
 
 @dataclass
@@ -171,16 +173,39 @@ class RecordWriter:
             groups.setdefault(label, []).append(root)
         return list(groups.values())
 
+    def _pickler(self, roots: list[Root], out: io.BytesIO, buffers: list[pickle.PickleBuffer]) -> StatePickler:
+        return StatePickler(out, main_dict=self._main_dict, own=self._own_values(roots), main_names=self._main_names,
+                            storages=self._storages, buffers=buffers, reduce_more=self._reduce_more,
+                            file_positions=self._file_positions)
+
     def _pickle(self, roots: list[Root]) -> _Pickled:
+        try:
+            return self._pickle_here(roots)
+        except Exception as exc:
+            if not deep.is_too_deep(exc):
+                raise
+        # A deep structure (a long linked list): again, where the recursion has room.
+        return deep.call(lambda: self._pickle_here(roots))
+
+    def _pickle_here(self, roots: list[Root]) -> _Pickled:
         values = {r.key: r.value for r in roots}
-        own = self._own_values(roots)
         buffers: list[pickle.PickleBuffer] = []
         out = io.BytesIO()
-        pickler = StatePickler(out, main_dict=self._main_dict, own=own, main_names=self._main_names,
-                               storages=self._storages, buffers=buffers, reduce_more=self._reduce_more,
-                               file_positions=self._file_positions)
-        pickler.dump(values)
+        self._pickler(roots, out, buffers).dump(values)
         return _Pickled(out.getvalue(), buffers)
+
+    def _skipped(self, root: Root, exc: BaseException) -> Skipped:
+        """Why ``root`` was not stored, naming where inside it the object that failed is."""
+        found = None
+        if not deep.is_too_deep(exc):
+            try:
+                found = unpicklable.locate(root.value, root.name, self._pickler([root], io.BytesIO(), []).reduction)
+            except Exception:  # the walk is a courtesy: the reason stands without it
+                found = None
+        if found is None or found[0] == root.name:
+            return Skipped(root.scope, root.name, _reason(found[1] if found else exc), root.key)
+        path, cause = found
+        return Skipped(root.scope, root.name, f"{path}: {_reason(cause)}", root.key, path)
 
     def write(self, roots: list[Root]) -> StoredState:
         result = StoredState()
@@ -189,7 +214,7 @@ class RecordWriter:
                 data = self._pickle(group)
             except Exception as exc:  # anything a reducer raises: skip as little as possible
                 if len(group) == 1:
-                    result.skipped.append(Skipped(group[0].scope, group[0].name, _reason(exc), group[0].key))
+                    result.skipped.append(self._skipped(group[0], exc))
                     continue
                 # One unpicklable variable must not cost the others: store them one by one
                 # (what they share then loads back as copies).
@@ -197,7 +222,7 @@ class RecordWriter:
                     try:
                         alone = self._pickle([root])
                     except Exception as exc:
-                        result.skipped.append(Skipped(root.scope, root.name, _reason(exc), root.key))
+                        result.skipped.append(self._skipped(root, exc))
                         continue
                     self._put([root], alone, result)
                 continue
@@ -224,7 +249,7 @@ class RecordWriter:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, RecursionError):
+    if deep.is_too_deep(exc):
         return "too deeply nested to pickle"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
