@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from relive.errors import ReliveError
-from relive.store import DEFAULT_STORE, SnapshotInfo, Store
+from relive.store import DEFAULT_STORE, DamagedSnapshot, SnapshotInfo, Store
 
 _store_option = click.option(
     "--store", envvar="RELIVE_STORE", default=DEFAULT_STORE, show_default=True, metavar="PATH",
@@ -187,8 +187,9 @@ def resume(ref: str, store: str, **options: Any) -> Any:
     return Resume(store=os.path.abspath(store), ref=ref, options=_options(store, **options) if given else None)
 
 
-def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any]]:
+def _log_rows(store: Store, snapshots: list[SnapshotInfo], damaged: list[DamagedSnapshot]) -> list[dict[str, Any]]:
     rows = []
+    damaged_runs = store.damaged_runs
     for s in snapshots:
         m = s.manifest
         where = s.where
@@ -201,12 +202,20 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
             "parent": m.get("parent"), "parent_cost": m.get("parent_cost"),
             "resumable": bool(m.get("resume", {}).get("resumable")),
             "not_resumable_because": m.get("resume", {}).get("reasons", []),
+            "damaged": None, "run_damaged": damaged_runs[s.run].reason if s.run in damaged_runs else None,
         }
         for optional in ("signal", "exception", "note"):
             if optional in m:
                 row[optional] = m[optional]
         rows.append(row)
+    for d in damaged:  # what could not be read of them is null
+        rows.append({"id": d.id, "run": d.run, "damaged": d.reason, "path": d.path, "resumable": False})
     return rows
+
+
+def _damaged_in_view(store: Store, runs: set[str] | None) -> list[DamagedSnapshot]:
+    """The damaged snapshots of ``runs`` (None: all), and those whose run is unknown: they may be any run's."""
+    return [d for d in store.damaged if runs is None or d.run is None or d.run in runs]
 
 
 @cli.command()
@@ -222,21 +231,36 @@ def log(store: str, all_runs: bool, run_id: str | None, graph: bool, as_json: bo
         _print_graph(opened)
         return
     snapshots = opened.snapshots
+    shown_runs: set[str] | None = None  # None: every run
     if run_id:
-        runs = sorted({s.run for s in snapshots if s.run.startswith(run_id)})
+        runs = sorted({s.run for s in [*snapshots, *opened.damaged] if s.run and s.run.startswith(run_id)})
         if len(runs) != 1:
             raise ReliveError(f"{'no run' if not runs else 'several runs'} match {run_id!r} in {store}")
-        snapshots = opened.run_snapshots(runs[0])
+        snapshots, shown_runs = opened.run_snapshots(runs[0]), {runs[0]}
     elif not all_runs and snapshots:
-        snapshots = opened.run_snapshots(opened.latest_run() or "")
-    rows = _log_rows(opened, snapshots)
+        snapshots, shown_runs = opened.run_snapshots(opened.latest_run() or ""), {opened.latest_run() or ""}
+    damaged = _damaged_in_view(opened, shown_runs)
+    rows = _log_rows(opened, snapshots, damaged)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         click.echo(f"no snapshots in {store} yet")
         return
-    _print_log(opened, rows)
+    _print_log(opened, [row for row in rows if not row["damaged"]])
+    _print_damaged(damaged)
+
+
+def _print_damaged(damaged: list[DamagedSnapshot]) -> None:
+    """Damaged snapshots, after the tables: each named, with its file and why."""
+    if not damaged:
+        return
+    console = _console()
+    console.print(f"[bold]damaged[/bold]: {len(damaged)} snapshot{'s' if len(damaged) > 1 else ''} cannot be read "
+                  "(`relive verify` checks the whole store, `relive repair` sets it right)")
+    for d in damaged:
+        run = f" (run {d.run})" if d.run else ""
+        console.print(f"  {d.short_id}{run}: {d.reason}  [{d.path}]", markup=False)
 
 
 def _why_not(reasons: list[str]) -> str:
@@ -268,6 +292,10 @@ def _print_graph(store: Store) -> None:
 
     for root in children.get(None, []):
         show(root, 0)
+    for run_id, damaged in store.damaged_runs.items():  # where they hang in the tree is lost with the record
+        console.print(f"run {run_id}: {len(store.run_snapshots(run_id))} snapshots; damaged run record "
+                      f"({damaged.path}): {damaged.reason}", markup=False)
+    _print_damaged(store.damaged)
 
 
 def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
@@ -285,6 +313,10 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         if info:
             header += f"  [dim](python {info.python} on {info.host}, started {_local_time(info.started, True)})[/dim]"
         console.print(header)
+        damaged_run = store.damaged_runs.get(run_id)
+        if damaged_run:
+            console.print(f"  damaged run record ({damaged_run.path}): {damaged_run.reason}; its snapshots "
+                          "load, but what the run was started with is lost", markup=False)
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column, justify in (("ID", "left"), ("TIME", "left"), ("TRIGGER", "left"), ("WHERE", "left"),
                                 ("NEW", "right"), ("STATE", "right"), ("MODE", "left"), ("PAUSE", "right"),
@@ -323,6 +355,7 @@ def show(ref: str, store: str, var: str | None, as_json: bool) -> None:
             "id": info.id, "run": info.run, "time": info.time, "trigger": info.trigger, "where": info.where,
             "scopes": [{"scope": name, **extra, "variables": variables} for name, extra, variables in scopes],
             "skipped": info.manifest.get("skipped", []),
+            "run_damaged": opened.damaged_runs[info.run].reason if info.run in opened.damaged_runs else None,
         }, indent=2))
         return
     _print_show(opened, info, scopes)
@@ -350,6 +383,9 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
     trigger = info.trigger + (f" ({m['signal']})" if "signal" in m else "")
     console.print(f"[bold]snapshot {info.id[:12]}[/bold]  {trigger}  {_local_time(info.time, True)}  "
                   f"at {_where(info.where, cwd)}  [dim]run {info.run}[/dim]")
+    damaged_run = store.damaged_runs.get(info.run)
+    if damaged_run:
+        console.print(f"  damaged run record ({damaged_run.path}): {damaged_run.reason}", markup=False)
     if "exception" in m:
         console.print(f"  exception: {m['exception']['type']}: {m['exception']['message']}", markup=False)
     if "note" in m:
