@@ -1,7 +1,16 @@
-"""A run: one execution of a program under relive, and what it was run with."""
+"""A run: one execution of a program under relive, and what it was run with.
+
+Its record (``runs/RUN.json``) is strict JSON, read by relive's Rust side too. Arguments
+and paths are what the OS gave, and may be bytes that are not UTF-8: Python holds them
+as strings with lone surrogates (``surrogateescape``), which JSON cannot carry. Such a
+string is stored as ``{"os_bytes_b64": BASE64}``, the bytes themselves, and read back
+as the same string.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import platform
@@ -36,14 +45,14 @@ class RunInfo:
     options: dict[str, Any] = field(default_factory=dict)  # the capture options, for a resume to reuse
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return json.dumps(_to_json(asdict(self)), separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "RunInfo":
         """The run a record describes; ``CorruptionError`` saying why if it is not one."""
         try:
-            fields = json.loads(data)
-        except (ValueError, RecursionError) as exc:  # ValueError: JSON, UTF-8
+            fields = _from_json(json.loads(data))
+        except (ValueError, RecursionError) as exc:  # ValueError: JSON, UTF-8, base64
             raise CorruptionError(f"the run's record is not JSON: {exc}") from None
         problem = run_problem(fields)
         if problem is not None:
@@ -93,6 +102,42 @@ def run_problem(fields: Any) -> str | None:
         elif not check(fields[name]):
             return f"the run's record's {name!r} is not {what}"
     return None
+
+
+_OS_BYTES = "os_bytes_b64"
+
+
+def _to_json(value: Any) -> Any:
+    """``value`` with each string that is not UTF-8 (see the module's docstring) in a form JSON holds."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            pass
+        try:
+            return {_OS_BYTES: base64.b64encode(value.encode("utf-8", "surrogateescape")).decode("ascii")}
+        except UnicodeEncodeError:  # a surrogate no OS decoding makes: kept readable, not exact
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, (list, tuple)):
+        return [_to_json(item) for item in value]
+    if isinstance(value, dict):  # keys (package names) are only shown: readable is enough
+        return {key.encode("utf-8", "backslashreplace").decode("utf-8"): _to_json(item)
+                for key, item in value.items()}
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get(_OS_BYTES), str):
+            try:
+                return base64.b64decode(value[_OS_BYTES], validate=True).decode("utf-8", "surrogateescape")
+            except binascii.Error as exc:
+                raise ValueError(f"{_OS_BYTES} is not base64: {exc}") from None
+        return {key: _from_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    return value
 
 
 def new_run_id(now: datetime) -> str:
