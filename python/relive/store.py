@@ -85,7 +85,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_object(**fields: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    """A JSON object whose listed fields (each may be absent) pass their check."""
+    """A JSON object whose listed fields pass their check; an absent field is checked as None."""
     return lambda value: isinstance(value, dict) and all(check(value.get(name)) for name, check in fields.items())
 
 
@@ -107,8 +107,8 @@ _MANIFEST: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
     "trigger": (True, _is_str, "a string"),
     "where": (False, _optional(_is_object(file=_optional(_is_str), line=_optional(_is_int),
                                           function=_optional(_is_str))), "an object (file, line, function)"),
-    "globals": (False, _is_dict_of(_VARIABLE), "an object of variables (record, key)"),
-    "frames": (False, _is_list_of(_is_object(function=_is_str, file=_is_str, line=_is_int,
+    "globals": (True, _is_dict_of(_VARIABLE), "an object of variables (record, key)"),
+    "frames": (True, _is_list_of(_is_object(function=_is_str, file=_is_str, line=_is_int,
                                              qualname=_optional(_is_str),
                                              locals=_optional(_is_dict_of(_VARIABLE)))),
                "a list of frames (function, file, line, locals)"),
@@ -126,8 +126,16 @@ _MANIFEST: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
 }
 
 
+_IS_KEYS = _is_dict_of(_is_str)
+_IS_OPTIONAL_KEYS = _is_list_of(_optional(_is_str))
+# What resuming reads of each frame (restore.snapshot.Snapshot.resume_state).
+_FRAME_RESUME = _is_object(module=_is_str, role=_is_str, offset=_is_int, lineno=_is_int, locals=_IS_KEYS,
+                           cells=_IS_KEYS, free=_IS_KEYS, stack=_IS_OPTIONAL_KEYS,
+                           stack_kinds=_is_list_of(_is_str), handled=_IS_OPTIONAL_KEYS)
+
+
 def manifest_problem(manifest: Any) -> str | None:
-    """What makes a decoded manifest unusable to ``log``, ``show`` and ``load``, or None."""
+    """What makes a decoded manifest unusable to ``log``, ``show``, ``load`` and ``resume``, or None."""
     if not isinstance(manifest, dict):
         return f"the manifest is a JSON {type(manifest).__name__}, not an object"
     for name, (required, check, what) in _MANIFEST.items():
@@ -136,6 +144,11 @@ def manifest_problem(manifest: Any) -> str | None:
                 return f"the manifest has no {name!r}"
         elif not check(manifest[name]):
             return f"the manifest's {name!r} is not {what}: {_shown(manifest[name])}"
+    resume = manifest.get("resume") or {}
+    if resume.get("resumable") and not (
+            _IS_KEYS(resume.get("values")) and _optional(_is_str)(resume.get("handled"))
+            and all(_is_str(f.get("code")) and _FRAME_RESUME(f.get("resume")) for f in manifest["frames"])):
+        return "the manifest says it can resume, but its resumable state is incomplete"
     return None
 
 

@@ -188,6 +188,7 @@ MALFORMED = {
     "sizes not numbers": lambda m: {**m, "new_bytes": "many"},
     "skipped not a list": lambda m: {**m, "skipped": "x"},
     "where a string": lambda m: {**m, "where": "here"},
+    "resumable without frame state": lambda m: {**m, "frames": [{**f, "resume": None} for f in m["frames"]]},
 }
 
 
