@@ -309,6 +309,6 @@ class Store:
 def _detail(message: str, path: str) -> str:
     """The store's reason for a damaged file, without what the caller says itself (the
     file, and what to do)."""
-    _, found, detail = message.partition(f" in {path}: ")
-    detail = detail if found else message
+    _, found, detail = message.partition(f" in {path}: ")  # corrupt snapshot ID in PATH: DETAIL (...)
+    detail = detail if found else message.removeprefix(f"{path}: ")  # PATH: I/O ERROR
     return detail.removesuffix(" (the store failed its integrity check; run `relive verify`)")

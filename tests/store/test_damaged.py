@@ -171,9 +171,14 @@ def test_deleted_manifest_costs_that_snapshot_alone(store: Workdir, base: Base) 
     assert [r["id"] for r in rows] == [base.rows[0]["id"], base.rows[2]["id"]]
 
 
-def test_garbage_file_named_like_a_snapshot(store: Workdir, base: Base) -> None:
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_garbage_named_like_a_snapshot(store: Workdir, base: Base, kind: str) -> None:
     garbage_id = "ab" * 32
-    (store.store / "snapshots" / garbage_id).write_bytes(b"garbage")
+    path = store.store / "snapshots" / garbage_id
+    if kind == "file":
+        path.write_bytes(b"garbage")
+    else:
+        path.mkdir()
     _check_store(store, base, damaged=garbage_id)
 
 
