@@ -233,7 +233,8 @@ def log(store: str, all_runs: bool, run_id: str | None, graph: bool, as_json: bo
     snapshots = opened.snapshots
     shown_runs: set[str] | None = None  # None: every run
     if run_id:
-        runs = sorted({s.run for s in [*snapshots, *opened.damaged] if s.run and s.run.startswith(run_id)})
+        known = {s.run for s in snapshots} | {d.run for d in opened.damaged if d.run}
+        runs = sorted(r for r in known if r.startswith(run_id))
         if len(runs) != 1:
             raise ReliveError(f"{'no run' if not runs else 'several runs'} match {run_id!r} in {store}")
         snapshots, shown_runs = opened.run_snapshots(runs[0]), {runs[0]}

@@ -206,7 +206,8 @@ class Store:
 
     @cached_property
     def _manifests(self) -> tuple[list[SnapshotInfo], list[DamagedSnapshot]]:
-        infos, damaged = [], []
+        infos: list[SnapshotInfo] = []
+        damaged: list[DamagedSnapshot] = []
         for snapshot_id in self.native.snapshot_ids():
             read = self._read_snapshot(snapshot_id)
             if isinstance(read, SnapshotInfo):
@@ -247,7 +248,8 @@ class Store:
 
     @cached_property
     def _run_records(self) -> tuple[dict[str, RunInfo], dict[str, DamagedRun]]:
-        runs, damaged = {}, {}
+        runs: dict[str, RunInfo] = {}
+        damaged: dict[str, DamagedRun] = {}
         for run_id, doc in self.native.runs():
             try:
                 run = RunInfo.from_json(doc)
@@ -301,9 +303,10 @@ class Store:
             listed = ", ".join(s.short_id for s in matches[:5])
             raise RefError(f"{name!r} matches {len(matches)} snapshots ({listed}{', …' if len(matches) > 5 else ''}): "
                            "give more characters of the id")
-        if isinstance(matches[0], DamagedSnapshot):
-            raise matches[0].error()
-        return matches[0]
+        found = matches[0]
+        if isinstance(found, DamagedSnapshot):
+            raise found.error()
+        return found
 
 
 def _detail(message: str, path: str) -> str:
