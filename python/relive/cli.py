@@ -20,7 +20,7 @@ import click
 from relive.errors import ReliveError
 from relive.state import describe
 from relive.state.describe import type_name
-from relive.store import DEFAULT_STORE, SnapshotInfo, Store, find_store
+from relive.store import DEFAULT_STORE, DamagedSnapshot, SnapshotInfo, Store, find_store
 from relive.terminal import printable
 
 def _which_store(ctx: Any, param: Any, value: str | None) -> str:
@@ -301,9 +301,10 @@ def resume(ref: str, store: str, **options: Any) -> Any:
     return Resume(store=os.path.abspath(store), ref=info.id, options=capture)
 
 
-def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any]]:
+def _log_rows(store: Store, snapshots: list[SnapshotInfo], damaged: list[DamagedSnapshot]) -> list[dict[str, Any]]:
     run_info = {run_id: _run_info(store, run_id) for run_id in dict.fromkeys(s.run for s in snapshots)}
     rows = []
+    damaged_runs = store.damaged_runs
     for s in snapshots:
         m = s.manifest
         where = s.where
@@ -316,12 +317,15 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo]) -> list[dict[str, Any
             "parent": m.get("parent"), "parent_cost": m.get("parent_cost"),
             "resumable": bool(m.get("resume", {}).get("resumable")),
             "not_resumable_because": m.get("resume", {}).get("reasons", []),
+            "damaged": None, "run_damaged": damaged_runs[s.run].reason if s.run in damaged_runs else None,
         }
         for optional in ("signal", "exception", "note", "exit_status", "interval_s", "stretched_because"):
             if optional in m:
                 row[optional] = m[optional]
         row["run_info"] = run_info.get(s.run)
         rows.append(row)
+    for d in damaged:  # what could not be read of them is null
+        rows.append({"id": d.id, "run": d.run, "damaged": d.reason, "path": d.path, "resumable": False})
     return rows
 
 
@@ -337,6 +341,11 @@ def _run_info(store: Store, run_id: str) -> dict[str, Any] | None:
             "cwd": run.cwd, "python": run.python, "host": run.host, "started": run.started,
             "resumed_from": run.resumed_from, "relive": run.relive, "options": run.options,
             "ended_by": ended, "exit_status": getattr(run, "exit_status", last.get("exit_status"))}
+
+
+def _damaged_in_view(store: Store, runs: set[str] | None) -> list[DamagedSnapshot]:
+    """The damaged snapshots of ``runs`` (None: all), and those whose run is unknown: they may be any run's."""
+    return [d for d in store.damaged if runs is None or d.run is None or d.run in runs]
 
 
 @cli.command()
@@ -355,21 +364,39 @@ def log(store: str, all_runs: bool, run_id: str | None, graph: bool, as_json: bo
             _print_graph(opened)
         return
     snapshots = opened.snapshots
+    shown_runs: set[str] | None = None  # None: every run
     if run_id:
-        runs = sorted({s.run for s in snapshots if s.run.startswith(run_id)})
+        known = {s.run for s in snapshots} | {d.run for d in opened.damaged if d.run}
+        runs = sorted(r for r in known if r.startswith(run_id))
         if len(runs) != 1:
             raise ReliveError(f"{'no run' if not runs else 'several runs'} match {run_id!r} in {store}")
-        snapshots = opened.run_snapshots(runs[0])
+        snapshots, shown_runs = opened.run_snapshots(runs[0]), {runs[0]}
     elif not all_runs and snapshots:
-        snapshots = opened.run_snapshots(opened.latest_run() or "")
-    rows = _log_rows(opened, snapshots)
+        snapshots, shown_runs = opened.run_snapshots(opened.latest_run() or ""), {opened.latest_run() or ""}
+    damaged = _damaged_in_view(opened, shown_runs)
+    rows = _log_rows(opened, snapshots, damaged)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         click.echo(f"no snapshots in {store} yet")
         return
-    _print_log(opened, rows)
+    _print_log(opened, [row for row in rows if not row["damaged"]])
+    _print_damaged(damaged)
+
+
+def _print_damaged(damaged: list[DamagedSnapshot]) -> None:
+    """Damaged snapshots, after the tables: each named, with its file and why."""
+    if not damaged:
+        return
+    from rich.text import Text
+
+    console = _console()
+    console.print(f"[bold]damaged[/bold]: {_count(len(damaged), 'snapshot')} cannot be read "
+                  "(`relive verify` checks the whole store, `relive repair` sets it right)")
+    for d in damaged:
+        run = f" (run {d.run})" if d.run else ""
+        console.print(Text(printable(f"  {d.short_id}{run}: {d.reason}  [{d.path}]")), no_wrap=True)
 
 
 def _why_not(reasons: list[str]) -> str:
@@ -427,6 +454,10 @@ def _print_graph(store: Store) -> None:
 
     for root in children.get(None, []):
         show(root, 0)
+    for run_id, damaged in store.damaged_runs.items():  # where they hang in the tree is lost with the record
+        console.print(Text(printable(f"run {run_id}: {_count(len(store.run_snapshots(run_id)), 'snapshot')}; "
+                                     f"damaged run record ({damaged.path}): {damaged.reason}")))
+    _print_damaged(store.damaged)
 
 
 def _count(n: int, thing: str) -> str:
@@ -460,6 +491,10 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         if cell_len(header + details) > console.width:
             details = ""
         console.print(Text.assemble(cut_right(header, console.width), (details, "dim")))
+        damaged_run = store.damaged_runs.get(run_id)
+        if damaged_run:
+            console.print(Text(printable(f"  damaged run record ({damaged_run.path}): {damaged_run.reason}; its "
+                                         "snapshots load, but what the run was started with is lost")))
         cells = []
         for row in run_rows:
             trigger = row["trigger"] + (f" {row['signal']}" if "signal" in row else "")
@@ -519,6 +554,7 @@ def show(ref: str, store: str, var: str | None, as_json: bool) -> None:
             "where": info.where,
             "scopes": [{"scope": name, **extra, "variables": variables} for name, extra, variables in scopes],
             "skipped": info.manifest.get("skipped", []),
+            "run_damaged": opened.damaged_runs[info.run].reason if info.run in opened.damaged_runs else None,
         }, indent=2))
         return
     _print_show(opened, info, scopes)
@@ -548,6 +584,9 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
     console.print(Text.assemble((f"snapshot {info.id[:12]}", "bold"),
                                 printable(f"  {trigger}  {_local_time(info.time, True)}  at {_where(info.where, cwd)}  "),
                                 (printable(f"run {info.run}"), "dim")))
+    damaged_run = store.damaged_runs.get(info.run)
+    if damaged_run:
+        console.print(Text(printable(f"  damaged run record ({damaged_run.path}): {damaged_run.reason}")))
     if "exception" in m:
         console.print(Text(printable(f"  exception: {m['exception']['type']}: {m['exception']['message']}")))
     if "note" in m:

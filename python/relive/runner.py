@@ -178,7 +178,11 @@ def resume(store_path: str, ref: str, options: CaptureOptions | None) -> int:
     info = resumable_snapshot(store, ref)
     run = store.runs.get(info.run)
     if run is None:
-        raise ReliveError(f"snapshot {info.short_id} belongs to run {info.run}, which the store does not describe")
+        damaged = store.damaged_runs.get(info.run)
+        raise ReliveError(f"snapshot {info.short_id} cannot resume: the record of its run {info.run} is damaged "
+                          f"({damaged.path}): {damaged.reason}; what the run was started with is lost (the "
+                          f"snapshot still loads: relive.load, relive shell)" if damaged else
+                          f"snapshot {info.short_id} belongs to run {info.run}, which the store does not describe")
     _check_environment(run, report.warn)
     start_dir = _start_dir(run, store.path)
     if start_dir != run.cwd:

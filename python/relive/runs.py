@@ -1,16 +1,28 @@
-"""A run: one execution of a program under relive, and what it was run with."""
+"""A run: one execution of a program under relive, and what it was run with.
+
+Its record (``runs/RUN.json``) is strict JSON, read by relive's Rust side too. Arguments
+and paths are what the OS gave, and may be bytes that are not UTF-8: Python holds them
+as strings with lone surrogates (``surrogateescape``), which JSON cannot carry. Such a
+string is stored as ``{"os_bytes_b64": BASE64}``, the bytes themselves, and read back
+as the same string.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import platform
 import secrets
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+from relive.errors import CorruptionError
 
 
 @dataclass
@@ -33,13 +45,99 @@ class RunInfo:
     options: dict[str, Any] = field(default_factory=dict)  # the capture options, for a resume to reuse
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return json.dumps(_to_json(asdict(self)), separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "RunInfo":
-        fields = json.loads(data)
-        known = {k: v for k, v in fields.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        """The run a record describes; ``CorruptionError`` saying why if it is not one."""
+        try:
+            fields = _from_json(json.loads(data))
+        except (ValueError, RecursionError) as exc:  # ValueError: JSON, UTF-8, base64
+            raise CorruptionError(f"the run's record is not JSON: {exc}") from None
+        problem = run_problem(fields)
+        if problem is not None:
+            raise CorruptionError(problem)
+        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def is_iso_time(value: Any) -> bool:
+    """Whether ``value`` is a time as relive writes them, one that can be shown in local time."""
+    try:
+        datetime.fromisoformat(value).astimezone()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return False
+    return True
+
+
+_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
+    # field: (required, check, what it must be)
+    "id": (True, lambda v: isinstance(v, str), "a string"),
+    "command": (True, _is_str_list, "a list of strings"),
+    "target": (True, lambda v: isinstance(v, str), "a string"),
+    "module": (True, lambda v: isinstance(v, bool), "true or false"),
+    "argv": (True, _is_str_list, "a list of strings"),
+    **{name: (True, lambda v: isinstance(v, str), "a string")
+       for name in ("cwd", "path0", "python", "executable", "host", "relive")},
+    "pid": (True, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "started": (True, is_iso_time, "an ISO 8601 time"),
+    "packages": (False, lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+                 "an object of versions"),
+    "resumed_from": (False, lambda v: v is None or isinstance(v, str), "a snapshot id"),
+    "options": (False, lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def run_problem(fields: Any) -> str | None:
+    """What makes a decoded run record unusable, or None."""
+    if not isinstance(fields, dict):
+        return f"the run's record is a JSON {type(fields).__name__}, not an object"
+    for name, (required, check, what) in _FIELDS.items():
+        if name not in fields:
+            if required:
+                return f"the run's record has no {name!r}"
+        elif not check(fields[name]):
+            return f"the run's record's {name!r} is not {what}"
+    return None
+
+
+_OS_BYTES = "os_bytes_b64"
+
+
+def _to_json(value: Any) -> Any:
+    """``value`` with each string that is not UTF-8 (see the module's docstring) in a form JSON holds."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            pass
+        try:
+            return {_OS_BYTES: base64.b64encode(value.encode("utf-8", "surrogateescape")).decode("ascii")}
+        except UnicodeEncodeError:  # a surrogate no OS decoding makes: kept readable, not exact
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, (list, tuple)):
+        return [_to_json(item) for item in value]
+    if isinstance(value, dict):  # keys (package names) are only shown: readable is enough
+        return {key.encode("utf-8", "backslashreplace").decode("utf-8"): _to_json(item)
+                for key, item in value.items()}
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get(_OS_BYTES), str):
+            try:
+                return base64.b64decode(value[_OS_BYTES], validate=True).decode("utf-8", "surrogateescape")
+            except binascii.Error as exc:
+                raise ValueError(f"{_OS_BYTES} is not base64: {exc}") from None
+        return {key: _from_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    return value
 
 
 def new_run_id(now: datetime) -> str:

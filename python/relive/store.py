@@ -6,6 +6,10 @@ run, the snapshot it resumed from and those before it).
 
 Where no store is named, the store is ``.relive`` in the current directory or, as git
 finds its repository, in the nearest directory above that has one.
+
+Damage stays local: a manifest or run record that cannot be read (or makes no sense)
+costs that snapshot or run alone. It is listed as damaged, with the reason, and every
+other snapshot reads and loads as before.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ import difflib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import Any
 
 from relive import _native
-from relive.errors import RefError
-from relive.runs import RunInfo
+from relive.errors import CorruptionError, RefError, StoreError
+from relive.runs import RunInfo, is_iso_time
 from relive.trust import check_store, trusted_by_environment
 
 DEFAULT_STORE = ".relive"
@@ -93,6 +98,128 @@ class SnapshotInfo:
         return (self.time, self.run, self.seq)
 
 
+# -- what readers rely on in a manifest: checked here, once, so that a manifest that
+# -- decodes but makes no sense is reported as damaged rather than failing deep inside.
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_object(**fields: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """A JSON object whose listed fields pass their check; an absent field is checked as None."""
+    return lambda value: isinstance(value, dict) and all(check(value.get(name)) for name, check in fields.items())
+
+
+def _is_list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, list) and all(check(item) for item in value)
+
+
+def _is_dict_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, dict) and all(check(item) for item in value.values())
+
+
+_VARIABLE = _is_object(record=_is_str, key=_is_str, type=_optional(_is_str), summary=_optional(_is_str),
+                       size=_optional(_is_int), shared_with=_optional(_is_list_of(_is_str)))
+_MANIFEST: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
+    # field: (required, check, what it must be)
+    "run": (True, _is_str, "a string"),
+    "seq": (True, _is_int, "an integer"),
+    "time": (True, is_iso_time, "an ISO 8601 time"),
+    "trigger": (True, _is_str, "a string"),
+    "where": (False, _optional(_is_object(file=_optional(_is_str), line=_optional(_is_int),
+                                          function=_optional(_is_str))), "an object (file, line, function)"),
+    "globals": (True, _is_dict_of(_VARIABLE), "an object of variables (record, key)"),
+    "frames": (True, _is_list_of(_is_object(function=_is_str, file=_is_str, line=_is_int,
+                                             qualname=_optional(_is_str),
+                                             locals=_optional(_is_dict_of(_VARIABLE)))),
+               "a list of frames (function, file, line, locals)"),
+    "modules": (False, _is_dict_of(_is_str), "an object of module names"),
+    "skipped": (False, _is_list_of(_is_object(name=_is_str, scope=_is_str, reason=_is_str)),
+                "a list of skipped variables (name, scope, reason)"),
+    "resume": (False, _is_object(resumable=_optional(lambda v: isinstance(v, bool)),
+                                 reasons=_optional(_is_list_of(_is_str))), "an object"),
+    "exception": (False, _is_object(type=_is_str, message=_is_str), "an object (type, message)"),
+    "parent": (False, _optional(_is_str), "a snapshot id"),
+    "process": (False, _optional(_is_str), "a record id"),
+    **{name: (False, _optional(_is_number), "a number")
+       for name in ("new_bytes", "state_bytes", "pause_s", "write_s", "cpu_s", "memory_bytes")},
+    **{name: (False, _optional(_is_str), "a string") for name in ("mode", "signal", "note")},
+}
+
+
+_IS_KEYS = _is_dict_of(_is_str)
+_IS_OPTIONAL_KEYS = _is_list_of(_optional(_is_str))
+# What resuming reads of each frame (restore.snapshot.Snapshot.resume_state).
+_FRAME_RESUME = _is_object(module=_is_str, role=_is_str, offset=_is_int, lineno=_is_int, locals=_IS_KEYS,
+                           cells=_IS_KEYS, free=_IS_KEYS, stack=_IS_OPTIONAL_KEYS,
+                           stack_kinds=_is_list_of(_is_str), handled=_IS_OPTIONAL_KEYS)
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What makes a decoded manifest unusable to ``log``, ``show``, ``load`` and ``resume``, or None."""
+    if not isinstance(manifest, dict):
+        return f"the manifest is a JSON {type(manifest).__name__}, not an object"
+    for name, (required, check, what) in _MANIFEST.items():
+        if name not in manifest:
+            if required:
+                return f"the manifest has no {name!r}"
+        elif not check(manifest[name]):
+            return f"the manifest's {name!r} is not {what}: {_shown(manifest[name])}"
+    resume = manifest.get("resume") or {}
+    if resume.get("resumable") and not (
+            _IS_KEYS(resume.get("values")) and _optional(_is_str)(resume.get("handled"))
+            and all(_is_str(f.get("code")) and _FRAME_RESUME(f.get("resume")) for f in manifest["frames"])):
+        return "the manifest says it can resume, but its resumable state is incomplete"
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_VERIFY_ADVICE = "run `relive verify` to check the whole store, and `relive repair` to set it right"
+
+
+@dataclass(frozen=True)
+class DamagedSnapshot:
+    """A snapshot whose manifest cannot be read or makes no sense: it costs itself alone."""
+
+    id: str
+    path: str
+    reason: str
+    run: str | None = None  # when the manifest was read far enough to say
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    def error(self) -> CorruptionError:
+        return CorruptionError(f"snapshot {self.short_id} is damaged ({self.path}): {self.reason}; {_VERIFY_ADVICE}")
+
+
+@dataclass(frozen=True)
+class DamagedRun:
+    """A run whose record (``runs/RUN.json``) is missing or cannot be read; its snapshots
+    still load, but what the run was started with (to resume it, or to show it) is lost."""
+
+    id: str
+    path: str
+    reason: str
+
+
 class Store:
     """A relive store opened for reading."""
 
@@ -112,15 +239,75 @@ class Store:
             check_store(self.path)
             self.trusted = True  # checked once per opened store
 
-    @cached_property
+    @property
     def snapshots(self) -> list[SnapshotInfo]:
-        """Every committed snapshot, oldest first."""
-        infos = [SnapshotInfo(i, json.loads(self.native.read_snapshot(i))) for i in self.native.snapshot_ids()]
-        return sorted(infos, key=SnapshotInfo.sort_key)
+        """Every committed snapshot that reads, oldest first."""
+        return self._manifests[0]
+
+    @property
+    def damaged(self) -> list[DamagedSnapshot]:
+        """The snapshots whose manifest cannot be read or makes no sense, in id order."""
+        return self._manifests[1]
 
     @cached_property
+    def _manifests(self) -> tuple[list[SnapshotInfo], list[DamagedSnapshot]]:
+        infos: list[SnapshotInfo] = []
+        damaged: list[DamagedSnapshot] = []
+        for snapshot_id in self.native.snapshot_ids():
+            read = self._read_snapshot(snapshot_id)
+            if isinstance(read, SnapshotInfo):
+                infos.append(read)
+            elif read is not None:
+                damaged.append(read)
+        return sorted(infos, key=SnapshotInfo.sort_key), damaged
+
+    def _read_snapshot(self, snapshot_id: str) -> SnapshotInfo | DamagedSnapshot | None:
+        """One manifest, or what is wrong with it; None if it was deleted since it was listed."""
+        path = os.path.join(self.path, "snapshots", snapshot_id)
+        try:
+            manifest = json.loads(self.native.read_snapshot(snapshot_id))
+        except StoreError as exc:
+            if not os.path.lexists(path):
+                return None
+            return DamagedSnapshot(snapshot_id, path, _detail(str(exc), path))
+        except (ValueError, RecursionError) as exc:  # ValueError: JSON, and UnicodeDecodeError
+            return DamagedSnapshot(snapshot_id, path, f"the manifest is not JSON: {exc}")
+        problem = manifest_problem(manifest)
+        if problem is not None:
+            run = manifest.get("run") if isinstance(manifest, dict) else None
+            return DamagedSnapshot(snapshot_id, path, problem, run if isinstance(run, str) else None)
+        return SnapshotInfo(snapshot_id, manifest)
+
+    @property
     def runs(self) -> dict[str, RunInfo]:
-        return {run_id: RunInfo.from_json(doc) for run_id, doc in self.native.runs()}
+        """Every run whose record reads, by id."""
+        return self._run_records[0]
+
+    @property
+    def damaged_runs(self) -> dict[str, DamagedRun]:
+        """The runs whose record cannot be read, or is missing while snapshots name the run."""
+        runs, damaged = self._run_records
+        missing = {s.run for s in self.snapshots} - set(runs) - set(damaged)
+        return {**damaged, **{run_id: DamagedRun(run_id, self._run_path(run_id), "the run's record is missing")
+                              for run_id in sorted(missing)}}
+
+    @cached_property
+    def _run_records(self) -> tuple[dict[str, RunInfo], dict[str, DamagedRun]]:
+        runs: dict[str, RunInfo] = {}
+        damaged: dict[str, DamagedRun] = {}
+        for run_id, doc in self.native.runs():
+            try:
+                run = RunInfo.from_json(doc)
+                if run.id != run_id:
+                    raise CorruptionError(f"it describes run {run.id}, not {run_id}")
+            except CorruptionError as exc:
+                damaged[run_id] = DamagedRun(run_id, self._run_path(run_id), str(exc))
+            else:
+                runs[run_id] = run
+        return runs, damaged
+
+    def _run_path(self, run_id: str) -> str:
+        return os.path.join(self.path, "runs", f"{run_id}.json")
 
     def run_snapshots(self, run_id: str) -> list[SnapshotInfo]:
         return [s for s in self.snapshots if s.run == run_id]
@@ -170,12 +357,16 @@ class Store:
         return history
 
     def _base(self, name: str) -> SnapshotInfo:
-        if not self.snapshots:
-            raise RefError(f"the store {self.path} holds no snapshots yet")
         if name == "latest":
-            return self.snapshots[-1]
+            if self.snapshots:
+                return self.snapshots[-1]
+            if self.damaged:
+                raise RefError(f"the store {self.path} holds no readable snapshots ({len(self.damaged)} "
+                               f"damaged); {_VERIFY_ADVICE}")
+            raise RefError(f"the store {self.path} holds no snapshots yet")
         prefix = name.lower()
-        matches = [s for s in self.snapshots if s.id.startswith(prefix)]
+        matches: list[SnapshotInfo | DamagedSnapshot] = [*self.snapshots, *self.damaged]
+        matches = [s for s in matches if s.id.startswith(prefix)]
         is_hex = re.fullmatch(r"[0-9a-f]+", prefix) is not None
         if not matches or not is_hex:
             typo = not is_hex and difflib.get_close_matches(prefix, ["latest"], 1, 0.6)
@@ -185,4 +376,15 @@ class Store:
             listed = ", ".join(s.short_id for s in matches[:5])
             raise RefError(f"{name!r} matches {len(matches)} snapshots ({listed}{', …' if len(matches) > 5 else ''}): "
                            "give more characters of the id")
-        return matches[0]
+        found = matches[0]
+        if isinstance(found, DamagedSnapshot):
+            raise found.error()
+        return found
+
+
+def _detail(message: str, path: str) -> str:
+    """The store's reason for a damaged file, without what the caller says itself (the
+    file, and what to do)."""
+    _, found, detail = message.partition(f" in {path}: ")  # corrupt snapshot ID in PATH: DETAIL (...)
+    detail = detail if found else message.removeprefix(f"{path}: ")  # PATH: I/O ERROR
+    return detail.removesuffix(" (the store failed its integrity check; run `relive verify`)")

@@ -194,5 +194,5 @@ def test_full_disk_warns_once_and_program_is_unchanged(work):
     assert proc.returncode == 0
     assert proc.stdout == "sum -3\n"
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("relive: a snapshot failed"), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("relive: cannot write snapshots to"), proc.stderr
     assert "File too large" in lines[0] or "too large" in lines[0].lower()

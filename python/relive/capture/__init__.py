@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relive import _native
+from relive.errors import StoreError
 from relive.capture import frames as program_frames
 from relive.capture import autograd, background, process, snapshot
 from relive.capture.background import Background
@@ -383,7 +384,12 @@ class Capture:
 
         def work() -> dict[str, Any]:
             request.pause_s = time.perf_counter() - started  # the program's share: until the fork
-            result = snapshot.write(_native.Store.open(path, create=False), request, codes)
+            try:
+                result = snapshot.write(_native.Store.open(path, create=False), request, codes)
+            except (StoreError, OSError) as exc:
+                # The store's fault, not this snapshot's: told apart in the program's process,
+                # which reports each fault once ("ok" here overrides the child's own).
+                return {"ok": False, "store_error": str(exc)}
             return {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
                     "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s}
 
@@ -411,13 +417,24 @@ class Capture:
             # Known only now, in the program's process: the next manifest carries it.
             self._parent_cost = {"copies_s": round(copies_s, 6), "charged_s": round(charged, 6),
                                  "interval_s": round(self._clock.interval, 3)}
+        elif "store_error" in outcome:
+            self._failed(StoreError(outcome["store_error"]))
         else:
             self._failed(RuntimeError(outcome.get("error", "unknown error")))
 
     def _failed(self, exc: BaseException) -> None:
+        """One line per fault: a store that cannot be written is one fault, whether opening
+        it or writing to it failed, and however many snapshots it costs."""
         self._store = None  # open it afresh next time (it may have been removed, or repaired)
+        if isinstance(exc, (StoreError, OSError)):
+            self._cannot_write(exc)
+            return
         warn_once("snapshot", f"a snapshot failed and was skipped: {exc}; the program goes on, "
                               "and relive tries again at the next snapshot")
+
+    def _cannot_write(self, exc: BaseException) -> None:
+        warn_once("store", f"cannot write snapshots to {self.options.store}, so this one is skipped: {exc}; "
+                           "the program goes on, and relive tries again at the next snapshot")
 
     def _open_store(self) -> Any:
         if self._store is not None:
@@ -426,8 +443,7 @@ class Capture:
             store = _native.Store.open(self.options.store, create=True)
             store.put_run(self.run.id, self.run.to_json())
         except Exception as exc:
-            warn_once("store", f"cannot write snapshots to {self.options.store}: {exc}; "
-                               "the program goes on without them, and relive will try again at the next one")
+            self._cannot_write(exc)
             return None
         self._store = store
         return store
