@@ -521,7 +521,10 @@ def main(argv: list[str] | None = None) -> None:
     if isinstance(result, (Program, Resume)):
         try:
             status = run(result) if isinstance(result, Program) else resume(result.store, result.ref, result.options)
-        except (LaunchError, ReliveError) as exc:
+        except LaunchError as exc:  # as python would have said it, with python's exit status
+            exc.report()
+            sys.exit(exc.status)
+        except ReliveError as exc:
             click.echo(f"relive: {exc}", err=True)
             sys.exit(2)
         sys.exit(status)
