@@ -103,11 +103,12 @@ def _capture_options(command: Any) -> Any:
             help="How long SIGTERM/SIGUSR1 wait for a line boundary before the snapshot is taken where "
                  "the program stands."),
         click.option("--mode", type=click.Choice(["auto", "fork", "inline"]), default="auto", show_default=True,
-            help="Where timer snapshots are written: in a forked child while the program goes on (fork), "
-                 "or in the program's process while it waits (inline). auto: fork where it is safe "
-                 "(POSIX, CUDA not initialized). Other snapshots are always inline."),
+            help="Where snapshots are written: in a forked child (fork), or in the program's process "
+                 "(inline), which then runs the program's own pickling hooks. auto: fork where it is safe "
+                 "(POSIX, CUDA not initialized). The program goes on while a timer snapshot's child "
+                 "works, and waits for the others'."),
         click.option("--snapshot-timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
-            metavar="SECONDS", help="Stop a background snapshot that runs longer (it counts as failed)."),
+            metavar="SECONDS", help="Stop a snapshot that runs longer (it counts as failed)."),
         click.option("--overhead", type=click.FloatRange(min=0), default=2.0, show_default=True, metavar="PERCENT",
             help="Timer snapshots may cost at most this share of the program's time: the interval grows "
                  "past --every when they cost more (0: no limit). A forked snapshot costs its pause, its "
