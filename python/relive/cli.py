@@ -175,11 +175,12 @@ def _capture_options(resumed: bool = False) -> Any:
                help="How long SIGTERM/SIGUSR1 wait for a line boundary before the snapshot is taken where "
                     "the program stands."),
         option("--mode", type=click.Choice(["auto", "fork", "inline"]), default="auto",
-               help="Where timer snapshots are written: in a forked child while the program goes on (fork), "
-                    "or in the program's process while it waits (inline). auto: fork where it is safe "
-                    "(POSIX, CUDA not initialized). Other snapshots are always inline."),
+               help="Where snapshots are written: in a forked child (fork), or in the program's process "
+                    "(inline), which then runs the program's own pickling hooks. auto: fork where it is safe "
+                    "(POSIX, CUDA not initialized). The program goes on while a timer snapshot's child "
+                    "works, and waits for the others'."),
         option("--snapshot-timeout", type=_Duration(0.1), default="5m", metavar="TIME",
-               help="Stop a background snapshot that runs longer (it counts as failed)."),
+               help="Stop a snapshot that runs longer (it counts as failed)."),
         option("--overhead", type=click.FloatRange(min=0), default=2.0, metavar="PERCENT",
                help="Timer snapshots may cost at most this share of the program's time: the interval grows "
                     "past --every when they cost more (0: no limit). A forked snapshot costs its pause, its "
@@ -872,7 +873,10 @@ def main(argv: list[str] | None = None) -> None:
     if isinstance(result, (Program, Resume)):
         try:
             status = run(result) if isinstance(result, Program) else resume(result.store, result.ref, result.options)
-        except (LaunchError, ReliveError) as exc:
+        except LaunchError as exc:  # as python would have said it, with python's exit status
+            exc.report()
+            sys.exit(exc.status)
+        except ReliveError as exc:
             click.echo(f"relive: {exc}", err=True)
             sys.exit(2)
         sys.exit(status)

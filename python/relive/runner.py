@@ -12,6 +12,7 @@ import builtins
 import importlib.machinery
 import importlib.util
 import os
+import pkgutil
 import platform
 import runpy
 import sys
@@ -19,14 +20,27 @@ import types
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from relive import runs
+from relive import runs, script_errors
 from relive.capture import Capture, CaptureOptions
 from relive.capture.frames import is_relive_code
 from relive.errors import ReliveError
 
 
 class LaunchError(ReliveError):
-    """The program could not be started at all (no such file, no such module)."""
+    """The program could not be started at all (no such file or module, a script that does
+    not compile). ``report()`` says so as ``python`` would; ``status`` is python's exit status."""
+
+    def __init__(self, message: str, status: int, error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error  # the exception python would report with its excepthook
+
+    def report(self) -> None:
+        if self.error is not None:
+            sys.excepthook(type(self.error), self.error, self.error.__traceback__)
+        else:
+            sys.stderr.write(f"{self}\n")
+        sys.stderr.flush()
 
 
 @dataclass
@@ -61,26 +75,69 @@ def _main_module(*, file: str, cached: str | None, package: str | None, spec: An
     return main
 
 
+def _absolute(path: str) -> str:
+    """``path`` made absolute as python makes a script's: joined to the working directory, not
+    normalized (``./x.py`` is ``/cwd/./x.py`` in ``__file__``, tracebacks and messages)."""
+    return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+
+
 def _script(path: str) -> tuple[types.CodeType, types.ModuleType, str]:
-    absolute = os.path.abspath(path)
+    absolute = _absolute(path)
+    error: BaseException | None = None
     try:
         with open(absolute, "rb") as f:
             source = f.read()
     except OSError as exc:
-        raise LaunchError(f"can't open file {absolute!r}: [Errno {exc.errno}] {exc.strerror}") from None
-    code = compile(source, absolute, "exec", dont_inherit=True)
+        raise LaunchError(f"{sys.orig_argv[0]}: can't open file {absolute!r}: [Errno {exc.errno}] {exc.strerror}",
+                          2) from None
+    try:
+        code = compile(source, absolute, "exec", dont_inherit=True)
+    except Exception as exc:  # SyntaxError mostly: reported as python reports it, with no traceback
+        error = exc.with_traceback(None)
+    if error is not None:  # asked outside the handler, so that python's error is not chained to it
+        error = script_errors.python_error(absolute) or error
+        raise LaunchError(str(error), 1, error)
     loader = importlib.machinery.SourceFileLoader("__main__", absolute)
     main = _main_module(file=absolute, cached=None, package=None, spec=None, loader=loader)
     return code, main, os.path.dirname(os.path.realpath(absolute))
 
 
+def _is_path_entry(path: str) -> bool:
+    """Whether python runs ``path`` as a directory or zip file holding ``__main__.py``."""
+    return pkgutil.get_importer(_absolute(path)) is not None
+
+
+def _main_of_path_entry(path: str) -> tuple[types.CodeType, types.ModuleType]:
+    """``python DIR`` or ``python app.zip``: DIR is ``sys.path[0]``, and ``__main__`` is
+    imported from it (as ``runpy`` does for python)."""
+    sys.path[0] = _absolute(path)
+    try:
+        _, spec, code = runpy._get_main_module_details(runpy._Error)  # type: ignore[attr-defined]
+    except runpy._Error as exc:  # type: ignore[attr-defined]
+        raise LaunchError(f"{sys.executable}: {exc}", 1) from None
+    except Exception as exc:  # a syntax error in it: python's traceback, from runpy on
+        raise LaunchError(str(exc), 1, exc.with_traceback(_from_runpy(exc.__traceback__))) from None
+    return code, _main_module(file=spec.origin, cached=spec.cached, package=spec.parent, spec=spec,
+                              loader=spec.loader)
+
+
 def _module(name: str) -> tuple[types.CodeType, types.ModuleType, str]:
     try:
-        _, spec, code = runpy._get_module_details(name)  # type: ignore[attr-defined]
-    except ImportError as exc:  # runpy's own messages: "No module named x", "x is a package ..."
-        raise LaunchError(str(exc)) from None
+        _, spec, code = runpy._get_module_details(name, runpy._Error)  # type: ignore[attr-defined]
+    except runpy._Error as exc:  # type: ignore[attr-defined]  # "No module named x", "x is a package ..."
+        raise LaunchError(f"{sys.executable}: {exc}", 1) from None
+    except Exception as exc:  # the package's own error, a syntax error: python's traceback, from runpy on
+        raise LaunchError(str(exc), 1, exc.with_traceback(_from_runpy(exc.__traceback__))) from None
     main = _main_module(file=spec.origin, cached=spec.cached, package=spec.parent, spec=spec, loader=spec.loader)
     return code, main, spec.origin
+
+
+def _from_runpy(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """The traceback from runpy's first frame on: relive's frames above it are not python's."""
+    cursor = tb
+    while cursor is not None and cursor.tb_frame.f_code.co_filename != runpy.run_path.__code__.co_filename:
+        cursor = cursor.tb_next
+    return cursor or tb
 
 
 def run(program: Program) -> int:
@@ -94,6 +151,9 @@ def run(program: Program) -> int:
         sys.path[0] = os.getcwd()
         code, main, origin = _module(program.target)
         argv0 = origin
+    elif _is_path_entry(program.target):
+        code, main = _main_of_path_entry(program.target)
+        argv0 = program.target
     else:
         code, main, path0 = _script(program.target)
         sys.path[0] = path0
@@ -289,6 +349,12 @@ def _resumed_main(run: Any, start_dir: str) -> tuple[types.ModuleType, str | Non
                             loader=getattr(spec, "loader", None))
         return main, origin
     script = _moved(os.path.abspath(os.path.join(run.cwd, run.target)), run.cwd, start_dir)
+    if _is_path_entry(script):  # `python DIR`: its __main__.py
+        spec = importlib.machinery.PathFinder.find_spec("__main__", [script])
+        if spec is not None and spec.origin is not None:
+            main = _main_module(file=spec.origin, cached=spec.cached, package=spec.parent, spec=spec,
+                                loader=spec.loader)
+            return main, spec.origin if os.path.isfile(spec.origin) else None  # not inside a zip
     loader = importlib.machinery.SourceFileLoader("__main__", script)
     return _main_module(file=script, cached=None, package=None, spec=None, loader=loader), script
 

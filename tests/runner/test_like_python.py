@@ -110,20 +110,6 @@ def test_stdin_is_the_programs(work):
     assert under.stdout == "HELLO\nWORLD\n"
 
 
-def test_missing_script_is_one_line_exit_2(work):
-    under = work.relive("run", "nope.py")
-    assert under.returncode == 2
-    assert under.stderr.startswith("relive: can't open file")
-    assert len(under.stderr.strip().splitlines()) == 1
-    assert not (work.store).exists()
-
-
-def test_missing_module_exit_2(work):
-    under = work.relive("run", "-m", "no_such_module_here")
-    assert under.returncode == 2
-    assert "No module named" in under.stderr
-
-
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_multiprocessing_with_main_functions(work, method):
     work.write("prog.py", f"""
@@ -173,3 +159,94 @@ def test_relive_options_before_script_and_program_options_after(work):
     under = work.relive("run", "--every", "0", "prog.py", "--every", "5", "--store", "x")
     assert under.stdout == "['--every', '5', '--store', 'x']\n"
     assert not (work.path / "x").exists()
+
+
+# -- programs that cannot start: reported as python reports them --
+
+BAD_SOURCES = {
+    "syntax": b"print('before')\ndef f(:\n    pass\n",
+    "indentation": b"if True:\nprint(1)\n",
+    "unclosed": b"x = 1\nprint(x\n",
+    "null_byte": b"x = 1\x00\nprint(x)\n",
+    "not_utf8": b"x = '\xff'\n",
+    "unknown_encoding": b"# -*- coding: no-such-codec -*-\nx = 1\n",
+    "compile_stage": b"x = 1\nreturn x\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_SOURCES))
+@pytest.mark.parametrize("path", ["bad.py", "./sub/../bad.py"])
+def test_a_script_that_does_not_compile_fails_as_under_python(work, kind, path):
+    (work.path / "sub").mkdir()
+    (work.path / "bad.py").write_bytes(BAD_SOURCES[kind])
+    plain = work.python(path)
+    under = work.relive("run", path)
+    assert plain.returncode == 1 and plain.stderr
+    assert (under.returncode, under.stdout, under.stderr) == (plain.returncode, plain.stdout, plain.stderr)
+    assert not work.store.exists()
+
+
+def test_a_missing_script_fails_as_under_python(work):
+    for path in ("nope.py", "./nope.py", str(work.path / "nope.py")):
+        plain = work.python(path)
+        under = work.relive("run", path)
+        assert plain.returncode == 2 and "can't open file" in plain.stderr
+        assert (under.returncode, under.stderr) == (plain.returncode, plain.stderr)
+    assert not work.store.exists()
+
+
+@pytest.mark.parametrize("name", ["no_such_module_here", "pkg.nope", "pkg"])
+def test_a_missing_module_fails_as_under_python(work, name):
+    work.write("pkg/__init__.py", "")
+    plain = work.python("-m", name)
+    under = work.relive("run", "-m", name)
+    assert plain.returncode == 1 and "No module named" in plain.stderr
+    assert (under.returncode, under.stdout, under.stderr) == (plain.returncode, plain.stdout, plain.stderr)
+
+
+def _zip_app(work, name: str, files: dict[str, str]) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(work.path / name, "w") as z:
+        for path, source in files.items():
+            z.writestr(path, source)
+
+
+@pytest.mark.parametrize("target", ["app", "./app/", "app.zip"])
+def test_a_directory_or_zip_with_main_runs_as_under_python(work, target):
+    work.write("app/__main__.py", SHOW_MAIN + "import helper\nprint(helper.NAME)\n")
+    work.write("app/helper.py", "NAME = 'helper of app'\n")
+    _zip_app(work, "app.zip", {"__main__.py": SHOW_MAIN + "import helper\nprint(helper.NAME)\n",
+                               "helper.py": "NAME = 'helper of app'\n"})
+    plain = work.python(target, "a", "--b")
+    under = work.relive("run", target, "a", "--b")
+    assert plain.returncode == 0, plain.stderr
+    assert (under.returncode, under.stdout, under.stderr) == (plain.returncode, plain.stdout, plain.stderr)
+    assert work.log()[-1]["trigger"] == "exit"
+
+
+@pytest.mark.parametrize("target", ["empty", "empty.zip"])
+def test_a_directory_or_zip_without_main_fails_as_under_python(work, target):
+    (work.path / "empty").mkdir()
+    _zip_app(work, "empty.zip", {"other.py": "x = 1\n"})
+    plain = work.python(target)
+    under = work.relive("run", target)
+    assert plain.returncode == 1 and "can't find '__main__' module" in plain.stderr
+    assert (under.returncode, under.stdout, under.stderr) == (plain.returncode, plain.stdout, plain.stderr)
+
+
+def test_a_directory_program_resumes(work):
+    work.write("app/__main__.py", """
+        import relive
+        total = 0
+        for i in range(4):
+            total += i
+            if i == 1:
+                relive.checkpoint()
+            print(i, total, __file__.endswith("__main__.py"))
+    """)
+    first = work.relive("run", "--every", "0", "app", check=True)
+    explicit = [s for s in work.log() if s["trigger"] == "explicit"][0]
+    resumed = work.relive("resume", explicit["id"], check=True)
+    assert resumed.stderr == ""
+    assert resumed.stdout == first.stdout.split("0 0 True\n")[1] == "1 1 True\n2 3 True\n3 6 True\n"

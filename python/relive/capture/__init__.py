@@ -5,6 +5,15 @@ Timer and signal triggers wait for a safe point, the next line boundary of the p
 (``safepoint``); the snapshot is then written (``snapshot``) and the signal, if any,
 acts as it would have without relive (``signals``). Every failure is logged once and
 skipped: the program never sees an exception of relive's.
+
+Where fork is possible, every snapshot is written by a forked child (``background``), so
+that the program's own pickling hooks (``__reduce__``, ``__getstate__``) never run in the
+program. A timer snapshot's child works while the program goes on; for the others the
+program waits for the child (which the fork froze at the trigger's point), for their
+snapshot must be committed before the program goes on or ends: exit, an uncaught
+exception, a signal's action, ``relive.checkpoint()`` returning its id. Without fork
+(CUDA is initialized, --mode inline) snapshots are written in the program's process.
+Either way one stops at --snapshot-timeout (``time_limit`` for the inline ones).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from relive.capture.clock import Clock
 from relive.capture.safepoint import LineEvents
 from relive.capture import resumable
 from relive.capture.signals import SignalRelay
+from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
 from relive.state.resumable import ResumeState
 from relive.report import warn_once
 
@@ -44,6 +54,8 @@ _NOT_RESUMABLE = {
     "exception": "taken where an uncaught exception was raised: the program was ending",
 }
 _SIGNAL_PATIENCE = 30.0  # seconds a signal waits for a snapshot being written before it acts anyway
+_CHILD_MARGIN_S = 5.0  # past its time limit, a child is killed: waiting longer means it is lost
+_FORKED, _FAILED, _NOT_FORKED = "forked", "failed", "not forked"  # how starting a snapshot child went
 
 
 @dataclass
@@ -52,8 +64,8 @@ class CaptureOptions:
     every: float = 10.0
     exclude: tuple[str, ...] = ()
     signal_wait: float = 2.0  # seconds a signal waits for a line boundary before relive snapshots in place
-    mode: str = "auto"  # timer snapshots: "fork" (background), "inline", or "auto" (fork where it is safe)
-    snapshot_timeout: float = 300.0  # a background snapshot running longer is stopped and counted as failed
+    mode: str = "auto"  # snapshots: "fork" (in a child), "inline", or "auto" (fork where it is safe)
+    snapshot_timeout: float = 300.0  # a snapshot running longer is stopped and counted as failed
     overhead: float = 2.0  # percent of the program's time that timer snapshots may cost
     max_memory: int | None = None  # bytes of copy-on-write growth a background snapshot may cause
 
@@ -78,6 +90,8 @@ class Capture:
         self._parent = parent  # the snapshot a resumed run continues from
         self._parent_cost: dict[str, float] | None = None  # what the parent (a forked snapshot) cost the program
         self._stretched_because: str | None = None  # why the timer's interval is past --every
+        self._child_trigger = "timer"  # what the running (or last) snapshot child was forked for
+        self._child_outcome: dict[str, Any] = {}  # the last child's outcome
         self._trigger = "timer"
         self._signals: list[int] = []
         self._signalled_at = 0.0
@@ -221,7 +235,7 @@ class Capture:
             self._looking_since = None
             if trigger != "timer" or not self._take_in_background(trigger, frames, point):
                 self._take(trigger, frames, point)
-            elif self._signals and self._background.wait(self.options.snapshot_timeout):
+            elif self._signals and self._background.wait(self._child_wait_s()):
                 # A signal came while the fork was being made: it gets its own snapshot, of
                 # the same line, before it acts.
                 self._take("signal", frames, point)
@@ -304,7 +318,7 @@ class Capture:
             self._owner = me
             try:
                 self._line.disarm()
-                if not self._background.wait(self.options.snapshot_timeout + 5):
+                if not self._background.wait(self._child_wait_s()):
                     yield False  # a background snapshot that does not end: skip, do not hang
                     return
                 yield True
@@ -330,7 +344,20 @@ class Capture:
             file_positions=positions)
 
     def _take(self, trigger: str, frames: list[program_frames.FrameView], point: Any = None, **extra: Any) -> str | None:
-        """Write one snapshot in this process. Never raises: a failure is reported once and skipped."""
+        """Write one snapshot while the program waits for it, in a forked child where fork is
+        possible, else in this process; stopped at --snapshot-timeout either way. Returns its
+        id; never raises: a failure is reported once and skipped."""
+        if self._use_fork():
+            started = self._start_child(trigger, frames, point, extra)
+            if started == _FAILED:
+                return None
+            if started == _FORKED:
+                return self._wait_for_child()
+        return self._take_inline(trigger, frames, point, extra)
+
+    def _take_inline(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
+                     extra: dict[str, Any]) -> str | None:
+        """Write one snapshot in this process, stopped at --snapshot-timeout."""
         try:
             store = self._open_store()
             if store is None:
@@ -338,7 +365,12 @@ class Capture:
             if self._store_behind:
                 self._store_behind = False
                 store.refresh()  # what forked snapshots wrote is not written again
-            result = snapshot.write(store, self._request(trigger, frames, "inline", extra, point), self._codes)
+            request = self._request(trigger, frames, "inline", extra, point)
+            with TimeLimit(self.options.snapshot_timeout):
+                result = snapshot.write(store, request, self._codes)
+        except SnapshotTimedOut:  # raised in the program's hook, or in relive's code around it
+            self._failed(RuntimeError(exceeded(self.options.snapshot_timeout)))
+            return None
         except Exception as exc:  # never into the program: the next snapshot covers this one
             self._failed(exc)
             return None
@@ -368,22 +400,27 @@ class Capture:
         return False
 
     def _take_in_background(self, trigger: str, frames: list[program_frames.FrameView], point: Any) -> bool:
-        """Fork a child that writes the snapshot; False if it has to be taken inline instead."""
-        if not self._use_fork():
-            return False
+        """Fork a child that writes the snapshot while the program goes on; False if it has to
+        be taken inline instead."""
+        return self._use_fork() and self._start_child(trigger, frames, point, {}) != _NOT_FORKED
+
+    def _start_child(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
+                     extra: dict[str, Any]) -> str:
+        """Fork a child that writes the snapshot: _FORKED, _FAILED (no store, or no request:
+        reported), or _NOT_FORKED (fork itself failed: the caller writes it inline)."""
         started = time.perf_counter()
         try:
             if self._open_store() is None:
-                return True  # no store: nothing to do, inline would fail the same way
-            request = self._request(trigger, frames, "fork", {}, point)
+                return _FAILED  # no store: nothing to do, inline would fail the same way
+            request = self._request(trigger, frames, "fork", extra, point)
         except Exception as exc:
             self._failed(exc)
-            return True
-        path, codes = self.options.store, self._codes
-        self._budget.forking()
+            return _FAILED
+        path, codes, timer = self.options.store, self._codes, trigger == "timer"
 
         def work() -> dict[str, Any]:
-            request.pause_s = time.perf_counter() - started  # the program's share: until the fork
+            if timer:  # the program's share: until the fork (others wait for the whole write)
+                request.pause_s = time.perf_counter() - started
             try:
                 result = snapshot.write(_native.Store.open(path, create=False), request, codes)
             except (StoreError, OSError) as exc:
@@ -393,25 +430,47 @@ class Capture:
             return {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
                     "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s}
 
+        if timer:
+            self._budget.forking()
+        self._child_trigger = trigger
         if not self._background.start(work):
-            return False
-        self._budget.forked()
-        return True
+            return _NOT_FORKED
+        if timer:
+            self._budget.forked()
+        return _FORKED
+
+    def _wait_for_child(self) -> str | None:
+        """Until the child forked for this snapshot is done (its time limit bounds the wait):
+        the id of the snapshot it committed, or None."""
+        if not self._background.wait(self._child_wait_s()):
+            return None
+        outcome = self._child_outcome
+        return outcome.get("id") if outcome.get("ok") else None
+
+    def _child_wait_s(self) -> float | None:
+        """How long to wait for a running child: it is killed at its time limit, so one that
+        outlives this is lost (None: no limit a wait can hold)."""
+        wait = self.options.snapshot_timeout + _CHILD_MARGIN_S
+        return wait if wait < threading.TIMEOUT_MAX else None
 
     def _background_done(self, outcome: dict[str, Any]) -> None:
         """A forked snapshot ended (called in the thread that waited for it)."""
+        self._child_outcome = outcome
         try:
             self._record_outcome(outcome)
         except Exception as exc:  # never a traceback from relive's thread into the program's output
             self._failed(exc)
 
     def _record_outcome(self, outcome: dict[str, Any]) -> None:
-        copies_s = self._budget.child_ended()
+        timer = self._child_trigger == "timer"  # only timer snapshots are charged to the budget
+        copies_s = self._budget.child_ended() if timer else 0.0
         if outcome.get("ok"):
             self._store_behind = True
             self._parent = outcome["id"]
             self.snapshots.append(snapshot.SnapshotResult(
                 outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
+            if not timer:
+                return
             charged = self._budget.forked_cost(outcome.get("pause_s", 0.0), outcome.get("cpu_s", 0.0), copies_s)
             self._spent(charged, outcome["new_bytes"], outcome["state_bytes"])
             # Known only now, in the program's process: the next manifest carries it.

@@ -24,6 +24,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from relive.capture.time_limit import exceeded
+
 Outcome = dict[str, Any]  # {"ok": True, ...result} or {"ok": False, "error": "..."}
 
 
@@ -95,8 +97,7 @@ class Background:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     os.kill(pid, signal.SIGKILL)
-                    outcome = {"ok": False, "error": f"it took longer than {self._timeout:g} s and was stopped "
-                                                     "(see --snapshot-timeout)"}
+                    outcome = {"ok": False, "error": exceeded(self._timeout)}
                     break
                 if self._max_memory is not None and (private_bytes(pid) or 0) > self._max_memory:
                     os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,92 @@
+"""The time limit (--snapshot-timeout) of a snapshot written in the program's own process.
+
+A forked snapshot that runs too long is killed. One written in the program's process (no
+fork: CUDA is initialized, or --mode inline) cannot be, and it runs the program's own
+pickling hooks (``__reduce__``, ``__getstate__``), which may never return. At the limit a
+watchdog thread raises ``SnapshotTimedOut`` in the thread writing the snapshot, as Ctrl-C
+raises KeyboardInterrupt: at that thread's next Python instruction, wherever it is in the
+pickling. relive catches it there and counts the snapshot as failed.
+
+Raised once, and only while the snapshot is written: the watchdog checks under a lock
+that the snapshot is still running, and the snapshot, once done, withdraws under that
+lock whatever was raised and is still pending. Not interrupted: a hook blocked in a single
+C call (``time.sleep``, a lock, a read without timeout) until that call returns, and a hook
+that catches BaseException and goes on.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+from types import TracebackType
+from typing import Any
+
+
+class SnapshotTimedOut(BaseException):
+    """A BaseException, so that the program's hooks (``except Exception``) do not swallow it."""
+
+
+def exceeded(seconds: float) -> str:
+    """Why a snapshot stopped at its time limit, inline or forked alike."""
+    return f"it took longer than {seconds:g} s and was stopped (see --snapshot-timeout)"
+
+
+class TimeLimit:
+    """``with TimeLimit(seconds):`` raises SnapshotTimedOut in this thread once the block has
+    run ``seconds``. Without ctypes (or for a limit beyond what a lock waits), no limit."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> TimeLimit:
+        self._target = threading.get_ident()
+        self._finished = False
+        self._guard = _thread.allocate_lock()
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        if _async_exc() is not None and self.seconds < threading.TIMEOUT_MAX:
+            # A bare thread: the program's threading.settrace/setprofile must not see it.
+            _thread.start_new_thread(self._watch, ())
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._finished = True  # from here the watchdog raises nothing
+        with self._guard:  # wait out a watchdog raising right now, and withdraw what it raised
+            withdraw = _async_exc()
+            if withdraw is not None:
+                withdraw[1](self._target, None)
+        self._done.release()
+
+    def _watch(self) -> None:
+        if self._done.acquire(timeout=self.seconds):
+            return  # the snapshot ended in time
+        with self._guard:
+            if not self._finished:
+                raise_in = _async_exc()
+                if raise_in is not None:
+                    raise_in[0](self._target, SnapshotTimedOut)
+
+
+_api: tuple[Any, Any] | None | bool = False  # False: not looked up yet
+
+
+def _async_exc() -> tuple[Any, Any] | None:
+    """``PyThreadState_SetAsyncExc``, typed to raise an exception and to withdraw one.
+
+    Own prototypes rather than ``ctypes.pythonapi``'s shared attribute, whose argtypes a
+    program may set for its own use. Called with the GIL held (PYFUNCTYPE), so that setting
+    and checking are atomic with respect to the thread they target."""
+    global _api
+    if _api is False:
+        try:
+            import ctypes
+
+            raise_in = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
+                ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+            withdraw = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
+                ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
+            _api = (raise_in, withdraw)
+        except (ImportError, AttributeError, OSError):
+            _api = None
+    return _api  # type: ignore[return-value]
