@@ -5,6 +5,11 @@ relive installs its own handler for them and keeps the program's view of the sig
 module intact: ``signal.signal`` and ``signal.getsignal`` for these two signals read and
 write the program's handler, which relive calls after the snapshot. The default action
 (terminate) is carried out for real, so the exit status is the one without relive.
+
+An ignored signal is ignored for real, by the kernel: children inherit that across exec
+(a handler would become SIG_DFL there and kill them), and a signal the program ignores
+asks for no snapshot. That holds for a signal ignored when relive starts (``nohup``,
+``trap '' TERM``) as for one the program ignores later.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ class SignalRelay:
         """Main thread only, as ``signal.signal`` itself."""
         for signum in HANDLED:
             self._program[signum] = self._real_getsignal(signum)
-            self._real_signal(signum, self._handler)
+            self._dispose(signum)
         signal.signal = self._signal  # type: ignore[assignment]
         signal.getsignal = self._getsignal  # type: ignore[assignment]
 
@@ -56,12 +61,18 @@ class SignalRelay:
             raise TypeError("signal handler must be signal.SIG_IGN, signal.SIG_DFL, or a callable object")
         previous = self._program[signalnum]
         self._program[signalnum] = handler
+        self._dispose(signalnum)
         return previous
 
     def _getsignal(self, signalnum: int) -> Any:
         if signalnum in self._program:
             return self._program[signalnum]
         return self._real_getsignal(signalnum)
+
+    def _dispose(self, signum: int) -> None:
+        """What the kernel does with the signal: ignore it as the program asks, else call relive."""
+        ignored = self._program[signum] is signal.SIG_IGN
+        self._real_signal(signum, signal.SIG_IGN if ignored else self._handler)
 
     # -- delivery --
 
