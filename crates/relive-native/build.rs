@@ -1,4 +1,5 @@
-//! Compiles `shim/frame.c` (relive's reads of CPython frame internals) against the headers of
+//! Compiles `shim/frame.c` (relive's reads of CPython frame internals) and `shim/unseen.c`
+//! (relive's code in the program's thread, unseen by it) against the headers of
 //! the interpreter this extension is built for.
 //!
 //! maturin (and pyo3) name that interpreter in `PYO3_PYTHON`; its `sysconfig` gives the include
@@ -10,6 +11,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=shim/frame.c");
+    println!("cargo:rerun-if-changed=shim/unseen.c");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
     let python = env::var("PYO3_PYTHON")
@@ -35,6 +37,7 @@ fn main() {
     );
     cc::Build::new()
         .file("shim/frame.c")
+        .file("shim/unseen.c")
         .include(&include)
         .warnings(true)
         .compile("relive_frame_shim");

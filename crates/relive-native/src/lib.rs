@@ -10,6 +10,8 @@ mod frame;
 mod graph;
 mod pending;
 mod store;
+mod unseen;
+mod written;
 
 // `gil_used = true`: `Store.put_record` relies on the GIL to keep the program's threads from
 // mutating buffers while they are read. On free-threaded builds this keeps the GIL enabled.
@@ -28,5 +30,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(frame::frame_stack_addresses, m)?)?;
     m.add_function(wrap_pyfunction!(frame::frame_function, m)?)?;
     m.add_function(wrap_pyfunction!(frame::frame_called_from_c, m)?)?;
+    m.add_function(wrap_pyfunction!(unseen::unseen, m)?)?;
+    m.add_function(wrap_pyfunction!(unseen::recursion_used, m)?)?;
+    m.add_function(wrap_pyfunction!(unseen::spare_recursion, m)?)?;
+    m.add_function(wrap_pyfunction!(unseen::deliver_after, m)?)?;
+    m.add_function(wrap_pyfunction!(written::open, m)?)?;
+    m.add_function(wrap_pyfunction!(written::written_files, m)?)?;
+    m.add("WRITTEN_RECENT", written::RECENT)?;
     Ok(())
 }
