@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import ENV
 
 CHILD_SURVIVES_SIGTERM = """
@@ -100,3 +101,126 @@ def test_writing_many_files_keeps_each_snapshot_small(work):
     assert int(count) <= 1100
     assert rest == "5 1 False\n4 5\n"
 
+
+RECURSE = """
+import sys, time
+
+def deep(n, busy):
+    if n == 0:
+        end = time.monotonic() + busy
+        while time.monotonic() < end:
+            pass
+        return 0
+    return deep(n - 1, busy) + 1
+
+if sys.argv[1] == "probe":  # the deepest recursion this Python survives
+    for n in range(1200, 0, -1):
+        try:
+            deep(n, 0)
+        except RecursionError:
+            continue
+        print(n)
+        break
+else:
+    print(deep(int(sys.argv[1]), float(sys.argv[2])), sys.getrecursionlimit())
+"""
+
+
+def test_relive_spends_none_of_the_programs_recursion_budget(work):
+    work.write("prog.py", RECURSE)
+    deepest = int(work.python("prog.py", "probe").stdout)
+    for every in ("0", "0.05"):
+        under = work.relive("run", "--every", every, "prog.py", str(deepest), "0.6")
+        assert (under.stdout, under.stderr, under.returncode) == (f"{deepest} 1000\n", "", 0), every
+    # ... and not more than python's either: one frame deeper fails as it fails under python.
+    plain = work.python("prog.py", str(deepest + 1), "0")
+    under = work.relive("run", "--every", "0", "prog.py", str(deepest + 1), "0")
+    assert "RecursionError" in plain.stderr
+    assert (under.stderr, under.returncode) == (plain.stderr, plain.returncode)
+
+
+COUNT_OWN_EVENTS = """
+import sys, threading, time
+
+counts = {"trace": 0, "profile": 0, "thread": 0, "monitoring": 0}
+
+def tracer(frame, event, arg):
+    counts["trace"] += 1
+    return tracer
+
+def profiler(frame, event, arg):
+    counts["profile"] += 1
+
+def thread_tracer(frame, event, arg):
+    counts["thread"] += 1
+    return thread_tracer
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+def work():
+    for _ in range(25):
+        fib(8)
+        time.sleep(0.01)
+
+sys.settrace(tracer)
+sys.setprofile(profiler)
+work()
+sys.settrace(None)
+sys.setprofile(None)
+threading.settrace(thread_tracer)
+worker = threading.Thread(target=work)
+worker.start()
+worker.join()
+threading.settrace(None)
+if sys.version_info >= (3, 12):
+    mon = sys.monitoring
+    def on_line(code, line):
+        counts["monitoring"] += 1
+    mon.use_tool_id(mon.DEBUGGER_ID, "counter")
+    mon.register_callback(mon.DEBUGGER_ID, mon.events.LINE, on_line)
+    mon.set_events(mon.DEBUGGER_ID, mon.events.LINE)
+    work()
+    mon.set_events(mon.DEBUGGER_ID, 0)
+print(counts)
+"""
+
+
+@pytest.mark.parametrize("mode", ["inline", "fork"])
+def test_the_programs_tracers_see_only_the_program(work, mode):
+    work.write("prog.py", COUNT_OWN_EVENTS)
+    plain = work.python("prog.py")
+    under = work.relive("run", "--every", "0.05", "--overhead", "0", "--mode", mode, "prog.py")
+    assert plain.stderr == ""
+    assert (under.stdout, under.stderr, under.returncode) == (plain.stdout, "", 0)
+    assert sum(s["trigger"] == "timer" for s in work.log()) >= 3
+
+
+def test_a_signal_handler_is_called_from_the_programs_frame(work):
+    """relive snapshots first, then the program's handler runs as without relive: called
+    from the frame the signal interrupted, seen by the program's tracer."""
+    work.write("prog.py", """
+        import os, signal, sys, time
+        seen = []
+        def tracer(frame, event, arg):
+            if event == "call" and frame.f_code.co_name == "on_usr1":
+                seen.append("traced")
+        def on_usr1(signum, frame):
+            caller = sys._getframe(1)
+            seen.append((caller.f_code.co_name, caller.f_code.co_filename == __file__, caller is frame))
+        def busy():
+            signal.signal(signal.SIGUSR1, on_usr1)
+            sys.settrace(tracer)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            end = time.monotonic() + 0.3
+            while not seen[1:] and time.monotonic() < end:
+                pass
+            sys.settrace(None)
+        busy()
+        print(seen)
+    """)
+    plain = work.python("prog.py")
+    under = work.relive("run", "--every", "0", "prog.py")
+    assert plain.stdout == "['traced', ('busy', True, True)]\n", plain.stderr
+    assert (under.stdout, under.stderr, under.returncode) == (plain.stdout, "", 0)
+    assert [(s["trigger"], s.get("signal")) for s in work.log()] == [("signal", "SIGUSR1"), ("exit", None)]
