@@ -23,7 +23,9 @@ pub fn unseen<'py>(func: &Bound<'py, PyAny>, chain: bool) -> PyResult<Bound<'py,
     let py = func.py();
     // SAFETY: attached (called from Python); `func` is a live object; the shim returns a new
     // reference or NULL with an exception set, which `from_owned_ptr_or_err` turns into one.
-    unsafe { Bound::from_owned_ptr_or_err(py, relive_unseen_new(func.as_ptr(), c_int::from(chain))) }
+    unsafe {
+        Bound::from_owned_ptr_or_err(py, relive_unseen_new(func.as_ptr(), c_int::from(chain)))
+    }
 }
 
 /// This thread's recursion budget spent so far, as `(frames, C recursions)`; 3.11 counts both

@@ -54,7 +54,8 @@ impl Written {
 
     /// Forget files the program dropped (a weak reference's own deallocation runs no Python code).
     fn prune(&mut self, py: Python<'_>) {
-        self.files.retain(|(file, _)| file.bind(py).upgrade().is_some());
+        self.files
+            .retain(|(file, _)| file.bind(py).upgrade().is_some());
     }
 }
 
@@ -88,7 +89,10 @@ fn writes(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> bool
         Ok(mode) => Some(mode),
         Err(_) => kwargs.and_then(|k| k.get_item("mode").ok().flatten()),
     };
-    match mode.as_ref().map(|m| m.cast::<PyString>().map(|s| s.to_cow())) {
+    match mode
+        .as_ref()
+        .map(|m| m.cast::<PyString>().map(|s| s.to_cow()))
+    {
         Some(Ok(Ok(mode))) => mode.contains(['w', 'a', 'x', '+']),
         _ => false, // "r", the default (the real open refused anything else)
     }
@@ -109,7 +113,9 @@ fn remember(py: Python<'_>, file: &Bound<'_, PyAny>) -> PyResult<()> {
         return Ok(());
     };
     let weak = PyWeakrefReference::new(file)?.unbind();
-    let mut written = WRITTEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut written = WRITTEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     written.add(py, weak, path);
     Ok(())
 }
@@ -117,8 +123,17 @@ fn remember(py: Python<'_>, file: &Bound<'_, PyAny>) -> PyResult<()> {
 /// `path` from the current directory, without `.` components (as `os.path.abspath`, but
 /// `..` is kept: it means something else across symbolic links).
 fn absolute(path: &Path) -> Option<PathBuf> {
-    let joined = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().ok()?.join(path) };
-    Some(joined.components().filter(|c| *c != Component::CurDir).collect())
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(path)
+    };
+    Some(
+        joined
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .collect(),
+    )
 }
 
 /// `(files, paths)`: the files opened for writing that the program still holds, and the
@@ -126,9 +141,15 @@ fn absolute(path: &Path) -> Option<PathBuf> {
 /// writing), at most once each.
 #[pyfunction]
 pub fn written_files(py: Python<'_>) -> (Vec<Bound<'_, PyAny>>, Vec<PathBuf>) {
-    let mut written = WRITTEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut written = WRITTEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     written.prune(py);
-    let files: Vec<Bound<'_, PyAny>> = written.files.iter().filter_map(|(f, _)| f.bind(py).upgrade()).collect();
+    let files: Vec<Bound<'_, PyAny>> = written
+        .files
+        .iter()
+        .filter_map(|(f, _)| f.bind(py).upgrade())
+        .collect();
     let mut seen = HashSet::new();
     let mut recent: Vec<(&PathBuf, &u64)> = written.recent.iter().collect();
     recent.sort_unstable_by(|a, b| b.1.cmp(a.1));
