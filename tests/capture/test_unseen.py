@@ -224,3 +224,18 @@ def test_a_signal_handler_is_called_from_the_programs_frame(work):
     assert plain.stdout == "['traced', ('busy', True, True)]\n", plain.stderr
     assert (under.stdout, under.stderr, under.returncode) == (plain.stdout, "", 0)
     assert [(s["trigger"], s.get("signal")) for s in work.log()] == [("signal", "SIGUSR1"), ("exit", None)]
+
+
+def test_the_program_sees_no_frame_of_relive_below_its_own(work):
+    work.write("prog.py", """
+        import inspect, sys, traceback, warnings
+        def f():
+            traceback.print_stack()
+            print(len(inspect.stack()), sys._getframe(1).f_back)
+        f()
+        warnings.warn("from below the script", stacklevel=2)
+    """)
+    plain = work.python("prog.py")
+    for every in ("0", "0.01"):
+        under = work.relive("run", "--every", every, "prog.py")
+        assert (under.stdout, under.stderr, under.returncode) == (plain.stdout, plain.stderr, 0)

@@ -232,3 +232,30 @@ relive_unseen_new(PyObject *func, int chain)
     PyObject_GC_Track((PyObject *)u);
     return (PyObject *)u;
 }
+
+/* Run a module's code as `python` runs a script's: as the first frame of the thread, with
+ * nothing below it. relive's frames (its command line, the runner) stay on the C stack and
+ * unwind as before, but the program's first frame has no caller: `f_back`,
+ * `traceback.print_stack()`, `inspect.stack()` and `warnings`' stack levels see only the
+ * program. An exception propagates out as from `exec`. */
+PyObject *
+relive_run_first(PyObject *code, PyObject *globals)
+{
+    PyThreadState *ts = PyThreadState_Get();
+#if PY_VERSION_HEX >= 0x030D0000
+    struct _PyInterpreterFrame *below = ts->current_frame;
+    ts->current_frame = NULL;
+#else
+    struct _PyInterpreterFrame *below = ts->cframe->current_frame;
+    ts->cframe->current_frame = NULL;
+#endif
+    PyObject *result = PyEval_EvalCode(code, globals, globals);
+    /* The eval loop left this thread's current frame as it found it (NULL): the frames
+     * below are back where they were. */
+#if PY_VERSION_HEX >= 0x030D0000
+    ts->current_frame = below;
+#else
+    ts->cframe->current_frame = below;
+#endif
+    return result;
+}

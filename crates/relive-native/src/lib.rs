@@ -34,6 +34,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unseen::recursion_used, m)?)?;
     m.add_function(wrap_pyfunction!(unseen::spare_recursion, m)?)?;
     m.add_function(wrap_pyfunction!(unseen::deliver_after, m)?)?;
+    m.add_function(wrap_pyfunction!(unseen::run_first, m)?)?;
     m.add_function(wrap_pyfunction!(written::open, m)?)?;
     m.add_function(wrap_pyfunction!(written::written_files, m)?)?;
     m.add("WRITTEN_RECENT", written::RECENT)?;

@@ -4,13 +4,19 @@
 
 use std::ffi::c_int;
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::types::{PyCode, PyDict};
 
 extern "C" {
     fn relive_recursion_used(py: *mut c_int, c: *mut c_int);
     fn relive_recursion_spare(py: c_int, c: c_int);
     fn relive_unseen_new(func: *mut pyo3::ffi::PyObject, chain: c_int) -> *mut pyo3::ffi::PyObject;
     fn relive_deliver_after(signum: c_int) -> c_int;
+    fn relive_run_first(
+        code: *mut pyo3::ffi::PyObject,
+        globals: *mut pyo3::ffi::PyObject,
+    ) -> *mut pyo3::ffi::PyObject;
 }
 
 /// A callable running `func` unseen by the program's tracers, with recursion room of its own.
@@ -56,5 +62,22 @@ pub fn deliver_after(_py: Python<'_>, signum: c_int) -> PyResult<()> {
     match unsafe { relive_deliver_after(signum) } {
         0 => Ok(()),
         errno => Err(std::io::Error::from_raw_os_error(errno).into()),
+    }
+}
+
+/// `exec(code, globals)` with the module's frame first on the thread's stack, as `python`
+/// runs a script: the program's stack walks end at its own first frame, not in relive's.
+#[pyfunction]
+pub fn run_first<'py>(
+    code: &Bound<'py, PyAny>,
+    globals: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if !code.is_instance_of::<PyCode>() {
+        return Err(PyTypeError::new_err("run_first() needs a code object"));
+    }
+    // SAFETY: attached (called from Python); `code` is a code object and `globals` a dict,
+    // both checked; the shim returns a new reference or NULL with an exception set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(code.py(), relive_run_first(code.as_ptr(), globals.as_ptr()))
     }
 }
