@@ -26,8 +26,9 @@ _PYTHON_FIRST_FRAME = {
     (3, 12): {"script": (1, 3), "module": (3, 6)},
     (3, 13): {"script": (1, 3), "module": (3, 6)},
 }
-# The program's first frame seen from the frame that starts the capture (runner's
-# ``_run_captured``, which then calls the boundary, which runs the program's code).
+# What the program's first frame reads under relive, less what ``spare_relive_frames``
+# reads: it is called from ``Capture.start``, called from runner's ``_run_captured``, which
+# then calls the boundary (``execute``), which runs the program's code.
 _FIRST_FRAME_ABOVE_START = {
     (3, 11): (1, 0),
     (3, 12): (0, 3),
