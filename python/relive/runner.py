@@ -20,7 +20,7 @@ import types
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from relive import runs, script_errors
+from relive import _native, runs, script_errors
 from relive.capture import Capture, CaptureOptions
 from relive.capture.frames import is_relive_code
 from relive.errors import ReliveError
@@ -63,8 +63,11 @@ class Resume:
 
 
 def execute(code: types.CodeType, namespace: dict[str, Any]) -> None:
-    """The one frame between relive and the program: stacks and tracebacks stop here."""
-    exec(code, namespace)
+    """The one frame between relive and the program: stacks and tracebacks stop here.
+
+    The module's frame runs first on the thread's stack, as under ``python``: the program's
+    own stack walks (``f_back``, ``traceback.print_stack()``) end at it."""
+    _native.run_first(code, namespace)
 
 
 def _main_module(*, file: str, cached: str | None, package: str | None, spec: Any, loader: Any) -> types.ModuleType:

@@ -11,6 +11,8 @@ mod graph;
 mod pending;
 mod recursion;
 mod store;
+mod unseen;
+mod written;
 
 // `gil_used = true`: `Store.put_record` relies on the GIL to keep the program's threads from
 // mutating buffers while they are read. On free-threaded builds this keeps the GIL enabled.
@@ -30,5 +32,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(frame::frame_stack_addresses, m)?)?;
     m.add_function(wrap_pyfunction!(frame::frame_function, m)?)?;
     m.add_function(wrap_pyfunction!(frame::frame_called_from_c, m)?)?;
+    m.add_function(wrap_pyfunction!(unseen::unseen, m)?)?;
+    m.add_function(wrap_pyfunction!(unseen::recursion_used, m)?)?;
+    m.add_function(wrap_pyfunction!(unseen::spare_recursion, m)?)?;
+    m.add_function(wrap_pyfunction!(unseen::deliver_after, m)?)?;
+    m.add_function(wrap_pyfunction!(unseen::run_first, m)?)?;
+    m.add_function(wrap_pyfunction!(written::open, m)?)?;
+    m.add_function(wrap_pyfunction!(written::written_files, m)?)?;
+    m.add("WRITTEN_RECENT", written::RECENT)?;
     Ok(())
 }

@@ -34,7 +34,7 @@ from typing import Any
 from relive import _native
 from relive.errors import StoreError
 from relive.capture import frames as program_frames
-from relive.capture import autograd, background, process, snapshot
+from relive.capture import autograd, background, process, recursion, snapshot
 from relive.capture.background import Background
 from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
@@ -105,16 +105,19 @@ class Capture:
         self._clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
         self._background = Background(options.snapshot_timeout, options.max_memory, self._background_done)
         self._budget = Budget(options.every, options.overhead, usable_cores())
+        self._spared = (0, 0)  # recursion budget of relive's frames below the program, made free
+        self._arm_timer_unseen = _native.unseen(self._arm_timer)  # runs in the program's thread
 
     # -- lifecycle --
 
     def start(self) -> None:
         global _active
         _active = self
+        self._spared = recursion.spare_relive_frames(self.run.module)
         self._relay.install()
         self._files.install()
         self._clock.start()
-        os.register_at_fork(after_in_child=self._after_fork_in_child)
+        os.register_at_fork(after_in_child=_native.unseen(self._after_fork_in_child))
 
     def watch_files(self) -> None:
         """Remember the files opened from now on: before a resume reopens the snapshot's own,
@@ -129,6 +132,8 @@ class Capture:
         self._clock.stop()
         self._line.close()
         self._files.uninstall()
+        recursion.give_back(self._spared)
+        self._spared = (0, 0)
         if _active is self:
             _active = None
 
@@ -150,7 +155,7 @@ class Capture:
         if self._disabled or self._line.armed or self._lock.locked() or self._tick_queued \
                 or self._background.busy:  # one snapshot at a time: this tick is covered by the next
             return
-        self._tick_queued = _native.call_in_main_thread(self._arm_timer)
+        self._tick_queued = _native.call_in_main_thread(self._arm_timer_unseen)
 
     def _arm_timer(self) -> None:
         self._tick_queued = False
@@ -239,7 +244,9 @@ class Capture:
                 # A signal came while the fork was being made: it gets its own snapshot, of
                 # the same line, before it acts.
                 self._take("signal", frames, point)
-        self._act_on_signals(frame)
+        signals, self._signals = self._signals, []
+        for signum in signals:  # each does what it would have, once this callback has returned
+            self._relay.act_later(signum)
 
     def _resume_state(self, frames: list[program_frames.FrameView]) -> Any:
         """The point as resuming needs it (capture.resumable); never raises."""

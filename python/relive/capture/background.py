@@ -12,6 +12,7 @@ Its own alarm then stands in for the parent's time limit, so an orphan never run
 
 from __future__ import annotations
 
+import _thread
 import json
 import math
 import os
@@ -24,6 +25,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from relive import _native
 from relive.capture.time_limit import exceeded
 
 Outcome = dict[str, Any]  # {"ok": True, ...result} or {"ok": False, "error": "..."}
@@ -85,7 +87,10 @@ class Background:
             _child(write_end, work, self._timeout)  # never returns
         os.close(write_end)
         self._idle.clear()
-        threading.Thread(target=self._wait_for, args=(pid, read_end), name="relive-child", daemon=True).start()
+        # A bare thread, not threading's: the hooks of `threading.settrace`/`setprofile` are
+        # the program's, for its own threads, and `threading.enumerate()` lists the program's.
+        # Unseen: its events would reach the program's `sys.monitoring` tools.
+        _thread.start_new_thread(_native.unseen(self._wait_for), (pid, read_end))
         return True
 
     def _wait_for(self, pid: int, read_end: int) -> None:

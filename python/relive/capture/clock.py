@@ -7,6 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from relive import _native
+
 
 class Clock(threading.Thread):
     """Calls ``on_tick`` every ``every`` seconds (never, if 0) and ``on_deadline`` once when
@@ -50,6 +52,11 @@ class Clock(threading.Thread):
             self._cond.notify()
 
     def run(self) -> None:
+        # Unseen: events of this thread's code would reach the program's `sys.monitoring`
+        # tools and `threading.settrace_all_threads` tracers, which are for its own code.
+        _native.unseen(self._run)()
+
+    def _run(self) -> None:
         with self._cond:
             self._next_tick = time.monotonic() + self._every if self._every > 0 else math.inf
         while True:

@@ -13,50 +13,40 @@ import io
 import os
 import random
 import sys
-import weakref
 from typing import Any
 
+from relive import _native
 from relive.report import warn_once
 
 
 class OpenFiles:
     """The files the program opened for writing, so that a snapshot can flush them.
 
-    ``open`` (the builtin, ``io.open`` and so ``pathlib``) is wrapped: each file opened by
-    name in a writing mode is remembered, weakly. Nothing else about ``open`` changes.
+    ``open`` (the builtin, ``io.open`` and so ``pathlib``) is replaced by ``_native.open``:
+    the real ``io.open`` behind a builtin that adds no Python frame (tracebacks and tracers
+    see what they see under ``python``), which notes each file opened by name in a writing
+    mode. Nothing else about ``open`` changes.
 
-    The weak references have no callback (a ``WeakSet`` has one): a callback is Python code
-    run wherever the program drops a file, even while CPython releases a call's operands,
-    and a snapshot could land in it. Dead references are dropped as the registry grows.
+    A snapshot reads the files open then, and the sizes of those and of the last
+    ``_native.WRITTEN_RECENT`` paths opened for writing: its cost is bounded, however many
+    files the program writes.
     """
 
     def __init__(self) -> None:
-        self._files: dict[int, weakref.ref[Any]] = {}
-        self._paths: dict[str, None] = {}  # every file written since the start, open or closed
         self._real_open = builtins.open
 
     def install(self) -> None:
-        if builtins.open is not self._real_open:
+        if builtins.open is _native.open:
             return  # installed already (a resume installs it before the snapshot's files reopen)
-        real_open, files, paths = self._real_open, self._files, self._paths
-
-        def open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:  # noqa: A001
-            f = real_open(file, mode, *args, **kwargs)
-            if not isinstance(file, int) and any(c in mode for c in "wax+"):
-                if len(files) >= 64 and len(files) & (len(files) - 1) == 0:
-                    for key in [k for k, ref in files.items() if ref() is None]:
-                        del files[key]
-                files[id(f)] = weakref.ref(f)
-                paths[os.path.abspath(os.fsdecode(file))] = None
-            return f
-
-        open.__doc__ = real_open.__doc__
-        builtins.open = open
-        io.open = open
+        self._real_open = builtins.open
+        _native.open.__module__ = "io"  # as the real one's: pickled by reference, as `io.open`
+        builtins.open = _native.open
+        io.open = _native.open
 
     def uninstall(self) -> None:
-        builtins.open = self._real_open
-        io.open = self._real_open
+        if builtins.open is _native.open:
+            builtins.open = self._real_open
+            io.open = self._real_open
 
     def flush(self) -> dict[int, int]:
         """Write out what the program's files buffer; returns where each stands (by id).
@@ -65,11 +55,8 @@ class OpenFiles:
         file's offset with the program, which moves on as soon as the child is forked.
         """
         positions: dict[int, int] = {}
-        for key, ref in list(self._files.items()):
-            f = ref()
-            if f is None:
-                del self._files[key]
-                continue
+        files, _ = _native.written_files()
+        for f in files:
             try:
                 if not f.closed:
                     f.flush()
@@ -79,10 +66,12 @@ class OpenFiles:
         return positions
 
     def sizes(self, start_dir: str) -> dict[str, int]:
-        """The size of every file the program wrote (relative to ``start_dir`` when below it):
-        a resume cuts what a killed run appended after the snapshot, open or closed by then."""
+        """The size of the files the program wrote lately (relative to ``start_dir`` when
+        below it): a resume cuts what a killed run appended after the snapshot, open or
+        closed by then."""
         sizes: dict[str, int] = {}
-        for path in list(self._paths):
+        _, paths = _native.written_files()
+        for path in paths:
             try:
                 size = os.path.getsize(path)
             except OSError:

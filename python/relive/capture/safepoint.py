@@ -8,7 +8,12 @@ turned off again.
 - 3.12+: ``sys.monitoring`` LINE events (interpreter-wide, so the callback ignores
   other threads).
 - 3.11: ``sys.settrace`` plus ``f_trace`` on every live frame of the main thread (a
-  trace function set now only applies to frames entered later).
+  trace function set now only applies to frames entered later). A tracer of the program's
+  own shares these slots: relive's trace functions pass it every event, as CPython would,
+  and give it its slots back when disarmed.
+
+The callbacks run unseen (``_native.unseen``): no event of relive's code reaches the
+program's tracers or profilers, and they spend none of its recursion budget.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from relive import _native
 from relive.capture.frames import is_relive_code
 
 OnLine = Callable[[types.FrameType], None]
@@ -42,7 +48,10 @@ class LineEvents:
         self.armed = False
         self._tool: int | None = None
         self._traced: list[types.FrameType] = []
-        self._previous_trace: Any = None
+        self._previous_trace: Any = None  # 3.11: the program's own tracer, while armed
+        self._program_local: dict[types.FrameType, Any] = {}  # its trace function of each frame
+        self._global = _native.unseen(self._global_trace)
+        self._local = _native.unseen(self._local_trace)
         if _MONITORING:
             self._tool = self._claim_tool()
 
@@ -54,7 +63,7 @@ class LineEvents:
         for tool in (4, 3, 1, 2):
             if mon.get_tool(tool) is None:
                 mon.use_tool_id(tool, "relive")
-                mon.register_callback(tool, mon.events.LINE, self._monitor_line)
+                mon.register_callback(tool, mon.events.LINE, _native.unseen(self._monitor_line))
                 return tool
         return None
 
@@ -73,21 +82,41 @@ class LineEvents:
     def _global_trace(self, frame: types.FrameType, event: str, arg: Any) -> Any:
         if not self.armed:  # disarmed from another thread: leave now, in the right thread
             self._restore_trace()
-            return None
-        if event == "call":
-            self._traced.append(frame)
-            return self._local_trace
-        return None
+            return self._program_trace(frame, event, arg, sys.gettrace())
+        own = self._program_trace(frame, event, arg, self._previous_trace)
+        if own is not None:
+            self._program_local[frame] = own
+        self._traced.append(frame)
+        return self._local
 
     def _local_trace(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        own = self._program_local.get(frame)
+        if own is not None:
+            own = self._program_trace(frame, event, arg, own)
+            if own is not None:
+                self._program_local[frame] = own
         if not self.armed:
+            self._restore_trace()
             return None
         if event == "line" and not is_relive_code(frame.f_code) and not self._refused(frame):
             self.disarm()
             self._on_line(frame)
-            # Armed again when this line could not resume: the next lines of this frame too.
-            return self._local_trace if self.armed else None
-        return self._local_trace if self.armed else None
+        # Armed again when this line could not resume: the next lines of this frame too.
+        return self._local if self.armed else None
+
+    def _program_trace(self, frame: types.FrameType, event: str, arg: Any, trace: Any) -> Any:
+        """Pass an event to the program's tracer as CPython would; if it raises, CPython
+        turns tracing off (for the program's tracer as for relive's) and so does relive."""
+        if trace is None:
+            return None
+        try:
+            return trace(frame, event, arg)
+        except BaseException:
+            self.armed = False
+            self._previous_trace = None
+            self._restore_trace()
+            sys.settrace(None)
+            raise
 
     # -- both --
 
@@ -122,11 +151,13 @@ class LineEvents:
             return True
         self.armed = True
         self._previous_trace = sys.gettrace()
-        sys.settrace(self._global_trace)
+        sys.settrace(self._global)
         frame: types.FrameType | None = sys._getframe(1)
         while frame is not None:
-            if frame.f_trace is None:
-                frame.f_trace = self._local_trace
+            if frame.f_trace is not self._local:
+                if frame.f_trace is not None:
+                    self._program_local[frame] = frame.f_trace
+                frame.f_trace = self._local
                 self._traced.append(frame)
             frame = frame.f_back
         return True
@@ -145,12 +176,15 @@ class LineEvents:
             self._restore_trace()
 
     def _restore_trace(self) -> None:
-        sys.settrace(self._previous_trace)
+        """Main thread: the program's tracer gets its slots back (none, if it has none)."""
+        if sys.gettrace() is self._global:
+            sys.settrace(self._previous_trace)
         self._previous_trace = None
         for frame in self._traced:
-            if frame.f_trace == self._local_trace:
-                frame.f_trace = None
+            if frame.f_trace is self._local:
+                frame.f_trace = self._program_local.get(frame)
         self._traced.clear()
+        self._program_local.clear()
 
     def close(self) -> None:
         self.disarm()
