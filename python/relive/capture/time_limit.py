@@ -8,8 +8,8 @@ raises KeyboardInterrupt: at that thread's next Python instruction, wherever it 
 pickling. relive catches it there and counts the snapshot as failed.
 
 Raised once, and only while the snapshot is written: the watchdog checks under a lock
-that the snapshot is still running, and the snapshot, once done, withdraws under that
-lock whatever was raised and is still pending. Not interrupted: a hook blocked in a single
+that the snapshot is still running; one raised just as the snapshot ended is received by
+relive right after it, never by the program. Not interrupted: a hook blocked in a single
 C call (``time.sleep``, a lock, a read without timeout) until that call returns, and a hook
 that catches BaseException and goes on.
 """
@@ -41,6 +41,7 @@ class TimeLimit:
     def __enter__(self) -> TimeLimit:
         self._target = threading.get_ident()
         self._finished = False
+        self._raised = False
         self._guard = _thread.allocate_lock()
         self._done = _thread.allocate_lock()
         self._done.acquire()
@@ -51,12 +52,11 @@ class TimeLimit:
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._finished = True  # from here the watchdog raises nothing
-        with self._guard:  # wait out a watchdog raising right now, and withdraw what it raised
-            withdraw = _async_exc()
-            if withdraw is not None:
-                withdraw[1](self._target, None)
+        with self._guard:  # wait out a watchdog raising right now: from here it raises nothing
+            self._finished = True
         self._done.release()
+        if self._raised and not isinstance(value, SnapshotTimedOut):
+            _take_pending()
 
     def _watch(self) -> None:
         if self._done.acquire(timeout=self.seconds):
@@ -65,16 +65,34 @@ class TimeLimit:
             if not self._finished:
                 raise_in = _async_exc()
                 if raise_in is not None:
-                    raise_in[0](self._target, SnapshotTimedOut)
+                    raise_in(self._target, SnapshotTimedOut)
+                    self._raised = True
 
 
-_api: tuple[Any, Any] | None | bool = False  # False: not looked up yet
+def _take_pending() -> None:
+    """Receive a SnapshotTimedOut raised too late to stop the snapshot, here rather than in the
+    program. Not withdrawn with ``PyThreadState_SetAsyncExc(id, NULL)``: that leaves the
+    interpreter's "asynchronous exception" flag set with no exception to clear it, and every
+    instruction of the program then stops to look for one (on 3.11 a traced program stalled).
+    A pending exception is raised at the next function call or backward jump."""
+    try:
+        for _ in range(2):
+            _nothing()
+    except SnapshotTimedOut:
+        pass
 
 
-def _async_exc() -> tuple[Any, Any] | None:
-    """``PyThreadState_SetAsyncExc``, typed to raise an exception and to withdraw one.
+def _nothing() -> None:
+    pass
 
-    Own prototypes rather than ``ctypes.pythonapi``'s shared attribute, whose argtypes a
+
+_api: Any = False  # False: not looked up yet
+
+
+def _async_exc() -> Any:
+    """``PyThreadState_SetAsyncExc``, typed to raise an exception in a thread (None without ctypes).
+
+    Its own prototype rather than ``ctypes.pythonapi``'s shared attribute, whose argtypes a
     program may set for its own use. Called with the GIL held (PYFUNCTYPE), so that setting
     and checking are atomic with respect to the thread they target."""
     global _api
@@ -82,11 +100,8 @@ def _async_exc() -> tuple[Any, Any] | None:
         try:
             import ctypes
 
-            raise_in = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
+            _api = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)(
                 ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
-            withdraw = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)(
-                ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
-            _api = (raise_in, withdraw)
         except (ImportError, AttributeError, OSError):
             _api = None
     return _api  # type: ignore[return-value]
