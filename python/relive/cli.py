@@ -397,7 +397,7 @@ def _print_damaged(damaged: list[DamagedSnapshot]) -> None:
                   "(`relive verify` checks the whole store, `relive repair` sets it right)")
     for d in damaged:
         run = f" (run {d.run})" if d.run else ""
-        console.print(Text(printable(f"  {d.short_id}{run}: {d.reason}  [{d.path}]")), no_wrap=True)
+        console.print(Text(printable(f"  {d.short_id}{run}: {d.reason}  [{d.path}]")))  # wrapped, never cut
 
 
 def _why_not(reasons: list[str]) -> str:
@@ -792,17 +792,18 @@ def _print_report(store: str, report: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
         return
     for entry in report["problems"] + report["notes"]:
-        click.echo(f"{entry['kind']}: {entry.get('id') or '-'} in {entry['path']}: {entry['detail']}")
+        click.echo(printable(f"{entry['kind']}: {entry.get('id') or '-'} in {entry['path']}: {entry['detail']}"))
         needers: dict[str, list[str]] = {}
         for need in entry["needed_by"]:
             needers.setdefault(need["snapshot"], []).extend(need["variables"])
         for sid, names in needers.items():
             lost = f": {', '.join(dict.fromkeys(names))}" if names else ""
-            click.echo(f"  snapshot {sid[:12]} needs it{lost}")
+            click.echo(printable(f"  snapshot {sid[:12]} needs it{lost}"))
     status = "DAMAGED" if report["problems"] else "ok"
-    notes = f", {len(report['notes'])} notes" if report["notes"] else ""
-    click.echo(f"{status}: {report['packs']} packs, {report['blobs']} blobs, {report['snapshots']} snapshots, "
-               f"{human_bytes(report['bytes'])} checked, {len(report['problems'])} problems{notes}")
+    notes = f", {_count(len(report['notes']), 'note')}" if report["notes"] else ""
+    click.echo(f"{status}: {_count(report['packs'], 'pack')}, {_count(report['blobs'], 'blob')}, "
+               f"{_count(report['snapshots'], 'snapshot')}, {human_bytes(report['bytes'])} checked, "
+               f"{_count(len(report['problems']), 'problem')}{notes}")
 
 
 class _NeededVariables:
