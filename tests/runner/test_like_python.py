@@ -248,5 +248,6 @@ def test_a_directory_program_resumes(work):
     first = work.relive("run", "--every", "0", "app", check=True)
     explicit = [s for s in work.log() if s["trigger"] == "explicit"][0]
     resumed = work.relive("resume", explicit["id"], check=True)
-    assert resumed.stderr == ""
+    assert resumed.stderr.startswith(f"relive: resuming snapshot {explicit['id'][:12]} ")
+    assert resumed.stderr.count("\n") == 1  # that line alone
     assert resumed.stdout == first.stdout.split("0 0 True\n")[1] == "1 1 True\n2 3 True\n3 6 True\n"
