@@ -21,6 +21,8 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from relive import _native
+
 
 class SnapshotTimedOut(BaseException):
     """A BaseException, so that the program's hooks (``except Exception``) do not swallow it."""
@@ -46,8 +48,9 @@ class TimeLimit:
         self._done = _thread.allocate_lock()
         self._done.acquire()
         if _async_exc() is not None and self.seconds < threading.TIMEOUT_MAX:
-            # A bare thread: the program's threading.settrace/setprofile must not see it.
-            _thread.start_new_thread(self._watch, ())
+            # A bare thread, run unseen: the program's tracers and profilers (threading.settrace,
+            # its sys.monitoring tools, which see every thread) must not see it.
+            _thread.start_new_thread(_native.unseen(self._watch), ())
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,

@@ -51,10 +51,11 @@ def call(func: Callable[[], T]) -> T:
 
     previous = threading.stack_size()
     try:
-        # _thread, not threading: a tracer or profiler the program set with threading.settrace
-        # must not see relive's thread.
+        # _thread, not threading, and unseen: a tracer or profiler the program set (with
+        # threading.settrace, or a sys.monitoring tool, which sees every thread) must not see
+        # relive's thread.
         threading.stack_size(STACK_BYTES)
-        _thread.start_new_thread(run, ())
+        _thread.start_new_thread(_native.unseen(run), ())
     except (RuntimeError, ValueError, MemoryError) as exc:  # no room for such a stack here
         raise RecursionError(f"no thread with a {STACK_BYTES >> 20} MiB stack to recurse in: {exc}") from exc
     finally:
