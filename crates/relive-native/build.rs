@@ -1,6 +1,6 @@
-//! Compiles `shim/frame.c` (relive's reads of CPython frame internals), `shim/recursion.c`
-//! (a thread's recursion counters) and `shim/unseen.c` (relive's code in the program's thread,
-//! unseen by it) against the headers of
+//! Compiles `shim/frame.c` (relive's reads of CPython frame internals) and `shim/unseen.c`
+//! (relive's code in the program's thread, unseen by it; a thread's recursion counters)
+//! against the headers of
 //! the interpreter this extension is built for.
 //!
 //! maturin (and pyo3) name that interpreter in `PYO3_PYTHON`; its `sysconfig` gives the include
@@ -12,7 +12,6 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=shim/frame.c");
-    println!("cargo:rerun-if-changed=shim/recursion.c");
     println!("cargo:rerun-if-changed=shim/unseen.c");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
@@ -39,7 +38,6 @@ fn main() {
     );
     cc::Build::new()
         .file("shim/frame.c")
-        .file("shim/recursion.c")
         .file("shim/unseen.c")
         .include(&include)
         .warnings(true)

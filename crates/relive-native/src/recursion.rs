@@ -1,5 +1,6 @@
 //! Room for deep recursion: `deep_call(func, extra)` calls `func()` with the calling
-//! thread's recursion counters raised by `extra` levels (see `shim/recursion.c`).
+//! thread's recursion counters raised by `extra` levels (the frame and, on 3.12+, C counters,
+//! through `shim/unseen.c`'s `relive_recursion_spare`, which also gives relive's callbacks room).
 //!
 //! CPython's recursion limits stand in for the stack's size: raising them is sound only in a
 //! thread whose stack has room for `extra` more levels of the deepest recursion `func` does.
@@ -11,7 +12,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 extern "C" {
-    fn relive_add_recursion_room(extra: c_int);
+    fn relive_recursion_spare(py: c_int, c: c_int);
 }
 
 /// Moves the counters back however `func` ends (a return, an exception, a panic).
@@ -21,7 +22,7 @@ impl Drop for Room {
     fn drop(&mut self) {
         // SAFETY: the GIL is held (the guard lives inside a `#[pyfunction]` that holds it) and
         // this is the thread that added the room; subtracting what was added restores it.
-        unsafe { relive_add_recursion_room(-self.0) }
+        unsafe { relive_recursion_spare(-self.0, -self.0) }
     }
 }
 
@@ -34,7 +35,7 @@ pub fn deep_call<'py>(func: &Bound<'py, PyAny>, extra: c_int) -> PyResult<Bound<
         )));
     }
     // SAFETY: the GIL is held (we hold a `Bound`); the counters are this thread's own.
-    unsafe { relive_add_recursion_room(extra) };
+    unsafe { relive_recursion_spare(extra, extra) };
     let _room = Room(extra);
     func.call0()
 }
