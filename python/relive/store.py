@@ -283,7 +283,7 @@ class Store:
         """Every run whose record reads, by id."""
         return self._run_records[0]
 
-    @property
+    @cached_property  # asked once per run shown by log and show: derived once
     def damaged_runs(self) -> dict[str, DamagedRun]:
         """The runs whose record cannot be read, or is missing while snapshots name the run."""
         runs, damaged = self._run_records
