@@ -512,7 +512,7 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         for line in lines:
             console.print(Text(line), no_wrap=True)
         for note in _interval_notes(run_rows):
-            console.print(Text(printable(note)), no_wrap=True)
+            console.print(Text(printable(note)))  # wrapped, never cut: the reason is the point
         console.print()
 
 
