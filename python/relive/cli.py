@@ -521,8 +521,8 @@ def _interval_notes(rows: list[dict[str, Any]]) -> list[str]:
     and where it let it go back (`log --json` has each snapshot's interval_s)."""
     notes, stretched = [], False
     for row in rows:
-        if "interval_s" not in row:
-            continue
+        if "interval_s" not in row or row["trigger"] != "timer":
+            continue  # the interval in force matters where the timer took a snapshot
         because = row.get("stretched_because")
         if because and not stretched:
             notes.append(f"timer stretched to every {row['interval_s']:.1f} s from {row['id'][:12]} on: {because}")
