@@ -521,12 +521,16 @@ def _interval_notes(rows: list[dict[str, Any]]) -> list[str]:
     and where it let it go back (`log --json` has each snapshot's interval_s)."""
     notes, stretched = [], False
     for row in rows:
-        if "interval_s" not in row or row["trigger"] != "timer":
-            continue  # the interval in force matters where the timer took a snapshot
+        if "interval_s" not in row:
+            continue
         because = row.get("stretched_because")
         if because and not stretched:
+            # Any snapshot may be the first to see it: a run whose bulk first snapshot stretched the
+            # interval past its end shows it only on its exit snapshot, which says why no tick came.
             notes.append(f"timer stretched to every {row['interval_s']:.1f} s from {row['id'][:12]} on: {because}")
         elif not because and stretched:
+            if row["trigger"] != "timer":
+                continue  # an exit snapshot carries the interval in force, but no tick came from it
             notes.append(f"timer back to every {row['interval_s']:g} s from {row['id'][:12]} on")
         stretched = bool(because)
     return notes
