@@ -10,7 +10,7 @@ mod frame;
 mod graph;
 mod pending;
 mod recursion;
-mod store;
+mod py_store;
 mod unseen;
 mod written;
 
@@ -20,7 +20,7 @@ mod written;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
-    store::register(m)?;
+    py_store::register(m)?;
     m.add_class::<buffer::LoadedBuffer>()?;
     m.add_function(wrap_pyfunction!(pending::call_in_main_thread, m)?)?;
     m.add_function(wrap_pyfunction!(graph::shared_groups, m)?)?;

@@ -1,4 +1,5 @@
-//! `relive._native.Store`: bindings to [`relive_store::Store`].
+//! `relive._native.Store`: the Python binding of [`relive_store::Store`] (the store itself lives in
+//! the `relive-store` crate; this file only converts arguments, results and errors).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
