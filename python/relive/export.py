@@ -47,10 +47,10 @@ def _npy(value: Any, path: str) -> Callable[[IO[bytes]], None]:
     try:
         array = numpy.asarray(value)
     except Exception as exc:
-        array, why = None, f"{type(exc).__name__}: {exc}"
+        why = f"{type(exc).__name__}: {exc}"
     else:
         why = "it holds Python objects, not numbers" if array.dtype.hasobject else ""
-    if array is None or why:
+    if why:
         raise ExportError(f"cannot write a {type(value).__name__} to {path} as an array ({why}): "
                           "use a .pkl file")
     return lambda f: numpy.save(f, array, allow_pickle=False)
@@ -62,7 +62,11 @@ def _json(value: Any, path: str) -> Callable[[IO[bytes]], None]:
     except (TypeError, ValueError, RecursionError) as exc:
         raise ExportError(f"cannot write a {type(value).__name__} to {path} as JSON ({exc}): "
                           "use a .pkl file") from None
-    return lambda f: f.write(text.encode() + b"\n")
+
+    def write(f: IO[bytes]) -> None:
+        f.write(text.encode() + b"\n")
+
+    return write
 
 
 def _pickle(value: Any, path: str) -> Callable[[IO[bytes]], None]:

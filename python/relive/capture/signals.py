@@ -46,13 +46,13 @@ class SignalRelay:
         for signum in HANDLED:
             self._program[signum] = self._real_getsignal(signum)
             self._dispose(signum)
-        signal.signal = self._signal  # type: ignore[assignment]
-        signal.getsignal = self._getsignal  # type: ignore[assignment]
+        signal.signal = self._signal
+        signal.getsignal = self._getsignal
 
     def uninstall(self) -> None:
         """Main thread: give the program's handlers back to the real signal module."""
-        signal.signal = self._real_signal  # type: ignore[assignment]
-        signal.getsignal = self._real_getsignal  # type: ignore[assignment]
+        signal.signal = self._real_signal
+        signal.getsignal = self._real_getsignal
         for signum, handler in self._program.items():
             if handler is not None:  # None: installed from C, left as it is
                 self._real_signal(signum, handler)

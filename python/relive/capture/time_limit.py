@@ -27,6 +27,10 @@ from relive import _native
 class SnapshotTimedOut(BaseException):
     """A BaseException, so that the program's hooks (``except Exception``) do not swallow it."""
 
+    # Not a ReliveError, on purpose (ReliveError is an Exception): it is raised asynchronously
+    # into whatever code the snapshot runs, the program's reducers included, and is caught by
+    # relive's own writer (capture) before anything reaches the user.
+
 
 def exceeded(seconds: float) -> str:
     """Why a snapshot stopped at its time limit, inline or forked alike."""
@@ -107,4 +111,4 @@ def _async_exc() -> Any:
                 ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
         except (ImportError, AttributeError, OSError):
             _api = None
-    return _api  # type: ignore[return-value]
+    return _api

@@ -67,7 +67,8 @@ def call(func: Callable[[], T]) -> T:
             raise error
         finally:
             del error
-    return outcome["value"]
+    value: T = outcome["value"]
+    return value
 
 
 def _wait(done: Any) -> None:

@@ -1,0 +1,181 @@
+"""Types of ``relive._native``, the Rust engine's face in Python (crates/relive-native/src).
+
+Hand-written: keep it in step with the ``#[pyfunction]``s, ``#[pyclass]``es and module
+constants that ``lib.rs`` registers (``tests/test_public_api.py`` checks the names match).
+"""
+
+import os
+import sys
+import types
+from builtins import open as _builtin_open
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any, Final, Literal, ParamSpec, TypedDict, TypeVar, final, overload, type_check_only
+
+from typing_extensions import Buffer as _BufferLike
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_StrPath = str | os.PathLike[str]
+# Called as pack files are read; an exception it raises stops the reports and is raised at the end.
+_Progress = Callable[[int, int], object]
+
+__all__ = [
+    "__version__",
+    "ReliveError",
+    "StoreError",
+    "StoreNotFound",
+    "FormatError",
+    "CorruptionError",
+    "Store",
+    "Buffer",
+    "call_in_main_thread",
+    "shared_groups",
+    "deep_call",
+    "NULL",
+    "frame_stack",
+    "frame_locals_plus",
+    "frame_stacktop",
+    "frame_stack_addresses",
+    "frame_function",
+    "frame_called_from_c",
+    "unseen",
+    "recursion_used",
+    "spare_recursion",
+    "deliver_after",
+    "run_first",
+    "open",
+    "written_files",
+    "WRITTEN_RECENT",
+]
+
+__version__: str
+
+# -- errors.rs: relive's exceptions, and the store's errors mapped onto them --
+
+class ReliveError(Exception):
+    """Base class of relive's errors."""
+
+class StoreError(ReliveError):
+    """A store could not be read or written."""
+
+class StoreNotFound(StoreError):
+    """There is no relive store at the path."""
+
+class FormatError(StoreError):
+    """The store was written by a newer relive; upgrade relive to read it."""
+
+class CorruptionError(StoreError):
+    """Part of the store failed its integrity check or is missing; `relive verify` lists the damage."""
+
+# -- py_store.rs: the store --
+
+@type_check_only
+class Problem(TypedDict):
+    """One problem (or note) of a verify report."""
+
+    kind: str
+    id: str | None
+    path: str
+    detail: str
+    needed_by: list[tuple[str, str]]  # (snapshot, record) pairs that need a damaged blob
+
+@type_check_only
+class VerifyReport(TypedDict):
+    """What ``Store.verify``, ``Store.check`` and ``Store.repair`` found."""
+
+    packs: int
+    blobs: int
+    snapshots: int
+    bytes: int
+    problems: list[Problem]
+    notes: list[Problem]
+
+@final
+class Store:
+    """A relive store: packs of content-addressed chunks and records, snapshot manifests, run
+    documents. Thread-safe."""
+
+    @staticmethod
+    def open(path: _StrPath, create: bool = False) -> Store: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def chunk_size(self) -> int: ...
+    def put_record(self, payload: _BufferLike, buffers: Sequence[_BufferLike]) -> tuple[str, int, int]:
+        """Returns ``(id, new_bytes, raw_bytes)``; buffers must be C-contiguous."""
+    def get_record(self, id: str) -> tuple[bytes, list[bytearray | Buffer]]:
+        """``(payload, buffers)``: each buffer new writable memory, every byte verified."""
+    def refresh(self) -> None: ...
+    def flush(self) -> None: ...
+    def commit(self, manifest: bytes) -> str:
+        """Commits a snapshot's manifest (JSON naming its records); returns the snapshot's id."""
+    def snapshot_ids(self) -> list[str]: ...
+    def read_snapshot(self, id: str) -> bytes: ...
+    def put_run(self, run_id: str, doc: bytes) -> None: ...
+    def runs(self) -> list[tuple[str, bytes]]: ...
+    def verify(self, progress: _Progress | None = None) -> VerifyReport: ...
+    @staticmethod
+    def check(path: _StrPath, progress: _Progress | None = None) -> VerifyReport: ...
+    @staticmethod
+    def repair(path: _StrPath, progress: _Progress | None = None) -> tuple[list[str], VerifyReport]: ...
+
+# -- buffer.rs: a large loaded buffer, writable, as a bytearray is --
+
+@final
+class Buffer:
+    """A loaded buffer: writable bytes that NumPy arrays and PyTorch tensors are built on in place."""
+
+    def __len__(self) -> int: ...
+    if sys.version_info >= (3, 12):  # the buffer protocol, as Python code sees it from 3.12
+        def __buffer__(self, flags: int, /) -> memoryview: ...
+        def __release_buffer__(self, buffer: memoryview, /) -> None: ...
+
+# -- frame.rs: frame internals --
+
+@final
+@type_check_only
+class NullSlot:
+    """The type of ``NULL`` (not a name of the module at run time)."""
+
+NULL: Final[NullSlot]
+"""What a frame slot holding C ``NULL`` reads as: distinct from every value of the program."""
+
+def frame_stack(frame: types.FrameType, depth: int) -> tuple[Any, ...]: ...
+def frame_stack_addresses(frame: types.FrameType, start: int, end: int) -> list[int]: ...
+def frame_function(frame: types.FrameType) -> types.FunctionType | None: ...
+def frame_locals_plus(frame: types.FrameType) -> tuple[Any, ...]: ...
+def frame_stacktop(frame: types.FrameType) -> int: ...
+def frame_called_from_c(frame: types.FrameType) -> bool: ...
+
+# -- graph.rs: which variables reach a common object --
+
+def shared_groups(
+    values: Sequence[object],
+    classify: Callable[[type], int],
+    inspect: Callable[[Any], tuple[bool, Iterable[object] | None, Iterable[int]]],
+    stop: tuple[object, ...],
+) -> list[int]: ...
+
+# -- pending.rs, recursion.rs, unseen.rs: relive's code in the program's thread --
+
+def call_in_main_thread(callable: Callable[[], object]) -> bool: ...
+def deep_call(func: Callable[[], _R], extra: int) -> _R: ...
+@overload
+def unseen(func: Callable[_P, _R], chain: Literal[False] = False) -> Callable[_P, _R]: ...
+@overload
+def unseen(func: Callable[_P, Callable[_P, _R] | None], chain: Literal[True]) -> Callable[_P, _R | None]: ...
+def recursion_used() -> tuple[int, int]: ...
+def spare_recursion(frames: int, c: int) -> None: ...
+def deliver_after(signum: int) -> None: ...
+def run_first(code: types.CodeType, globals: dict[str, Any]) -> Any: ...
+
+# -- written.rs: the files the program writes --
+
+open = _builtin_open
+"""``io.open``, noting the files opened for writing."""
+
+def written_files() -> tuple[list[IO[Any]], list[Path]]: ...
+
+WRITTEN_RECENT: Final[int]
