@@ -21,6 +21,9 @@ _PY_FILE_INPUT = 257  # Py_file_input: parse as a module, as for `python script.
 class _Compiled(BaseException):
     """The file compiled after all: stopped before the program's first line."""
 
+    # Not a ReliveError, on purpose: not an error but a private signal from the audit hook
+    # to python_error below, through the interpreter's file runner; it never leaves this module.
+
 
 def python_error(path: str) -> BaseException | None:
     """The exception Python raises compiling the file at ``path`` (absolute), without a
