@@ -22,12 +22,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from relive import _native
 from relive.errors import CorruptionError, RefError, StoreError
 from relive.runs import RunInfo, is_iso_time
 from relive.trust import check_store, trusted_by_environment
+
+if TYPE_CHECKING:
+    from collections.abc import Buffer, Sequence
+
+
+class RecordStore(Protocol):
+    """What writing and loading a snapshot's records needs of a store: ``_native.Store`` is
+    one, ``tests/fakes.MemoryStore`` another (state.records, capture.snapshot and
+    restore.snapshot are written against this, never against the native store itself)."""
+
+    def put_record(self, payload: Buffer, buffers: Sequence[Buffer]) -> tuple[str, int, int]:
+        """Stores ``payload`` and ``buffers`` (C-contiguous) as one record, content-addressed:
+        ``(id, new_bytes, raw_bytes)``, new_bytes 0 when the store held it already."""
+        ...
+
+    def get_record(self, id: str) -> tuple[bytes, Sequence[Buffer]]:
+        """A record's ``(payload, buffers)``, the buffers writable; ``CorruptionError`` when
+        it fails its check."""
+        ...
+
+    def commit(self, manifest: bytes) -> str:
+        """Makes a snapshot visible: ``manifest`` is its JSON, naming its records (all already
+        put) under ``"records"``; returns the snapshot's id."""
+        ...
 
 DEFAULT_STORE = ".relive"
 _REF = re.compile(r"^(?P<base>[^~]+)(?:~(?P<back>\d*))?$")

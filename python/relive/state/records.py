@@ -19,11 +19,14 @@ import sys
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relive import _native, report
 from relive.state import deep, describe, unpicklable
 from relive.state.pickler import LoadContext, SnapshotGlobals, StatePickler, loads
+
+if TYPE_CHECKING:
+    from relive.store import RecordStore
 
 # Types whose objects are immutable or singletons: two variables reaching the same one
 # need not be stored together. Matched by exact type, plus the names below. (Bound builtin
@@ -124,7 +127,7 @@ def _classify(t: type) -> int:
 class RecordWriter:
     """Pickles the roots of one snapshot into records and puts them into a store."""
 
-    def __init__(self, store: Any, main_dict: dict[str, Any], main_names: dict[int, str],
+    def __init__(self, store: RecordStore, main_dict: dict[str, Any], main_names: dict[int, str],
                  reduce_more: Any = None, file_positions: dict[int, int] | None = None) -> None:
         self._store = store
         self._file_positions = file_positions or {}
@@ -254,10 +257,10 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def read_record(store: Any, record_id: str, context: LoadContext) -> dict[str, Any]:
+def read_record(store: RecordStore, record_id: str, context: LoadContext) -> dict[str, Any]:
     """Load one record: the values of all the keys stored in it."""
     payload, buffers = store.get_record(record_id)
-    values = loads(payload, buffers, context)
+    values = loads(payload, list(buffers), context)
     if not isinstance(values, dict):
         raise pickle.UnpicklingError(f"record {record_id} is not a relive record")
     return values
