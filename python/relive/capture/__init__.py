@@ -1,21 +1,13 @@
 """Capture: from a trigger to a committed snapshot, without ever harming the program.
 
-A trigger (timer, signal, explicit call, exit, uncaught exception) asks for a snapshot.
-Timer and signal triggers wait for a safe point, the next line boundary of the program
-(``safepoint``); the snapshot is then written (``snapshot``) and the signal, if any,
-acts as it would have without relive (``signals``). Every failure is logged once and
-skipped: the program never sees an exception of relive's. ``triggers`` decides when a
-snapshot is taken, ``writer`` how it is written; this module is their face, for the
-runner (``Capture``, ``CaptureOptions``) and for ``relive.checkpoint()``.
-
-Where fork is possible, every snapshot is written by a forked child (``background``), so
-that the program's own pickling hooks (``__reduce__``, ``__getstate__``) never run in the
-program. A timer snapshot's child works while the program goes on; for the others the
-program waits for the child (which the fork froze at the trigger's point), for their
-snapshot must be committed before the program goes on or ends: exit, an uncaught
-exception, a signal's action, ``relive.checkpoint()`` returning its id. Without fork
-(CUDA is initialized, --mode inline) snapshots are written in the program's process.
-Either way one stops at --snapshot-timeout (``time_limit`` for the inline ones).
+A trigger (timer, signal, explicit call, exit, uncaught exception) asks for a snapshot:
+``triggers`` decides when it is taken (timer and signal triggers wait for a safe point,
+the next line boundary of the program: ``safepoint``), ``writer`` writes it, in a forked
+child (``background``) or inline, and ``snapshot`` is what it writes; the signal, if any,
+then acts as it would have without relive (``signals``). Every failure is logged once and
+skipped: the program never sees an exception of relive's. This module is the face: the
+runner starts a ``Capture`` with ``CaptureOptions``, and ``relive.checkpoint()`` comes
+through ``checkpoint``.
 """
 
 from __future__ import annotations

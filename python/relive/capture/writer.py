@@ -1,16 +1,18 @@
 """How a snapshot is written: through a forked child where fork is possible, else inline.
 
-``Writer.take`` writes one snapshot while the program waits for it (exit, an uncaught
-exception, a signal's action, ``relive.checkpoint()`` returning its id);
-``Writer.take_in_background`` forks a child (``background``) that writes a timer snapshot
-while the program goes on. A forked child does the pickling, so that the program's own
-pickling hooks (``__reduce__``, ``__getstate__``) never run in the program; without fork
-(CUDA is initialized, --mode inline) snapshots are written in the program's process.
-Either way one stops at --snapshot-timeout (``time_limit`` for the inline ones). Here too:
-opening the store, building each snapshot's request (``snapshot``), charging timer
-snapshots to the overhead budget (``budget``, which stretches the timer's interval), and
-reporting each failure once: the program never sees an exception of relive's. Called by
-``triggers`` with the snapshotting lock held, and by the thread that waits for a child.
+Where fork is possible, every snapshot is written by a forked child (``background``), so
+that the program's own pickling hooks (``__reduce__``, ``__getstate__``) never run in the
+program. A timer snapshot's child works while the program goes on
+(``Writer.take_in_background``); for the others the program waits for the child (which
+the fork froze at the trigger's point), for their snapshot must be committed before the
+program goes on or ends: exit, an uncaught exception, a signal's action,
+``relive.checkpoint()`` returning its id (``Writer.take``). Without fork (CUDA is
+initialized, --mode inline) snapshots are written in the program's process. Either way one
+stops at --snapshot-timeout (``time_limit`` for the inline ones). Here too: opening the
+store, each snapshot's request (``snapshot`` writes it), charging timer snapshots to the
+overhead budget (``budget``: it stretches the timer's interval), and reporting each
+failure once. Called by ``triggers`` with the snapshotting lock held, and by the thread
+that waits for a child.
 """
 
 from __future__ import annotations
