@@ -1,0 +1,300 @@
+"""When to snapshot: the triggers of one run, and the lock that lets one snapshot be taken at a time.
+
+A timer tick (``clock``) or a signal (``signals``) arms line events (``safepoint``): the
+snapshot is taken at the program's next line boundary, in its own code where it can
+resume if one comes soon enough (a timer looks a second further, a signal until its
+--signal-wait deadline, after which the main thread's stack is snapshot as it stands); a
+line inside an import puts a timer snapshot off until after it. ``relive.checkpoint()``,
+the program's exit and an uncaught exception snapshot at once. Each signal then acts as it
+would have without relive. Every trigger holds the snapshotting lock with line events off,
+so that relive's own pickling (which runs program code) never starts another snapshot.
+How a snapshot is written is ``writer``'s job; ``Capture`` (this package's face), the timer
+thread and relive's signal handler call in here.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+import threading
+import time
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from relive import _native
+from relive.capture import frames as program_frames
+from relive.capture import autograd
+from relive.capture.clock import Clock
+from relive.capture.safepoint import LineEvents
+from relive.capture import resumable
+from relive.capture.signals import SignalRelay
+from relive.capture.writer import Writer
+from relive.state.resumable import ResumeState
+from relive.report import warn_once
+
+if TYPE_CHECKING:
+    from relive.capture import CaptureOptions
+
+_IMPORT_RETRY = 0.05  # seconds before a timer snapshot that met an import tries again
+_LOOK_FURTHER_S = 1.0  # how long a timer snapshot looks for a line where the program can resume
+_LOOK_FURTHER_LINES = 200
+_SIGNAL_PATIENCE = 30.0  # seconds a signal waits for a snapshot being written before it acts anyway
+
+
+class Triggers:
+    """When the snapshots of one run are taken, in its own process; ``writer`` takes them."""
+
+    def __init__(self, options: CaptureOptions, main_dict: dict[str, Any], boundary: types.CodeType) -> None:
+        self.options = options
+        self.writer: Writer  # set by Capture: the writer needs this clock, whose interval its budget sets
+        self._main_dict = main_dict
+        self._boundary = boundary
+        self._main_ident = threading.get_ident()
+        self._lock = threading.Lock()
+        self._owner: int | None = None  # the thread writing a snapshot
+        self._trigger = "timer"
+        self._signals: list[int] = []
+        self._signalled_at = 0.0
+        self._disabled = False
+        self._tick_queued = False
+        self._looking_since: float | None = None  # since when a timer snapshot looks for a resumable line
+        self._lines_looked = 0
+        self._line = LineEvents(self._at_line, boundary, on_import=self._at_import)
+        self._relay = SignalRelay(self._on_signal)
+        self.clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
+        self._arm_timer_unseen = _native.unseen(self._arm_timer)  # runs in the program's thread
+
+    # -- lifecycle (Capture's) --
+
+    def relay_signals(self) -> None:
+        self._relay.install()
+
+    def start_timer(self) -> None:
+        self.clock.start()
+
+    def stop(self) -> None:
+        """No more snapshots: the program has ended."""
+        self._disabled = True
+        self.clock.stop()
+        self._line.close()
+
+    def after_fork_in_child(self) -> None:
+        # A forked child (a multiprocessing worker, or relive's own snapshot process) is not
+        # the program being captured: no line events, and the signals get the program's own
+        # handling for real (a worker must die of the SIGTERM its pool sends it).
+        self._disabled = True
+        try:
+            self._line.close()
+            self._relay.uninstall()
+        except Exception as exc:  # never into the program
+            warn_once("fork-child", f"could not leave a forked child alone: {_message(exc)}")
+
+    # -- triggers --
+
+    def _on_tick(self) -> None:
+        """Timer thread: ask the main thread to arm at its next chance."""
+        if self._disabled or self._line.armed or self._lock.locked() or self._tick_queued \
+                or self.writer.busy:  # one snapshot at a time: this tick is covered by the next
+            return
+        self._tick_queued = _native.call_in_main_thread(self._arm_timer_unseen)
+
+    def _arm_timer(self) -> None:
+        self._tick_queued = False
+        # Not while a snapshot is written: its own pickling would hit the line events.
+        if not self._disabled and not self._line.armed and not self._lock.locked() and not self.writer.busy:
+            self._trigger = "timer"
+            self._line.arm()
+
+    def _at_import(self) -> None:
+        """Main thread, at a line inside an import: a timer snapshot waits until after it.
+
+        Disarmed now and retried shortly, rather than walking the stack at every line of
+        what may be seconds of imports. A signal's snapshot stays armed: it has a deadline.
+        """
+        if self._trigger == "timer" and not self._signals:
+            self._line.disarm()
+            self.clock.tick_soon(_IMPORT_RETRY)
+
+    def _on_signal(self, signum: int, frame: types.FrameType | None) -> bool:
+        """Main thread, in relive's handler: snapshot first, then the program's handling.
+
+        Returns False when relive takes no snapshot, and the relay acts at once.
+        """
+        if self._disabled:
+            return False
+        if not self._signals:
+            self._signalled_at = time.monotonic()
+        self._signals.append(signum)
+        self.clock.set_deadline(time.monotonic() + self.options.signal_wait)
+        if self._lock.locked():  # a snapshot is being written right now: act after it
+            return True
+        self._trigger = "signal"
+        if not self._line.arm():
+            self._signals.remove(signum)
+            return False
+        return True
+
+    def _on_signal_deadline(self) -> None:
+        """Timer thread: a signal waited in vain for a line boundary (the main thread is
+        blocked in a call, e.g. ``time.sleep``). Snapshot its stack as it stands."""
+        if not self._signals or self._disabled:
+            return
+        if self._lock.locked():
+            # A snapshot is still being written. A signal may wait for it, but never for
+            # long: the program's own handling (or death) comes first.
+            if time.monotonic() - self._signalled_at < _SIGNAL_PATIENCE:
+                self.clock.set_deadline(time.monotonic() + 1.0)
+                return
+            signals, self._signals = self._signals, []
+            for signum in signals:
+                self._relay.redeliver(signum, self._main_ident)
+            return
+        if not self._line.armed:
+            return
+        with self._snapshotting() as free:
+            if not free or not self._signals:
+                return
+            frame = program_frames.main_thread_frame(self._main_ident)
+            blocked = "taken while the main thread was blocked in a call"
+            self._take("signal", program_frames.live_stack(frame, self._boundary),
+                       ResumeState([], None, [f"{blocked}, not at a line"]), note=blocked)
+            signals, self._signals = self._signals, []
+        for signum in signals:
+            self._relay.redeliver(signum, self._main_ident)
+
+    def _at_line(self, frame: types.FrameType) -> None:
+        """Main thread, at a line boundary of the program."""
+        self.clock.set_deadline(None)
+        with self._snapshotting() as free:
+            if not free:
+                return
+            trigger = "signal" if self._signals else self._trigger
+            in_program = _in_program_code(frame)
+            if not in_program and self._look_further(trigger, lines=0):
+                self._line.arm()  # a library's line (a model's forward): not worth a capture
+                return
+            frames = program_frames.live_stack(frame, self._boundary)
+            point = self._resume_state(frames)
+            if not (point.resumable and in_program) and self._look_further(trigger):
+                self._line.arm()  # the next lines may resume; this one would only be for inspection
+                return
+            self._looking_since = None
+            if trigger != "timer" or not self.writer.take_in_background(trigger, frames, point):
+                self._take(trigger, frames, point)
+            elif self._signals and self.writer.wait():
+                # A signal came while the fork was being made: it gets its own snapshot, of
+                # the same line, before it acts.
+                self._take("signal", frames, point)
+        signals, self._signals = self._signals, []
+        for signum in signals:  # each does what it would have, once this callback has returned
+            self._relay.act_later(signum)
+
+    def _resume_state(self, frames: list[program_frames.FrameView]) -> Any:
+        """The point as resuming needs it (capture.resumable); never raises."""
+        try:
+            point = resumable.capture(frames)
+            if point.resumable:
+                problem = autograd.pending_graph_problem(point, self._main_dict)
+                if problem:
+                    point.problems.append(problem)
+            return point
+        except Exception as exc:
+            return ResumeState([], None, [f"relive could not capture the stack: {_message(exc) or type(exc).__name__}"])
+
+    def _look_further(self, trigger: str, lines: int = 1) -> bool:
+        """Whether to wait for a resumable line rather than snapshot this one.
+
+        A signal waits until its --signal-wait deadline (then it is snapshot where it
+        stands); a timer snapshot for at most a second, or 200 of the program's own lines
+        (``lines``: how many this one counts for; a library's count for none).
+        """
+        if trigger == "signal":
+            return True
+        if trigger != "timer":
+            return False
+        now = time.monotonic()
+        if self._looking_since is None:
+            self._looking_since, self._lines_looked = now, 0
+        self._lines_looked += lines
+        return now - self._looking_since < _LOOK_FURTHER_S and self._lines_looked < _LOOK_FURTHER_LINES
+
+    def _act_on_signals(self, frame: types.FrameType | None) -> None:
+        """Main thread, after a snapshot: each signal that came meanwhile does what it would have."""
+        signals, self._signals = self._signals, []
+        for signum in signals:
+            self._relay.act(signum, frame)
+
+    def checkpoint(self, frame: types.FrameType) -> str | None:
+        if self._disabled:
+            return None
+        with self._snapshotting() as free:
+            frames = program_frames.live_stack(frame, self._boundary)
+            snapshot_id = self._take("explicit", frames, self._resume_state(frames)) if free else None
+        self._act_on_signals(frame)
+        return snapshot_id
+
+    def on_exit(self, status: int) -> None:
+        """The program ended, with exit status ``status``."""
+        if not self._disabled:
+            with self._snapshotting() as free:
+                if free:
+                    self._take("exit", [], where={"file": self._main_dict.get("__file__"), "line": None,
+                                                 "function": "<module>"}, exit_status=status)
+            self._act_on_signals(None)
+
+    def on_exception(self, exc: BaseException) -> None:
+        if self._disabled:
+            return
+        with self._snapshotting() as free:
+            if free:
+                self._take("exception", program_frames.traceback_stack(exc.__traceback__),
+                           exception={"type": type(exc).__qualname__, "message": _message(exc)})
+        self._act_on_signals(None)
+
+    # -- taking one --
+
+    @contextmanager
+    def _snapshotting(self) -> Iterator[bool]:
+        """Hold the snapshot lock, with line events off; yields False when this thread is
+        already inside a snapshot (relive's own pickling reached a line event or a trigger),
+        which must not start another."""
+        me = threading.get_ident()
+        if self._owner == me:
+            yield False
+            return
+        with self._lock:
+            self._owner = me
+            try:
+                self._line.disarm()
+                if not self.writer.wait():
+                    yield False  # a background snapshot that does not end: skip, do not hang
+                    return
+                yield True
+            finally:
+                self._owner = None
+
+    def _take(self, trigger: str, frames: list[program_frames.FrameView], point: Any = None, **extra: Any) -> str | None:
+        """Have the writer take one snapshot while the program waits for it (the lock held):
+        its id, or None."""
+        signum = self._signals[0] if self._signals and trigger == "signal" else None
+        return self.writer.take(trigger, frames, point, extra, signum)
+
+
+_LIBRARY_DIRS = tuple(sorted({os.path.join(sysconfig.get_paths()[k], "") for k in
+                              ("stdlib", "platstdlib", "purelib", "platlib")}))
+
+
+def _in_program_code(frame: types.FrameType) -> bool:
+    """Whether the line is the program's own rather than a library's. A timer snapshot
+    prefers the program's lines: a library may hold state a resume cannot rebuild (PyTorch's
+    autograd engine and grad mode live in C++ thread-locals, mid-backward)."""
+    return not frame.f_code.co_filename.startswith(_LIBRARY_DIRS)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return ""

@@ -1,0 +1,260 @@
+"""How a snapshot is written: through a forked child where fork is possible, else inline.
+
+Where fork is possible, every snapshot is written by a forked child (``background``), so
+that the program's own pickling hooks (``__reduce__``, ``__getstate__``) never run in the
+program. A timer snapshot's child works while the program goes on
+(``Writer.take_in_background``); for the others the program waits for the child (which
+the fork froze at the trigger's point), for their snapshot must be committed before the
+program goes on or ends: exit, an uncaught exception, a signal's action,
+``relive.checkpoint()`` returning its id (``Writer.take``). Without fork (CUDA is
+initialized, --mode inline) snapshots are written in the program's process. Either way one
+stops at --snapshot-timeout (``time_limit`` for the inline ones). Here too: opening the
+store, each snapshot's request (``snapshot`` writes it), charging timer snapshots to the
+overhead budget (``budget``: it stretches the timer's interval), and reporting each
+failure once. Called by ``triggers`` with the snapshotting lock held, and by the thread
+that waits for a child.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from relive import _native
+from relive.errors import StoreError
+from relive.capture import frames as program_frames
+from relive.capture import background, process, snapshot
+from relive.capture.background import Background
+from relive.capture.budget import Budget, usable_cores
+from relive.capture.clock import Clock
+from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
+from relive.report import warn_once
+
+if TYPE_CHECKING:
+    from relive.capture import CaptureOptions
+
+_NOT_RESUMABLE = {
+    "exit": "the program had ended",
+    "exception": "taken where an uncaught exception was raised: the program was ending",
+}
+_CHILD_MARGIN_S = 5.0  # past its time limit, a child is killed: waiting longer means it is lost
+_FORKED, _FAILED, _NOT_FORKED = "forked", "failed", "not forked"  # how starting a snapshot child went
+
+
+class Writer:
+    """Writes the snapshots of one run into its store, one at a time."""
+
+    def __init__(self, options: CaptureOptions, run: Any, main_dict: dict[str, Any],
+                 files: process.OpenFiles, clock: Clock, parent: str | None = None) -> None:
+        self.options = options
+        self.run = run
+        self.snapshots: list[snapshot.SnapshotResult] = []
+        self._main_dict = main_dict
+        self._files = files
+        self._clock = clock  # the timer: its interval is stretched to keep within the budget
+        self._store: Any = None
+        self._store_behind = False  # forked snapshots wrote packs this handle has not read
+        self._codes = snapshot.CodeRecords()
+        self._seq = 0
+        self._parent = parent  # the snapshot a resumed run continues from
+        self._parent_cost: dict[str, float] | None = None  # what the parent (a forked snapshot) cost the program
+        self._stretched_because: str | None = None  # why the timer's interval is past --every
+        self._child_trigger = "timer"  # what the running (or last) snapshot child was forked for
+        self._child_outcome: dict[str, Any] = {}  # the last child's outcome
+        self._background = Background(options.snapshot_timeout, options.max_memory, self._background_done)
+        self._budget = Budget(options.every, options.overhead, usable_cores())
+
+    @property
+    def busy(self) -> bool:
+        """A snapshot child is running."""
+        return self._background.busy
+
+    def wait(self) -> bool:
+        """Until no snapshot child runs: False if one still runs when its time limit bounds the wait."""
+        return self._background.wait(self._child_wait_s())
+
+    def _request(self, trigger: str, frames: list[program_frames.FrameView], mode: str,
+                 extra: dict[str, Any], point: Any = None, signum: int | None = None) -> snapshot.SnapshotRequest:
+        if signum is not None:
+            extra["signal"] = signal.Signals(signum).name
+        if self._parent_cost is not None:
+            extra["parent_cost"], self._parent_cost = self._parent_cost, None
+        if self.options.every > 0:  # the timer's interval in force, and why when stretched
+            extra["interval_s"] = round(self._clock.interval, 3)
+            if self._stretched_because and self._clock.interval > self.options.every:
+                extra["stretched_because"] = self._stretched_because
+        self._seq += 1
+        positions = self._files.flush()  # here, in the program's process: never in a forked child
+        return snapshot.SnapshotRequest(
+            run_id=self.run.id, seq=self._seq, parent=self._parent, trigger=trigger, mode=mode,
+            frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra,
+            process=process.state(self.run.cwd, self._files), resume=point, not_resumable=_NOT_RESUMABLE.get(trigger),
+            file_positions=positions)
+
+    def take(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
+             extra: dict[str, Any], signum: int | None = None) -> str | None:
+        """Write one snapshot while the program waits for it, in a forked child where fork is
+        possible, else in this process; stopped at --snapshot-timeout either way. Returns its
+        id; never raises: a failure is reported once and skipped. ``signum``: the signal a
+        "signal" snapshot is taken for."""
+        if self._use_fork():
+            started = self._start_child(trigger, frames, point, extra, signum)
+            if started == _FAILED:
+                return None
+            if started == _FORKED:
+                return self._wait_for_child()
+        return self._take_inline(trigger, frames, point, extra, signum)
+
+    def _take_inline(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
+                     extra: dict[str, Any], signum: int | None) -> str | None:
+        """Write one snapshot in this process, stopped at --snapshot-timeout."""
+        try:
+            store = self._open_store()
+            if store is None:
+                return None
+            if self._store_behind:
+                self._store_behind = False
+                store.refresh()  # what forked snapshots wrote is not written again
+            request = self._request(trigger, frames, "inline", extra, point, signum)
+            with TimeLimit(self.options.snapshot_timeout):
+                result = snapshot.write(store, request, self._codes)
+        except SnapshotTimedOut:  # raised in the program's hook, or in relive's code around it
+            self._failed(RuntimeError(exceeded(self.options.snapshot_timeout)))
+            return None
+        except Exception as exc:  # never into the program: the next snapshot covers this one
+            self._failed(exc)
+            return None
+        self._parent = result.id
+        self.snapshots.append(result)
+        if trigger == "timer":
+            self._spent(result.seconds, result.new_bytes, result.state_bytes)
+        return result.id
+
+    def _spent(self, seconds: float, new_bytes: int, state_bytes: int) -> None:
+        """Keep timer snapshots within the overhead budget: the interval grows until what the
+        next snapshot will cost is at most --overhead percent of it (never below --every).
+        The next manifests say which interval is in force, and why (``_request``)."""
+        interval, self._stretched_because = self._budget.after(seconds, new_bytes, state_bytes)
+        if interval is not None:
+            self._clock.set_interval(interval)
+
+    def _use_fork(self) -> bool:
+        mode = self.options.mode
+        if mode == "inline":
+            return False
+        if background.available():
+            return True
+        if mode == "fork":
+            warn_once("fork", "snapshots are taken in the program's process: fork is unavailable or unsafe "
+                              "here (CUDA is initialized)")
+        return False
+
+    def take_in_background(self, trigger: str, frames: list[program_frames.FrameView], point: Any) -> bool:
+        """Fork a child that writes the snapshot while the program goes on; False if it has to
+        be taken inline instead."""
+        return self._use_fork() and self._start_child(trigger, frames, point, {}) != _NOT_FORKED
+
+    def _start_child(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
+                     extra: dict[str, Any], signum: int | None = None) -> str:
+        """Fork a child that writes the snapshot: _FORKED, _FAILED (no store, or no request:
+        reported), or _NOT_FORKED (fork itself failed: the caller writes it inline)."""
+        started = time.perf_counter()
+        try:
+            if self._open_store() is None:
+                return _FAILED  # no store: nothing to do, inline would fail the same way
+            request = self._request(trigger, frames, "fork", extra, point, signum)
+        except Exception as exc:
+            self._failed(exc)
+            return _FAILED
+        path, codes, timer = self.options.store, self._codes, trigger == "timer"
+
+        def work() -> dict[str, Any]:
+            if timer:  # the program's share: until the fork (others wait for the whole write)
+                request.pause_s = time.perf_counter() - started
+            try:
+                result = snapshot.write(_native.Store.open(path, create=False), request, codes)
+            except (StoreError, OSError) as exc:
+                # The store's fault, not this snapshot's: told apart in the program's process,
+                # which reports each fault once ("ok" here overrides the child's own).
+                return {"ok": False, "store_error": str(exc)}
+            return {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
+                    "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s}
+
+        if timer:
+            self._budget.forking()
+        self._child_trigger = trigger
+        if not self._background.start(work):
+            return _NOT_FORKED
+        if timer:
+            self._budget.forked()
+        return _FORKED
+
+    def _wait_for_child(self) -> str | None:
+        """Until the child forked for this snapshot is done (its time limit bounds the wait):
+        the id of the snapshot it committed, or None."""
+        if not self._background.wait(self._child_wait_s()):
+            return None
+        outcome = self._child_outcome
+        return outcome.get("id") if outcome.get("ok") else None
+
+    def _child_wait_s(self) -> float | None:
+        """How long to wait for a running child: it is killed at its time limit, so one that
+        outlives this is lost (None: no limit a wait can hold)."""
+        wait = self.options.snapshot_timeout + _CHILD_MARGIN_S
+        return wait if wait < threading.TIMEOUT_MAX else None
+
+    def _background_done(self, outcome: dict[str, Any]) -> None:
+        """A forked snapshot ended (called in the thread that waited for it)."""
+        self._child_outcome = outcome
+        try:
+            self._record_outcome(outcome)
+        except Exception as exc:  # never a traceback from relive's thread into the program's output
+            self._failed(exc)
+
+    def _record_outcome(self, outcome: dict[str, Any]) -> None:
+        timer = self._child_trigger == "timer"  # only timer snapshots are charged to the budget
+        copies_s = self._budget.child_ended() if timer else 0.0
+        if outcome.get("ok"):
+            self._store_behind = True
+            self._parent = outcome["id"]
+            self.snapshots.append(snapshot.SnapshotResult(
+                outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
+            if not timer:
+                return
+            charged = self._budget.forked_cost(outcome.get("pause_s", 0.0), outcome.get("cpu_s", 0.0), copies_s)
+            self._spent(charged, outcome["new_bytes"], outcome["state_bytes"])
+            # Known only now, in the program's process: the next manifest carries it.
+            self._parent_cost = {"copies_s": round(copies_s, 6), "charged_s": round(charged, 6),
+                                 "interval_s": round(self._clock.interval, 3)}
+        elif "store_error" in outcome:
+            self._failed(StoreError(outcome["store_error"]))
+        else:
+            self._failed(RuntimeError(outcome.get("error", "unknown error")))
+
+    def _failed(self, exc: BaseException) -> None:
+        """One line per fault: a store that cannot be written is one fault, whether opening
+        it or writing to it failed, and however many snapshots it costs."""
+        self._store = None  # open it afresh next time (it may have been removed, or repaired)
+        if isinstance(exc, (StoreError, OSError)):
+            self._cannot_write(exc)
+            return
+        warn_once("snapshot", f"a snapshot failed and was skipped: {exc}; the program goes on, "
+                              "and relive tries again at the next snapshot")
+
+    def _cannot_write(self, exc: BaseException) -> None:
+        warn_once("store", f"cannot write snapshots to {self.options.store}, so this one is skipped: {exc}; "
+                           "the program goes on, and relive tries again at the next snapshot")
+
+    def _open_store(self) -> Any:
+        if self._store is not None:
+            return self._store
+        try:
+            store = _native.Store.open(self.options.store, create=True)
+            store.put_run(self.run.id, self.run.to_json())
+        except Exception as exc:
+            self._cannot_write(exc)
+            return None
+        self._store = store
+        return store
