@@ -280,14 +280,13 @@ def resumable_snapshot(store: Any, ref: str) -> Any:
     """The snapshot ``ref`` if it can resume; for ``latest``, the latest of the latest run that can."""
     if ref == "latest":
         run_id = store.latest_run()
-        candidates = [s for s in store.run_snapshots(run_id or "") if s.manifest.get("resume", {}).get("resumable")]
-        if not candidates:
+        latest = store.latest_resumable({run_id})
+        if latest.snapshot is None:
             raise ReliveError(f"the latest run ({run_id}) has no resumable snapshot: see `relive log` for why")
-        finished = store.finished(run_id or "")
-        if finished is not None:  # resuming it would run its tail, side effects included, again
-            raise ReliveError(f"run {run_id} finished (exit 0) at {finished.local_time}; name a snapshot "
-                              f"to resume from it (its last resumable one: {candidates[-1].short_id})")
-        return candidates[-1]
+        if latest.finished is not None:  # resuming it would run its tail, side effects included, again
+            raise ReliveError(f"run {run_id} finished (exit 0) at {latest.finished.local_time}; name a snapshot "
+                              f"to resume from it (its last resumable one: {latest.snapshot.short_id})")
+        return latest.snapshot
     info = store.resolve(ref)
     resume = info.manifest.get("resume", {})
     if not resume.get("resumable"):
