@@ -4,6 +4,10 @@ Same ``sys.argv``, ``sys.path[0]``, ``__main__`` module (``__name__``, ``__file_
 ``__spec__``), standard streams and exit status as ``python script.py`` or
 ``python -m module``; an uncaught exception prints the traceback plain Python prints,
 with none of relive's frames in it.
+
+``resume`` runs a snapshot's program on in the same way, as a new run: it builds the
+``__main__`` the run had, and ``relive.restore.process`` puts back the rest of the process
+(working directory, files, random generators).
 """
 
 from __future__ import annotations
