@@ -254,20 +254,12 @@ def _latest_of_command(store: Store, target: str, args: list[str], module: bool)
     there is none, or when the last run of the command finished (it is not run again)."""
     same = {run_id for run_id, run in store.runs.items()
             if run.target == target and run.module == module and run.argv[1:] == args}
-    of_command = [s for s in store.snapshots if s.run in same]
-    if not of_command:
-        return None
-    # The last run of the command, resumed ones included: a resumed run that finished
-    # finishes the whole chain it continues.
-    finished = store.finished(of_command[-1].run)
-    if finished is not None:
-        click.echo(f"relive: the last run of this command finished (exit 0) at {finished.local_time}; "
+    latest = store.latest_resumable(same)
+    if latest.finished is not None:
+        click.echo(f"relive: the last run of this command finished (exit 0) at {latest.finished.local_time}; "
                    "starting afresh", err=True)
         return None
-    for snapshot in reversed(of_command):
-        if snapshot.manifest.get("resume", {}).get("resumable"):
-            return snapshot
-    return None
+    return latest.snapshot
 
 
 @cli.command()

@@ -4,6 +4,10 @@ Same ``sys.argv``, ``sys.path[0]``, ``__main__`` module (``__name__``, ``__file_
 ``__spec__``), standard streams and exit status as ``python script.py`` or
 ``python -m module``; an uncaught exception prints the traceback plain Python prints,
 with none of relive's frames in it.
+
+``resume`` runs a snapshot's program on in the same way, as a new run: it builds the
+``__main__`` the run had, and ``relive.restore.process`` puts back the rest of the process
+(working directory, files, random generators).
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import importlib.machinery
 import importlib.util
 import os
 import pkgutil
-import platform
 import runpy
 import sys
 import types
@@ -24,6 +27,7 @@ from relive import _native, runs, script_errors
 from relive.capture import Capture, CaptureOptions
 from relive.capture.frames import is_relive_code
 from relive.errors import ReliveError
+from relive.restore import process as restore_process
 
 
 class LaunchError(ReliveError):
@@ -246,17 +250,14 @@ def resume(store_path: str, ref: str, options: CaptureOptions | None) -> int:
                           f"({damaged.path}): {damaged.reason}; what the run was started with is lost (the "
                           f"snapshot still loads: relive.load, relive shell)" if damaged else
                           f"snapshot {info.short_id} belongs to run {info.run}, which the store does not describe")
-    _check_environment(run, report.warn)
-    start_dir = _start_dir(run, store.path)
+    restore_process.check_environment(run, report.warn)
+    start_dir = restore_process.start_dir(run, store.path)
     if start_dir != run.cwd:
         report.warn(f"the run started in {run.cwd}; resuming as if it had started in {start_dir}")
     main, script = _resumed_main(run, start_dir)
     snapshot = Snapshot(store, info, resuming=True, namespace=main.__dict__)
     process = snapshot.process or {}
-    cwd = process.get("cwd", ".")
-    os.chdir(cwd if os.path.isabs(cwd) else os.path.join(start_dir, cwd))
-    sys.argv = list(process.get("argv", run.argv))
-    sys.path[0] = _moved(run.path0, run.cwd, start_dir)
+    restore_process.enter(process, run, start_dir)
     sys.modules["__main__"] = main
     if options is None:
         options = CaptureOptions(**{**run.options, "store": store.path}) if run.options else CaptureOptions(store.path)
@@ -264,11 +265,11 @@ def resume(store_path: str, ref: str, options: CaptureOptions | None) -> int:
                           resumed_from=info.id, options=asdict(options))
     capture = Capture(options, run_info, main, execute_resumed.__code__, parent=info.id)
     capture.watch_files()
-    _cut_files(process.get("file_sizes", {}), start_dir, report.warn)
+    restore_process.cut_files(process.get("file_sizes", {}), start_dir, report.warn)
     state = snapshot.resume_state()  # loads the stack's values (and reopens files)
     snapshot.load_globals()
-    _warn_if_changed(script, state.frames[0].code, report.warn)
-    _set_rngs(process.get("rng", {}))
+    restore_process.warn_if_changed(script, state.frames[0].code, report.warn)
+    restore_process.set_rngs(process.get("rng", {}))
     from relive.restore.resume import entry
 
     target = entry(state, main.__dict__)
@@ -283,63 +284,19 @@ def resumable_snapshot(store: Any, ref: str) -> Any:
     """The snapshot ``ref`` if it can resume; for ``latest``, the latest of the latest run that can."""
     if ref == "latest":
         run_id = store.latest_run()
-        candidates = [s for s in store.run_snapshots(run_id or "") if s.manifest.get("resume", {}).get("resumable")]
-        if not candidates:
+        latest = store.latest_resumable({run_id})
+        if latest.snapshot is None:
             raise ReliveError(f"the latest run ({run_id}) has no resumable snapshot: see `relive log` for why")
-        finished = store.finished(run_id or "")
-        if finished is not None:  # resuming it would run its tail, side effects included, again
-            raise ReliveError(f"run {run_id} finished (exit 0) at {finished.local_time}; name a snapshot "
-                              f"to resume from it (its last resumable one: {candidates[-1].short_id})")
-        return candidates[-1]
+        if latest.finished is not None:  # resuming it would run its tail, side effects included, again
+            raise ReliveError(f"run {run_id} finished (exit 0) at {latest.finished.local_time}; name a snapshot "
+                              f"to resume from it (its last resumable one: {latest.snapshot.short_id})")
+        return latest.snapshot
     info = store.resolve(ref)
     resume = info.manifest.get("resume", {})
     if not resume.get("resumable"):
         why = "; ".join(resume.get("reasons") or ["it was taken by a relive without resume"])
         raise ReliveError(f"snapshot {info.short_id} cannot resume: {why}")
     return info
-
-
-def _check_environment(run: Any, warn: Any) -> None:
-    here = ".".join(platform.python_version().split(".")[:2])
-    there = ".".join(run.python.split(".")[:2])
-    if here != there:
-        raise ReliveError(f"the snapshot was taken on Python {run.python} and this is Python "
-                          f"{platform.python_version()}: resume it with Python {there} (bytecode differs "
-                          "between minor versions)")
-    imported = {name.partition(".")[0].lower() for name in sys.modules}
-    installed = runs.installed_packages()
-    for package, version in run.packages.items():
-        now = installed.get(package)
-        if now is not None and now != version and package.lower().replace("-", "_") in imported | _IMPORT_NAMES:
-            warn(f"{package} was {version} when the snapshot was taken and is {now} here: "
-                 "its objects may not load or behave the same")
-
-
-# Distributions whose import name differs from their own, among those ML programs hold objects of.
-_IMPORT_NAMES = {"scikit_learn", "pillow", "opencv_python"}
-
-
-def _start_dir(run: Any, store_path: str) -> str:
-    """Where a resumed program's relative paths start from.
-
-    When the store lived inside the run's directory (the default ``.relive``), that
-    directory is wherever the store is now: a copied or moved directory resumes in itself.
-    Otherwise the run's own directory if it is here, else the current one.
-    """
-    old_store = run.options.get("store")
-    if old_store:
-        inside = os.path.relpath(old_store, run.cwd)
-        new_store = os.path.abspath(store_path)
-        if not inside.startswith("..") and new_store.endswith(os.sep + inside):
-            return new_store[: -len(os.sep + inside)] or os.sep
-    return run.cwd if os.path.isdir(run.cwd) else os.getcwd()
-
-
-def _moved(path: str, old_start: str, new_start: str) -> str:
-    """``path`` (under the run's start directory) under the directory the resume runs from."""
-    if old_start == new_start or not path.startswith(old_start):
-        return path
-    return os.path.join(new_start, os.path.relpath(path, old_start))
 
 
 def _resumed_main(run: Any, start_dir: str) -> tuple[types.ModuleType, str | None]:
@@ -351,7 +308,7 @@ def _resumed_main(run: Any, start_dir: str) -> tuple[types.ModuleType, str | Non
                             package=getattr(spec, "parent", None), spec=spec,
                             loader=getattr(spec, "loader", None))
         return main, origin
-    script = _moved(os.path.abspath(os.path.join(run.cwd, run.target)), run.cwd, start_dir)
+    script = restore_process.moved(os.path.abspath(os.path.join(run.cwd, run.target)), run.cwd, start_dir)
     if _is_path_entry(script):  # `python DIR`: its __main__.py
         spec = importlib.machinery.PathFinder.find_spec("__main__", [script])
         if spec is not None and spec.origin is not None:
@@ -360,54 +317,3 @@ def _resumed_main(run: Any, start_dir: str) -> tuple[types.ModuleType, str | Non
             return main, spec.origin if os.path.isfile(spec.origin) else None  # not inside a zip
     loader = importlib.machinery.SourceFileLoader("__main__", script)
     return _main_module(file=script, cached=None, package=None, spec=None, loader=loader), script
-
-
-def _warn_if_changed(script: str | None, code: types.CodeType, warn: Any) -> None:
-    """The snapshot resumes the code it was taken with; say so when the file differs now."""
-    if script is None:
-        return
-    try:
-        with open(script, "rb") as f:
-            current = compile(f.read(), code.co_filename, "exec", dont_inherit=True)
-    except (OSError, SyntaxError, ValueError):
-        warn(f"{script} is missing or unreadable: resuming the code stored with the snapshot")
-        return
-    # Code objects compare by what they run (bytecode, constants, names, line table), nested
-    # functions included. Not by marshal.dumps: it marks objects that have more than one
-    # reference, so the same code held elsewhere (a loaded snapshot's is) dumps differently.
-    if current != code:
-        warn(f"{script} changed since the snapshot: resuming the code stored with it, not the file's")
-
-
-def _cut_files(sizes: dict[str, int], start_dir: str, warn: Any) -> None:
-    """Files the program wrote go back to their size at the snapshot: what the killed run
-    appended after it never happened in this history (files open then are also reopened at
-    their position, by the loader)."""
-    for path, size in sizes.items():
-        path = os.path.join(start_dir, path)
-        try:
-            current = os.path.getsize(path)
-        except OSError:
-            warn(f"{path} is missing: the program wrote {size} bytes to it before the snapshot")
-            continue
-        if current > size:
-            os.truncate(path, size)
-        elif current < size:
-            warn(f"{path} is shorter than when the snapshot was taken ({current} < {size} bytes)")
-
-
-def _set_rngs(states: dict[str, Any]) -> None:
-    import random
-
-    if "random" in states:
-        random.setstate(states["random"])
-    if "numpy" in states:
-        import numpy
-
-        numpy.random.set_state(states["numpy"])
-    if "torch" in states:
-        import torch
-
-        torch.set_rng_state(states["torch"])
-        if "torch.cuda" in states and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["torch.cuda"])

@@ -18,11 +18,11 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from relive import _native
 from relive.errors import CorruptionError, RefError, StoreError
@@ -124,6 +124,13 @@ class SnapshotInfo:
 
 # -- what readers rely on in a manifest: checked here, once, so that a manifest that
 # -- decodes but makes no sense is reported as damaged rather than failing deep inside.
+
+class LatestResumable(NamedTuple):
+    """What ``Store.latest_resumable`` found."""
+
+    snapshot: SnapshotInfo | None  # the latest resumable snapshot; None if none is
+    finished: SnapshotInfo | None  # the exit snapshot of the last run, if it finished (exit 0)
+
 
 def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda value: value is None or check(value)
@@ -349,6 +356,20 @@ class Store:
             if s.trigger == "exit" and s.manifest.get("exit_status") == 0:
                 return s
         return None
+
+    def latest_resumable(self, runs: Container[str]) -> LatestResumable:
+        """The latest resumable snapshot of ``runs`` (a program's run and the runs that
+        resumed it), and the exit snapshot of the last of them if that one finished.
+
+        The one search behind ``relive resume`` (``latest``) and ``relive run --resume``;
+        each says in its own words why it will not resume a finished run.
+        """
+        snapshots = [s for s in self.snapshots if s.run in runs]
+        resumable = next((s for s in reversed(snapshots) if s.manifest.get("resume", {}).get("resumable")), None)
+        # The last run, resumed ones included: a resumed run that finished finishes the
+        # whole chain it continues.
+        finished = self.finished(snapshots[-1].run) if snapshots else None
+        return LatestResumable(resumable, finished)
 
     def resolve(self, ref: str) -> SnapshotInfo:
         match = _REF.match(ref.strip())

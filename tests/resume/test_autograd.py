@@ -8,7 +8,7 @@ import pytest
 import relive
 
 from conftest import Workdir
-from relive.capture.autograd import pending_graph_names
+from relive.state.torch import pending_graph_names
 
 torch = pytest.importorskip("torch")
 

@@ -209,17 +209,17 @@ def _killed_workout(work: Workdir, steps: str = "250") -> tuple[str, str]:
 def test_an_unchanged_script_is_not_reported_changed(tmp_path):
     """The stored code's objects are held elsewhere after loading (their refcounts differ
     from a fresh compile's), which changed marshal's bytes and raised a false warning."""
-    from relive.runner import _warn_if_changed
+    from relive.restore.process import warn_if_changed
 
     script = tmp_path / "prog.py"
     script.write_text("radius = 2.5\nprint(3.14159 * radius ** 2)\n")
     stored = compile(script.read_bytes(), str(script), "exec", dont_inherit=True)
     held = [c for c in stored.co_consts if isinstance(c, float)]  # as a resumed program holds them
     warnings: list[str] = []
-    _warn_if_changed(str(script), stored, warnings.append)
+    warn_if_changed(str(script), stored, warnings.append)
     assert held and warnings == []
     script.write_text("radius = 2.5\nprint(3.14 * radius ** 2)\n")
-    _warn_if_changed(str(script), stored, warnings.append)
+    warn_if_changed(str(script), stored, warnings.append)
     assert len(warnings) == 1 and "changed since the snapshot" in warnings[0]
 
 

@@ -18,7 +18,6 @@ import math
 import os
 import select
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -27,6 +26,7 @@ from typing import Any
 
 from relive import _native
 from relive.capture.time_limit import exceeded
+from relive.state import torch as torch_state
 
 Outcome = dict[str, Any]  # {"ok": True, ...result} or {"ok": False, "error": "..."}
 
@@ -35,9 +35,8 @@ def available() -> bool:
     """fork is there, and nothing that cannot survive it is in use (CUDA cannot)."""
     if not hasattr(os, "fork"):
         return False
-    torch = sys.modules.get("torch")
     try:
-        return not (torch is not None and torch.cuda.is_initialized())
+        return not torch_state.cuda_initialized()
     except Exception:
         return False
 

@@ -1,5 +1,6 @@
 """What a resumed program needs besides its objects: RNG states, the working directory,
-``sys.argv``, and the files it writes.
+``sys.argv``, and the files it writes. Recorded here; ``relive.restore.process`` puts
+them back.
 
 Read in the program's process, at the safe point, before any fork: a forked child would
 see ``random`` reseeded by its at-fork hook, and a file flushed by a child would be
@@ -17,6 +18,7 @@ from typing import Any
 
 from relive import _native
 from relive.report import warn_once
+from relive.state import torch as torch_state
 
 
 class OpenFiles:
@@ -87,12 +89,7 @@ def rng_states() -> dict[str, Any]:
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         states["numpy"] = numpy.random.get_state()
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        states["torch"] = torch.get_rng_state()
-        cuda = getattr(torch, "cuda", None)
-        if cuda is not None and cuda.is_initialized():
-            states["torch.cuda"] = cuda.get_rng_state_all()
+    states.update(torch_state.rng_states())
     return states
 
 

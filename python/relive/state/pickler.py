@@ -11,8 +11,9 @@ plain ``pickle.dumps``:
   own name; other records refer to it by that name (as pickle refers to a module-level
   class by its module and name).
 - Large buffers leave the pickle stream (protocol 5, out of band): NumPy arrays by
-  their own protocol-5 support, PyTorch tensors through the reducer below, so that the
-  store can cut them into chunks and write only the chunks that changed.
+  their own protocol-5 support, PyTorch tensors through the reducers of
+  ``relive.state.torch``, so that the store can cut them into chunks and write only the
+  chunks that changed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import cloudpickle
+
+from relive.state import torch as torch_state
+
+# Stores written before ``relive.state.torch`` existed name these here (pickle stores a
+# function by its module and name): they load through these names.
+from relive.state.torch import rebuild_parameter, rebuild_storage, rebuild_tensor  # noqa: F401
 
 PROTOCOL = 5
 
@@ -153,42 +160,6 @@ def fill_cell(cell: types.CellType, state: tuple[Any]) -> None:
     cell.cell_contents = state[0]
 
 
-def rebuild_storage(data: Any, device: str) -> Any:
-    """A PyTorch untyped storage over ``data`` (a writable buffer: no copy on the CPU)."""
-    import torch
-
-    storage = torch.frombuffer(data, dtype=torch.uint8).untyped_storage() if len(data) else torch.UntypedStorage(0)
-    if device != "cpu":
-        try:
-            storage = storage.to(device=torch.device(device))
-        except (RuntimeError, AssertionError):  # no such device here: keep it on the CPU
-            from relive.report import warn_once
-
-            warn_once("device", f"tensors stored from {device} are loaded on the CPU: there is no {device} here")
-    return storage
-
-
-def rebuild_tensor(storage: Any, dtype: Any, shape: tuple[int, ...], stride: tuple[int, ...],
-                   offset: int, requires_grad: bool, grad: Any = None) -> Any:
-    import torch
-
-    tensor = torch.empty(0, dtype=dtype, device=storage.device)
-    tensor.set_(storage, offset, shape, stride)
-    tensor.requires_grad_(requires_grad)
-    if grad is not None:
-        tensor.grad = grad
-    return tensor
-
-
-def rebuild_parameter(data: Any, requires_grad: bool, grad: Any) -> Any:
-    import torch
-
-    parameter = torch.nn.Parameter(data, requires_grad)
-    if grad is not None:
-        parameter.grad = grad
-    return parameter
-
-
 class SnapshotGlobals:
     """Stands, in a pickle, for the global namespace a script function runs in."""
 
@@ -198,22 +169,16 @@ class SnapshotGlobals:
 
 _SNAPSHOT_GLOBALS = SnapshotGlobals()
 
+# Reducers of other libraries' types, by exact type (as pickle looks up copyreg's dispatch
+# table): filled by the first pickler made once the program has imported the library, since
+# relive never imports one itself.
+_library_reducers: dict[type, torch_state.Reducer] = {}
 
-class _StorageRef:
-    """One PyTorch storage, pickled once however many tensors view it."""
 
-    def __init__(self, storage: Any) -> None:
-        self.storage = storage
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        import torch
-
-        storage = self.storage
-        device = str(storage.device)
-        if storage.device.type != "cpu":
-            storage = storage.cpu()
-        raw = memoryview(torch.empty(0, dtype=torch.uint8).set_(storage).numpy())
-        return (rebuild_storage, (pickle.PickleBuffer(raw), device))
+def _reducers() -> dict[type, torch_state.Reducer]:
+    if not _library_reducers:
+        _library_reducers.update(torch_state.reducers())
+    return _library_reducers
 
 
 # Per process, and inherited by forked children: class ids drawn from it are the same in
@@ -265,11 +230,11 @@ class StatePickler(cloudpickle.Pickler):
     ``main_names`` maps the id of each class or function that is a global of the script
     to its name; anywhere else it is stored as a reference to that global.
     ``storages`` is shared by all the records of one snapshot, so that tensors viewing
-    one storage share it after loading.
+    one storage share it after loading (see ``relive.state.torch``).
     """
 
     def __init__(self, file: io.BytesIO, *, main_dict: dict[str, Any], own: set[int],
-                 main_names: dict[int, str], storages: dict[int, _StorageRef],
+                 main_names: dict[int, str], storages: dict[int, Any],
                  buffers: list[pickle.PickleBuffer], reduce_more: Callable[[Any], Any] | None = None,
                  file_positions: dict[int, int] | None = None) -> None:
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffers.append)
@@ -281,7 +246,7 @@ class StatePickler(cloudpickle.Pickler):
         self._own = own
         self._main_names = main_names
         self._storages = storages
-        self._torch = sys.modules.get("torch")
+        self._reducers = _reducers()
 
     def reducer_override(self, obj: Any) -> Any:
         oid = id(obj)
@@ -291,14 +256,11 @@ class StatePickler(cloudpickle.Pickler):
             return self._reduce_cell(obj)
         if type(obj) is types.CodeType:
             return self._reduce_code(obj)
-        torch = self._torch
-        if torch is not None and type(obj) is torch.Tensor:
-            reduced = self._reduce_tensor(obj)
+        reduce = self._reducers.get(type(obj))
+        if reduce is not None:
+            reduced = reduce(obj, self._storages)
             if reduced is not None:
                 return reduced
-        if torch is not None and type(obj) is torch.nn.Parameter and not obj.__dict__:
-            # Its gradient too: a snapshot between backward() and step() resumes to the same step.
-            return (rebuild_parameter, (obj.detach(), obj.requires_grad, obj.grad))
         if isinstance(obj, _FILE_TYPES):
             return _reduce_file(obj, self._file_positions.get(id(obj)))
         if self._reduce_more is not None and isinstance(obj, (types.GeneratorType, BaseException)):
@@ -355,25 +317,6 @@ class StatePickler(cloudpickle.Pickler):
             state, slotstate = reduced[2]
             slotstate["__globals__"] = {}
         return reduced
-
-    def _reduce_tensor(self, tensor: Any) -> Any:
-        torch = self._torch
-        assert torch is not None
-        if tensor.layout is not torch.strided or tensor.is_quantized or tensor.is_nested:
-            return None
-        if tensor.device.type == "meta":
-            return None
-        storage = tensor.untyped_storage()
-        key = storage.data_ptr() if storage.nbytes() else id(storage)
-        ref = self._storages.get(key)
-        if ref is None:
-            ref = self._storages[key] = _StorageRef(storage)
-        grad = tensor.grad if tensor.is_leaf else None
-        # A tensor computed inside an autograd graph loads without the graph, and without
-        # requires_grad: as a leaf that requires grad, a backward() through it would leave
-        # the model's parameters without gradients, silently; this way it raises.
-        return (rebuild_tensor, (ref, tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()),
-                                 tensor.storage_offset(), tensor.requires_grad and tensor.is_leaf, grad))
 
 
 _FILE_TYPES = (io.TextIOWrapper, io.BufferedWriter, io.BufferedReader, io.BufferedRandom, io.FileIO)

@@ -15,7 +15,6 @@ import enum
 import fnmatch
 import io
 import pickle
-import sys
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from relive import _native, report
 from relive.state import deep, describe, unpicklable
+from relive.state import torch as torch_state
 from relive.state.pickler import LoadContext, SnapshotGlobals, StatePickler, loads
 
 if TYPE_CHECKING:
@@ -35,10 +35,7 @@ _ATOMIC_TYPES: tuple[type, ...] = (
     str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range, slice,
     types.ModuleType, types.CodeType, type(Ellipsis),
 )
-_ATOMIC_TYPE_NAMES = {
-    ("torch", "dtype"), ("torch", "device"), ("torch", "layout"), ("torch", "memory_format"),
-    ("torch", "Size"), ("numpy", "dtype"),
-}
+_ATOMIC_TYPE_NAMES = {*torch_state.ATOMIC_TYPE_NAMES, ("numpy", "dtype")}
 
 
 # The record key of a snapshot's process state (RNG states, cwd, argv): see capture.process.
@@ -118,8 +115,7 @@ def _classify(t: type) -> int:
         return LEAF
     if issubclass(t, enum.Enum):
         return LEAF
-    torch = sys.modules.get("torch")
-    if torch is not None and issubclass(t, torch.Tensor):
+    if torch_state.is_tensor_type(t):
         return ASK
     return SHARED
 
@@ -157,9 +153,7 @@ class RecordWriter:
             return True, (obj.__closure__, obj.__defaults__, obj.__kwdefaults__, obj.__dict__), ()
         # A tensor: tensors viewing one storage load back viewing one storage only when they
         # are stored together.
-        storage = obj.untyped_storage()
-        keys = (storage.data_ptr(),) if storage.nbytes() else ()
-        return True, (getattr(obj, "__dict__", None),), keys
+        return True, (getattr(obj, "__dict__", None),), torch_state.storage_keys(obj)
 
     def _groups(self, roots: list[Root]) -> list[list[Root]]:
         """The roots, grouped by the objects they share (each root in exactly one group)."""
