@@ -39,10 +39,10 @@ from relive.capture.background import Background
 from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
 from relive.capture.safepoint import LineEvents
-from relive.capture import resumable
+from relive.interp import read
 from relive.capture.signals import SignalRelay
 from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
-from relive.state.resumable import ResumeState
+from relive.interp.frame_state import ResumeState
 from relive.report import warn_once
 
 _active: "Capture | None" = None
@@ -249,9 +249,9 @@ class Capture:
             self._relay.act_later(signum)
 
     def _resume_state(self, frames: list[program_frames.FrameView]) -> Any:
-        """The point as resuming needs it (capture.resumable); never raises."""
+        """The point as resuming needs it (interp.read); never raises."""
         try:
-            point = resumable.capture(frames)
+            point = read.capture(frames)
             if point.resumable:
                 problem = autograd.pending_graph_problem(point, self._main_dict)
                 if problem:
