@@ -19,6 +19,9 @@ Slot kinds matter for resuming: an exception handler entered with ``lasti`` push
 instruction index it came from (LASTI, to relocate into new code), then the exception (EXC);
 ``PUSH_EXC_INFO`` turns it into the previously handled exception (EXC_PREV, to replay) under
 the new one.
+
+``relive.interp.read`` asks it how deep a live frame's stack is; ``relive.interp.rebuild``
+where a resume prologue jumps back in.
 """
 
 from __future__ import annotations
