@@ -63,13 +63,6 @@ _ON_PURPOSE = {
     "relive.capture.time_limit.SnapshotTimedOut",  # raised asynchronously into any code: a BaseException
     "relive.script_errors._Compiled",  # a private signal from an audit hook, never leaves its module
 }
-# Issue 11 moves these into relive.errors as ReliveErrors (helper "interp"); once merged,
-# this set is empty and can go.
-_BEING_MOVED = {
-    "relive.capture.resumable.NotResumable",
-    "relive.capture.stack.StackAnalysisError",
-    "relive.restore.resume.ResumeError",
-}
 
 
 def _relive_modules() -> list[types.ModuleType]:
@@ -85,7 +78,7 @@ def test_every_exception_relive_defines_is_a_relive_error() -> None:
             if isinstance(value, type) and issubclass(value, BaseException) \
                     and value.__module__ == module.__name__ and not issubclass(value, relive.ReliveError):
                 others.add(f"{module.__name__}.{value.__qualname__}")
-    assert others - _BEING_MOVED == _ON_PURPOSE
+    assert others == _ON_PURPOSE
 
 
 def test_import_relive_stays_light() -> None:

@@ -13,8 +13,11 @@ from relive._native import (
 __all__ = [
     "CorruptionError",
     "FormatError",
+    "NotResumable",
     "RefError",
     "ReliveError",
+    "ResumeError",
+    "StackAnalysisError",
     "StoreError",
     "StoreNotFound",
     "UntrustedStore",
@@ -35,3 +38,18 @@ class VariableNotFound(ReliveError, KeyError):
 
 class UntrustedStore(ReliveError):
     """A store that another user owns or may write to: loading from it could run their code."""
+
+
+# -- resuming (relive.interp) --
+
+
+class StackAnalysisError(ReliveError):
+    """The flow analysis found two depths for one instruction: this code is not understood."""
+
+
+class NotResumable(ReliveError):
+    """A value or frame that cannot be captured for resuming; the message says why."""
+
+
+class ResumeError(ReliveError):
+    """A captured state cannot be resumed; the message says why."""

@@ -224,7 +224,7 @@ def _program_part(tb: types.TracebackType | None) -> types.TracebackType | None:
 
 def execute_resumed(target: Any, globals_: dict[str, Any] | None) -> None:
     """The one frame between relive and a resumed program (as ``execute`` for a fresh one):
-    the module's resume code, or the outermost function's, from ``restore.resume.entry``."""
+    the module's resume code, or the outermost function's, from ``interp.rebuild.entry``."""
     if globals_ is None:
         target()
     else:
@@ -270,7 +270,7 @@ def resume(store_path: str, ref: str, options: CaptureOptions | None) -> int:
     snapshot.load_globals()
     restore_process.warn_if_changed(script, state.frames[0].code, report.warn)
     restore_process.set_rngs(process.get("rng", {}))
-    from relive.restore.resume import entry
+    from relive.interp.rebuild import entry
 
     target = entry(state, main.__dict__)
     # From here only the program holds its values: finalizers, weakref callbacks and freed

@@ -1,5 +1,5 @@
 """Run a script and compare, at every one of its line events, the statically computed stack
-depth (relive.capture.stack) with the depth CPython recorded (valid at line events).
+depth (relive.interp.stack) with the depth CPython recorded (valid at line events).
 
     depth_check.py SCRIPT [--everywhere]
         prints {"events": N, "mismatches": [...]} as JSON on stderr's last line; with
@@ -11,7 +11,7 @@ import runpy
 import sys
 
 from relive import _native
-from relive.capture.stack import StackLayout
+from relive.interp.stack import StackLayout
 
 script = sys.argv[1]
 everywhere = "--everywhere" in sys.argv

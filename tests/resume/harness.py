@@ -16,7 +16,7 @@
                                              in a fresh copy of the files as they were at K
 
 Line events are counted in the script's own code. A checkpoint is the script's frames (from
-the module down to the line), captured by relive.capture.resumable, plus its globals and
+the module down to the line), captured by relive.interp.read, plus its globals and
 random's state, pickled with relive's pickler; open files are flushed and reopened where
 they stood. In a sweep the checkpoint child first moves every file the program has open onto
 a private copy, so that what it flushes never reaches the running parent's files.
@@ -36,12 +36,11 @@ import sys
 import types
 from typing import Any
 
-from relive.capture.resumable import capture, reduce_for_resume
-from relive.restore.resume import resume
+from relive.interp import MONITORING
+from relive.interp.frame_state import origin_of
+from relive.interp.read import capture, reduce_for_resume
+from relive.interp.rebuild import resume
 from relive.state import pickler
-from relive.state.resumable import origin_of
-
-_MONITORING = sys.version_info >= (3, 12)
 
 
 class ResumePickler(pickler.StatePickler):
@@ -92,7 +91,7 @@ class Lines:
         self.on_line(frame, self.count)
 
     def start(self) -> None:
-        if _MONITORING:
+        if MONITORING:
             mon = sys.monitoring
             self.tool = next(t for t in (5, 4, 3, 2, 1) if mon.get_tool(t) is None)
             mon.use_tool_id(self.tool, "resume-harness")
@@ -115,7 +114,7 @@ class Lines:
             sys.settrace(global_)
 
     def stop(self) -> None:
-        if _MONITORING:
+        if MONITORING:
             sys.monitoring.set_events(self.tool, 0)
             sys.monitoring.free_tool_id(self.tool)
         else:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from relive import _native
-from relive.capture.stack import StackLayout
+from relive.interp.stack import StackLayout
 
 
 def test_null_is_one_picklable_sentinel() -> None:

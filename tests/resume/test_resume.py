@@ -140,7 +140,7 @@ def test_a_callback_run_as_a_finished_call_drops_its_operands_is_refused_safely(
     script = tmp_path / "released.py"
     script.write_text(textwrap.dedent("""
         import sys, weakref
-        from relive.capture.resumable import capture
+        from relive.interp.read import capture
 
         class Bag(list):  # a C method (clear) is called, so CALL itself drops the bag
             pass

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from relive.capture.stack import EXC, EXC_PREV, LASTI, StackLayout
+from relive.interp.stack import EXC, EXC_PREV, LASTI, StackLayout
 
 HERE = Path(__file__).parent
 PROGRAMS = sorted(p.name for p in (HERE / "programs").glob("*.py"))

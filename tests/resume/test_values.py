@@ -12,7 +12,8 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from relive.capture.resumable import NotResumable, reduce_for_resume
+from relive.errors import NotResumable
+from relive.interp.read import reduce_for_resume
 
 
 class Pickler(cloudpickle.Pickler):
@@ -145,7 +146,7 @@ def test_a_generator_suspended_in_yield_from() -> None:
 def test_frames_of_another_thread_are_not_read() -> None:
     import threading
 
-    from relive.capture.resumable import capture
+    from relive.interp.read import capture
 
     seen = {}
 

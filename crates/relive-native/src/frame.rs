@@ -110,7 +110,7 @@ impl<'a, 'py> LiveFrame<'a, 'py> {
 
 /// The frame's value-stack slots `[0, depth)`, bottom first; empty slots read as `NULL`.
 ///
-/// `depth` is the caller's word, computed statically (`relive.capture.stack`): CPython's own
+/// `depth` is the caller's word, computed statically (`relive.interp.stack`): CPython's own
 /// record of the depth is stale in frames waiting in a call. Slots above a call's operands in
 /// such a frame may hold freed objects: never ask for them. The depth is bounded by the
 /// code's stack size, so the read never leaves the frame.

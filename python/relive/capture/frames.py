@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relive.state.records import Root, is_excluded
-from relive.state.resumable import origin_of
+from relive.interp.frame_state import origin_of
 
 RELIVE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 

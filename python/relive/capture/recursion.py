@@ -13,9 +13,8 @@ of their own above the limit (``_native.unseen``).
 
 from __future__ import annotations
 
-import sys
-
 from relive import _native
+from relive.interp import VERSION
 
 # What ``_native.recursion_used()`` reads in a program's first frame under plain ``python``:
 # the module's frame (and for ``-m``, runpy's frames and ``exec`` below it), plus the call
@@ -39,9 +38,8 @@ _FIRST_FRAME_ABOVE_START = {
 def spare_relive_frames(module: bool) -> tuple[int, int]:
     """Make the frames below the program free; call from ``Capture.start``. Returns what was
     spared (``give_back`` takes it back once the program has ended)."""
-    version = sys.version_info[:2]
-    python = _PYTHON_FIRST_FRAME.get(version)
-    above = _FIRST_FRAME_ABOVE_START.get(version)
+    python = _PYTHON_FIRST_FRAME.get(VERSION)
+    above = _FIRST_FRAME_ABOVE_START.get(VERSION)
     if python is None or above is None:
         return (0, 0)
     here = _native.recursion_used()  # in Capture.start: one frame above the runner's, like this call

@@ -26,12 +26,11 @@ from typing import Any
 
 from relive import _native
 from relive.capture.frames import is_relive_code
+from relive.interp import MONITORING
 
 OnLine = Callable[[types.FrameType], None]
 
 RELIVE, IMPORT = "relive", "import"  # why a line is no safe point
-
-_MONITORING = sys.version_info >= (3, 12)
 
 
 class LineEvents:
@@ -52,7 +51,7 @@ class LineEvents:
         self._program_local: dict[types.FrameType, Any] = {}  # its trace function of each frame
         self._global = _native.unseen(self._global_trace)
         self._local = _native.unseen(self._local_trace)
-        if _MONITORING:
+        if MONITORING:
             self._tool = self._claim_tool()
 
     # -- 3.12+ --
@@ -143,7 +142,7 @@ class LineEvents:
         """Turn line events on; call from the main thread. False if this Python cannot."""
         if self.armed:
             return True
-        if _MONITORING:
+        if MONITORING:
             if self._tool is None:
                 return False
             self.armed = True
@@ -166,7 +165,7 @@ class LineEvents:
         if not self.armed:
             return
         self.armed = False
-        if _MONITORING:
+        if MONITORING:
             if self._tool is not None:
                 sys.monitoring.set_events(self._tool, 0)
             return
@@ -188,7 +187,7 @@ class LineEvents:
 
     def close(self) -> None:
         self.disarm()
-        if _MONITORING and self._tool is not None:
+        if MONITORING and self._tool is not None:
             sys.monitoring.register_callback(self._tool, sys.monitoring.events.LINE, None)
             sys.monitoring.free_tool_id(self._tool)
             self._tool = None

@@ -18,7 +18,7 @@ from typing import Any
 
 from relive import _native
 from relive.capture.background import private_bytes
-from relive.capture.resumable import reduce_for_resume
+from relive.interp.read import reduce_for_resume
 from relive.capture.frames import FrameView, global_roots, local_roots, modules_of
 from relive.state.records import PROCESS_KEY, RecordWriter, Root, StoredState, is_excluded
 
@@ -41,7 +41,7 @@ class SnapshotRequest:
     extra: dict[str, Any] = field(default_factory=dict)  # signal, exception, note
     pause_s: float | None = None  # how long the program paused, when not the whole write (fork)
     process: dict[str, Any] | None = None  # RNG states, cwd, argv: what resuming needs (capture.process)
-    resume: Any = None  # a ResumeState (capture.resumable), or None where the point cannot resume
+    resume: Any = None  # a ResumeState (interp.read), or None where the point cannot resume
     not_resumable: str | None = None  # why, when the whole point cannot (exit, uncaught exception)
     file_positions: dict[int, int] = field(default_factory=dict)  # id(file) -> its position at the point
 

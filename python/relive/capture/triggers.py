@@ -28,10 +28,10 @@ from relive.capture import frames as program_frames
 from relive.capture import autograd
 from relive.capture.clock import Clock
 from relive.capture.safepoint import LineEvents
-from relive.capture import resumable
 from relive.capture.signals import SignalRelay
 from relive.capture.writer import Writer
-from relive.state.resumable import ResumeState
+from relive.interp import read
+from relive.interp.frame_state import ResumeState
 from relive.report import warn_once
 
 if TYPE_CHECKING:
@@ -192,9 +192,9 @@ class Triggers:
             self._relay.act_later(signum)
 
     def _resume_state(self, frames: list[program_frames.FrameView]) -> Any:
-        """The point as resuming needs it (capture.resumable); never raises."""
+        """The point as resuming needs it (interp.read); never raises."""
         try:
-            point = resumable.capture(frames)
+            point = read.capture(frames)
             if point.resumable:
                 problem = autograd.pending_graph_problem(point, self._main_dict)
                 if problem:

@@ -192,7 +192,7 @@ class Snapshot:
         """The program's stack as resuming rebuilds it (a ``ResumeState``)."""
         import marshal
 
-        from relive.state.resumable import FrameState, ResumeState
+        from relive.interp.frame_state import FrameState, ResumeState
 
         self._loader.store.check_loadable()  # before the stored code is read, too
         resume = self.manifest.get("resume") or {}

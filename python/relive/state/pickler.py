@@ -339,12 +339,26 @@ def _reduce_file(f: Any, position: int | None) -> tuple[Any, ...]:
                           False, buffering))
 
 
+# Names of relive's that records refer to, where they lived when older stores were written:
+# (old module, old name) -> (new module, new name). Stored records keep naming the old place.
+RENAMED = {
+    # relive.interp gathered what depends on CPython's version (issue 11): suspended
+    # generators and exceptions on a program's stacks are stored through these.
+    ("relive.state.resumable", "FrameState"): ("relive.interp.frame_state", "FrameState"),
+    ("relive.state.resumable", "GeneratorState"): ("relive.interp.frame_state", "GeneratorState"),
+    ("relive.state.resumable", "rebuild_generator"): ("relive.interp.rebuild", "rebuild_generator"),
+    ("relive.state.resumable", "rebuild_exception"): ("relive.interp.rebuild", "rebuild_exception"),
+}
+
+
 class StateUnpickler(pickle.Unpickler):
-    """Resolves the script's own classes and functions against the snapshot being loaded."""
+    """Resolves the script's own classes and functions against the snapshot being loaded, and
+    relive's own under their current names (``RENAMED``)."""
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "__main__" and _loading.context is not None:
             return _loading.context.load_global(name)
+        module, name = RENAMED.get((module, name), (module, name))
         return super().find_class(module, name)
 
 

@@ -2,7 +2,7 @@
 
 A point where a program can resume is its stack of frames, outermost first, each a
 ``FrameState``; together a ``ResumeState``. Everything in them pickles with relive's pickler
-once the values on the stacks do (``relive.capture.resumable.reduce_for_resume`` covers the
+once the values on the stacks do (``relive.interp.read.reduce_for_resume`` covers the
 values that do not pickle by themselves: generators, exceptions; files are the pickler's).
 
     ResumeState
@@ -31,15 +31,17 @@ values that do not pickle by themselves: generators, exceptions; files are the p
       handled       per "exc_prev" slot, the exception that `except` block handles
       problems      why this frame cannot resume; empty when it can
 
-The module also holds what loading needs before restore runs: how exceptions and
-generators are rebuilt, and the map from resume code objects back to their originals, so a
-resumed program can be captured again.
+The module also holds the map from resume code objects back to their originals, so a
+resumed program can be captured again (``relive.interp.rebuild`` fills it, ``read`` and
+``relive.capture.frames`` look in it). ``FrameState`` and ``GeneratorState`` are pickled
+into stores (a suspended generator on a stack is stored as its ``GeneratorState``): their
+module and names are part of the format; ``relive.state.pickler.RENAMED`` maps the names
+older stores used.
 """
 
 from __future__ import annotations
 
 import marshal
-import sys
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,40 +155,3 @@ def origin_of(code: types.CodeType) -> Origin | None:
 
 def forget_origins() -> None:
     _origins.clear()
-
-
-# -- values rebuilt while loading (their names are part of the pickle format) --
-
-
-def _synthetic_traceback() -> types.TracebackType:
-    frame = sys._getframe()
-    return types.TracebackType(None, frame, frame.f_lasti, frame.f_lineno)
-
-
-def rebuild_exception(make: Any, args: tuple[Any, ...], state: Any, cause: BaseException | None,
-                      context: BaseException | None, suppress_context: bool) -> BaseException:
-    """An exception as it was, with a traceback (3.11's ``with`` cleanup reads it unchecked)."""
-    try:
-        exc = make(*args)
-    except TypeError:
-        if not (isinstance(make, type) and issubclass(make, BaseException)):
-            raise
-        # Its __init__ takes other arguments than it passed on to BaseException: skip it.
-        exc = make.__new__(make, *args)
-        exc.args = args
-    if state:
-        if hasattr(exc, "__setstate__"):
-            exc.__setstate__(state)
-        else:
-            exc.__dict__.update(state)
-    exc.__cause__ = cause
-    exc.__context__ = context
-    exc.__suppress_context__ = suppress_context
-    return exc.with_traceback(_synthetic_traceback())
-
-
-def rebuild_generator(state: GeneratorState) -> Any:
-    """A generator suspended where it was: built by restore, which owns resume code."""
-    from relive.restore.resume import generator_from_state
-
-    return generator_from_state(state)

@@ -1,6 +1,6 @@
 """Resuming a program where a ``ResumeState`` says it stood, in this (new) process.
 
-    from relive.restore.resume import resume
+    from relive.interp.rebuild import resume
     resume(state, namespace)     # runs the rest of the program; returns when its module ends
 
 ``namespace`` is the program's restored global namespace (``__main__``'s dict); frames of
@@ -26,7 +26,12 @@ The prologue has no line numbers (no line event fires before the state is back),
 exception table keeps its depths, and the stack size is explicit. Resume functions keep
 their parameters (zero-argument ``super()`` reads the first), all defaulting to None, and
 take ``*args, **kwargs`` besides, so any dummy call shape binds. Each resume code is registered with
-its ``Origin`` (``relive.state.resumable``) so that the resumed program can be captured again.
+its ``Origin`` (``relive.interp.frame_state``) so that the resumed program can be captured again.
+
+Loading calls the module too, through pickle: ``rebuild_generator`` (a suspended generator,
+stored as its ``GeneratorState``) and ``rebuild_exception`` are named in stored records, so
+their module and names are part of the format (``relive.state.pickler.RENAMED`` maps the
+names older stores used). ``relive.runner`` calls ``entry``.
 """
 
 from __future__ import annotations
@@ -41,22 +46,18 @@ from typing import Any
 from bytecode import Bytecode, Instr, Label
 
 from relive import _native
-from relive.capture.stack import EXC_PREV, LASTI, StackLayout
-from relive.state.resumable import (
+from relive.errors import ResumeError
+from relive.interp import V311, V313
+from relive.interp.frame_state import (
     CALL, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, register_origin,
 )
+from relive.interp.stack import EXC_PREV, LASTI, StackLayout
 
-V311 = sys.version_info < (3, 12)
-V313 = sys.version_info >= (3, 13)
 _ARGS = ".relive_args"
 _KWARGS = ".relive_kwargs"
 _CO_OPTIMIZED = 0x0001
 _CO_VARARGS = 0x0004
 _CO_VARKEYWORDS = 0x0008
-
-
-class ResumeError(Exception):
-    """A captured state cannot be resumed; the message says why."""
 
 
 def _no_line(name: str, arg: Any = None) -> Instr:
@@ -318,8 +319,39 @@ def resume(state: ResumeState, namespace: dict[str, Any]) -> Any:
     return None
 
 
-def generator_from_state(state: GeneratorState) -> Any:
-    """A generator standing where ``state`` says (used while loading, through pickle)."""
+# -- values rebuilt while loading (their names are part of the pickle format) --
+
+
+def _synthetic_traceback() -> types.TracebackType:
+    frame = sys._getframe()
+    return types.TracebackType(None, frame, frame.f_lasti, frame.f_lineno)
+
+
+def rebuild_exception(make: Any, args: tuple[Any, ...], state: Any, cause: BaseException | None,
+                      context: BaseException | None, suppress_context: bool) -> BaseException:
+    """An exception as it was, with a traceback (3.11's ``with`` cleanup reads it unchecked)."""
+    exc: BaseException
+    try:
+        exc = make(*args)
+    except TypeError:
+        if not (isinstance(make, type) and issubclass(make, BaseException)):
+            raise
+        # Its __init__ takes other arguments than it passed on to BaseException: skip it.
+        exc = make.__new__(make, *args)
+        exc.args = args
+    if state:
+        if hasattr(exc, "__setstate__"):
+            exc.__setstate__(state)
+        else:
+            exc.__dict__.update(state)
+    exc.__cause__ = cause
+    exc.__context__ = context
+    exc.__suppress_context__ = suppress_context
+    return exc.with_traceback(_synthetic_traceback())
+
+
+def rebuild_generator(state: GeneratorState) -> Any:
+    """A generator suspended where ``state`` says it was (called while loading, through pickle)."""
     if state.frame is None:
         def finished() -> Any:
             yield from ()

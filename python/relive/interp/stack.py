@@ -19,23 +19,25 @@ Slot kinds matter for resuming: an exception handler entered with ``lasti`` push
 instruction index it came from (LASTI, to relocate into new code), then the exception (EXC);
 ``PUSH_EXC_INFO`` turns it into the previously handled exception (EXC_PREV, to replay) under
 the new one.
+
+``relive.interp.read`` asks it how deep a live frame's stack is; ``relive.interp.rebuild``
+where a resume prologue jumps back in.
 """
 
 from __future__ import annotations
 
 import dis
 import functools
-import sys
 import types
 from dataclasses import dataclass
+
+from relive.errors import StackAnalysisError
+from relive.interp import V311
 
 VALUE = "value"
 LASTI = "lasti"
 EXC = "exc"
 EXC_PREV = "exc_prev"
-
-V311 = sys.version_info < (3, 12)
-V313 = sys.version_info >= (3, 13)
 
 # Instructions after which execution never falls through to the next one.
 _NO_FALLTHROUGH = frozenset({
@@ -58,10 +60,6 @@ _TOUCH_NOTHING = frozenset({
 })
 # Calls that run a Python function inline in the caller's frame: the caller waits in one.
 CALLS = frozenset({"CALL", "CALL_KW", "CALL_FUNCTION_EX", "PRECALL"})
-
-
-class StackAnalysisError(Exception):
-    """The flow analysis found two depths for one instruction: this code is not understood."""
 
 
 @dataclass(frozen=True)
@@ -202,11 +200,12 @@ class StackLayout:
         return kinds[:keep] + (VALUE,) * (new_depth - keep)
 
     def _jump_target(self, ins: dis.Instruction) -> int | None:
-        target = getattr(ins, "jump_target", None)
+        target: int | None = getattr(ins, "jump_target", None)
         if target is not None:
             return target
         if ins.opcode in dis.hasjrel or ins.opcode in dis.hasjabs:
-            return ins.argval
+            argval: int = ins.argval
+            return argval
         return None
 
     def _analyse(self) -> None:

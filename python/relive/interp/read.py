@@ -1,8 +1,8 @@
-"""Capturing a point where a program can resume: every frame's code, position, locals and stack.
+"""Reading a point where a program can resume: every frame's code, position, locals and stack.
 
 At a line event of the program's innermost frame, ``capture(frames)`` turns the live stack
 (outermost first, as ``relive.capture.frames.live_stack`` lists it) into a
-``relive.state.resumable.ResumeState``: picklable data from which ``relive.restore.resume``
+``relive.interp.frame_state.ResumeState``: picklable data from which ``relive.interp.rebuild``
 rebuilds the stack in another process and continues. It also says whether the point can
 resume at all, and why not:
 
@@ -27,6 +27,9 @@ Iterators of builtin types (``range``, ``list``, ``tuple``, ``dict``, ``enumerat
 
 Frames of resume code (a program resumed before) are captured as frames of the original code:
 offsets and ``lasti`` values translate back through the resume code's ``Origin``.
+
+``relive.capture`` calls ``capture`` at the line event a snapshot is taken at;
+``relive.capture.snapshot`` hands ``reduce_for_resume`` to the pickler.
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from relive import _native
-from relive.capture.stack import EXC_PREV, LASTI, StackAnalysisError, StackLayout, V313
-from relive.state.resumable import (
-    CALL, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState,
-    origin_of, rebuild_exception, rebuild_generator,
+from relive.errors import NotResumable, StackAnalysisError
+from relive.interp import V313
+from relive.interp.frame_state import (
+    CALL, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, origin_of,
 )
+from relive.interp.rebuild import rebuild_exception, rebuild_generator
+from relive.interp.stack import EXC_PREV, LASTI, StackLayout
 
 _GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 _CURRENT: Any = object()
@@ -59,10 +64,6 @@ _WAITS = {
     "BEFORE_WITH": "a `with` statement is calling `__enter__`",
     "": "an operator or another statement called the next frame (only calls can resume)",
 }
-
-
-class NotResumable(Exception):
-    """A value or frame that cannot be captured for resuming; the message says why."""
 
 
 def localsplus_names(code: types.CodeType) -> list[str]:
@@ -236,7 +237,8 @@ def _c_caller_problem(frame: types.FrameType, caller: types.FrameType) -> str | 
 def _callee_name(code: types.CodeType, offset: int) -> str | None:
     """What the call at ``offset`` calls, as its source spells it (``sorted``, ``self.step``)."""
     pos = StackLayout.of(code).instruction_at(offset).positions
-    if pos is None or None in (pos.lineno, pos.end_lineno, pos.col_offset, pos.end_col_offset):
+    if pos is None or pos.lineno is None or pos.end_lineno is None or pos.col_offset is None \
+            or pos.end_col_offset is None:
         return None
     lines = [linecache.getline(code.co_filename, n).encode() for n in range(pos.lineno, pos.end_lineno + 1)]
     lines[-1] = lines[-1][:pos.end_col_offset]
@@ -267,7 +269,7 @@ def _first_argument(frame: types.FrameType, code: types.CodeType) -> Any:
 # -- generators --
 
 
-def generator_state(gen: types.GeneratorType) -> GeneratorState:
+def generator_state(gen: types.GeneratorType[Any, Any, Any]) -> GeneratorState:
     """A suspended (or not yet started, or finished) generator, by value."""
     name, qualname = gen.__name__, gen.__qualname__
     frame = gen.gi_frame
