@@ -16,27 +16,15 @@ import os
 import sys
 import types
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 from relive import _native
 from relive.capture import process, recursion, snapshot
+from relive.capture.options import CaptureOptions
 from relive.capture.triggers import Triggers
 from relive.capture.writer import Writer
 
 _active: Triggers | None = None  # the running capture's triggers: relive.checkpoint() is one
-
-
-@dataclass
-class CaptureOptions:
-    store: str
-    every: float = 10.0
-    exclude: tuple[str, ...] = ()
-    signal_wait: float = 2.0  # seconds a signal waits for a line boundary before relive snapshots in place
-    mode: str = "auto"  # snapshots: "fork" (in a child), "inline", or "auto" (fork where it is safe)
-    snapshot_timeout: float = 300.0  # a snapshot running longer is stopped and counted as failed
-    overhead: float = 2.0  # percent of the program's time that timer snapshots may cost
-    max_memory: int | None = None  # bytes of copy-on-write growth a background snapshot may cause
 
 
 class Capture:

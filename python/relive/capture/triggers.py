@@ -35,7 +35,7 @@ from relive.interp.frame_state import ResumeState
 from relive.report import warn_once
 
 if TYPE_CHECKING:
-    from relive.capture import CaptureOptions
+    from relive.capture.options import CaptureOptions
 
 _IMPORT_RETRY = 0.05  # seconds before a timer snapshot that met an import tries again
 _LOOK_FURTHER_S = 1.0  # how long a timer snapshot looks for a line where the program can resume

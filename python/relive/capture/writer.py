@@ -33,7 +33,7 @@ from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
 from relive.report import warn_once
 
 if TYPE_CHECKING:
-    from relive.capture import CaptureOptions
+    from relive.capture.options import CaptureOptions
 
 _NOT_RESUMABLE = {
     "exit": "the program had ended",

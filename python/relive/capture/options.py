@@ -1,0 +1,18 @@
+"""What a user asks of a capture (``relive run``'s options), in one record the runner
+builds and every part of ``relive.capture`` reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class CaptureOptions:
+    store: str
+    every: float = 10.0
+    exclude: tuple[str, ...] = ()
+    signal_wait: float = 2.0  # seconds a signal waits for a line boundary before relive snapshots in place
+    mode: str = "auto"  # snapshots: "fork" (in a child), "inline", or "auto" (fork where it is safe)
+    snapshot_timeout: float = 300.0  # a snapshot running longer is stopped and counted as failed
+    overhead: float = 2.0  # percent of the program's time that timer snapshots may cost
+    max_memory: int | None = None  # bytes of copy-on-write growth a background snapshot may cause
