@@ -865,7 +865,7 @@ def main(argv: list[str] | None = None) -> None:
     except ReliveError as exc:
         click.echo(f"relive: {exc}", err=True)
         sys.exit(2)
-    from relive.runner import LaunchError, Program, Resume, resume, run
+    from relive.runner import LaunchError, Program, Resume, raised_by_program, resume, run
 
     if isinstance(result, (Program, Resume)):
         try:
@@ -874,6 +874,8 @@ def main(argv: list[str] | None = None) -> None:
             exc.report()
             sys.exit(exc.status)
         except ReliveError as exc:
+            if raised_by_program(exc):
+                raise  # the program's own uncaught exception: python's traceback and status
             click.echo(f"relive: {exc}", err=True)
             sys.exit(2)
         sys.exit(status)

@@ -173,6 +173,15 @@ def run(program: Program) -> int:
     return _run_captured(capture, execute, code, main.__dict__)
 
 
+_program_raised: BaseException | None = None  # what the program let escape, to die of as under python
+
+
+def raised_by_program(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of the program, not out of relive: a program may let one of
+    relive's own errors escape (a failed ``relive.load``), and must then die of it as under python."""
+    return exc is _program_raised
+
+
 def _run_captured(capture: Capture, boundary: Any, *args: Any) -> int:
     """Run ``boundary(*args)`` (the program) under ``capture``, to its end."""
     capture.start()
@@ -182,6 +191,8 @@ def _run_captured(capture: Capture, boundary: Any, *args: Any) -> int:
         capture.on_exit(exc.code)
         raise
     except BaseException as exc:
+        global _program_raised
+        _program_raised = exc
         capture.on_exception(exc)
         _hide_relive_in_traceback()
         raise

@@ -251,3 +251,31 @@ def test_a_directory_program_resumes(work):
     assert resumed.stderr.startswith(f"relive: resuming snapshot {explicit['id'][:12]} ")
     assert resumed.stderr.count("\n") == 1  # that line alone
     assert resumed.stdout == first.stdout.split("0 0 True\n")[1] == "1 1 True\n2 3 True\n3 6 True\n"
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_relives_own_error_raised_by_the_program_is_the_programs(work, resumed):
+    """A program that lets one of relive's exceptions escape (a failed `relive.load`) dies of
+    it as under python: its traceback, status 1, not relive's one-line `relive: ...`, status 2."""
+    work.write("prog.py", """
+        import relive
+        print("before")
+        relive.checkpoint()
+        relive.load("no-such-snapshot", store="missing-store")
+    """)
+    plain = work.python("prog.py")
+    if resumed:
+        work.relive("run", "prog.py")
+        snap = next(s for s in work.log() if s["trigger"] == "explicit")
+        under = work.relive("resume", snap["id"])
+        plain_stdout = ""
+    else:
+        under = work.relive("run", "prog.py")
+        plain_stdout = plain.stdout
+    assert plain.returncode == under.returncode == 1, under.stderr
+    assert under.stdout == plain_stdout
+    traceback = under.stderr[under.stderr.index("Traceback (most recent call last):\n"):]
+    if not resumed:
+        assert traceback == under.stderr  # nothing of relive's before it
+    assert "relive: no relive store" not in under.stderr
+    assert traceback.splitlines()[-1] == plain.stderr.splitlines()[-1]
