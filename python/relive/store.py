@@ -161,7 +161,7 @@ _MANIFEST: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
 
 _IS_KEYS = _is_dict_of(_is_str)
 _IS_OPTIONAL_KEYS = _is_list_of(_optional(_is_str))
-# What resuming reads of each frame (restore.snapshot.Snapshot.resume_state).
+# What resuming reads of each frame (restore.load.Snapshot.resume_state).
 _FRAME_RESUME = _is_object(module=_is_str, role=_is_str, offset=_is_int, lineno=_is_int, locals=_IS_KEYS,
                            cells=_IS_KEYS, free=_IS_KEYS, stack=_IS_OPTIONAL_KEYS,
                            stack_kinds=_is_list_of(_is_str), handled=_IS_OPTIONAL_KEYS)

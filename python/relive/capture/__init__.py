@@ -34,7 +34,7 @@ from typing import Any
 from relive import _native
 from relive.errors import StoreError
 from relive.capture import frames as program_frames
-from relive.capture import autograd, background, process, recursion, snapshot
+from relive.capture import autograd, background, process, recursion, save
 from relive.capture.background import Background
 from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
@@ -77,7 +77,7 @@ class Capture:
                  boundary: types.CodeType, parent: str | None = None) -> None:
         self.options = options
         self.run = run
-        self.snapshots: list[snapshot.SnapshotResult] = []
+        self.snapshots: list[save.SnapshotResult] = []
         self._main_dict = main.__dict__
         self._boundary = boundary
         self._main_ident = threading.get_ident()
@@ -85,7 +85,7 @@ class Capture:
         self._owner: int | None = None  # the thread writing a snapshot
         self._store: Any = None
         self._store_behind = False  # forked snapshots wrote packs this handle has not read
-        self._codes = snapshot.CodeRecords()
+        self._codes = save.CodeRecords()
         self._seq = 0
         self._parent = parent  # the snapshot a resumed run continues from
         self._parent_cost: dict[str, float] | None = None  # what the parent (a forked snapshot) cost the program
@@ -333,7 +333,7 @@ class Capture:
                 self._owner = None
 
     def _request(self, trigger: str, frames: list[program_frames.FrameView], mode: str,
-                 extra: dict[str, Any], point: Any = None) -> snapshot.SnapshotRequest:
+                 extra: dict[str, Any], point: Any = None) -> save.SnapshotRequest:
         if self._signals and trigger == "signal":
             extra["signal"] = signal.Signals(self._signals[0]).name
         if self._parent_cost is not None:
@@ -344,7 +344,7 @@ class Capture:
                 extra["stretched_because"] = self._stretched_because
         self._seq += 1
         positions = self._files.flush()  # here, in the program's process: never in a forked child
-        return snapshot.SnapshotRequest(
+        return save.SnapshotRequest(
             run_id=self.run.id, seq=self._seq, parent=self._parent, trigger=trigger, mode=mode,
             frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra,
             process=process.state(self.run.cwd, self._files), resume=point, not_resumable=_NOT_RESUMABLE.get(trigger),
@@ -374,7 +374,7 @@ class Capture:
                 store.refresh()  # what forked snapshots wrote is not written again
             request = self._request(trigger, frames, "inline", extra, point)
             with TimeLimit(self.options.snapshot_timeout):
-                result = snapshot.write(store, request, self._codes)
+                result = save.write(store, request, self._codes)
         except SnapshotTimedOut:  # raised in the program's hook, or in relive's code around it
             self._failed(RuntimeError(exceeded(self.options.snapshot_timeout)))
             return None
@@ -429,7 +429,7 @@ class Capture:
             if timer:  # the program's share: until the fork (others wait for the whole write)
                 request.pause_s = time.perf_counter() - started
             try:
-                result = snapshot.write(_native.Store.open(path, create=False), request, codes)
+                result = save.write(_native.Store.open(path, create=False), request, codes)
             except (StoreError, OSError) as exc:
                 # The store's fault, not this snapshot's: told apart in the program's process,
                 # which reports each fault once ("ok" here overrides the child's own).
@@ -474,7 +474,7 @@ class Capture:
         if outcome.get("ok"):
             self._store_behind = True
             self._parent = outcome["id"]
-            self.snapshots.append(snapshot.SnapshotResult(
+            self.snapshots.append(save.SnapshotResult(
                 outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
             if not timer:
                 return
