@@ -283,7 +283,7 @@ def resumable_snapshot(store: Any, ref: str) -> Any:
     """The snapshot ``ref`` if it can resume; for ``latest``, the latest of the latest run that can."""
     if ref == "latest":
         run_id = store.latest_run()
-        candidates = [s for s in store.run_snapshots(run_id or "") if s.manifest.get("resume", {}).get("resumable")]
+        candidates = [s for s in store.run_snapshots(run_id or "") if s.resumable]
         if not candidates:
             raise ReliveError(f"the latest run ({run_id}) has no resumable snapshot: see `relive log` for why")
         finished = store.finished(run_id or "")
@@ -292,9 +292,8 @@ def resumable_snapshot(store: Any, ref: str) -> Any:
                               f"to resume from it (its last resumable one: {candidates[-1].short_id})")
         return candidates[-1]
     info = store.resolve(ref)
-    resume = info.manifest.get("resume", {})
-    if not resume.get("resumable"):
-        why = "; ".join(resume.get("reasons") or ["it was taken by a relive without resume"])
+    if not info.resumable:
+        why = "; ".join(info.manifest.not_resumable_because or ["it was taken by a relive without resume"])
         raise ReliveError(f"snapshot {info.short_id} cannot resume: {why}")
     return info
 

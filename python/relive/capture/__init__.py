@@ -33,6 +33,7 @@ from typing import Any
 
 from relive import _native
 from relive.errors import StoreError
+from relive.manifest import ExceptionEntry, Where
 from relive.capture import frames as program_frames
 from relive.capture import autograd, background, process, recursion, save
 from relive.capture.background import Background
@@ -297,8 +298,8 @@ class Capture:
         if not self._disabled:
             with self._snapshotting() as free:
                 if free:
-                    self._take("exit", [], where={"file": self._main_dict.get("__file__"), "line": None,
-                                                 "function": "<module>"}, exit_status=exit_status(code))
+                    self._take("exit", [], where=Where(self._main_dict.get("__file__"), None, "<module>"),
+                               exit_status=exit_status(code))
             self._act_on_signals(None)
 
     def on_exception(self, exc: BaseException) -> None:
@@ -307,7 +308,7 @@ class Capture:
         with self._snapshotting() as free:
             if free:
                 self._take("exception", program_frames.traceback_stack(exc.__traceback__),
-                           exception={"type": type(exc).__qualname__, "message": _message(exc)})
+                           exception=ExceptionEntry(type(exc).__qualname__, _message(exc)))
         self._act_on_signals(None)
 
     # -- taking one --
