@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from relive.errors import ReliveError
+from relive.manifest import Manifest
 from relive.state import describe
 from relive.state.describe import type_name
 from relive.store import DEFAULT_STORE, DamagedSnapshot, SnapshotInfo, Store, find_store
@@ -304,17 +305,18 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo], damaged: list[Damaged
         row = {
             "id": s.id, "run": s.run, "seq": s.seq, "time": s.time, "trigger": s.trigger,
             "file": where.get("file"), "line": where.get("line"), "function": where.get("function"),
-            "new_bytes": m.get("new_bytes"), "state_bytes": m.get("state_bytes"),
-            "skipped": m.get("skipped", []), "mode": m.get("mode"), "pause_s": m.get("pause_s"),
-            "write_s": m.get("write_s"), "cpu_s": m.get("cpu_s"), "memory_bytes": m.get("memory_bytes"),
-            "parent": m.get("parent"), "parent_cost": m.get("parent_cost"),
-            "resumable": bool(m.get("resume", {}).get("resumable")),
-            "not_resumable_because": m.get("resume", {}).get("reasons", []),
+            "new_bytes": m.new_bytes, "state_bytes": m.state_bytes,
+            "skipped": [skipped.to_json() for skipped in m.skipped], "mode": m.mode, "pause_s": m.pause_s,
+            "write_s": m.write_s, "cpu_s": m.cpu_s, "memory_bytes": m.memory_bytes,
+            "parent": m.parent, "parent_cost": m.parent_cost,
+            "resumable": m.resumable,
+            "not_resumable_because": m.not_resumable_because,
             "damaged": None, "run_damaged": damaged_runs[s.run].reason if s.run in damaged_runs else None,
         }
-        for optional in ("signal", "exception", "note", "exit_status", "interval_s", "stretched_because"):
-            if optional in m:
-                row[optional] = m[optional]
+        optional = {"signal": m.signal, "exception": None if m.exception is None else m.exception.to_json(),
+                    "note": m.note, "exit_status": m.exit_status, "interval_s": m.interval_s,
+                    "stretched_because": m.stretched_because}
+        row.update((name, value) for name, value in optional.items() if value is not None)
         row["run_info"] = run_info.get(s.run)
         rows.append(row)
     for d in damaged:  # what could not be read of them is null
@@ -328,12 +330,12 @@ def _run_info(store: Store, run_id: str) -> dict[str, Any] | None:
     if run is None:
         return None
     snapshots = store.run_snapshots(run_id)
-    last = snapshots[-1].manifest if snapshots else {}
-    ended = last.get("trigger") if last.get("trigger") in ("exit", "exception") else None
+    last = snapshots[-1].manifest if snapshots else None
+    ended = last.trigger if last is not None and last.trigger in ("exit", "exception") else None
     return {"id": run.id, "command": run.command, "target": run.target, "module": run.module, "argv": run.argv,
             "cwd": run.cwd, "python": run.python, "host": run.host, "started": run.started,
             "resumed_from": run.resumed_from, "relive": run.relive, "options": run.options,
-            "ended_by": ended, "exit_status": getattr(run, "exit_status", last.get("exit_status"))}
+            "ended_by": ended, "exit_status": getattr(run, "exit_status", last.exit_status if last else None)}
 
 
 def _damaged_in_view(store: Store, runs: set[str] | None) -> list[DamagedSnapshot]:
@@ -419,7 +421,7 @@ def _graph(store: Store) -> list[dict[str, Any]]:
         snaps = store.run_snapshots(run_id)
         return {"run": run_id, "command": run.command, "started": run.started, "resumed_from": run.resumed_from,
                 "snapshots": [s.id for s in snaps],
-                "resumable": [s.id for s in snaps if s.manifest.get("resume", {}).get("resumable")],
+                "resumable": [s.id for s in snaps if s.resumable],
                 "children": [node(child) for child in children.get(run_id, [])]}
 
     return [node(root) for root in children.get(None, [])]
@@ -436,7 +438,7 @@ def _print_graph(store: Store) -> None:
     def show(run_id: str, depth: int) -> None:
         run = runs[run_id]
         snaps = store.run_snapshots(run_id)
-        resumable = sum(1 for s in snaps if s.manifest.get("resume", {}).get("resumable"))
+        resumable = sum(1 for s in snaps if s.resumable)
         origin = f" from {run.resumed_from[:12]}" if run.resumed_from else ""
         console.print(Text.assemble(
             printable(f"{'  ' * depth}{'└─ ' if depth else ''}run {run_id}{origin}: {_count(len(snaps), 'snapshot')}, "
@@ -550,7 +552,7 @@ def show(ref: str, store: str, var: str | None, as_json: bool) -> None:
             "file": info.where.get("file"), "line": info.where.get("line"), "function": info.where.get("function"),
             "where": info.where,
             "scopes": [{"scope": name, **extra, "variables": variables} for name, extra, variables in scopes],
-            "skipped": info.manifest.get("skipped", []),
+            "skipped": [skipped.to_json() for skipped in info.manifest.skipped],
             "run_damaged": opened.damaged_runs[info.run].reason if info.run in opened.damaged_runs else None,
         }, indent=2))
         return
@@ -560,12 +562,15 @@ def show(ref: str, store: str, var: str | None, as_json: bool) -> None:
 def _scopes(info: SnapshotInfo) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(scope name, frame details, variables) for the globals, then each frame outermost first."""
     m = info.manifest
-    scopes: list[tuple[str, dict[str, Any], dict[str, Any]]] = [("globals", {}, m.get("globals", {}))]
-    for index, frame in enumerate(m.get("frames", [])):
-        if frame.get("locals") is None:
+    scopes: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+        ("globals", {}, {name: entry.to_json() for name, entry in m.globals.items()})]
+    for index, frame in enumerate(m.frames):
+        if frame.locals is None:
             continue
-        details = {"function": frame["qualname"], "file": frame["file"], "line": frame["line"]}
-        scopes.append((f"frame {index} ({frame['qualname']})", details, frame["locals"]))
+        qualname = frame.qualname if frame.qualname is not None else frame.function
+        details = {"function": qualname, "file": frame.file, "line": frame.line}
+        scopes.append((f"frame {index} ({qualname})", details,
+                       {name: entry.to_json() for name, entry in frame.locals.items()}))
     return scopes
 
 
@@ -577,19 +582,19 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
     run = store.runs.get(info.run)
     cwd = run.cwd if run else None
     console = _console()
-    trigger = info.trigger + (f" ({m['signal']})" if "signal" in m else "")
+    trigger = info.trigger + (f" ({m.signal})" if m.signal is not None else "")
     console.print(Text.assemble((f"snapshot {info.id[:12]}", "bold"),
                                 printable(f"  {trigger}  {_local_time(info.time, True)}  at {_where(info.where, cwd)}  "),
                                 (printable(f"run {info.run}"), "dim")))
     damaged_run = store.damaged_runs.get(info.run)
     if damaged_run:
         console.print(Text(printable(f"  damaged run record ({damaged_run.path}): {damaged_run.reason}")))
-    if "exception" in m:
-        console.print(Text(printable(f"  exception: {m['exception']['type']}: {m['exception']['message']}")))
-    if "note" in m:
-        console.print(Text(printable(f"  note: {m['note']}")))
-    console.print(f"  state {human_bytes(m.get('state_bytes'))}, written by this snapshot "
-                  f"{human_bytes(m.get('new_bytes'))}")
+    if m.exception is not None:
+        console.print(Text(printable(f"  exception: {m.exception.type}: {m.exception.message}")))
+    if m.note is not None:
+        console.print(Text(printable(f"  note: {m.note}")))
+    console.print(f"  state {human_bytes(m.state_bytes)}, written by this snapshot "
+                  f"{human_bytes(m.new_bytes)}")
     shared: dict[frozenset[str], None] = {}  # groups of variables stored together, in order
     for name, details, variables in scopes:
         console.print()
@@ -611,12 +616,11 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
         console.print(Text.assemble(("*", "bold"), " stored together because they share objects (they load back shared):"))
         for group in shared:
             console.print(Text(printable(f"  {', '.join(sorted(group))}")))
-    skipped = m.get("skipped", [])
-    if skipped:
+    if m.skipped:
         console.print()
         console.print(Text("not stored", style="bold"))
-        for s in skipped:
-            console.print(Text(printable(f"  {s['name']} ({s['scope']}): {s['reason']}")))
+        for s in m.skipped:
+            console.print(Text(printable(f"  {s.name} ({s.scope}): {s.reason}")))
 
 
 def _show_variable(snapshot: Any, name: str, as_json: bool) -> None:
@@ -809,39 +813,24 @@ class _NeededVariables:
     def __init__(self, store: str) -> None:
         self._path = store
         self._native: Any = None
-        self._manifests: dict[str, Any] = {}
+        self._manifests: dict[str, Manifest | None] = {}
 
     def of(self, snapshot_id: str, record_id: str) -> list[str]:
         try:
             manifest = self._manifest(snapshot_id)
-            return _record_variables(manifest, record_id) if isinstance(manifest, dict) else []
+            return manifest.record_variables(record_id) if manifest is not None else []
         except Exception:  # a malformed manifest: the snapshot is still named
             return []
 
-    def _manifest(self, snapshot_id: str) -> Any:
+    def _manifest(self, snapshot_id: str) -> Manifest | None:
         if snapshot_id not in self._manifests:
             from relive import _native
 
             self._manifests[snapshot_id] = None
             if self._native is None:
                 self._native = _native.Store.open(self._path, create=False)
-            self._manifests[snapshot_id] = json.loads(self._native.read_snapshot(snapshot_id))
+            self._manifests[snapshot_id] = Manifest.from_json(self._native.read_snapshot(snapshot_id))
         return self._manifests[snapshot_id]
-
-
-def _record_variables(manifest: dict[str, Any], record_id: str) -> list[str]:
-    names = [name for name, entry in (manifest.get("globals") or {}).items() if entry.get("record") == record_id]
-    for frame in manifest.get("frames") or []:
-        where = f"{frame.get('function')}()"
-        names += [f"{name} in {where}" for name, entry in (frame.get("locals") or {}).items()
-                  if entry.get("record") == record_id]
-        if frame.get("code") == record_id:
-            names.append(f"the code of {where}")
-    if manifest.get("process") == record_id:
-        names.append("the process state (cwd, RNGs, open files)")
-    if not names and record_id in ((manifest.get("resume") or {}).get("values") or {}).values():
-        names.append("state needed to resume")
-    return names
 
 
 def _stderr_console() -> Any:

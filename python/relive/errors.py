@@ -13,6 +13,7 @@ from relive._native import (
 __all__ = [
     "CorruptionError",
     "FormatError",
+    "ManifestError",
     "NotResumable",
     "RefError",
     "ReliveError",
@@ -53,3 +54,16 @@ class NotResumable(ReliveError):
 
 class ResumeError(ReliveError):
     """A captured state cannot be resumed; the message says why."""
+
+
+class ManifestError(CorruptionError):
+    """A snapshot's manifest that is not JSON, makes no sense, or is of a newer format.
+
+    ``run``: the run it names, when it was read far enough to say; ``newer``: written by
+    a newer relive (nothing is damaged: upgrading relive reads it).
+    """
+
+    def __init__(self, message: str, run: str | None = None, newer: bool = False) -> None:
+        super().__init__(message)
+        self.run = run
+        self.newer = newer

@@ -303,9 +303,8 @@ def resumable_snapshot(store: Any, ref: str) -> Any:
                               f"to resume from it (its last resumable one: {latest.snapshot.short_id})")
         return latest.snapshot
     info = store.resolve(ref)
-    resume = info.manifest.get("resume", {})
-    if not resume.get("resumable"):
-        why = "; ".join(resume.get("reasons") or ["it was taken by a relive without resume"])
+    if not info.resumable:
+        why = "; ".join(info.manifest.not_resumable_because or ["it was taken by a relive without resume"])
         raise ReliveError(f"snapshot {info.short_id} cannot resume: {why}")
     return info
 

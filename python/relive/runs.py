@@ -17,12 +17,13 @@ import platform
 import secrets
 import socket
 import sys
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from relive.errors import CorruptionError
+from relive.schema import (Fields, is_bool, is_dict_of, is_int, is_iso_time, is_list_of, is_object, is_str, optional,
+                           problem)
 
 
 @dataclass
@@ -60,48 +61,26 @@ class RunInfo:
         return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
 
 
-def _is_str_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
-
-
-def is_iso_time(value: Any) -> bool:
-    """Whether ``value`` is a time as relive writes them, one that can be shown in local time."""
-    try:
-        datetime.fromisoformat(value).astimezone()
-    except (TypeError, ValueError, OverflowError, OSError):
-        return False
-    return True
-
-
-_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
+_FIELDS: Fields = {
     # field: (required, check, what it must be)
-    "id": (True, lambda v: isinstance(v, str), "a string"),
-    "command": (True, _is_str_list, "a list of strings"),
-    "target": (True, lambda v: isinstance(v, str), "a string"),
-    "module": (True, lambda v: isinstance(v, bool), "true or false"),
-    "argv": (True, _is_str_list, "a list of strings"),
-    **{name: (True, lambda v: isinstance(v, str), "a string")
+    "id": (True, is_str, "a string"),
+    "command": (True, is_list_of(is_str), "a list of strings"),
+    "target": (True, is_str, "a string"),
+    "module": (True, is_bool, "true or false"),
+    "argv": (True, is_list_of(is_str), "a list of strings"),
+    **{name: (True, is_str, "a string")
        for name in ("cwd", "path0", "python", "executable", "host", "relive")},
-    "pid": (True, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "pid": (True, is_int, "an integer"),
     "started": (True, is_iso_time, "an ISO 8601 time"),
-    "packages": (False, lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
-                 "an object of versions"),
-    "resumed_from": (False, lambda v: v is None or isinstance(v, str), "a snapshot id"),
-    "options": (False, lambda v: isinstance(v, dict), "an object"),
+    "packages": (False, is_dict_of(is_str), "an object of versions"),
+    "resumed_from": (False, optional(is_str), "a snapshot id"),
+    "options": (False, is_object(), "an object"),
 }
 
 
 def run_problem(fields: Any) -> str | None:
     """What makes a decoded run record unusable, or None."""
-    if not isinstance(fields, dict):
-        return f"the run's record is a JSON {type(fields).__name__}, not an object"
-    for name, (required, check, what) in _FIELDS.items():
-        if name not in fields:
-            if required:
-                return f"the run's record has no {name!r}"
-        elif not check(fields[name]):
-            return f"the run's record's {name!r} is not {what}"
-    return None
+    return problem(fields, _FIELDS, "the run's record")
 
 
 _OS_BYTES = "os_bytes_b64"

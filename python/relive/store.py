@@ -15,18 +15,18 @@ other snapshot reads and loads as before.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
-from collections.abc import Callable, Container
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from relive import _native
-from relive.errors import CorruptionError, RefError, StoreError
-from relive.runs import RunInfo, is_iso_time
+from relive.errors import CorruptionError, ManifestError, RefError, StoreError
+from relive.manifest import Manifest
+from relive.runs import RunInfo
 from relive.trust import check_store, trusted_by_environment
 
 if TYPE_CHECKING:
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 class RecordStore(Protocol):
     """What writing and loading a snapshot's records needs of a store: ``_native.Store`` is
-    one, ``tests/fakes.MemoryStore`` another (state.records, capture.snapshot and
-    restore.snapshot are written against this, never against the native store itself)."""
+    one, ``tests/fakes.MemoryStore`` another (state.records, capture.save and
+    restore.load are written against this, never against the native store itself)."""
 
     def put_record(self, payload: Buffer, buffers: Sequence[Buffer]) -> tuple[str, int, int]:
         """Stores ``payload`` and ``buffers`` (C-contiguous) as one record, content-addressed:
@@ -88,7 +88,7 @@ class SnapshotInfo:
     """One snapshot's manifest, read but not loaded."""
 
     id: str
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def short_id(self) -> str:
@@ -96,23 +96,28 @@ class SnapshotInfo:
 
     @property
     def run(self) -> str:
-        return str(self.manifest["run"])
+        return self.manifest.run
 
     @property
     def seq(self) -> int:
-        return int(self.manifest["seq"])
+        return self.manifest.seq
 
     @property
     def time(self) -> str:
-        return str(self.manifest["time"])
+        return self.manifest.time
 
     @property
     def trigger(self) -> str:
-        return str(self.manifest["trigger"])
+        return self.manifest.trigger
 
     @property
     def where(self) -> dict[str, Any]:
-        return self.manifest.get("where") or {}
+        """The innermost frame's file, line and function, as JSON ({} where the manifest does not say)."""
+        return {} if self.manifest.where is None else self.manifest.where.to_json()
+
+    @property
+    def resumable(self) -> bool:
+        return self.manifest.resumable
 
     @property
     def local_time(self) -> str:
@@ -122,103 +127,11 @@ class SnapshotInfo:
         return (self.time, self.run, self.seq)
 
 
-# -- what readers rely on in a manifest: checked here, once, so that a manifest that
-# -- decodes but makes no sense is reported as damaged rather than failing deep inside.
-
 class LatestResumable(NamedTuple):
     """What ``Store.latest_resumable`` found."""
 
     snapshot: SnapshotInfo | None  # the latest resumable snapshot; None if none is
     finished: SnapshotInfo | None  # the exit snapshot of the last run, if it finished (exit 0)
-
-
-def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: value is None or check(value)
-
-
-def _is_str(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_object(**fields: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    """A JSON object whose listed fields pass their check; an absent field is checked as None."""
-    return lambda value: isinstance(value, dict) and all(check(value.get(name)) for name, check in fields.items())
-
-
-def _is_list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: isinstance(value, list) and all(check(item) for item in value)
-
-
-def _is_dict_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: isinstance(value, dict) and all(check(item) for item in value.values())
-
-
-_VARIABLE = _is_object(record=_is_str, key=_is_str, type=_optional(_is_str), summary=_optional(_is_str),
-                       size=_optional(_is_int), shared_with=_optional(_is_list_of(_is_str)))
-_MANIFEST: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
-    # field: (required, check, what it must be)
-    "run": (True, _is_str, "a string"),
-    "seq": (True, _is_int, "an integer"),
-    "time": (True, is_iso_time, "an ISO 8601 time"),
-    "trigger": (True, _is_str, "a string"),
-    "where": (False, _optional(_is_object(file=_optional(_is_str), line=_optional(_is_int),
-                                          function=_optional(_is_str))), "an object (file, line, function)"),
-    "globals": (True, _is_dict_of(_VARIABLE), "an object of variables (record, key)"),
-    "frames": (True, _is_list_of(_is_object(function=_is_str, file=_is_str, line=_is_int,
-                                             qualname=_optional(_is_str),
-                                             locals=_optional(_is_dict_of(_VARIABLE)))),
-               "a list of frames (function, file, line, locals)"),
-    "modules": (False, _is_dict_of(_is_str), "an object of module names"),
-    "skipped": (False, _is_list_of(_is_object(name=_is_str, scope=_is_str, reason=_is_str)),
-                "a list of skipped variables (name, scope, reason)"),
-    "resume": (False, _is_object(resumable=_optional(lambda v: isinstance(v, bool)),
-                                 reasons=_optional(_is_list_of(_is_str))), "an object"),
-    "exception": (False, _is_object(type=_is_str, message=_is_str), "an object (type, message)"),
-    "parent": (False, _optional(_is_str), "a snapshot id"),
-    "process": (False, _optional(_is_str), "a record id"),
-    **{name: (False, _optional(_is_number), "a number")
-       for name in ("new_bytes", "state_bytes", "pause_s", "write_s", "cpu_s", "memory_bytes")},
-    **{name: (False, _optional(_is_str), "a string") for name in ("mode", "signal", "note")},
-}
-
-
-_IS_KEYS = _is_dict_of(_is_str)
-_IS_OPTIONAL_KEYS = _is_list_of(_optional(_is_str))
-# What resuming reads of each frame (restore.snapshot.Snapshot.resume_state).
-_FRAME_RESUME = _is_object(module=_is_str, role=_is_str, offset=_is_int, lineno=_is_int, locals=_IS_KEYS,
-                           cells=_IS_KEYS, free=_IS_KEYS, stack=_IS_OPTIONAL_KEYS,
-                           stack_kinds=_is_list_of(_is_str), handled=_IS_OPTIONAL_KEYS)
-
-
-def manifest_problem(manifest: Any) -> str | None:
-    """What makes a decoded manifest unusable to ``log``, ``show``, ``load`` and ``resume``, or None."""
-    if not isinstance(manifest, dict):
-        return f"the manifest is a JSON {type(manifest).__name__}, not an object"
-    for name, (required, check, what) in _MANIFEST.items():
-        if name not in manifest:
-            if required:
-                return f"the manifest has no {name!r}"
-        elif not check(manifest[name]):
-            return f"the manifest's {name!r} is not {what}: {_shown(manifest[name])}"
-    resume = manifest.get("resume") or {}
-    if resume.get("resumable") and not (
-            _IS_KEYS(resume.get("values")) and _optional(_is_str)(resume.get("handled"))
-            and all(_is_str(f.get("code")) and _FRAME_RESUME(f.get("resume")) for f in manifest["frames"])):
-        return "the manifest says it can resume, but its resumable state is incomplete"
-    return None
-
-
-def _shown(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 _VERIFY_ADVICE = "run `relive verify` to check the whole store, and `relive repair` to set it right"
@@ -232,12 +145,15 @@ class DamagedSnapshot:
     path: str
     reason: str
     run: str | None = None  # when the manifest was read far enough to say
+    newer: bool = False  # written by a newer relive: nothing is damaged, this relive cannot read it
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
 
     def error(self) -> CorruptionError:
+        if self.newer:
+            return CorruptionError(f"snapshot {self.short_id} cannot be read ({self.path}): {self.reason}")
         return CorruptionError(f"snapshot {self.short_id} is damaged ({self.path}): {self.reason}; {_VERIFY_ADVICE}")
 
 
@@ -296,18 +212,13 @@ class Store:
         """One manifest, or what is wrong with it; None if it was deleted since it was listed."""
         path = os.path.join(self.path, "snapshots", snapshot_id)
         try:
-            manifest = json.loads(self.native.read_snapshot(snapshot_id))
+            return SnapshotInfo(snapshot_id, Manifest.from_json(self.native.read_snapshot(snapshot_id)))
+        except ManifestError as exc:
+            return DamagedSnapshot(snapshot_id, path, str(exc), exc.run, exc.newer)
         except StoreError as exc:
             if not os.path.lexists(path):
                 return None
             return DamagedSnapshot(snapshot_id, path, _detail(str(exc), path))
-        except (ValueError, RecursionError) as exc:  # ValueError: JSON, and UnicodeDecodeError
-            return DamagedSnapshot(snapshot_id, path, f"the manifest is not JSON: {exc}")
-        problem = manifest_problem(manifest)
-        if problem is not None:
-            run = manifest.get("run") if isinstance(manifest, dict) else None
-            return DamagedSnapshot(snapshot_id, path, problem, run if isinstance(run, str) else None)
-        return SnapshotInfo(snapshot_id, manifest)
 
     @property
     def runs(self) -> dict[str, RunInfo]:
@@ -353,7 +264,7 @@ class Store:
         what resume is for. A finished one is resumed only from a snapshot the user names.
         """
         for s in reversed(self.run_snapshots(run_id)):
-            if s.trigger == "exit" and s.manifest.get("exit_status") == 0:
+            if s.trigger == "exit" and s.manifest.exit_status == 0:
                 return s
         return None
 
@@ -365,7 +276,7 @@ class Store:
         each says in its own words why it will not resume a finished run.
         """
         snapshots = [s for s in self.snapshots if s.run in runs]
-        resumable = next((s for s in reversed(snapshots) if s.manifest.get("resume", {}).get("resumable")), None)
+        resumable = next((s for s in reversed(snapshots) if s.resumable), None)
         # The last run, resumed ones included: a resumed run that finished finishes the
         # whole chain it continues.
         finished = self.finished(snapshots[-1].run) if snapshots else None

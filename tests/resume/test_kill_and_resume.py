@@ -26,7 +26,7 @@ def _resumable(work: Workdir) -> list[tuple[str, str]]:
         store = Store(str(work.store))
     except ReliveError:
         return []
-    return [(s.id, s.run) for s in store.snapshots if s.manifest.get("resume", {}).get("resumable")]
+    return [(s.id, s.run) for s in store.snapshots if s.resumable]
 
 
 def _kill_after_snapshots(work: Workdir, args: list[str], snapshots: int, delay: float) -> bool:

@@ -106,7 +106,7 @@ def test_a_frames_code_is_stored_once_whatever_holds_its_constants(tmp_path):
     """Each forked child marshals the frames' code afresh; a program that holds one of its
     code's constants at one snapshot and not at the next must not store the code again."""
     from relive import _native
-    from relive.capture.snapshot import CodeRecords
+    from relive.capture.save import CodeRecords
 
     store = _native.Store.open(str(tmp_path / "store"), create=True)
     code = compile("lr = 0.125\nfor step in range(3):\n    lr = lr * 0.5\n", "prog.py", "exec")

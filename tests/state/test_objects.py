@@ -93,7 +93,7 @@ def test_modules_not_stored_but_named(work):
     work.relive("run", "--every", "0", "prog.py", check=True)
     snap = relive.load(store=str(work.store))
     assert "j" not in snap.globals and "os" not in snap.globals
-    assert snap.manifest["modules"] == {"j": "json", "os": "os"}
+    assert snap.manifest.modules == {"j": "json", "os": "os"}
     assert snap.namespace()["j"].dumps([2]) == "[2]"
 
 

@@ -3,7 +3,7 @@
 A trigger (timer, signal, explicit call, exit, uncaught exception) asks for a snapshot:
 ``triggers`` decides when it is taken (timer and signal triggers wait for a safe point,
 the next line boundary of the program: ``safepoint``), ``writer`` writes it, in a forked
-child (``background``) or inline, and ``snapshot`` is what it writes; the signal, if any,
+child (``background``) or inline, and ``save`` is what it writes; the signal, if any,
 then acts as it would have without relive (``signals``). Every failure is logged once and
 skipped: the program never sees an exception of relive's. This module is the face: the
 runner starts a ``Capture`` with ``CaptureOptions``, and ``relive.checkpoint()`` comes
@@ -19,7 +19,7 @@ import warnings
 from typing import Any
 
 from relive import _native
-from relive.capture import process, recursion, snapshot
+from relive.capture import process, recursion, save
 from relive.capture.options import CaptureOptions
 from relive.capture.triggers import Triggers
 from relive.capture.writer import Writer
@@ -42,7 +42,7 @@ class Capture:
         self._spared = (0, 0)  # recursion budget of relive's frames below the program, made free
 
     @property
-    def snapshots(self) -> list[snapshot.SnapshotResult]:
+    def snapshots(self) -> list[save.SnapshotResult]:
         return self._writer.snapshots
 
     # -- lifecycle --

@@ -32,6 +32,7 @@ from relive.capture.signals import SignalRelay
 from relive.capture.writer import Writer
 from relive.interp import read
 from relive.interp.frame_state import ResumeState
+from relive.manifest import ExceptionEntry, Where
 from relive.report import warn_once
 
 if TYPE_CHECKING:
@@ -240,8 +241,8 @@ class Triggers:
         if not self._disabled:
             with self._snapshotting() as free:
                 if free:
-                    self._take("exit", [], where={"file": self._main_dict.get("__file__"), "line": None,
-                                                 "function": "<module>"}, exit_status=status)
+                    self._take("exit", [], where=Where(self._main_dict.get("__file__"), None, "<module>"),
+                               exit_status=status)
             self._act_on_signals(None)
 
     def on_exception(self, exc: BaseException) -> None:
@@ -250,7 +251,7 @@ class Triggers:
         with self._snapshotting() as free:
             if free:
                 self._take("exception", program_frames.traceback_stack(exc.__traceback__),
-                           exception={"type": type(exc).__qualname__, "message": _message(exc)})
+                           exception=ExceptionEntry(type(exc).__qualname__, _message(exc)))
         self._act_on_signals(None)
 
     # -- taking one --

@@ -9,7 +9,7 @@ program goes on or ends: exit, an uncaught exception, a signal's action,
 ``relive.checkpoint()`` returning its id (``Writer.take``). Without fork (CUDA is
 initialized, --mode inline) snapshots are written in the program's process. Either way one
 stops at --snapshot-timeout (``time_limit`` for the inline ones). Here too: opening the
-store, each snapshot's request (``snapshot`` writes it), charging timer snapshots to the
+store, each snapshot's request (``save`` writes it), charging timer snapshots to the
 overhead budget (``budget``: it stretches the timer's interval), and reporting each
 failure once. Called by ``triggers`` with the snapshotting lock held, and by the thread
 that waits for a child.
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from relive import _native
 from relive.errors import StoreError
 from relive.capture import frames as program_frames
-from relive.capture import background, process, snapshot
+from relive.capture import background, process, save
 from relive.capture.background import Background
 from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
@@ -50,13 +50,13 @@ class Writer:
                  files: process.OpenFiles, clock: Clock, parent: str | None = None) -> None:
         self.options = options
         self.run = run
-        self.snapshots: list[snapshot.SnapshotResult] = []
+        self.snapshots: list[save.SnapshotResult] = []
         self._main_dict = main_dict
         self._files = files
         self._clock = clock  # the timer: its interval is stretched to keep within the budget
         self._store: Any = None
         self._store_behind = False  # forked snapshots wrote packs this handle has not read
-        self._codes = snapshot.CodeRecords()
+        self._codes = save.CodeRecords()
         self._seq = 0
         self._parent = parent  # the snapshot a resumed run continues from
         self._parent_cost: dict[str, float] | None = None  # what the parent (a forked snapshot) cost the program
@@ -76,7 +76,7 @@ class Writer:
         return self._background.wait(self._child_wait_s())
 
     def _request(self, trigger: str, frames: list[program_frames.FrameView], mode: str,
-                 extra: dict[str, Any], point: Any = None, signum: int | None = None) -> snapshot.SnapshotRequest:
+                 extra: dict[str, Any], point: Any = None, signum: int | None = None) -> save.SnapshotRequest:
         if signum is not None:
             extra["signal"] = signal.Signals(signum).name
         if self._parent_cost is not None:
@@ -87,7 +87,7 @@ class Writer:
                 extra["stretched_because"] = self._stretched_because
         self._seq += 1
         positions = self._files.flush()  # here, in the program's process: never in a forked child
-        return snapshot.SnapshotRequest(
+        return save.SnapshotRequest(
             run_id=self.run.id, seq=self._seq, parent=self._parent, trigger=trigger, mode=mode,
             frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra,
             process=process.state(self.run.cwd, self._files), resume=point, not_resumable=_NOT_RESUMABLE.get(trigger),
@@ -119,7 +119,7 @@ class Writer:
                 store.refresh()  # what forked snapshots wrote is not written again
             request = self._request(trigger, frames, "inline", extra, point, signum)
             with TimeLimit(self.options.snapshot_timeout):
-                result = snapshot.write(store, request, self._codes)
+                result = save.write(store, request, self._codes)
         except SnapshotTimedOut:  # raised in the program's hook, or in relive's code around it
             self._failed(RuntimeError(exceeded(self.options.snapshot_timeout)))
             return None
@@ -174,7 +174,7 @@ class Writer:
             if timer:  # the program's share: until the fork (others wait for the whole write)
                 request.pause_s = time.perf_counter() - started
             try:
-                result = snapshot.write(_native.Store.open(path, create=False), request, codes)
+                result = save.write(_native.Store.open(path, create=False), request, codes)
             except (StoreError, OSError) as exc:
                 # The store's fault, not this snapshot's: told apart in the program's process,
                 # which reports each fault once ("ok" here overrides the child's own).
@@ -219,7 +219,7 @@ class Writer:
         if outcome.get("ok"):
             self._store_behind = True
             self._parent = outcome["id"]
-            self.snapshots.append(snapshot.SnapshotResult(
+            self.snapshots.append(save.SnapshotResult(
                 outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
             if not timer:
                 return

@@ -29,7 +29,7 @@ Frames of resume code (a program resumed before) are captured as frames of the o
 offsets and ``lasti`` values translate back through the resume code's ``Origin``.
 
 ``relive.capture`` calls ``capture`` at the line event a snapshot is taken at;
-``relive.capture.snapshot`` hands ``reduce_for_resume`` to the pickler.
+``relive.capture.save`` hands ``reduce_for_resume`` to the pickler.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import builtins
 import enum
 import fnmatch
 import io
+import marshal
 import pickle
 import types
 from collections.abc import Iterable
@@ -59,10 +60,6 @@ class Skipped:
     reason: str
     key: str = ""
     path: str = ""  # where inside the variable the object that failed is (``payload['lock']``)
-
-    def to_json(self) -> dict[str, str]:
-        where = {"path": self.path} if self.path else {}
-        return {"scope": self.scope, "name": self.name, "reason": self.reason, **where}
 
 
 @dataclass
@@ -259,3 +256,23 @@ def read_record(store: RecordStore, record_id: str, context: LoadContext) -> dic
         raise pickle.UnpicklingError(f"record {record_id} is not a relive record")
     return values
 
+
+
+# -- code records: each frame's code, stored by value for resume (capture.save.CodeRecords
+# -- writes them, restore.load reads them). The prefix tells them from pickled records.
+
+_CODE_PREFIX = b"marshal:"
+_STEADY_MARSHAL = 2  # the last marshal version whose bytes do not depend on reference counts
+
+
+def code_record(code: types.CodeType) -> bytes:
+    """The payload of ``code``'s record: the same bytes in every process (see CodeRecords)."""
+    return _CODE_PREFIX + marshal.dumps(code, _STEADY_MARSHAL)
+
+
+def code_of_record(payload: bytes) -> types.CodeType:
+    """The code a code record holds."""
+    code = marshal.loads(payload[len(_CODE_PREFIX):])
+    if not isinstance(code, types.CodeType):
+        raise pickle.UnpicklingError("the record is not a code record")
+    return code

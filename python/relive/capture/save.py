@@ -1,18 +1,19 @@
 """Writing one snapshot: the roots of the program's frames and globals, then the manifest.
 
-The manifest is the commit: the store makes it visible last and atomically, so a
-snapshot interrupted anywhere before that leaves no trace but unreferenced packs.
+``capture`` calls ``write`` with a ``SnapshotRequest`` (in the program's process, or in a
+forked child). The values go into records (``state.records``), each frame's code into a
+code record, and what the snapshot holds into a ``relive.manifest.Manifest``. The
+manifest is the commit: the store makes it visible last and atomically, so a snapshot
+interrupted anywhere before that leaves no trace but unreferenced packs.
 """
 
 from __future__ import annotations
 
-import json
-import marshal
 import os
 import sys
 import time
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,9 +21,9 @@ from relive import _native
 from relive.capture.background import private_bytes
 from relive.interp.read import reduce_for_resume
 from relive.capture.frames import FrameView, global_roots, local_roots, modules_of
-from relive.state.records import PROCESS_KEY, RecordWriter, Root, StoredState, is_excluded
+from relive.manifest import FrameEntry, FrameResume, Manifest, ResumeEntry, SkippedEntry, VariableEntry, Where
+from relive.state.records import PROCESS_KEY, RecordWriter, Root, StoredState, code_record, is_excluded
 
-FORMAT = 1
 _MISSING = object()
 
 
@@ -38,7 +39,7 @@ class SnapshotRequest:
     frames: list[FrameView]
     main_dict: dict[str, Any]
     exclude: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)  # signal, exception, note
+    extra: dict[str, Any] = field(default_factory=dict)  # Manifest fields the trigger adds: signal, exception, note
     pause_s: float | None = None  # how long the program paused, when not the whole write (fork)
     process: dict[str, Any] | None = None  # RNG states, cwd, argv: what resuming needs (capture.process)
     resume: Any = None  # a ResumeState (interp.read), or None where the point cannot resume
@@ -53,9 +54,6 @@ class SnapshotResult:
     state_bytes: int
     skipped: int
     seconds: float
-
-
-_STEADY_MARSHAL = 2  # the last marshal version whose bytes do not depend on reference counts
 
 
 class CodeRecords:
@@ -75,7 +73,7 @@ class CodeRecords:
     def record_id(self, store: Any, code: types.CodeType) -> tuple[str, int]:
         data = self._marshalled.get(code)
         if data is None:
-            data = self._marshalled[code] = b"marshal:" + marshal.dumps(code, _STEADY_MARSHAL)
+            data = self._marshalled[code] = code_record(code)
         record_id, new_bytes, _ = store.put_record(data, [])
         return record_id, new_bytes
 
@@ -109,27 +107,16 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
         code_id, code_bytes = codes.record_id(store, view.code)
         state.new_bytes += code_bytes
         frames.append(_frame_entry(index, view, code_id, state))
-    records = sorted(set(state.records) | {f["code"] for f in frames})
-    manifest = _manifest(request, state, frames, records)
-    manifest["resume"] = _resume_manifest(request, resume_entries, state, frames)
-    if PROCESS_KEY in state.variables:
-        manifest["process"] = state.variables[PROCESS_KEY]["record"]
+    resume = _resume_entry(request, resume_entries, state)
+    if resume.resumable and resume_entries is not None:
+        frames = [replace(frame, resume=entry) for frame, entry in zip(frames, resume_entries)]
     seconds = time.perf_counter() - started  # up to the commit, which follows
-    manifest["write_s"] = round(seconds, 6)
-    manifest["pause_s"] = round(seconds if request.pause_s is None else request.pause_s, 6)
-    if request.mode == "fork":
-        # What this child holds alone: pages the program rewrote since the fork (now held
-        # twice) and its own working memory. Read at the end, near its peak.
-        manifest["memory_bytes"] = private_bytes()
-        # The child's own CPU (all its threads; a forked process starts from zero): what it
-        # took from the program's cores. The commit and exit that follow are not in it.
-        manifest["cpu_s"] = round(time.process_time(), 6)
-    snapshot_id = store.commit(json.dumps(manifest, separators=(",", ":")).encode())
+    snapshot_id = store.commit(_manifest(request, state, frames, resume, seconds).to_json())
     return SnapshotResult(snapshot_id, state.new_bytes, state.state_bytes, len(state.skipped),
                           time.perf_counter() - started)
 
 
-def _resume_roots(request: SnapshotRequest, roots: list[Root]) -> list[dict[str, Any]] | None:
+def _resume_roots(request: SnapshotRequest, roots: list[Root]) -> list[FrameResume] | None:
     """Adds the roots only resuming needs (stack values, cells, locals not shown) and returns,
     per frame, how its state refers to them by key; None when the point cannot resume.
 
@@ -157,32 +144,31 @@ def _resume_roots(request: SnapshotRequest, roots: list[Root]) -> list[dict[str,
                 local_keys[name] = key  # an excluded one stays missing: the point cannot resume
             else:  # not shown (a module, a relive object): stored for resuming only
                 local_keys[name] = root(f"r{i}:{name}", scope, name, value)
-        entries.append({
-            "module": fs.module, "role": fs.role, "offset": fs.offset, "lineno": fs.lineno,
-            "locals": local_keys,
-            "cells": {n: root(f"c{i}:{n}", scope, n, c) for n, c in fs.cells.items()},
-            "free": {n: root(f"c{i}:{n}", scope, n, c) for n, c in fs.free.items()},
-            "stack": [None if v is _native.NULL else root(f"s{i}:{j}", scope, f"<stack {j}>", v)
-                      for j, v in enumerate(fs.stack)],
-            "stack_kinds": list(fs.stack_kinds),
-            "handled": [None if e is None else root(f"h{i}:{j}", scope, f"<exception {j}>", e)
-                        for j, e in enumerate(fs.handled)],
-        })
+        entries.append(FrameResume(
+            module=fs.module, role=fs.role, offset=fs.offset, lineno=fs.lineno,
+            locals=local_keys,
+            cells={n: root(f"c{i}:{n}", scope, n, c) for n, c in fs.cells.items()},
+            free={n: root(f"c{i}:{n}", scope, n, c) for n, c in fs.free.items()},
+            stack=[None if v is _native.NULL else root(f"s{i}:{j}", scope, f"<stack {j}>", v)
+                   for j, v in enumerate(fs.stack)],
+            stack_kinds=list(fs.stack_kinds),
+            handled=[None if e is None else root(f"h{i}:{j}", scope, f"<exception {j}>", e)
+                     for j, e in enumerate(fs.handled)],
+        ))
     if state.handled is not None:
         root("h:", "process", "<exception being handled>", state.handled)
     return entries
 
 
-def _resume_manifest(request: SnapshotRequest, entries: list[dict[str, Any]] | None, state: StoredState,
-                     frames: list[dict[str, Any]]) -> dict[str, Any]:
-    """Whether the snapshot can resume, why not, and where each frame's state is stored."""
+def _resume_entry(request: SnapshotRequest, entries: list[FrameResume] | None, state: StoredState) -> ResumeEntry:
+    """Whether the snapshot can resume, why not, and where the values of its frames' state are stored."""
     if entries is None:
         reasons = [request.not_resumable] if request.not_resumable else \
             list(request.resume.reasons) if request.resume is not None else ["no resumable state was captured"]
-        return {"resumable": False, "reasons": reasons}
+        return ResumeEntry(False, reasons=reasons)
     excluded = [name for name in request.main_dict if is_excluded(name, request.exclude)]
-    keys = {k for e in entries for part in ("locals", "cells", "free") for k in e[part].values()}
-    keys |= {k for e in entries for part in ("stack", "handled") for k in e[part] if k is not None}
+    keys = {k for e in entries for part in (e.locals, e.cells, e.free) for k in part.values()}
+    keys |= {k for e in entries for part in (e.stack, e.handled) for k in part if k is not None}
     if request.resume.handled is not None:
         keys.add("h:")
     skipped = {f"{s.scope}:{s.name}": s.reason for s in state.skipped}
@@ -190,11 +176,9 @@ def _resume_manifest(request: SnapshotRequest, entries: list[dict[str, Any]] | N
     for key in sorted(keys - set(state.variables)):
         reasons.append(f"a value it needs was not stored ({key}: {_skipped_for(key, state)})")
     if reasons:
-        return {"resumable": False, "reasons": reasons}
-    for frame, entry in zip(frames, entries):
-        frame["resume"] = entry
-    return {"resumable": True, "values": {k: state.variables[k]["record"] for k in sorted(keys)},
-            "handled": "h:" if request.resume.handled is not None else None}
+        return ResumeEntry(False, reasons=reasons)
+    return ResumeEntry(True, values={k: state.variables[k]["record"] for k in sorted(keys)},
+                       handled="h:" if request.resume.handled is not None else None)
 
 
 def _skipped_for(key: str, state: StoredState) -> str:
@@ -204,46 +188,59 @@ def _skipped_for(key: str, state: StoredState) -> str:
     return "excluded by --exclude" if key[0] == "f" else "not stored"
 
 
-def _variables(state: StoredState, prefix: str) -> dict[str, Any]:
-    return {key[len(prefix):]: {"key": key, **entry} for key, entry in state.variables.items()
-            if key.startswith(prefix)}
+def _variables(state: StoredState, prefix: str) -> dict[str, VariableEntry]:
+    return {key[len(prefix):]: VariableEntry(key=key, record=entry["record"], type=entry["type"],
+                                             summary=entry["summary"], size=entry["size"],
+                                             shared_with=entry.get("shared_with"))
+            for key, entry in state.variables.items() if key.startswith(prefix)}
 
 
-def _frame_entry(index: int, view: FrameView, code_id: str, state: StoredState) -> dict[str, Any]:
+def _frame_entry(index: int, view: FrameView, code_id: str, state: StoredState) -> FrameEntry:
     code = view.code
-    return {
-        "function": code.co_name,
-        "qualname": code.co_qualname,
-        "file": code.co_filename,
-        "line": view.lineno,
-        "firstlineno": code.co_firstlineno,
-        "lasti": view.lasti,
-        "code": code_id,
-        "locals": _variables(state, f"f{index}:") if view.has_own_locals else None,
-    }
+    return FrameEntry(
+        function=code.co_name,
+        qualname=code.co_qualname,
+        file=code.co_filename,
+        line=view.lineno,
+        firstlineno=code.co_firstlineno,
+        lasti=view.lasti,
+        code=code_id,
+        locals=_variables(state, f"f{index}:") if view.has_own_locals else None,
+    )
 
 
-def _manifest(request: SnapshotRequest, state: StoredState, frames: list[dict[str, Any]],
-              records: list[str]) -> dict[str, Any]:
+def _manifest(request: SnapshotRequest, state: StoredState, frames: list[FrameEntry], resume: ResumeEntry,
+              seconds: float) -> Manifest:
+    extra = dict(request.extra)
     inner = frames[-1] if frames else None
-    where = {"file": inner["file"], "line": inner["line"], "function": inner["function"]} if inner else None
-    return {
-        "format": FORMAT,
-        "run": request.run_id,
-        "seq": request.seq,
-        "parent": request.parent,
-        "time": datetime.now(timezone.utc).isoformat(),
-        "trigger": request.trigger,
-        "mode": request.mode,
-        "where": where,
-        "frames": frames,
-        "globals": _variables(state, "g:"),
-        "modules": modules_of(request.main_dict),
-        "skipped": [s.to_json() for s in state.skipped],
-        "records": records,
-        "new_bytes": state.new_bytes,
-        "state_bytes": state.state_bytes,
-        "cwd": os.getcwd(),
-        "argv": list(sys.argv),
-        **request.extra,
-    }
+    where = extra.pop("where", Where(inner.file, inner.line, inner.function) if inner else None)
+    fork = request.mode == "fork"
+    return Manifest(
+        run=request.run_id,
+        seq=request.seq,
+        parent=request.parent,
+        time=datetime.now(timezone.utc).isoformat(),
+        trigger=request.trigger,
+        mode=request.mode,
+        where=where,
+        frames=frames,
+        globals=_variables(state, "g:"),
+        modules=modules_of(request.main_dict),
+        skipped=[SkippedEntry(s.scope, s.name, s.reason, s.path or None) for s in state.skipped],
+        records=sorted(set(state.records) | {f.code for f in frames if f.code is not None}),
+        new_bytes=state.new_bytes,
+        state_bytes=state.state_bytes,
+        cwd=os.getcwd(),
+        argv=list(sys.argv),
+        resume=resume,
+        process=state.variables[PROCESS_KEY]["record"] if PROCESS_KEY in state.variables else None,
+        write_s=round(seconds, 6),
+        pause_s=round(seconds if request.pause_s is None else request.pause_s, 6),
+        # What a forked child holds alone: pages the program rewrote since the fork (now held
+        # twice) and its own working memory. Read at the end, near its peak.
+        memory_bytes=private_bytes() if fork else None,
+        # The child's own CPU (all its threads; a forked process starts from zero): what it
+        # took from the program's cores. The commit and exit that follow are not in it.
+        cpu_s=round(time.process_time(), 6) if fork else None,
+        **extra,
+    )

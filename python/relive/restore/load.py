@@ -1,9 +1,10 @@
 """Loading a snapshot back: lazily, one record at a time, shared objects shared again.
 
-``relive.load("latest")`` reads only the manifest; a variable's record is read (and
-verified) when the variable is first looked up. Variables stored together (because
-they share objects) load together, so ``o1[1] is o2[1]`` holds after loading as it
-did in the program.
+``relive.load``, the command line (``show``, ``get``, ``shell``) and ``runner`` (to resume)
+read a snapshot through ``Snapshot``. ``relive.load("latest")`` reads only the manifest
+(``relive.manifest``); a variable's record is read (and verified) when the variable is
+first looked up. Variables stored together (because they share objects) load together,
+so ``o1[1] is o2[1]`` holds after loading as it did in the program.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 
 from relive import _native
 from relive.errors import ReliveError, VariableNotFound
+from relive.manifest import FrameEntry, Manifest, VariableEntry
 from relive.state.pickler import LoadContext
-from relive.state.records import PROCESS_KEY, read_record
+from relive.state.records import PROCESS_KEY, code_of_record, read_record
 from relive.store import SnapshotInfo, Store
 
 
@@ -39,8 +41,8 @@ class _Loader:
             # The program's own modules (beside the script) must import for its objects to load.
             sys.path.append(run.path0)
 
-    def value(self, entry: dict[str, Any]) -> Any:
-        return self._record(entry["record"])[entry["key"]]
+    def value(self, record_id: str, key: str) -> Any:
+        return self._record(record_id)[key]
 
     def _record(self, record_id: str) -> dict[str, Any]:
         values = self._records.get(record_id)
@@ -66,30 +68,30 @@ class _Loader:
     def load_global(self, name: str) -> Any:
         if name in self.namespace:
             return self.namespace[name]
-        modules = self.info.manifest.get("modules", {})
+        modules = self.info.manifest.modules
         if name in modules:
             value = importlib.import_module(modules[name])
         else:
-            entry = self.info.manifest["globals"].get(name)
+            entry = self.info.manifest.globals.get(name)
             if entry is None:
                 raise VariableNotFound(f"the snapshot {self.info.short_id} has no global {name!r}"
                                        f"{_skipped_reason(self.info, 'globals', name)}")
-            value = self.value(entry)
+            value = self.value(entry.record, entry.key)
         self.namespace[name] = value
         return value
 
 
 def _skipped_reason(info: SnapshotInfo, scope: str, name: str) -> str:
-    for skipped in info.manifest.get("skipped", []):
-        if skipped["name"] == name and scope in ("any", skipped["scope"]):
-            return f" (it was not stored: {skipped['reason']})"
+    for skipped in info.manifest.skipped:
+        if skipped.name == name and scope in ("any", skipped.scope):
+            return f" (it was not stored: {skipped.reason})"
     return ""
 
 
 class Variables(Mapping[str, Any]):
     """The variables of one scope (the globals, or one frame's locals), loaded on access."""
 
-    def __init__(self, loader: _Loader, entries: dict[str, dict[str, Any]], scope: str) -> None:
+    def __init__(self, loader: _Loader, entries: dict[str, VariableEntry], scope: str) -> None:
         self._loader = loader
         self._entries = entries
         self.scope = scope
@@ -101,7 +103,7 @@ class Variables(Mapping[str, Any]):
                                    f"{name!r}{_skipped_reason(self._loader.info, self.scope, name)}")
         if self.scope == "globals":
             return self._loader.load_global(name)
-        return self._loader.value(entry)
+        return self._loader.value(entry.record, entry.key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
@@ -111,7 +113,7 @@ class Variables(Mapping[str, Any]):
 
     def info(self, name: str) -> dict[str, Any]:
         """What the manifest says of a variable (type, summary, size) without loading it."""
-        return self._entries[name]
+        return self._entries[name].to_json()
 
     def __repr__(self) -> str:
         return f"<{self.scope}: {', '.join(self._entries)}>"
@@ -120,14 +122,14 @@ class Variables(Mapping[str, Any]):
 class Frame:
     """One frame of the program's stack at the snapshot."""
 
-    def __init__(self, loader: _Loader, index: int, entry: dict[str, Any], globals_: Variables) -> None:
+    def __init__(self, loader: _Loader, index: int, entry: FrameEntry, globals_: Variables) -> None:
         self.index = index
-        self.function: str = entry["function"]
-        self.qualname: str = entry.get("qualname", self.function)
-        self.filename: str = entry["file"]
-        self.lineno: int = entry["line"]
-        self.lasti: int = entry.get("lasti", -1)
-        own = entry.get("locals")
+        self.function: str = entry.function
+        self.qualname: str = entry.qualname if entry.qualname is not None else self.function
+        self.filename: str = entry.file
+        self.lineno: int = entry.line
+        self.lasti: int = entry.lasti if entry.lasti is not None else -1
+        own = entry.locals
         self.locals: Mapping[str, Any] = (
             globals_ if own is None else Variables(loader, own, f"frame {index} ({self.qualname})"))
 
@@ -149,10 +151,10 @@ class Snapshot:
         self.time = datetime.fromisoformat(info.time)
         self.trigger: str = info.trigger
         self.where: dict[str, Any] = info.where
-        self.skipped: list[dict[str, str]] = manifest.get("skipped", [])
-        self.globals = Variables(self._loader, manifest.get("globals", {}), "globals")
-        self.frames = [Frame(self._loader, i, f, self.globals) for i, f in enumerate(manifest.get("frames", []))]
-        self.manifest = manifest
+        self.skipped: list[dict[str, str]] = [s.to_json() for s in manifest.skipped]
+        self.globals = Variables(self._loader, manifest.globals, "globals")
+        self.frames = [Frame(self._loader, i, f, self.globals) for i, f in enumerate(manifest.frames)]
+        self.manifest: Manifest = manifest
 
     def __getitem__(self, name: str) -> Any:
         """A name looked up as Python would at the snapshot: innermost frame, then globals."""
@@ -169,17 +171,17 @@ class Snapshot:
     @property
     def process(self) -> dict[str, Any] | None:
         """RNG states, working directory and ``sys.argv`` at the snapshot (None before relive 0.2)."""
-        record = self.manifest.get("process")
-        return None if record is None else self._loader.value({"record": record, "key": PROCESS_KEY})
+        record = self.manifest.process
+        return None if record is None else self._loader.value(record, PROCESS_KEY)
 
     @property
     def resumable(self) -> bool:
-        return bool(self.manifest.get("resume", {}).get("resumable"))
+        return self.manifest.resumable
 
     def load_globals(self) -> dict[str, Any]:
         """Every global (and module) loaded into the snapshot's namespace, which is returned.
         Raises on the first one that fails."""
-        for name in list(self.manifest.get("modules", {})) + list(self.globals):
+        for name in list(self.manifest.modules) + list(self.globals):
             self._loader.load_global(name)
         return self._loader.namespace
 
@@ -190,35 +192,33 @@ class Snapshot:
 
     def resume_state(self) -> Any:
         """The program's stack as resuming rebuilds it (a ``ResumeState``)."""
-        import marshal
-
         from relive.interp.frame_state import FrameState, ResumeState
 
         self._loader.store.check_loadable()  # before the stored code is read, too
-        resume = self.manifest.get("resume") or {}
-        if not resume.get("resumable"):
+        resume = self.manifest.resume
+        if resume is None or not resume.resumable:
             raise ReliveError(f"snapshot {self.id[:12]} cannot resume: "
-                              + "; ".join(resume.get("reasons") or ["it holds no resumable state"]))
-        records = resume["values"]
+                              + "; ".join(self.manifest.not_resumable_because or ["it holds no resumable state"]))
+        records = resume.values
 
         def value(key: str | None) -> Any:
             if key is None:
                 return _native.NULL
-            return self._loader.value({"record": records[key], "key": key})
+            return self._loader.value(records[key], key)
 
         frames = []
-        for entry in self.manifest["frames"]:
-            r = entry["resume"]
-            payload, _ = self._loader.store.native.get_record(entry["code"])
-            code = marshal.loads(payload[len(b"marshal:"):])
+        for entry in self.manifest.frames:
+            r = entry.resume
+            assert r is not None and entry.code is not None  # a resumable manifest has them (manifest_problem)
+            payload, _ = self._loader.store.native.get_record(entry.code)
             frames.append(FrameState(
-                code=code, module=r["module"], role=r["role"], offset=r["offset"], lineno=r["lineno"],
-                locals={name: value(key) for name, key in r["locals"].items()},
-                cells={name: value(key) for name, key in r["cells"].items()},
-                free={name: value(key) for name, key in r["free"].items()},
-                stack=[value(key) for key in r["stack"]], stack_kinds=tuple(r["stack_kinds"]),
-                handled=[None if key is None else value(key) for key in r["handled"]]))
-        return ResumeState(frames, None if resume.get("handled") is None else value(resume["handled"]))
+                code=code_of_record(payload), module=r.module, role=r.role, offset=r.offset, lineno=r.lineno,
+                locals={name: value(key) for name, key in r.locals.items()},
+                cells={name: value(key) for name, key in r.cells.items()},
+                free={name: value(key) for name, key in r.free.items()},
+                stack=[value(key) for key in r.stack], stack_kinds=tuple(r.stack_kinds),
+                handled=[None if key is None else value(key) for key in r.handled]))
+        return ResumeState(frames, None if resume.handled is None else value(resume.handled))
 
     def namespace(self) -> dict[str, Any]:
         """Everything loaded: the globals (and modules), then the innermost frame's locals on top.
@@ -228,7 +228,7 @@ class Snapshot:
         """
         from relive.report import warn
 
-        for name in list(self.manifest.get("modules", {})) + list(self.globals):
+        for name in list(self.manifest.modules) + list(self.globals):
             try:
                 self._loader.load_global(name)
             except Exception as exc:
