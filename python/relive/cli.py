@@ -13,7 +13,8 @@ import re
 import shlex
 import sys
 from datetime import datetime
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -96,7 +97,7 @@ def _console() -> Any:
     return terminal.console()
 
 
-class _Size(click.ParamType):
+class _Size(click.ParamType):  # type: ignore[type-arg]  # generic in click's newest stubs only
     """A size in bytes: 1000000, 500K or 500KiB, 200M or 200MiB, 2G or 2GiB (powers of 1024);
     500KB, 200MB, 2GB are powers of 1000, as their names say."""
 
@@ -117,7 +118,7 @@ class _Size(click.ParamType):
             self.fail(f"{value!r} is not a size (examples: 500MiB, 2GiB)", param, ctx)
 
 
-class _Duration(click.ParamType):
+class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in click's newest stubs only
     """A time: 500ms, 1s, 2m, 1h, or a plain number of seconds."""
 
     name = "duration"
@@ -157,7 +158,10 @@ def cli() -> None:
     """relive: snapshots of a running Python program; list, inspect and load any past state."""
 
 
-def _capture_options(resumed: bool = False) -> Any:
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _capture_options(resumed: bool = False) -> Callable[[_Command], _Command]:
     """The options of how a program is captured: `relive run` and `relive resume` share them;
     those of `relive resume` default to the resumed run's own."""
     def option(*names: str, default: Any, help: str, **kwargs: Any) -> Any:
@@ -192,7 +196,7 @@ def _capture_options(resumed: bool = False) -> Any:
                     "twice) passes SIZE, e.g. 2GiB or 500MiB; it counts as failed."),
     ]
 
-    def decorate(command: Any) -> Any:
+    def decorate(command: _Command) -> _Command:
         for each in reversed(options):
             command = each(command)
         return command

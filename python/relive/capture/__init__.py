@@ -24,6 +24,8 @@ from relive.capture.options import CaptureOptions
 from relive.capture.triggers import Triggers
 from relive.capture.writer import Writer
 
+__all__ = ["Capture", "CaptureOptions", "checkpoint", "exit_status"]
+
 _active: Triggers | None = None  # the running capture's triggers: relive.checkpoint() is one
 
 

@@ -79,7 +79,7 @@ class OpenFiles:
             except OSError:
                 continue
             relative = os.path.relpath(path, start_dir)
-            sizes[path if relative.startswith("..") else relative] = size
+            sizes[os.fspath(path) if relative.startswith("..") else relative] = size
         return sizes
 
 

@@ -129,7 +129,7 @@ def reopen_file(name: str, mode: str, position: int | None, encoding: str | None
     import builtins
     import os
 
-    text = {} if "b" in mode else {"encoding": encoding, "errors": errors}
+    text: dict[str, Any] = {} if "b" in mode else {"encoding": encoding, "errors": errors}
     if not any(c in mode for c in "wax+"):
         f = builtins.open(name, mode, buffering, **text)
         if position:
@@ -222,7 +222,7 @@ def _steady_class_id(cls: type) -> None:
     by_class.setdefault(cls, class_id)
 
 
-class StatePickler(cloudpickle.Pickler):
+class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
     """Pickles the values of one record.
 
     ``own`` holds the ids of the values this record stores under their own names: those
