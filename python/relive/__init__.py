@@ -7,7 +7,7 @@ Run a script under ``relive run`` and its whole state is snapshotted as it runs;
 from __future__ import annotations
 
 from relive.errors import ReliveError
-from relive.restore import Frame, Snapshot, load
+from relive.restore.load import Frame, Snapshot, load
 
 __version__ = "0.1.0"
 __all__ = ["ReliveError", "Frame", "Snapshot", "checkpoint", "load", "__version__"]

@@ -542,7 +542,7 @@ def _interval_notes(rows: list[dict[str, Any]]) -> list[str]:
 @_json_option
 def show(ref: str, store: str, var: str | None, as_json: bool) -> None:
     """Show the variables of every frame of snapshot REF (default: latest)."""
-    from relive.restore import Snapshot
+    from relive.restore.load import Snapshot
 
     opened = Store(store)
     info = opened.resolve(ref)
@@ -671,7 +671,7 @@ def _find_entry(snapshot: Any, name: str) -> tuple[Any, dict[str, Any]]:
 @click.option("--plain", is_flag=True, help="Use Python's plain REPL even where IPython is installed.")
 def shell(ref: str, store: str, plain: bool) -> None:
     """An interactive session holding snapshot REF: its globals and its innermost frame's locals."""
-    from relive.restore import Snapshot
+    from relive.restore.load import Snapshot
 
     opened = Store(store)
     opened.check_loadable()  # here: the session would only warn, variable by variable
@@ -712,7 +712,7 @@ def shell(ref: str, store: str, plain: bool) -> None:
 def get(ref_or_name: str, name: str | None, store: str, output: str | None, as_json: bool) -> None:
     """Load variable NAME of snapshot REF (default: latest) and print it or write it out."""
     from relive import export
-    from relive.restore import Snapshot
+    from relive.restore.load import Snapshot
 
     ref, name = ("latest", ref_or_name) if name is None else (ref_or_name, name)
     opened = Store(store)

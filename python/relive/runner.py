@@ -248,7 +248,7 @@ def resume(store_path: str, ref: str, options: CaptureOptions | None) -> int:
     ``options`` None: the capture options of the run the snapshot belongs to.
     """
     from relive import report
-    from relive.restore import Snapshot
+    from relive.restore.load import Snapshot
     from relive.store import Store
 
     command = ["relive", *sys.argv[1:]]  # as typed

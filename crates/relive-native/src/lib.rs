@@ -9,8 +9,8 @@ mod errors;
 mod frame;
 mod graph;
 mod pending;
-mod recursion;
 mod py_store;
+mod recursion;
 mod unseen;
 mod written;
 

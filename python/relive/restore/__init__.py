@@ -1,5 +1,3 @@
-"""Loading snapshots back: objects, frames, and (later) resuming a program where it stood."""
-
-from relive.restore.load import Frame, Snapshot, Variables, load
-
-__all__ = ["Frame", "Snapshot", "Variables", "load"]
+"""Reading snapshots back: ``load`` (objects and frames, lazily), and ``process`` (what a
+resumed program gets back besides its objects). Resuming itself is ``relive.runner.resume``,
+with ``relive.interp.rebuild`` rebuilding the stack."""
