@@ -152,6 +152,3 @@ def origin_of(code: types.CodeType) -> Origin | None:
     entry = _origins.get(id(code))
     return entry[1] if entry is not None and entry[0] is code else None
 
-
-def forget_origins() -> None:
-    _origins.clear()

@@ -81,10 +81,6 @@ class CallSite:
     operands: int
     shape: tuple[str, int]
 
-    def callable_slots(self) -> tuple[int, int]:
-        """The two slots holding the callable and its ``self``-or-NULL (order per version)."""
-        return (self.base, self.base + 1)
-
 
 class StackLayout:
     """Depths and slot kinds before every instruction of one code object."""

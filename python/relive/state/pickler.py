@@ -33,10 +33,6 @@ import cloudpickle
 
 from relive.state import torch as torch_state
 
-# Stores written before ``relive.state.torch`` existed name these here (pickle stores a
-# function by its module and name): they load through these names.
-from relive.state.torch import rebuild_parameter, rebuild_storage, rebuild_tensor  # noqa: F401
-
 PROTOCOL = 5
 
 
@@ -348,6 +344,9 @@ RENAMED = {
     ("relive.state.resumable", "GeneratorState"): ("relive.interp.frame_state", "GeneratorState"),
     ("relive.state.resumable", "rebuild_generator"): ("relive.interp.rebuild", "rebuild_generator"),
     ("relive.state.resumable", "rebuild_exception"): ("relive.interp.rebuild", "rebuild_exception"),
+    # PyTorch's reducers moved into relive.state.torch (issue 11).
+    **{("relive.state.pickler", name): ("relive.state.torch", name)
+       for name in ("rebuild_storage", "rebuild_tensor", "rebuild_parameter")},
 }
 
 
