@@ -48,14 +48,17 @@ def _resumable(work: Workdir) -> int:
         return 0
 
 
-def _run_killed(work: Workdir, log: Path, together: bool) -> None:
-    """`relive run` appending to ``log`` (stderr too when ``together``: 2>&1), SIGKILLed after
-    two resumable snapshots, its snapshot writers waited for."""
+RUN = ["run", "--every", "0.05", "--overhead", "0", "prog.py", "3000"]
+
+
+def _run_killed(work: Workdir, log: Path, together: bool, args: list[str] = RUN) -> None:
+    """`relive <args>` appending to ``log`` (stderr too when ``together``: 2>&1), SIGKILLed
+    after two more resumable snapshots, its snapshot writers waited for."""
+    earlier = _resumable(work)
     with open(log, "ab") as out, open(work.path / "run.err", "ab") as err:
-        proc = _relive(work, ["run", "--every", "0.05", "--overhead", "0", "prog.py", "3000"],
-                       out, subprocess.STDOUT if together else err)
+        proc = _relive(work, args, out, subprocess.STDOUT if together else err)
         deadline = time.monotonic() + 60
-        while _resumable(work) < 2:
+        while _resumable(work) < earlier + 2:
             assert proc.poll() is None, f"the run ended before it was killed: {(work.path / 'run.err').read_text()}"
             assert time.monotonic() < deadline, "no resumable snapshot within 60 s"
             time.sleep(0.05)
@@ -85,6 +88,16 @@ def test_resumed_into_the_same_file_reads_as_the_uninterrupted_run(work, togethe
     assert log.read_text().splitlines() == full.splitlines()
     if not together:
         assert "resuming snapshot" in (work.path / "resume.err").read_text()
+
+
+def test_killed_and_resumed_twice_into_the_same_file(work):
+    work.write("prog.py", LINES)
+    full = _uninterrupted(work)
+    log = work.path / "job.log"
+    _run_killed(work, log, together=True)
+    _run_killed(work, log, together=True, args=["resume"])
+    _resume(work, log, together=True)
+    assert log.read_text().splitlines() == full.splitlines()
 
 
 def test_resumed_into_another_file_holds_the_lines_after_the_snapshot(work):
