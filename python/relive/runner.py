@@ -261,13 +261,17 @@ def resume(store_path: str, ref: str, options: CaptureOptions | None) -> int:
                           f"({damaged.path}): {damaged.reason}; what the run was started with is lost (the "
                           f"snapshot still loads: relive.load, relive shell)" if damaged else
                           f"snapshot {info.short_id} belongs to run {info.run}, which the store does not describe")
-    restore_process.check_environment(run, report.warn)
+    said: list[str] = []  # said once the killed run's output is cut: it would be cut with it (2>&1)
+    restore_process.check_environment(run, said.append)
     start_dir = restore_process.start_dir(run, store.path)
     if start_dir != run.cwd:
-        report.warn(f"the run started in {run.cwd}; resuming as if it had started in {start_dir}")
+        said.append(f"the run started in {run.cwd}; resuming as if it had started in {start_dir}")
     main, script = _resumed_main(run, start_dir)
     snapshot = Snapshot(store, info, resuming=True, namespace=main.__dict__)
     process = snapshot.process or {}
+    restore_process.cut_streams(process.get("streams", {}), report.warn)
+    for message in said:
+        report.warn(message)
     restore_process.enter(process, run, start_dir)
     sys.modules["__main__"] = main
     if options is None:

@@ -1,5 +1,5 @@
 """What a resumed program needs besides its objects: RNG states, the working directory,
-``sys.argv``, and the files it writes. Recorded here; ``relive.restore.process`` puts
+``sys.argv``, the files it writes, and the files its stdout and stderr go to (``streams``). Recorded here; ``relive.restore.process`` puts
 them back.
 
 Read in the program's process, at the safe point, before any fork: a forked child would
@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from relive import _native
+from relive.capture import streams
 from relive.report import warn_once
 from relive.state import torch as torch_state
 
@@ -95,7 +96,7 @@ def rng_states() -> dict[str, Any]:
 
 def state(start_dir: str, files: OpenFiles) -> dict[str, Any]:
     """The process state of a snapshot: stored as one record beside the variables. Called
-    after ``files.flush()``."""
+    after ``files.flush()`` and ``streams.flush()``."""
     cwd = os.getcwd()
     relative = os.path.relpath(cwd, start_dir)
     return {
@@ -106,4 +107,5 @@ def state(start_dir: str, files: OpenFiles) -> dict[str, Any]:
         "cwd": relative if not relative.startswith("..") else cwd,
         "cwd_absolute": cwd,
         "file_sizes": files.sizes(start_dir),
+        "streams": streams.files(),  # the log stdout and stderr go to: a resume appending to it cuts it
     }

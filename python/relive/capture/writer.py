@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from relive import _native
 from relive.errors import StoreError
 from relive.capture import frames as program_frames
-from relive.capture import background, process, save
+from relive.capture import background, process, save, streams
 from relive.capture.background import Background
 from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
@@ -87,6 +87,8 @@ class Writer:
                 extra["stretched_because"] = self._stretched_because
         self._seq += 1
         positions = self._files.flush()  # here, in the program's process: never in a forked child
+        if trigger not in _NOT_RESUMABLE:  # at exit the interpreter flushes them a moment later
+            streams.flush()
         return save.SnapshotRequest(
             run_id=self.run.id, seq=self._seq, parent=self._parent, trigger=trigger, mode=mode,
             frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra,

@@ -1,11 +1,11 @@
 """What a resumed program gets back besides its objects: the directory it runs from, its
-working directory and ``sys.argv``, its files cut to their size at the snapshot, and its
-random generators; and the checks before that (the same Python, the same packages, the
-same script).
+working directory and ``sys.argv``, its files (and the log its output is appended to) cut to
+their size at the snapshot, and its random generators; and the checks before that (the same
+Python, the same packages, the same script).
 
 The mirror of ``relive.capture.process``, which records these at each snapshot. Called by
 ``relive.runner.resume``, in that order: ``check_environment``, ``start_dir``,
-``enter``, ``cut_files``, ``warn_if_changed``, ``set_rngs``.
+``cut_streams``, ``enter``, ``cut_files``, ``warn_if_changed``, ``set_rngs``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import stat
 import sys
 import types
 from collections.abc import Callable
@@ -109,6 +110,25 @@ def cut_files(sizes: dict[str, int], start_dir: str, warn: Warn) -> None:
             os.truncate(path, size)
         elif current < size:
             warn(f"{path} is shorter than when the snapshot was taken ({current} < {size} bytes)")
+
+
+def cut_streams(streams: dict[str, dict[str, int]], warn: Warn) -> None:
+    """When this run's stdout or stderr is the very file the snapshot's went to (a job's log
+    opened again with ``>>``), what the killed run printed after the snapshot is cut away: the
+    log then reads as the uninterrupted run's. Another file, a pipe or a terminal keeps all it
+    got (nothing can be cut there): the resumed output follows whatever the killed run wrote.
+
+    Called before the resumed program prints anything, and before relive's warnings (they would
+    be cut with the killed run's tail when stderr goes to the same file)."""
+    logs = {(recorded["device"], recorded["inode"]): recorded["size"] for recorded in streams.values()}
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        try:
+            st = os.fstat(fd)
+            size = logs.get((st.st_dev, st.st_ino))
+            if size is not None and stat.S_ISREG(st.st_mode) and st.st_size > size:
+                os.ftruncate(fd, size)  # stdout and stderr in one file (2>&1): the second finds it cut
+        except OSError as exc:
+            warn(f"cannot cut what the killed run printed after the snapshot from its {name}: {exc}")
 
 
 def set_rngs(states: dict[str, Any]) -> None:
