@@ -139,3 +139,31 @@ def test_a_file_being_read_reopens_where_the_program_stood_when_a_forked_child_w
     work.write("prog.py", READER)
     log = _resumes_like_python(work, "prog.py", "--every", "0.05", "--overhead", "0", "--mode", "fork")
     assert sum(entry["resumable"] and entry["mode"] == "fork" for entry in log) >= 2
+
+
+REWRITTEN = """\
+import relive
+
+for n in range(3):
+    with open("out.txt", "w") as f:   # written anew each time (pyperformance's chaos: its image)
+        for i in range(200):
+            f.write(f"{n} {i}\\n")
+            if n == 0 and i == 100:
+                relive.checkpoint()
+    with open("out.txt") as f:
+        print(n, f.read().count(f"{n} "))
+"""
+
+
+def test_a_file_written_over_after_the_snapshot_is_not_resumed_into(work):
+    # The run went on past the snapshot and wrote out.txt anew, as a killed run may have:
+    # what the file held at the snapshot is gone, and cutting it back to its size then would
+    # resume with another run's bytes before the position.
+    work.write("prog.py", REWRITTEN)
+    work.relive("run", "prog.py", check=True)
+    [point] = _checkpoints(work)
+    assert point["resumable"], point["not_resumable_because"]
+    refused = work.relive("resume", point["id"])
+    assert refused.returncode != 0, refused.stdout
+    assert "out.txt" in refused.stderr and "written over" in refused.stderr, refused.stderr
+    assert refused.stdout == ""

@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from relive import _native
+from relive.file_tails import fd_tail_fingerprint
 from relive.report import warn_once
 from relive.state import torch as torch_state
 
@@ -67,6 +68,28 @@ class OpenFiles:
                 warn_once("flush", f"cannot flush {getattr(f, 'name', '?')!r} for a snapshot: {exc}")
         return positions
 
+    def tails(self, positions: dict[int, int], start_dir: str) -> dict[str, tuple[int, str]]:
+        """For each file open for writing (by path, as ``sizes``): its position and a
+        fingerprint of the bytes before it (``relive.file_tails``). Resuming writes on from
+        that position, so those bytes must still be the snapshot's: a killed run may have
+        written the file anew after the snapshot."""
+        tails: dict[str, tuple[int, str]] = {}
+        files, _ = _native.written_files()
+        for f in files:
+            position = positions.get(id(f))
+            name = getattr(f, "name", None)
+            if position is None or not isinstance(name, str):
+                continue
+            try:
+                tail = fd_tail_fingerprint(f.fileno(), position)
+            except (OSError, ValueError):
+                tail = None
+            if tail is None:
+                continue
+            relative = os.path.relpath(os.path.abspath(name), start_dir)
+            tails[os.path.abspath(name) if relative.startswith("..") else relative] = (position, tail)
+        return tails
+
     def sizes(self, start_dir: str) -> dict[str, int]:
         """The size of the files the program wrote lately (relative to ``start_dir`` when
         below it): a resume cuts what a killed run appended after the snapshot, open or
@@ -93,9 +116,9 @@ def rng_states() -> dict[str, Any]:
     return states
 
 
-def state(start_dir: str, files: OpenFiles) -> dict[str, Any]:
+def state(start_dir: str, files: OpenFiles, positions: dict[int, int]) -> dict[str, Any]:
     """The process state of a snapshot: stored as one record beside the variables. Called
-    after ``files.flush()``."""
+    after ``files.flush()``, with the positions it returned."""
     cwd = os.getcwd()
     relative = os.path.relpath(cwd, start_dir)
     return {
@@ -106,4 +129,5 @@ def state(start_dir: str, files: OpenFiles) -> dict[str, Any]:
         "cwd": relative if not relative.startswith("..") else cwd,
         "cwd_absolute": cwd,
         "file_sizes": files.sizes(start_dir),
+        "file_tails": files.tails(positions, start_dir),
     }

@@ -20,6 +20,7 @@ from typing import Any
 
 from relive import runs
 from relive.errors import ReliveError
+from relive.file_tails import tail_fingerprint
 from relive.state import torch as torch_state
 
 Warn = Callable[[str], None]
@@ -94,10 +95,23 @@ def warn_if_changed(script: str | None, code: types.CodeType, warn: Warn) -> Non
         warn(f"{script} changed since the snapshot: resuming the code stored with it, not the file's")
 
 
-def cut_files(sizes: dict[str, int], start_dir: str, warn: Warn) -> None:
+def cut_files(sizes: dict[str, int], start_dir: str, warn: Warn, tails: dict[str, Any] | None = None) -> None:
     """Files the program wrote go back to their size at the snapshot: what the killed run
     appended after it never happened in this history (files open then are also reopened at
-    their position, by the loader)."""
+    their position, by the loader).
+
+    A file open for writing at the snapshot that the killed run wrote anew afterwards
+    (opened with "w" again: pyperformance's chaos rewrites its image each round) cannot go
+    back: the bytes before its position are another round's, and the snapshot did not keep
+    them. ``tails`` (``capture.process``'s fingerprints of those bytes) tells such a file;
+    the resume is then refused, before any file is cut, rather than go on with a different
+    file."""
+    for path, (position, tail) in (tails or {}).items():
+        full = os.path.join(start_dir, path)
+        if tail_fingerprint(full, position) != tail:
+            raise ReliveError(f"{full} was written over after the snapshot: its first {position} bytes, which the "
+                              "program had written and goes on from, are not those it held then, and the "
+                              "snapshot does not keep them; resume a later snapshot")
     for path, size in sizes.items():
         path = os.path.join(start_dir, path)
         try:
