@@ -281,6 +281,7 @@ def resume(store_path: str, ref: str, options: CaptureOptions | None) -> int:
     snapshot.load_globals()
     restore_process.warn_if_changed(script, state.frames[0].code, report.warn)
     restore_process.set_rngs(process.get("rng", {}))
+    restore_process.set_modes(process.get("torch_modes", {}))
     from relive.interp.rebuild import entry
 
     target = entry(state, main.__dict__)

@@ -167,3 +167,29 @@ def test_a_file_written_over_after_the_snapshot_is_not_resumed_into(work):
     assert refused.returncode != 0, refused.stdout
     assert "out.txt" in refused.stderr and "written over" in refused.stderr, refused.stderr
     assert refused.stdout == ""
+
+
+TORCH_MODES = """\
+import relive
+import torch
+
+torch.manual_seed(0)
+w = torch.randn(3, requires_grad=True)
+with torch.no_grad():                      # as pytorch/examples' VAE draws its samples
+    relive.checkpoint()
+    y = w * 2
+    print(y.requires_grad, y.numpy().round(3).tolist())
+torch.set_default_dtype(torch.float64)
+torch.set_num_threads(1)
+relive.checkpoint()
+print(torch.zeros(1).dtype, torch.get_num_threads(), torch.is_grad_enabled())
+"""
+
+
+def test_torchs_grad_mode_and_default_dtype_come_back(work):
+    import pytest
+
+    pytest.importorskip("torch")
+    work.write("prog.py", TORCH_MODES)
+    log = _resumes_like_python(work, "prog.py")
+    assert sum(entry["resumable"] for entry in log) == 2

@@ -123,6 +123,7 @@ def state(start_dir: str, files: OpenFiles, positions: dict[int, int]) -> dict[s
     relative = os.path.relpath(cwd, start_dir)
     return {
         "rng": rng_states(),
+        "torch_modes": torch_state.modes(),
         "argv": list(sys.argv),
         # Relative to where the run started, when below it: a copy of the store resumes
         # on another machine, in another directory, as the program moved from its start.

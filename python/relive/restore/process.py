@@ -5,7 +5,7 @@ same script).
 
 The mirror of ``relive.capture.process``, which records these at each snapshot. Called by
 ``relive.runner.resume``, in that order: ``check_environment``, ``start_dir``,
-``enter``, ``cut_files``, ``warn_if_changed``, ``set_rngs``.
+``enter``, ``cut_files``, ``warn_if_changed``, ``set_rngs``, ``set_modes``.
 """
 
 from __future__ import annotations
@@ -123,6 +123,12 @@ def cut_files(sizes: dict[str, int], start_dir: str, warn: Warn, tails: dict[str
             os.truncate(path, size)
         elif current < size:
             warn(f"{path} is shorter than when the snapshot was taken ({current} < {size} bytes)")
+
+
+def set_modes(modes: dict[str, Any]) -> None:
+    """Library settings that change what the program computes (torch's grad mode, default
+    dtype...), as ``capture.process.state`` read them."""
+    torch_state.set_modes(modes)
 
 
 def set_rngs(states: dict[str, Any]) -> None:
