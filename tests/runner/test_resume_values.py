@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from conftest import Workdir
 
 
@@ -155,11 +157,26 @@ for n in range(3):
 """
 
 
-def test_a_file_written_over_after_the_snapshot_is_not_resumed_into(work):
+REWRITTEN_CLOSED = """\
+import relive
+
+for n in range(3):
+    with open("out.txt", "w") as f:
+        for i in range(200):
+            f.write(f"{n} {i}\\n")
+    if n == 0:
+        relive.checkpoint()           # out.txt closed: the program reads it next
+    with open("out.txt") as f:
+        print(n, f.read().count(f"{n} "))
+"""
+
+
+@pytest.mark.parametrize("program", [REWRITTEN, REWRITTEN_CLOSED], ids=["open", "closed"])
+def test_a_file_written_over_after_the_snapshot_is_not_resumed_into(work, program):
     # The run went on past the snapshot and wrote out.txt anew, as a killed run may have:
     # what the file held at the snapshot is gone, and cutting it back to its size then would
-    # resume with another run's bytes before the position.
-    work.write("prog.py", REWRITTEN)
+    # resume with another round's bytes, to write on from (open) or to read (closed).
+    work.write("prog.py", program)
     work.relive("run", "prog.py", check=True)
     [point] = _checkpoints(work)
     assert point["resumable"], point["not_resumable_because"]
@@ -187,8 +204,6 @@ print(torch.zeros(1).dtype, torch.get_num_threads(), torch.is_grad_enabled())
 
 
 def test_torchs_grad_mode_and_default_dtype_come_back(work):
-    import pytest
-
     pytest.importorskip("torch")
     work.write("prog.py", TORCH_MODES)
     log = _resumes_like_python(work, "prog.py")

@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from relive import _native
-from relive.file_tails import fd_tail_fingerprint
+from relive.file_tails import fd_tail_fingerprint, tail_fingerprint
 from relive.report import warn_once
 from relive.state import torch as torch_state
 
@@ -68,12 +68,17 @@ class OpenFiles:
                 warn_once("flush", f"cannot flush {getattr(f, 'name', '?')!r} for a snapshot: {exc}")
         return positions
 
-    def tails(self, positions: dict[int, int], start_dir: str) -> dict[str, tuple[int, str]]:
-        """For each file open for writing (by path, as ``sizes``): its position and a
-        fingerprint of the bytes before it (``relive.file_tails``). Resuming writes on from
-        that position, so those bytes must still be the snapshot's: a killed run may have
-        written the file anew after the snapshot."""
+    def tails(self, positions: dict[int, int], sizes: dict[str, int], start_dir: str) -> dict[str, tuple[int, str]]:
+        """For each file of ``sizes`` (by its path there), an offset and a fingerprint of the
+        bytes before it (``relive.file_tails``): its position for a file open for writing,
+        which a resume writes on from, its size for the others, which the program may read
+        again. Those bytes must still be the snapshot's when it resumes: a killed run may
+        have written the file anew after the snapshot."""
         tails: dict[str, tuple[int, str]] = {}
+        for path, size in sizes.items():
+            tail = tail_fingerprint(os.path.join(start_dir, path), size)
+            if tail is not None:
+                tails[path] = (size, tail)
         files, _ = _native.written_files()
         for f in files:
             position = positions.get(id(f))
@@ -84,10 +89,10 @@ class OpenFiles:
                 tail = fd_tail_fingerprint(f.fileno(), position)
             except (OSError, ValueError):
                 tail = None
-            if tail is None:
-                continue
             relative = os.path.relpath(os.path.abspath(name), start_dir)
-            tails[os.path.abspath(name) if relative.startswith("..") else relative] = (position, tail)
+            path = os.path.abspath(name) if relative.startswith("..") else relative
+            if tail is not None:
+                tails[path] = (position, tail)
         return tails
 
     def sizes(self, start_dir: str) -> dict[str, int]:
@@ -121,6 +126,7 @@ def state(start_dir: str, files: OpenFiles, positions: dict[int, int]) -> dict[s
     after ``files.flush()``, with the positions it returned."""
     cwd = os.getcwd()
     relative = os.path.relpath(cwd, start_dir)
+    sizes = files.sizes(start_dir)
     return {
         "rng": rng_states(),
         "torch_modes": torch_state.modes(),
@@ -129,6 +135,6 @@ def state(start_dir: str, files: OpenFiles, positions: dict[int, int]) -> dict[s
         # on another machine, in another directory, as the program moved from its start.
         "cwd": relative if not relative.startswith("..") else cwd,
         "cwd_absolute": cwd,
-        "file_sizes": files.sizes(start_dir),
-        "file_tails": files.tails(positions, start_dir),
+        "file_sizes": sizes,
+        "file_tails": files.tails(positions, sizes, start_dir),
     }

@@ -100,18 +100,18 @@ def cut_files(sizes: dict[str, int], start_dir: str, warn: Warn, tails: dict[str
     appended after it never happened in this history (files open then are also reopened at
     their position, by the loader).
 
-    A file open for writing at the snapshot that the killed run wrote anew afterwards
-    (opened with "w" again: pyperformance's chaos rewrites its image each round) cannot go
-    back: the bytes before its position are another round's, and the snapshot did not keep
-    them. ``tails`` (``capture.process``'s fingerprints of those bytes) tells such a file;
-    the resume is then refused, before any file is cut, rather than go on with a different
-    file."""
+    A file the killed run wrote anew after the snapshot (opened with "w" again:
+    pyperformance's chaos rewrites its image each round, then reads it) cannot go back: the
+    bytes the resumed program would write on from, or read, are another round's, and the
+    snapshot did not keep them. ``tails`` (``capture.process``'s fingerprints of the bytes
+    before each file's position, or size) tells such a file; the resume is then refused,
+    before any file is cut, rather than go on with a different file."""
     for path, (position, tail) in (tails or {}).items():
         full = os.path.join(start_dir, path)
         if tail_fingerprint(full, position) != tail:
             raise ReliveError(f"{full} was written over after the snapshot: its first {position} bytes, which the "
-                              "program had written and goes on from, are not those it held then, and the "
-                              "snapshot does not keep them; resume a later snapshot")
+                              "program had written, are not those it held then, and the snapshot does not "
+                              "keep them; resume a later snapshot")
     for path, size in sizes.items():
         path = os.path.join(start_dir, path)
         try:
