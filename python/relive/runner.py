@@ -280,11 +280,12 @@ def resume(store_path: str, ref: str, options: CaptureOptions | None) -> int:
                           resumed_from=info.id, options=asdict(options))
     capture = Capture(options, run_info, main, execute_resumed.__code__, parent=info.id)
     capture.watch_files()
-    restore_process.cut_files(process.get("file_sizes", {}), start_dir, report.warn)
+    restore_process.cut_files(process.get("file_sizes", {}), start_dir, report.warn, process.get("file_tails"))
     state = snapshot.resume_state()  # loads the stack's values (and reopens files)
     snapshot.load_globals()
     restore_process.warn_if_changed(script, state.frames[0].code, report.warn)
     restore_process.set_rngs(process.get("rng", {}))
+    restore_process.set_modes(process.get("torch_modes", {}))
     from relive.interp.rebuild import entry
 
     target = entry(state, main.__dict__)

@@ -13,11 +13,13 @@ Its own alarm then stands in for the parent's time limit, so an orphan never run
 from __future__ import annotations
 
 import _thread
+import fcntl
 import json
 import math
 import os
 import select
 import signal
+import stat
 import threading
 import time
 import warnings
@@ -52,6 +54,50 @@ def private_bytes(pid: int | str = "self") -> int | None:
         return None
 
 
+def read_offsets() -> dict[int, int]:
+    """Where each file the process has open for reading only stands, by descriptor: read
+    just before the fork, for ``keep_offsets``. Empty where /proc does not say."""
+    offsets: dict[int, int] = {}
+    try:
+        descriptors = [int(name) for name in os.listdir("/proc/self/fd")]
+    except (OSError, ValueError):
+        return offsets
+    for fd in descriptors:
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode) and _read_only(fd):
+                offsets[fd] = os.lseek(fd, 0, os.SEEK_CUR)
+        except OSError:  # closed meanwhile (the listing's own descriptor), or not seekable
+            continue
+    return offsets
+
+
+def _read_only(fd: int) -> bool:
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+
+
+def keep_offsets(offsets: dict[int, int]) -> None:
+    """In the forked child: each file open for reading gets a file description of its own,
+    where the program's stood at the fork.
+
+    Parent and child share an open file's offset, and the program reads on at once: a
+    buffered file's ``tell()`` in the child asks the kernel, and would say where the program
+    has got to since (a read-only file's position is not recorded before the fork, as the
+    files the program writes are). Files written to keep the shared description: the child
+    never writes them, and their positions were read before the fork."""
+    for fd, offset in offsets.items():
+        try:
+            own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # the child then reads the shared offset, as before
+        try:
+            os.lseek(own, offset, os.SEEK_SET)
+            os.dup2(own, fd, inheritable=False)
+        except OSError:
+            pass
+        finally:
+            os.close(own)
+
+
 class Background:
     def __init__(self, timeout: float, max_memory: int | None, on_done: Callable[[Outcome], None]) -> None:
         self._timeout = timeout
@@ -70,6 +116,7 @@ class Background:
 
     def start(self, work: Callable[[], dict[str, Any]]) -> bool:
         """Main thread: fork a child that runs ``work()``. False if fork failed."""
+        offsets = read_offsets()
         read_end, write_end = os.pipe()
         try:
             with warnings.catch_warnings():
@@ -83,6 +130,7 @@ class Background:
             return False
         if pid == 0:
             os.close(read_end)
+            keep_offsets(offsets)
             _child(write_end, work, self._timeout)  # never returns
         os.close(write_end)
         self._idle.clear()

@@ -18,6 +18,7 @@ from typing import Any
 
 from relive import _native
 from relive.capture import streams
+from relive.file_tails import fd_tail_fingerprint, tail_fingerprint
 from relive.report import warn_once
 from relive.state import torch as torch_state
 
@@ -68,6 +69,33 @@ class OpenFiles:
                 warn_once("flush", f"cannot flush {getattr(f, 'name', '?')!r} for a snapshot: {exc}")
         return positions
 
+    def tails(self, positions: dict[int, int], sizes: dict[str, int], start_dir: str) -> dict[str, tuple[int, str]]:
+        """For each file of ``sizes`` (by its path there), an offset and a fingerprint of the
+        bytes before it (``relive.file_tails``): its position for a file open for writing,
+        which a resume writes on from, its size for the others, which the program may read
+        again. Those bytes must still be the snapshot's when it resumes: a killed run may
+        have written the file anew after the snapshot."""
+        tails: dict[str, tuple[int, str]] = {}
+        for path, size in sizes.items():
+            tail = tail_fingerprint(os.path.join(start_dir, path), size)
+            if tail is not None:
+                tails[path] = (size, tail)
+        files, _ = _native.written_files()
+        for f in files:
+            position = positions.get(id(f))
+            name = getattr(f, "name", None)
+            if position is None or not isinstance(name, str):
+                continue
+            try:
+                tail = fd_tail_fingerprint(f.fileno(), position)
+            except (OSError, ValueError):
+                tail = None
+            relative = os.path.relpath(os.path.abspath(name), start_dir)
+            path = os.path.abspath(name) if relative.startswith("..") else relative
+            if tail is not None:
+                tails[path] = (position, tail)
+        return tails
+
     def sizes(self, start_dir: str) -> dict[str, int]:
         """The size of the files the program wrote lately (relative to ``start_dir`` when
         below it): a resume cuts what a killed run appended after the snapshot, open or
@@ -94,18 +122,21 @@ def rng_states() -> dict[str, Any]:
     return states
 
 
-def state(start_dir: str, files: OpenFiles) -> dict[str, Any]:
+def state(start_dir: str, files: OpenFiles, positions: dict[int, int]) -> dict[str, Any]:
     """The process state of a snapshot: stored as one record beside the variables. Called
-    after ``files.flush()`` and ``streams.flush()``."""
+    after ``files.flush()`` (with the positions it returned) and ``streams.flush()``."""
     cwd = os.getcwd()
     relative = os.path.relpath(cwd, start_dir)
+    sizes = files.sizes(start_dir)
     return {
         "rng": rng_states(),
+        "torch_modes": torch_state.modes(),
         "argv": list(sys.argv),
         # Relative to where the run started, when below it: a copy of the store resumes
         # on another machine, in another directory, as the program moved from its start.
         "cwd": relative if not relative.startswith("..") else cwd,
         "cwd_absolute": cwd,
-        "file_sizes": files.sizes(start_dir),
+        "file_sizes": sizes,
+        "file_tails": files.tails(positions, sizes, start_dir),
         "streams": streams.files(),  # the log stdout and stderr go to: a resume appending to it cuts it
     }

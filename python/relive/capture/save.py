@@ -19,6 +19,7 @@ from typing import Any
 
 from relive import _native
 from relive.capture.background import private_bytes
+from relive.interp.names import globals_read
 from relive.interp.read import reduce_for_resume
 from relive.capture.frames import FrameView, global_roots, local_roots, modules_of
 from relive.manifest import FrameEntry, FrameResume, Manifest, ResumeEntry, SkippedEntry, VariableEntry, Where
@@ -175,16 +176,49 @@ def _resume_entry(request: SnapshotRequest, entries: list[FrameResume] | None, s
     reasons = [f"{name} (globals) is excluded by --exclude" for name in excluded]
     for key in sorted(keys - set(state.variables)):
         reasons.append(f"a value it needs was not stored ({key}: {_skipped_for(key, state)})")
+    reasons += _missing_globals(request, state)
     if reasons:
         return ResumeEntry(False, reasons=reasons)
     return ResumeEntry(True, values={k: state.variables[k]["record"] for k in sorted(keys)},
                        handled="h:" if request.resume.handled is not None else None)
 
 
+def _missing_globals(request: SnapshotRequest, state: StoredState) -> list[str]:
+    """Why not, for each global of ``__main__`` the snapshot lacks and the program's code may
+    read (``interp.names``): resumed, the code would not find it. Frames of other modules
+    run in those modules' globals, which resuming imports again, so only ``__main__``'s
+    are stored and checked."""
+    main = request.main_dict
+    modules = modules_of(main)
+    missing = [name for name in list(main) if f"g:{name}" not in state.variables and name not in modules
+               and not (name.startswith("__") and name.endswith("__")) and not is_excluded(name, request.exclude)]
+    if not missing:
+        return []
+    read = globals_read(_main_codes(request))
+    return [f"the global {name!r} was not stored ({_skipped_for(f'g:{name}', state)}) and the program's code "
+            f"reads it" for name in missing if name in read]
+
+
+def _main_codes(request: SnapshotRequest) -> list[types.CodeType]:
+    """The code that runs in ``__main__``'s globals: its frames' and its functions' (methods
+    of its classes included)."""
+    codes = [view.code for view in request.frames if view.frame.f_globals is request.main_dict]
+    for value in list(request.main_dict.values()):
+        functions = list(vars(value).values()) if isinstance(value, type) and value.__module__ == "__main__" \
+            else [value]
+        for function in functions:
+            function = getattr(function, "__func__", function)  # a classmethod or staticmethod
+            if isinstance(function, types.FunctionType) and function.__globals__ is request.main_dict:
+                codes.append(function.__code__)
+    return codes
+
+
 def _skipped_for(key: str, state: StoredState) -> str:
     for s in state.skipped:
         if s.key == key:
             return s.reason
+    if key.startswith("g:"):
+        return "relive leaves its own objects out of snapshots"
     return "excluded by --exclude" if key[0] == "f" else "not stored"
 
 

@@ -92,7 +92,7 @@ class Writer:
         return save.SnapshotRequest(
             run_id=self.run.id, seq=self._seq, parent=self._parent, trigger=trigger, mode=mode,
             frames=frames, main_dict=self._main_dict, exclude=self.options.exclude, extra=extra,
-            process=process.state(self.run.cwd, self._files), resume=point, not_resumable=_NOT_RESUMABLE.get(trigger),
+            process=process.state(self.run.cwd, self._files, positions), resume=point, not_resumable=_NOT_RESUMABLE.get(trigger),
             file_positions=positions)
 
     def take(self, trigger: str, frames: list[program_frames.FrameView], point: Any,

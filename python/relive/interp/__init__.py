@@ -11,6 +11,7 @@ supporting a new Python means reading this folder:
     interp/read.py        live frames and generators -> FrameState (capture calls it)
     interp/rebuild.py     FrameState -> resume code, functions, generators (resume calls it;
                           loading calls its rebuild_* through pickle)
+    interp/names.py       which global names code may read (a snapshot lacking one cannot resume)
 
 ``relive.capture`` and ``relive.restore`` import this package; it imports neither.
 """

@@ -5,7 +5,7 @@ Python, the same packages, the same script).
 
 The mirror of ``relive.capture.process``, which records these at each snapshot. Called by
 ``relive.runner.resume``, in that order: ``check_environment``, ``start_dir``,
-``cut_streams``, ``enter``, ``cut_files``, ``warn_if_changed``, ``set_rngs``.
+``cut_streams``, ``enter``, ``cut_files``, ``warn_if_changed``, ``set_rngs``, ``set_modes``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 from relive import runs
 from relive.errors import ReliveError
+from relive.file_tails import tail_fingerprint
 from relive.state import torch as torch_state
 
 Warn = Callable[[str], None]
@@ -95,10 +96,23 @@ def warn_if_changed(script: str | None, code: types.CodeType, warn: Warn) -> Non
         warn(f"{script} changed since the snapshot: resuming the code stored with it, not the file's")
 
 
-def cut_files(sizes: dict[str, int], start_dir: str, warn: Warn) -> None:
+def cut_files(sizes: dict[str, int], start_dir: str, warn: Warn, tails: dict[str, Any] | None = None) -> None:
     """Files the program wrote go back to their size at the snapshot: what the killed run
     appended after it never happened in this history (files open then are also reopened at
-    their position, by the loader)."""
+    their position, by the loader).
+
+    A file the killed run wrote anew after the snapshot (opened with "w" again:
+    pyperformance's chaos rewrites its image each round, then reads it) cannot go back: the
+    bytes the resumed program would write on from, or read, are another round's, and the
+    snapshot did not keep them. ``tails`` (``capture.process``'s fingerprints of the bytes
+    before each file's position, or size) tells such a file; the resume is then refused,
+    before any file is cut, rather than go on with a different file."""
+    for path, (position, tail) in (tails or {}).items():
+        full = os.path.join(start_dir, path)
+        if tail_fingerprint(full, position) != tail:
+            raise ReliveError(f"{full} was written over after the snapshot: its first {position} bytes, which the "
+                              "program had written, are not those it held then, and the snapshot does not "
+                              "keep them; resume a later snapshot")
     for path, size in sizes.items():
         path = os.path.join(start_dir, path)
         try:
@@ -129,6 +143,12 @@ def cut_streams(streams: dict[str, dict[str, int]], warn: Warn) -> None:
                 os.ftruncate(fd, size)  # stdout and stderr in one file (2>&1): the second finds it cut
         except OSError as exc:
             warn(f"cannot cut what the killed run printed after the snapshot from its {name}: {exc}")
+
+
+def set_modes(modes: dict[str, Any]) -> None:
+    """Library settings that change what the program computes (torch's grad mode, default
+    dtype...), as ``capture.process.state`` read them."""
+    torch_state.set_modes(modes)
 
 
 def set_rngs(states: dict[str, Any]) -> None:

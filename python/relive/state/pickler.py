@@ -22,6 +22,7 @@ import hashlib
 import io
 import pickle
 import secrets
+import struct
 import sys
 import threading
 import types
@@ -218,6 +219,16 @@ def _steady_class_id(cls: type) -> None:
     by_class.setdefault(cls, class_id)
 
 
+def _reduce_struct(packer: struct.Struct) -> tuple[Any, ...]:
+    # Rebuilt from its format: a Struct holds nothing else. Pickle refuses it, and with it
+    # its bound methods: `int2byte = struct.Struct(">B").pack` is a common module global.
+    return (struct.Struct, (packer.format,))
+
+
+# Reducers of the standard library's C types that pickle refuses, by exact type.
+_STDLIB_REDUCERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {struct.Struct: _reduce_struct}
+
+
 class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
     """Pickles the values of one record.
 
@@ -257,6 +268,9 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
             reduced = reduce(obj, self._storages)
             if reduced is not None:
                 return reduced
+        stdlib = _STDLIB_REDUCERS.get(type(obj))
+        if stdlib is not None:
+            return stdlib(obj)
         if isinstance(obj, _FILE_TYPES):
             return _reduce_file(obj, self._file_positions.get(id(obj)))
         if self._reduce_more is not None and isinstance(obj, (types.GeneratorType, BaseException)):

@@ -178,6 +178,35 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["torch.cuda"])
 
 
+def modes() -> dict[str, Any]:
+    """torch's process-wide settings that change what the program computes, as the program
+    set them (in this thread): a resumed program must run with them too. Inside `with
+    torch.no_grad():` (the VAE example's sampling), resumed with grad mode on, tensors came
+    back requiring grad and `.numpy()` raised."""
+    torch = _imported()
+    if torch is None:
+        return {}
+    return {
+        "grad_enabled": torch.is_grad_enabled(),
+        "default_dtype": str(torch.get_default_dtype()).rpartition(".")[2],
+        "num_threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+    }
+
+
+def set_modes(modes: dict[str, Any]) -> None:
+    """Sets what ``modes`` read."""
+    if not modes:
+        return
+    torch = _torch_to_load()
+    torch.set_grad_enabled(modes["grad_enabled"])
+    torch.set_default_dtype(getattr(torch, modes["default_dtype"]))
+    if torch.get_num_threads() != modes["num_threads"]:
+        torch.set_num_threads(modes["num_threads"])
+    torch.use_deterministic_algorithms(modes["deterministic"], warn_only=modes["deterministic_warn_only"])
+
+
 def cuda_initialized() -> bool:
     """Whether the program has initialized CUDA (a forked child cannot use it)."""
     torch = _imported()
