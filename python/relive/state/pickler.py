@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
 import secrets
 import sys
@@ -31,7 +32,7 @@ from typing import Any
 
 import cloudpickle
 
-from relive.state import deep
+from relive.state import deep, directories
 from relive.state import torch as torch_state
 
 # Stores written before ``relive.state.torch`` existed name these here (pickle stores a
@@ -150,6 +151,21 @@ def reopen_file(name: str, mode: str, position: int | None, encoding: str | None
         f.close()
         f = builtins.open(name, mode, buffering, **text)
     return f
+
+
+def reopen_scandir(path: Any, yielded: list[Any] | None) -> Any:
+    """An ``os.scandir()`` iterator of the program: see ``relive.state.directories``."""
+    return directories.reopen_scandir(path, yielded, _resuming())
+
+
+def reopen_dir_entry(directory: Any, name: Any) -> Any:
+    """An ``os.DirEntry`` of the program: see ``relive.state.directories``."""
+    return directories.reopen_dir_entry(directory, name, _resuming())
+
+
+def _resuming() -> bool:
+    context = _loading.context
+    return context is not None and context.resuming
 
 
 def new_cell() -> types.CellType:
@@ -274,6 +290,10 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
                 return reduced
         if isinstance(obj, _FILE_TYPES):
             return _reduce_file(obj, self._file_positions.get(id(obj)))
+        if type(obj) is directories.SCANDIR_ITERATOR:
+            return (reopen_scandir, directories.iterator_args(obj))
+        if type(obj) is os.DirEntry:
+            return (reopen_dir_entry, directories.entry_args(obj))
         if self._reduce_more is not None and isinstance(obj, (types.GeneratorType, BaseException)):
             reduced = self._reduce_more(obj)
             if reduced is not NotImplemented:
