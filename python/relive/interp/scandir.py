@@ -22,12 +22,14 @@ import os
 import sys
 from typing import Any
 
+from relive.errors import ReliveError
+
 _WORD = ctypes.sizeof(ctypes.c_void_p)
 _NOT_FOUND = (-1, -1)
 _offsets: tuple[int, int] | None = None  # (path object, DIR *) in words; _NOT_FOUND if unknown
 
 
-class Unsupported(Exception):
+class Unsupported(ReliveError):
     """This iterator's position cannot be read here."""
 
 
@@ -39,7 +41,7 @@ def _words(obj: Any) -> list[int]:
 def _find_offsets() -> tuple[int, int]:
     if not sys.platform.startswith("linux"):  # telldir and the stream's layout: glibc's, as tested
         return _NOT_FOUND
-    probe_path = "".join([os.curdir, os.sep])  # an object of its own: its address is in one word
+    probe_path = "".join([os.sep, os.curdir])  # the root, as an object of its own: its address is in one word
     try:
         probe = os.scandir(probe_path)
     except OSError:
@@ -64,11 +66,15 @@ def _fields(it: Any) -> tuple[int, int]:
     return words[_offsets[0]], words[_offsets[1]]
 
 
+_telldir_function: Any = None
+
+
 def _telldir(stream: int) -> int:
-    libc = ctypes.CDLL(None)
-    telldir = libc.telldir
-    telldir.argtypes, telldir.restype = [ctypes.c_void_p], ctypes.c_long
-    return int(telldir(stream))
+    global _telldir_function
+    if _telldir_function is None:
+        # Its own prototype: the shared ``CDLL(None).telldir`` attribute may be typed by others.
+        _telldir_function = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p)(("telldir", ctypes.CDLL(None)))
+    return int(_telldir_function(stream))
 
 
 def position(it: Any) -> tuple[Any, list[Any] | None]:
