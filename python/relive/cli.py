@@ -630,14 +630,7 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
 def _show_variable(snapshot: Any, name: str, as_json: bool) -> None:
     scope, entry = _find_entry(snapshot, name)
     value = snapshot[name] if scope is None else scope[name]
-    try:
-        text = repr(value)
-    except RecursionError:  # a deep structure (a list nested 100 000 deep): its first levels
-        import reprlib
-
-        shallow = reprlib.Repr()
-        shallow.maxlevel, shallow.maxlist, shallow.maxdict, shallow.maxother = 20, 20, 20, 200
-        text = shallow.repr(value)
+    text = describe.safe_repr(value)
     if len(text) > 4000:
         text = text[:4000] + f"… ({len(text)} characters in all)"
     attributes = describe.attributes(value)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from relive.errors import ReliveError
+from relive.state import deep, describe
 
 
 class ExportError(ReliveError):
@@ -36,7 +37,7 @@ def as_json(value: Any) -> dict[str, Any]:
     try:
         return {"value": json.loads(json.dumps(value, allow_nan=False))}
     except (TypeError, ValueError, RecursionError):
-        return {"repr": repr(value)}
+        return {"repr": describe.safe_repr(value)}
 
 
 def _npy(value: Any, path: str) -> Callable[[IO[bytes]], None]:
@@ -74,16 +75,25 @@ def _pickle(value: Any, path: str) -> Callable[[IO[bytes]], None]:
 
     import cloudpickle
 
-    def write(f: IO[bytes]) -> None:
+    def dumps() -> bytes:
         # By value: the script's own classes and functions (module __main__) go into the
         # file, so that it loads with a plain pickle.load, without the script.
+        data: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return data
+
+    try:
         try:
-            cloudpickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-        except OSError:
-            raise
+            data = dumps()
         except Exception as exc:
-            raise ExportError(f"cannot pickle {type(value).__name__} for {path}: "
-                              f"{type(exc).__name__}: {exc}") from None
+            if not deep.is_too_deep(exc):
+                raise
+            data = deep.call(dumps)  # a deep structure (a long linked list): where recursion has room
+    except Exception as exc:
+        raise ExportError(f"cannot pickle {type(value).__name__} for {path}: "
+                          f"{type(exc).__name__}: {exc}") from None
+
+    def write(f: IO[bytes]) -> None:
+        f.write(data)
 
     return write
 

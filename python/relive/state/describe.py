@@ -50,6 +50,19 @@ def _summary(value: Any) -> str:
     return ""
 
 
+def safe_repr(value: Any) -> str:
+    """``repr(value)``; for a structure too deep for it (a list nested 100 000 deep), its
+    first levels."""
+    try:
+        return repr(value)
+    except RecursionError:
+        import reprlib
+
+        shallow = reprlib.Repr()
+        shallow.maxlevel, shallow.maxlist, shallow.maxdict, shallow.maxother = 20, 20, 20, 200
+        return shallow.repr(value)
+
+
 def attributes(value: Any) -> list[dict[str, str]] | None:
     """The attributes of an instance (its ``__dict__`` and slots), one level: name, type and
     summary of each. None for what has no attributes of its own (numbers, containers,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
 import secrets
 import struct
@@ -32,6 +33,7 @@ from typing import Any
 
 import cloudpickle
 
+from relive.state import deep, directories
 from relive.state import torch as torch_state
 
 PROTOCOL = 5
@@ -148,6 +150,21 @@ def reopen_file(name: str, mode: str, position: int | None, encoding: str | None
     return f
 
 
+def reopen_scandir(path: Any, yielded: list[Any] | None) -> Any:
+    """An ``os.scandir()`` iterator of the program: see ``relive.state.directories``."""
+    return directories.reopen_scandir(path, yielded, _resuming())
+
+
+def reopen_dir_entry(directory: Any, name: Any) -> Any:
+    """An ``os.DirEntry`` of the program: see ``relive.state.directories``."""
+    return directories.reopen_dir_entry(directory, name, _resuming())
+
+
+def _resuming() -> bool:
+    context = _loading.context
+    return context is not None and context.resuming
+
+
 def new_cell() -> types.CellType:
     """An empty cell, filled by ``fill_cell`` once everything it refers to exists."""
     return types.CellType()
@@ -243,7 +260,7 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
     def __init__(self, file: io.BytesIO, *, main_dict: dict[str, Any], own: set[int],
                  main_names: dict[int, str], storages: dict[int, Any],
                  buffers: list[pickle.PickleBuffer], reduce_more: Callable[[Any], Any] | None = None,
-                 file_positions: dict[int, int] | None = None) -> None:
+                 file_positions: dict[int, int] | None = None, splitter: deep.Splitter | None = None) -> None:
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffers.append)
         # The capture's reducer for what only stacks hold (generators, exceptions): it
         # returns NotImplemented for everything else.
@@ -254,8 +271,18 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
         self._main_names = main_names
         self._storages = storages
         self._reducers = _reducers()
+        # For a structure too deep to pickle whole: stores what stands too deep apart.
+        self._splitter = splitter
 
     def reducer_override(self, obj: Any) -> Any:
+        reduced = self._reduce(obj)
+        # Relive's and cloudpickle's own reductions are never split, nor what stands shallow.
+        if self._splitter is None or reduced is not NotImplemented or not self._splitter.too_deep():
+            return reduced
+        reduced = self._default_reduction(obj)
+        return NotImplemented if reduced is None else self._splitter.split(obj, reduced)
+
+    def _reduce(self, obj: Any) -> Any:
         oid = id(obj)
         if oid in self._main_names and oid not in self._own:
             return (main_global, (self._main_names[oid],))
@@ -273,6 +300,10 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
             return stdlib(obj)
         if isinstance(obj, _FILE_TYPES):
             return _reduce_file(obj, self._file_positions.get(id(obj)))
+        if type(obj) is directories.SCANDIR_ITERATOR:
+            return (reopen_scandir, directories.iterator_args(obj))
+        if type(obj) is os.DirEntry:
+            return (reopen_dir_entry, directories.entry_args(obj))
         if self._reduce_more is not None and isinstance(obj, (types.GeneratorType, BaseException)):
             reduced = self._reduce_more(obj)
             if reduced is not NotImplemented:
@@ -285,9 +316,12 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
         """What pickling ``obj`` reduces it to here: the ``__reduce_ex__`` tuple, or None for
         what is stored by reference. Raises as pickling ``obj`` itself would. (To locate a
         failure after the fact: see ``unpicklable``.)"""
-        reduced = self.reducer_override(obj)
-        if reduced is not NotImplemented:
-            return reduced
+        reduced = self._reduce(obj)
+        return reduced if reduced is not NotImplemented else self._default_reduction(obj)
+
+    def _default_reduction(self, obj: Any) -> Any:
+        """What pickle reduces ``obj`` to when ``reducer_override`` does not: None for what
+        it stores by reference."""
         if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
             return None  # by reference: the module and name
         reduce = self.dispatch_table.get(type(obj))
@@ -377,4 +411,6 @@ class StateUnpickler(pickle.Unpickler):
 
 def loads(payload: bytes, buffers: list[Any], context: LoadContext) -> Any:
     with loading(context):
-        return StateUnpickler(io.BytesIO(payload), buffers=buffers).load()
+        stream = io.BytesIO(payload)
+        unpickler = StateUnpickler(stream, buffers=buffers)
+        return deep.load_rest(unpickler.load(), unpickler, stream)

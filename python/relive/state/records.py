@@ -167,10 +167,11 @@ class RecordWriter:
             groups.setdefault(label, []).append(root)
         return list(groups.values())
 
-    def _pickler(self, roots: list[Root], out: io.BytesIO, buffers: list[pickle.PickleBuffer]) -> StatePickler:
+    def _pickler(self, roots: list[Root], out: io.BytesIO, buffers: list[pickle.PickleBuffer],
+                 splitter: deep.Splitter | None = None) -> StatePickler:
         return StatePickler(out, main_dict=self._main_dict, own=self._own_values(roots), main_names=self._main_names,
                             storages=self._storages, buffers=buffers, reduce_more=self._reduce_more,
-                            file_positions=self._file_positions)
+                            file_positions=self._file_positions, splitter=splitter)
 
     def _pickle(self, roots: list[Root]) -> _Pickled:
         try:
@@ -178,14 +179,19 @@ class RecordWriter:
         except Exception as exc:
             if not deep.is_too_deep(exc):
                 raise
-        # A deep structure (a long linked list): again, where the recursion has room.
-        return deep.call(lambda: self._pickle_here(roots))
+        # A deep structure (a long linked list): again, where the recursion has room, and
+        # split where even that room would not do.
+        return deep.call(lambda: self._pickle_here(roots, split=True))
 
-    def _pickle_here(self, roots: list[Root]) -> _Pickled:
+    def _pickle_here(self, roots: list[Root], split: bool = False) -> _Pickled:
         values = {r.key: r.value for r in roots}
         buffers: list[pickle.PickleBuffer] = []
         out = io.BytesIO()
-        self._pickler(roots, out, buffers).dump(values)
+        if split:
+            splitter = deep.Splitter()
+            splitter.dump(self._pickler(roots, out, buffers, splitter), values)
+        else:
+            self._pickler(roots, out, buffers).dump(values)
         return _Pickled(out.getvalue(), buffers)
 
     def _skipped(self, root: Root, exc: BaseException) -> Skipped:
