@@ -32,6 +32,7 @@ from typing import Any
 import cloudpickle
 
 from relive.state import torch as torch_state
+from relive.state import torch_data
 
 # Stores written before ``relive.state.torch`` existed name these here (pickle stores a
 # function by its module and name): they load through these names.
@@ -178,6 +179,8 @@ _library_reducers: dict[type, torch_state.Reducer] = {}
 def _reducers() -> dict[type, torch_state.Reducer]:
     if not _library_reducers:
         _library_reducers.update(torch_state.reducers())
+    if _library_reducers:  # torch is imported: its DataLoader's iterators too
+        _library_reducers.update(torch_data.reducers())
     return _library_reducers
 
 
@@ -363,5 +366,6 @@ class StateUnpickler(pickle.Unpickler):
 
 
 def loads(payload: bytes, buffers: list[Any], context: LoadContext) -> Any:
-    with loading(context):
+    # DataLoader iterators restart once the whole record has loaded: their loader too.
+    with loading(context), torch_data.rebuilding(context.resuming):
         return StateUnpickler(io.BytesIO(payload), buffers=buffers).load()
