@@ -30,7 +30,6 @@ included) has loaded.
 
 from __future__ import annotations
 
-import pickle
 import random
 import sys
 import threading
@@ -41,6 +40,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from relive import _native
+from relive.errors import NotResumable
 
 _MODULE = "torch.utils.data.dataloader"
 
@@ -238,28 +238,24 @@ def reducers() -> dict[type, Reducer]:
             module._MultiProcessingDataLoaderIter: reduce_iterator}
 
 
-class CannotStore(pickle.PicklingError):
-    """Why a DataLoader iterator cannot be stored at this point."""
-
-
 def reduce_iterator(it: Any, storages: dict[int, Any]) -> Any:
     started = _started.get(it)
     if started is None:
-        raise CannotStore("this DataLoader iterator was made before relive saw torch imported: "
+        raise NotResumable("this DataLoader iterator was made before relive saw torch imported: "
                           "its start was not noted (the next epoch's iterator will be)")
     loader = started.loader()
     if loader is None:
-        raise CannotStore("the DataLoader this iterator was made from is gone")
+        raise NotResumable("the DataLoader this iterator was made from is gone")
     module = _module()
     if it._dataset_kind != module._DatasetKind.Map:
-        raise CannotStore("a DataLoader over an IterableDataset cannot be resumed within an epoch: "
+        raise NotResumable("a DataLoader over an IterableDataset cannot be resumed within an epoch: "
                           "the dataset's own iterator holds its position")
     multi = isinstance(it, module._MultiProcessingDataLoaderIter)
     if multi and not getattr(it, "_in_order", True):
-        raise CannotStore("a DataLoader with in_order=False yields its batches in the order its "
+        raise NotResumable("a DataLoader with in_order=False yields its batches in the order its "
                           "workers finish them: which ones it yielded is not known")
     if _running(module.__file__):
-        raise CannotStore("the DataLoader is fetching a batch (a point inside DataLoader.__next__ "
+        raise NotResumable("the DataLoader is fetching a batch (a point inside DataLoader.__next__ "
                           "cannot resume)")
     # The batches its sampler has given: with workers, those yielded (the ones prefetched since
     # are asked again); without, every one asked for.
