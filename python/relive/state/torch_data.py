@@ -202,9 +202,11 @@ def install() -> bool:
     module = _module()
     if module is None:
         return False
-    base = module._BaseDataLoaderIter
+    base = getattr(module, "_BaseDataLoaderIter", None)
+    if base is None or not all(callable(vars(base).get(name)) for name in _HOOKS):
+        return False  # another PyTorch than relive knows: its iterators are not stored
     for name, before in _HOOKS.items():
-        original = base.__dict__[name]
+        original = vars(base)[name]
         _ORIGINALS[name] = original
         setattr(base, name, _Hooked(original, before))
     return True
@@ -221,7 +223,10 @@ def watch() -> None:
 
     def on_event(event: str, args: tuple[Any, ...]) -> None:
         if event == "import" and not _ORIGINALS:
-            install()
+            try:
+                install()
+            except Exception:  # never into the program's import
+                pass
 
     sys.addaudithook(_native.unseen(on_event))
 
