@@ -63,12 +63,29 @@ class _Started:
         self.first: dict[str, Any] | None = None  # before the epoch's first batch of indices
         self.sampler_iter: Any = None  # the epoch's sampler iterator, once a batch was asked for
         self.drawn = 0  # batches of indices asked of it
+        self.ref: "weakref.ref[Any] | None" = None  # to the iterator (set by _note)
 
     def loader(self) -> Any:
         return self._loader()
 
 
-_started: "weakref.WeakKeyDictionary[Any, _Started]" = weakref.WeakKeyDictionary()
+# By id: a lookup per batch costs a dict's, not a WeakKeyDictionary's (a new weak reference
+# each time). An entry goes when its iterator does.
+_started: dict[int, _Started] = {}
+
+
+def _forget(ref: "weakref.ref[Any]") -> None:
+    for key, started in list(_started.items()):
+        if started.ref is ref:
+            del _started[key]
+
+
+_forget_unseen = _native.unseen(_forget)  # a weak reference's callback: no tracer sees it
+
+
+def _note(it: Any, started: _Started) -> None:
+    started.ref = weakref.ref(it, _forget_unseen)
+    _started[id(it)] = started
 _replaying: dict[int, "_Plan"] = {}  # id(iterator) -> how to replay its start, while rebuilding it
 
 
@@ -84,7 +101,7 @@ def _noting(name: str) -> Callable[[Callable[..., None]], Callable[..., Callable
                 try:
                     note(it, *args, **kwargs)
                 except Exception as exc:
-                    _started.pop(it, None)
+                    _started.pop(id(it), None)
                     from relive.report import warn_once
 
                     warn_once("dataloader", f"cannot follow a DataLoader iterator ({exc!r}): "
@@ -96,12 +113,12 @@ def _noting(name: str) -> Callable[[Callable[..., None]], Callable[..., Callable
 
 @_noting("__init__")
 def _note_init(it: Any, loader: Any) -> None:
-    _started[it] = _Started(loader, _states(loader))
+    _note(it, _Started(loader, _states(loader)))
 
 
 @_noting("_reset")
 def _note_reset(it: Any, *args: Any, **kwargs: Any) -> None:
-    started = _started.get(it)
+    started = _started.get(id(it))
     if started is not None:
         started.reset = _states(started.loader())
         started.first, started.sampler_iter, started.drawn = None, None, 0
@@ -109,7 +126,7 @@ def _note_reset(it: Any, *args: Any, **kwargs: Any) -> None:
 
 @_noting("_next_index")
 def _note_next_index(it: Any) -> None:
-    started = _started.get(it)
+    started = _started.get(id(it))
     if started is not None:
         sampler_iter = getattr(it, "_sampler_iter", None)
         if started.sampler_iter is not sampler_iter:  # the epoch's first batch
@@ -244,7 +261,7 @@ def reducers() -> dict[type, Reducer]:
 
 
 def reduce_iterator(it: Any, storages: dict[int, Any]) -> Any:
-    started = _started.get(it)
+    started = _started.get(id(it))
     if started is None:
         raise NotResumable("this DataLoader iterator was made before relive saw torch imported: "
                           "its start was not noted (the next epoch's iterator will be)")
@@ -392,4 +409,4 @@ def _rebuild(obj: Any, state: dict[str, Any]) -> None:
     started.reset, started.first = state["reset"], state["first"]
     if state["first"] is not None:
         started.sampler_iter, started.drawn = obj._sampler_iter, state["batches"]
-    _started[obj] = started
+    _note(obj, started)
