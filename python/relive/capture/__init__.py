@@ -23,6 +23,7 @@ from relive.capture import process, recursion, save
 from relive.capture.options import CaptureOptions
 from relive.capture.triggers import Triggers
 from relive.capture.writer import Writer
+from relive.state import torch_data
 
 __all__ = ["Capture", "CaptureOptions", "checkpoint", "exit_status"]
 
@@ -55,6 +56,7 @@ class Capture:
         self._spared = recursion.spare_relive_frames(self.run.module)
         self._triggers.relay_signals()
         self._files.install()
+        torch_data.watch()  # DataLoader iterators note their start, for snapshots within an epoch
         self._triggers.start_timer()
         os.register_at_fork(after_in_child=_native.unseen(self._triggers.after_fork_in_child))
 

@@ -35,6 +35,7 @@ import cloudpickle
 
 from relive.state import deep, directories
 from relive.state import torch as torch_state
+from relive.state import torch_data
 
 PROTOCOL = 5
 
@@ -192,6 +193,8 @@ _library_reducers: dict[type, torch_state.Reducer] = {}
 def _reducers() -> dict[type, torch_state.Reducer]:
     if not _library_reducers:
         _library_reducers.update(torch_state.reducers())
+    if _library_reducers:  # torch is imported: its DataLoader's iterators too
+        _library_reducers.update(torch_data.reducers())
     return _library_reducers
 
 
@@ -410,7 +413,8 @@ class StateUnpickler(pickle.Unpickler):
 
 
 def loads(payload: bytes, buffers: list[Any], context: LoadContext) -> Any:
-    with loading(context):
+    # DataLoader iterators restart once the whole record has loaded: their loader too.
+    with loading(context), torch_data.rebuilding(context.resuming):
         stream = io.BytesIO(payload)
         unpickler = StateUnpickler(stream, buffers=buffers)
         return deep.load_rest(unpickler.load(), unpickler, stream)
