@@ -118,7 +118,7 @@ READER = """\
 import hashlib
 
 with open("data.bin", "wb") as f:
-    f.write(hashlib.sha256(b"seed").digest() * 40000)   # 1 280 000 bytes
+    f.write(hashlib.sha256(b"seed").digest() * 200000)   # 6 400 000 bytes: reads for a second or more
 
 total = 0
 with open("data.bin", "rb") as f:   # read one byte at a time, through an 8 KiB buffer
@@ -129,7 +129,7 @@ with open("data.bin", "rb") as f:   # read one byte at a time, through an 8 KiB 
             break
         total = (total * 31 + c[0]) % 1000003
         n += 1
-        if n % 160000 == 0:
+        if n % 800000 == 0:
             print(n, total)
 print("end", n, total)
 """
