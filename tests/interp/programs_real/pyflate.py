@@ -3,7 +3,7 @@
 # benchmarks/bm_pyflate/run_benchmark.py; pyflate itself: Paul Sladen, DFSG-compatible license
 # (BSD / GPLv2), see below. Adapted for relive's tests: no pyperf; the benchmark's core
 # (bench_pyflake) runs a fixed number of times and prints what it decoded. Data file:
-# interpreter.tar.bz2 from the same benchmark folder.
+# interpreter.tar.bz2 from the same benchmark folder (kept once, in bench/resume_programs/data/).
 """
 Copyright 2006--2007-01-21 Paul Sladen
 http://www.paul.sladen.org/projects/compression/
