@@ -44,21 +44,59 @@ from relive.state import pickler
 
 
 class ResumePickler(pickler.StatePickler):
+    running: dict[int, int] = {}  # the point's running generators -> their frames
+
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, io.IOBase) and not obj.closed and obj.writable():
             obj.flush()  # as relive's capture does before it reads the files' positions
-        reduced = reduce_for_resume(obj)
+        reduced = reduce_for_resume(obj, self.running)
         if reduced is not NotImplemented:
             return reduced
         return super().reducer_override(obj)
 
 
+# Running generators are rebuilt before the values that refer to them load (relive's store
+# keeps the frames' shapes in the manifest; here they come first in the one pickle, handed to
+# `shapes_loaded` as they load). Named through this module's importable name, not __main__.
+_SHAPES: dict[int, Any] = {}
+_SHELLS: dict[int, Any] = {}
+
+
+def shapes_loaded(shapes: dict[int, Any]) -> None:
+    _SHAPES.clear()
+    _SHAPES.update(shapes)
+    _SHELLS.clear()
+
+
+def running_generator(index: int) -> Any:
+    if index not in _SHELLS:
+        from relive.interp.rebuild import GeneratorShell
+
+        _SHELLS[index] = GeneratorShell(_SHAPES[index], sys.modules["__main__"].__dict__)
+    return _SHELLS[index].generator
+
+
+class _Shapes:
+    def __init__(self, shapes: dict[int, Any]) -> None:
+        self.shapes = shapes
+
+    def __reduce__(self) -> Any:
+        import harness
+
+        return (harness.shapes_loaded, (self.shapes,))
+
+
 def dump(path: str, namespace: dict[str, Any], state: Any, random_state: Any = None) -> None:
+    from relive.interp.rebuild import shape_of
+
     names = {k: v for k, v in namespace.items() if not (k.startswith("__") and k.endswith("__"))}
     buffers: list[pickle.PickleBuffer] = []
     out = io.BytesIO()
-    ResumePickler(out, main_dict=namespace, own=set(), main_names={}, storages={}, buffers=buffers).dump(
-        {"globals": names, "state": state, "random": random_state or random.getstate()})
+    shapes = {i: shape_of(f) for i, f in enumerate(state.frames) if i and f.is_running_generator}
+    p = ResumePickler(out, main_dict=namespace, own=set(), main_names={}, storages={}, buffers=buffers)
+    p.running = state.running
+    p.dump({"shapes": _Shapes(shapes), "globals": names, "state": state,
+            "random": random_state or random.getstate()})
     with open(path, "wb") as fh:
         pickle.dump({"payload": out.getvalue(), "buffers": [bytes(b.raw()) for b in buffers]}, fh)
 
@@ -71,11 +109,19 @@ def load(path: str, script: str) -> tuple[dict[str, Any], Any]:
     module.__builtins__ = builtins  # type: ignore[attr-defined]
     sys.modules["__main__"] = module
     namespace = module.__dict__
-    context = pickler.LoadContext(namespace, lambda name: namespace[name], resuming=True)
+    import harness
+
+    context = pickler.LoadContext(namespace, lambda name: namespace[name], resuming=True,
+                                  running_generator=harness.running_generator)
     data = pickler.loads(saved["payload"], saved["buffers"], context)
     namespace.update(data["globals"])
     random.setstate(data["random"])
-    return namespace, data["state"]
+    state = data["state"]
+    for index, frame in enumerate(state.frames):
+        if index and frame.is_running_generator:
+            harness.running_generator(index)
+    state.shells = dict(harness._SHELLS)
+    return namespace, state
 
 
 class Lines:

@@ -20,7 +20,7 @@ from typing import Any
 from relive import _native
 from relive.capture.background import private_bytes
 from relive.interp.names import globals_read
-from relive.interp.read import reduce_for_resume
+from relive.interp.read import reducer
 from relive.capture.frames import FrameView, global_roots, local_roots, modules_of
 from relive.manifest import FrameEntry, FrameResume, Manifest, ResumeEntry, SkippedEntry, VariableEntry, Where
 from relive.state.records import PROCESS_KEY, RecordWriter, Root, StoredState, code_record, is_excluded
@@ -101,7 +101,7 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
         roots.append(Root(PROCESS_KEY, "process", "state", request.process))
     resume_entries = _resume_roots(request, roots)
     writer = RecordWriter(store, request.main_dict, _main_names(request.main_dict, request.exclude),
-                          reduce_more=reduce_for_resume, file_positions=request.file_positions)
+                          reduce_more=reducer(request.resume), file_positions=request.file_positions)
     state = writer.write(roots)
     frames = []
     for index, view in enumerate(request.frames):

@@ -9,12 +9,16 @@ values that do not pickle by themselves: generators, exceptions; files are the p
       frames: [FrameState, ...]      outermost (the module) first
       handled: exception | None      the exception being handled where the program stands
       resumable / reasons            the verdict, with reasons in words when it cannot resume
+      running / shells               the generators running at the point (see below)
 
     FrameState
       code          the original code object (never a resume code: those translate back)
       module        __name__ of the frame's globals ("__main__" for the script)
       role          "line": the innermost frame; it goes on with the instruction at `offset`
                     "call": it waits in the call instruction at `offset` for the next frame
+                    "iter": it waits in the FOR_ITER or SEND at `offset` for the generator
+                    the next frame runs; it goes on by doing that instruction again, on the
+                    generator rebuilt (the next frame's state, role "line" or "call")
                     "return": the innermost frame waits in a call of code outside the state
                     (an explicit checkpoint); it goes on as if that call returned None
                     "yield": a suspended generator, stopped at the YIELD_VALUE at `offset`
@@ -31,6 +35,12 @@ values that do not pickle by themselves: generators, exceptions; files are the p
       handled       per "exc_prev" slot, the exception that `except` block handles
       problems      why this frame cannot resume; empty when it can
 
+A generator running at the point (a ``for`` loop, or ``yield from``, waits in it) is a frame
+of the stack like any other, and its generator object is a value too (on its caller's stack,
+maybe in a variable): it is stored as a reference to its frame (``running``), and loading
+builds the generator object first, around code that will take its frame's values once they
+are loaded (``shells``), so that every reference to it is the one rebuilt generator.
+
 The module also holds the map from resume code objects back to their originals, so a
 resumed program can be captured again (``relive.interp.rebuild`` fills it, ``read`` and
 ``relive.capture.frames`` look in it). ``FrameState`` and ``GeneratorState`` are pickled
@@ -41,6 +51,7 @@ older stores used.
 
 from __future__ import annotations
 
+import inspect
 import marshal
 import types
 from dataclasses import dataclass, field
@@ -51,6 +62,7 @@ CALL = "call"
 RETURN = "return"
 YIELD = "yield"
 START = "start"
+ITER = "iter"
 
 
 @dataclass
@@ -72,6 +84,12 @@ class FrameState:
     def name(self) -> str:
         return self.code.co_qualname
 
+    @property
+    def is_running_generator(self) -> bool:
+        """Whether this frame is a generator's, running at the point (on the stack, not
+        suspended in a value)."""
+        return bool(self.code.co_flags & inspect.CO_GENERATOR) and self.role in (LINE, CALL, RETURN, ITER)
+
     def __getstate__(self) -> dict[str, Any]:
         # Marshalled: pickling a code object (cloudpickle) loses its file name.
         state = dict(self.__dict__)
@@ -92,6 +110,11 @@ class ResumeState:
     frames: list[FrameState]
     handled: BaseException | None = None
     problems: list[str] = field(default_factory=list)  # of the point as a whole
+    # Capturing: id(generator) -> the index of the frame it runs, for each running generator.
+    running: dict[int, int] = field(default_factory=dict)
+    # Resuming: frame index -> the running generator rebuilt for it while loading
+    # (a ``relive.interp.rebuild.GeneratorShell``), before its frame's values were loaded.
+    shells: dict[int, Any] = field(default_factory=dict)
 
     @property
     def resumable(self) -> bool:
@@ -103,6 +126,7 @@ class ResumeState:
         for frame in self.frames:
             frame.locals, frame.cells, frame.free, frame.stack, frame.handled = {}, {}, {}, [], []
         self.handled = None
+        self.shells = {}
 
     @property
     def reasons(self) -> list[str]:

@@ -12,14 +12,18 @@ resume at all, and why not:
   the callable on the caller's stack is the very function that runs (or, for a method, its
   ``self``);
 - a frame that waits in something other than a call (an operator, an attribute read);
-- a running generator or coroutine (a suspended generator is a value, rebuilt by
+- a coroutine, or a generator run by something other than a ``for`` loop, ``yield from``
+  or C iterators that only forward (``enumerate``, ``map`` and ``filter`` over it): a
+  running generator whose caller waits in FOR_ITER or SEND is a frame of the stack like any
+  other, its caller has the role "iter" (a suspended generator is a value, rebuilt by
   ``reduce_for_resume``);
 - the point where a resumed program re-enters its calls.
 
 Values on the stacks are exposed as they are; whether they pickle is the pickler's business.
-``reduce_for_resume(obj)`` reduces the ones that would not pickle by themselves and that
-stacks hold: generators (by value, with their frame) and exceptions (with their cause,
-context and a traceback). A pickler calls it from ``reducer_override``. Open files are
+``reducer(point)`` reduces the ones that would not pickle by themselves and that stacks
+hold: generators (suspended ones by value, with their frame; running ones by the index of
+the frame they run) and exceptions (with their cause, context and a traceback). A pickler
+calls it from ``reducer_override``. Open files are
 ``relive.state.pickler``'s: reopened where the capture found them after flushing them (a
 ``with`` block's ``__exit__`` is a bound method of the file, and follows it).
 Iterators of builtin types (``range``, ``list``, ``tuple``, ``dict``, ``enumerate``, ``zip``,
@@ -29,7 +33,7 @@ Frames of resume code (a program resumed before) are captured as frames of the o
 offsets and ``lasti`` values translate back through the resume code's ``Origin``.
 
 ``relive.capture`` calls ``capture`` at the line event a snapshot is taken at;
-``relive.capture.save`` hands ``reduce_for_resume`` to the pickler.
+``relive.capture.save`` hands ``reducer(point)`` to the pickler.
 """
 
 from __future__ import annotations
@@ -45,9 +49,9 @@ from relive import _native
 from relive.errors import NotResumable, StackAnalysisError
 from relive.interp import V313
 from relive.interp.frame_state import (
-    CALL, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, origin_of,
+    CALL, ITER, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, origin_of,
 )
-from relive.interp.rebuild import rebuild_exception, rebuild_generator
+from relive.interp.rebuild import rebuild_exception, rebuild_generator, running_generator
 from relive.interp.stack import EXC_PREV, LASTI, StackLayout
 
 _GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
@@ -55,7 +59,7 @@ _CURRENT: Any = object()
 
 
 _WAITS = {
-    "FOR_ITER": "a loop is iterating a running generator",
+    "FOR_ITER": "a loop asks an iterator's Python `__next__` for its next item",
     "SEND": "`yield from` or `await` is running a generator or coroutine",
     "BINARY_SUBSCR": "an operator (`x[i]`) called the next frame",
     "STORE_SUBSCR": "an operator (`x[i] = v`) called the next frame",
@@ -98,14 +102,19 @@ def capture(frames: Sequence[Any], handled: Any = _CURRENT) -> ResumeState:
         # Another thread's frames move while we read them: no slot of theirs is safe to read.
         return ResumeState([], handled, ["the frames are not this thread's: capture runs in the "
                                          "program's thread, at one of its line events"])
-    states: list[FrameState] = []
+    point = ResumeState([], handled)
     for index, frame in enumerate(live):
         role = CALL
         if index == len(live) - 1:
             role = RETURN if _waits_in_a_direct_call(frame) else LINE
-        states.append(_frame_state(frame, role, live[index - 1] if index else None))
-    _link_handled(states, handled)
-    return ResumeState(states, handled)
+        caller = live[index - 1] if index else None
+        callee = live[index + 1] if index + 1 < len(live) else None
+        state = _frame_state(frame, role, caller, callee)
+        if frame.f_code.co_flags & _GENERATOR_FLAGS and index:
+            _check_running_generator(frame, state, point.frames[-1], point.running, index)
+        point.frames.append(state)
+    _link_handled(point.frames, handled)
+    return point
 
 
 def _on_this_threads_stack(frame: types.FrameType) -> bool:
@@ -144,12 +153,11 @@ def _original(frame: types.FrameType, offset: int) -> tuple[types.CodeType, int,
     return origin.code, origin.offsets.get(offset, -1), origin
 
 
-def _frame_state(frame: types.FrameType, role: str, caller: types.FrameType | None) -> FrameState:
+def _frame_state(frame: types.FrameType, role: str, caller: types.FrameType | None,
+                 callee: types.FrameType | None = None) -> FrameState:
     code, offset, origin = _original(frame, frame.f_lasti)
     state = FrameState(code, frame.f_globals.get("__name__", "__main__"), role, offset, frame.f_lineno)
     problems = state.problems
-    if code.co_flags & _GENERATOR_FLAGS:
-        problems.append("it runs inside a generator or coroutine: only suspended generators can be rebuilt")
     if offset < 0:
         problems.append("it stands in the prologue of a resume: the program is being resumed")
         return state
@@ -159,6 +167,12 @@ def _frame_state(frame: types.FrameType, role: str, caller: types.FrameType | No
         layout = StackLayout.of(code)
         if role == LINE:
             depth = layout.depth_at(offset)
+        elif role == CALL and callee is not None and callee.f_code.co_flags & inspect.CO_GENERATOR \
+                and layout.instruction_at(offset).opname in _ITERATES:
+            ins = layout.instruction_at(offset)
+            state.role, state.offset = ITER, ins.offset
+            # SEND's value has gone to the generator: its slot is not the caller's any more.
+            depth = layout.depth_at(ins.offset) - (ins.opname == "SEND")
         else:  # CALL or RETURN
             site = layout.call_at(offset)
             if site is None:
@@ -178,6 +192,57 @@ def _frame_state(frame: types.FrameType, role: str, caller: types.FrameType | No
         if problem:
             problems.append(problem)
     return state
+
+
+_ITERATES = frozenset({"FOR_ITER", "SEND"})
+# C iterators whose next() only asks one iterator for its next item and keeps nothing in C
+# meanwhile: asking them again asks the generator again. Each reduces to (type, (..., it, ...)).
+_FORWARDING = {enumerate: 0, map: 1, filter: 1}
+
+
+def _check_running_generator(frame: types.FrameType, state: FrameState, caller: FrameState,
+                             running: dict[int, int], index: int) -> None:
+    """A generator or coroutine frame on the stack: resumable when its caller waits in a
+    ``for`` loop over it (maybe through ``enumerate``/``map``/``filter``) or in ``yield from``;
+    notes its generator object in ``running``."""
+    code = frame.f_code
+    if not code.co_flags & inspect.CO_GENERATOR:
+        state.problems.append("it runs inside a coroutine or an async generator: only suspended ones "
+                              "can be rebuilt")
+        return
+    if caller.role != ITER:
+        layout = StackLayout.of(caller.code)
+        site = layout.call_at(caller.offset) if caller.offset >= 0 else None
+        if site is None:  # `del gen`, a loop broken out of: dropping it closes it
+            waits = layout.instruction_at(caller.offset).opname if caller.offset >= 0 else "its prologue"
+            state.problems.append(f"it runs inside a generator that is being closed or that no loop runs "
+                                  f"(its caller waits in {waits})")
+            return
+        name = _callee_name(caller.code, site.offset)
+        inside = f" (inside {name}())" if name else ""
+        state.problems.append(f"it runs inside a generator that C code is running{inside}: "
+                              "the C function's own state cannot be saved")
+        return
+    if caller.problems:
+        return
+    # The iterator FOR_ITER asks (its top slot), or the receiver SEND sends to (under the value).
+    it = caller.stack[-1] if caller.stack else None
+    gen = it
+    if type(it) in _FORWARDING:
+        try:
+            args = it.__reduce__()[1]  # type: ignore[union-attr]
+        except Exception:
+            args = ()
+        position = _FORWARDING[type(it)]
+        sources = args[position:] if type(it) is map else args[position:position + 1]
+        gen = sources[0] if len(sources) == 1 else None
+    if not isinstance(gen, types.GeneratorType) or gen.gi_frame is not frame:
+        what = type(it).__name__
+        caller.problems.append(f"its loop asks a {what} for the next item, which asks the generator "
+                               f"{code.co_qualname}: only a for loop over a generator (or over "
+                               "enumerate, map or filter of one) and yield from can resume")
+        return
+    running[id(gen)] = index
 
 
 def _read_slots(frame: types.FrameType, code: types.CodeType, state: FrameState, depth: int,
@@ -300,11 +365,23 @@ def generator_state(gen: types.GeneratorType[Any, Any, Any]) -> GeneratorState:
 # -- values that need help to pickle --
 
 
-def reduce_for_resume(obj: Any) -> Any:
+def reducer(point: ResumeState | None) -> Any:
+    """``reduce_for_resume`` for the values of ``point`` (its running generators)."""
+    running = point.running if point is not None and point.resumable else {}
+
+    def reduce(obj: Any) -> Any:
+        return reduce_for_resume(obj, running)
+    return reduce
+
+
+def reduce_for_resume(obj: Any, running: dict[int, int] | None = None) -> Any:
     """A reduce tuple for values on a program's stacks that do not pickle by themselves, or
-    ``NotImplemented`` for everything else (for a pickler's ``reducer_override``)."""
+    ``NotImplemented`` for everything else (for a pickler's ``reducer_override``).
+    ``running`` maps the generators running at the point to the frames they run."""
     kind = type(obj)
     if kind is types.GeneratorType:
+        if running and id(obj) in running:
+            return (running_generator, (running[id(obj)],))
         return (rebuild_generator, (generator_state(obj),))
     if isinstance(obj, BaseException):
         reduced = obj.__reduce_ex__(5)

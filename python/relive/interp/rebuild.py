@@ -49,7 +49,7 @@ from relive import _native
 from relive.errors import ResumeError
 from relive.interp import V311, V313
 from relive.interp.frame_state import (
-    CALL, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, register_origin,
+    CALL, ITER, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, register_origin,
 )
 from relive.interp.stack import EXC_PREV, LASTI, StackLayout
 
@@ -162,15 +162,20 @@ def _position(bc: Bytecode, instr: Instr) -> int:
     return next(n for n, item in enumerate(bc) if item is instr)
 
 
-def build_resume_code(state: FrameState, callee: Any = None) -> tuple[types.CodeType, Origin]:
-    """The resume code object of one frame; ``callee`` is the next frame's resume function
-    (for a frame in role "call")."""
+@dataclass
+class _Plan:
+    """A frame's prologue and where it jumps to: all that its resume code is made of."""
+
+    prologue: _Prologue
+    target: int | None  # the ordinal of the instruction the prologue jumps to
+    landing: tuple[int, int] | None  # the offsets of a re-entered call, from entry to call
+    depth: int  # the stack's depth when the prologue has run
+
+
+def _plan(state: FrameState, callee: Any) -> _Plan:
     original = state.code
     if state.problems:
         raise ResumeError(f"{state.name} cannot resume: {'; '.join(state.problems)}")
-    bc = Bytecode.from_code(original, conserve_exception_block_stackdepth=True)
-    instrs = [x for x in bc if isinstance(x, Instr)]
-    resume_index = next(k for k, ins in enumerate(instrs) if ins.name == "RESUME")
     layout = StackLayout.of(original)
     p = _Prologue()
 
@@ -227,6 +232,11 @@ def build_resume_code(state: FrameState, callee: Any = None) -> tuple[types.Code
         target = _instr_ordinal(original, site.entry)
         landing = (site.entry, site.offset)
         depth += site.operands
+    elif state.role == ITER:  # FOR_ITER or SEND again, on the generator rebuilt (on the stack)
+        if layout.instruction_at(state.offset).opname == "SEND":
+            p.instrs.append(_no_line("LOAD_CONST", None))  # a rebuilt generator starts with None
+            depth += 1
+        target = _instr_ordinal(original, state.offset)
     elif state.role == RETURN:  # the call returned None: go on after it
         site = layout.call_at(state.offset)
         assert site is not None
@@ -241,14 +251,23 @@ def build_resume_code(state: FrameState, callee: Any = None) -> tuple[types.Code
         target = None
     else:
         raise ResumeError(f"unknown frame role {state.role!r}")
+    return _Plan(p, target, landing, depth)
 
-    if target is not None:
+
+def _assemble(state: FrameState, plan: _Plan) -> tuple[types.CodeType, Origin, dict[int, int]]:
+    """The resume code of ``plan``; also the map of the original's offsets to its own."""
+    original = state.code
+    bc = Bytecode.from_code(original, conserve_exception_block_stackdepth=True)
+    instrs = [x for x in bc if isinstance(x, Instr)]
+    resume_index = next(k for k, ins in enumerate(instrs) if ins.name == "RESUME")
+    p = plan.prologue
+    prologue = list(p.instrs)
+    if plan.target is not None:
         label = Label()
-        p.instrs.append(_no_line("JUMP_FORWARD", label))
-        bc.insert(_position(bc, instrs[target]), label)
-    prologue_size = len(p.instrs)
+        prologue.append(_no_line("JUMP_FORWARD", label))
+        bc.insert(_position(bc, instrs[plan.target]), label)
     at = _position(bc, instrs[resume_index]) + 1
-    bc[at:at] = p.instrs
+    bc[at:at] = prologue
 
     if original.co_flags & _CO_OPTIMIZED:
         # A function: its parameters stay (zero-argument super() reads the first one), and
@@ -257,21 +276,70 @@ def build_resume_code(state: FrameState, callee: Any = None) -> tuple[types.Code
         bc.argnames = _resume_argnames(original)
         bc.flags = bc.flags | _CO_VARARGS | _CO_VARKEYWORDS
     biggest_run = max((len(r) for r in p.runs), default=0)
-    stacksize = max(original.co_stacksize, depth + biggest_run + 4, len(names) + 4)
+    names = len(state.locals) + len(state.cells)
+    stacksize = max(original.co_stacksize, plan.depth + biggest_run + 4, names + 4)
     code = bc.to_code(stacksize=stacksize, compute_exception_stack_depths=False)
 
-    to_original, to_resume = _relocate(original, code, prologue_size, resume_index)
-    for run_index, item in p.lasti_slots:
-        value = p.runs[run_index][item]
-        p.runs[run_index][item] = to_resume.get(2 * value, 2 * value) // 2
-    p.load()
+    to_original, to_resume = _relocate(original, code, len(prologue), resume_index)
     landings: frozenset[int] = frozenset()
-    if landing is not None:  # a line event between re-entering the call and the call itself
-        first, last = landing
+    if plan.landing is not None:  # a line event between re-entering the call and the call itself
+        first, last = plan.landing
         landings = frozenset(b for b, a in to_original.items() if first <= a <= last)
     origin = Origin(original, to_original, landings)
     register_origin(code, origin)
+    return code, origin, to_resume
+
+
+def _relocate_lasti(p: _Prologue, to_resume: dict[int, int]) -> None:
+    """Instruction indexes saved by exception handlers, into the resume code's."""
+    for run_index, item in p.lasti_slots:
+        value = p.runs[run_index][item]
+        p.runs[run_index][item] = to_resume.get(2 * value, 2 * value) // 2
+
+
+def build_resume_code(state: FrameState, callee: Any = None) -> tuple[types.CodeType, Origin]:
+    """The resume code object of one frame; ``callee`` is the next frame's resume function
+    (for a frame in role "call")."""
+    plan = _plan(state, callee)
+    code, origin, to_resume = _assemble(state, plan)
+    _relocate_lasti(plan.prologue, to_resume)
+    plan.prologue.load()
     return code, origin
+
+
+class GeneratorShell:
+    """A generator that was running at the point, rebuilt while the snapshot loads: its
+    object first (every reference loaded then is this one), its frame's values later.
+
+    Its resume code is built from the frame's shape alone (names of the locals, which stack
+    slots are empty, what the others hold); ``fill`` hands it the values once they are loaded.
+    The generator is not started: its caller's FOR_ITER or SEND starts it, which runs the
+    prologue and goes on where the generator stood.
+    """
+
+    def __init__(self, shape: FrameState, namespace: dict[str, Any]) -> None:
+        self._plan = _plan(shape, None)
+        code, _, self._to_resume = _assemble(shape, self._plan)
+        self.generator = _function(shape, code, namespace)()
+
+    def fill(self, state: FrameState, callee: Any) -> None:
+        plan = _plan(state, callee)
+        if [i.name for i in plan.prologue.instrs] != [i.name for i in self._plan.prologue.instrs]:
+            raise ResumeError(f"the running generator {state.name} was stored in a shape its values do not have")
+        _relocate_lasti(plan.prologue, self._to_resume)
+        self._plan.prologue.runs = plan.prologue.runs
+        self._plan.prologue.load()
+
+
+def shape_of(state: FrameState) -> FrameState:
+    """``state`` without its values (placeholders of the same kinds): what a ``GeneratorShell``
+    is built from before the values load. Free variables stay: the function needs its closure."""
+    stack = [_native.NULL if value is _native.NULL else (0 if kind == LASTI else None)
+             for value, kind in zip(state.stack, state.stack_kinds)]
+    return FrameState(state.code, state.module, state.role, state.offset, state.lineno,
+                      locals=dict.fromkeys(state.locals), cells=dict.fromkeys(state.cells),  # type: ignore[arg-type]
+                      free=state.free, stack=stack, stack_kinds=state.stack_kinds,
+                      handled=[None] * len(state.handled))
 
 
 def _namespace_of(state: FrameState, namespace: dict[str, Any]) -> dict[str, Any]:
@@ -299,7 +367,15 @@ def entry(state: ResumeState, namespace: dict[str, Any]) -> tuple[Any, dict[str,
     if not state.resumable:
         raise ResumeError("this point cannot resume: " + "; ".join(state.reasons))
     callee: Any = None
-    for frame in reversed(state.frames[1:]):
+    for index in range(len(state.frames) - 1, 0, -1):
+        frame = state.frames[index]
+        if frame.is_running_generator:
+            shell = state.shells.get(index)
+            if shell is None:
+                raise ResumeError(f"the running generator {frame.name} was not rebuilt while loading")
+            shell.fill(frame, callee)
+            callee = None  # its caller does not call it: it asks it for its next item again
+            continue
         code, _ = build_resume_code(frame, callee)
         callee = _function(frame, code, namespace)
     outer = state.frames[0]
@@ -365,6 +441,14 @@ def rebuild_generator(state: GeneratorState) -> Any:
     if frame.role == YIELD:
         next(gen)
     return gen
+
+
+def running_generator(index: int) -> Any:
+    """The generator that ran frame ``index`` of the snapshot being loaded (called while
+    loading, through pickle: a running generator is stored as this call)."""
+    from relive.state.pickler import loading_running_generator
+
+    return loading_running_generator(index)
 
 
 def _loading_namespace() -> dict[str, Any]:

@@ -35,7 +35,8 @@ class _Loader:
             {"__name__": "__main__", "__builtins__": builtins}
         self._records: dict[str, dict[str, Any]] = {}
         self._in_progress: set[str] = set()
-        self._context = LoadContext(self.namespace, self.load_global, resuming)
+        self._context = LoadContext(self.namespace, self.load_global, resuming, self.running_generator)
+        self.shells: dict[int, Any] = {}  # frame index -> its running generator, rebuilt
         run = store.runs.get(info.run)
         if run is not None and run.path0 and run.path0 not in sys.path:
             # The program's own modules (beside the script) must import for its objects to load.
@@ -64,6 +65,62 @@ class _Loader:
 
     def forget(self) -> None:
         self._records.clear()
+        self.shells.clear()
+
+    def running_generator(self, index: int) -> Any:
+        """The generator that was running frame ``index``: rebuilt (not started) when resuming,
+        else a placeholder that says what it was."""
+        shell = self.shells.get(index)
+        if shell is not None:
+            return shell.generator
+        frames = self.info.manifest.frames
+        if not 0 < index < len(frames) or frames[index].resume is None:
+            raise ReliveError(f"snapshot {self.info.short_id} refers to a running generator of frame "
+                              f"{index}, which it does not hold")
+        entry = frames[index]
+        if not self._context.resuming:
+            return RunningGenerator(entry.qualname or entry.function, entry.file, entry.line)
+        from relive.interp.rebuild import GeneratorShell
+
+        shape = self.frame_state(entry, shape_only=True)
+        shell = self.shells[index] = GeneratorShell(shape, self.namespace)
+        return shell.generator
+
+    def frame_state(self, entry: FrameEntry, shape_only: bool = False) -> Any:
+        """A frame as resuming rebuilds it; with ``shape_only``, without its values (but with
+        its closure's cells), as a running generator is rebuilt before they load."""
+        from relive.interp.frame_state import FrameState
+        from relive.interp.stack import LASTI
+
+        r = entry.resume
+        manifest = self.info.manifest
+        assert r is not None and entry.code is not None  # a resumable manifest has them (manifest_problem)
+        records = manifest.resume.values if manifest.resume is not None else {}
+
+        def value(key: str | None) -> Any:
+            if key is None:
+                return _native.NULL
+            return self.value(records[key], key)
+
+        def placeholder(key: str | None, kind: str) -> Any:
+            return _native.NULL if key is None else (0 if kind == LASTI else None)
+
+        payload, _ = self.store.native.get_record(entry.code)
+        if shape_only:
+            return FrameState(
+                code=code_of_record(payload), module=r.module, role=r.role, offset=r.offset, lineno=r.lineno,
+                locals=dict.fromkeys(r.locals), cells=dict.fromkeys(r.cells),
+                free={name: value(key) for name, key in r.free.items()},
+                stack=[placeholder(key, kind) for key, kind in zip(r.stack, r.stack_kinds)],
+                stack_kinds=tuple(r.stack_kinds), handled=[None] * len(r.handled))
+        return FrameState(
+            code=code_of_record(payload), module=r.module, role=r.role, offset=r.offset, lineno=r.lineno,
+            locals={name: value(key) for name, key in r.locals.items()},
+            cells={name: value(key) for name, key in r.cells.items()},
+            free={name: value(key) for name, key in r.free.items()},
+            stack=[value(key) for key in r.stack], stack_kinds=tuple(r.stack_kinds),
+            handled=[None if key is None else value(key) for key in r.handled])
+
 
     def load_global(self, name: str) -> Any:
         if name in self.namespace:
@@ -79,6 +136,25 @@ class _Loader:
             value = self.value(entry.record, entry.key)
         self.namespace[name] = value
         return value
+
+
+class RunningGenerator:
+    """What a generator that was running at a snapshot loads as when the snapshot is only
+    inspected (resuming rebuilds the generator itself)."""
+
+    def __init__(self, qualname: str, file: str, line: int) -> None:
+        self.qualname, self.file, self.line = qualname, file, line
+
+    def __repr__(self) -> str:
+        return f"<generator {self.qualname}, running at {self.file}:{self.line} at the snapshot>"
+
+    # What held it (enumerate(), map(), a for loop) asks for an iterator when it loads.
+    def __iter__(self) -> RunningGenerator:
+        return self
+
+    def __next__(self) -> Any:
+        raise ReliveError(f"{self!r} cannot run when the snapshot is only loaded: resume it "
+                          "(relive resume) to run it")
 
 
 def _skipped_reason(info: SnapshotInfo, scope: str, name: str) -> str:
@@ -192,33 +268,20 @@ class Snapshot:
 
     def resume_state(self) -> Any:
         """The program's stack as resuming rebuilds it (a ``ResumeState``)."""
-        from relive.interp.frame_state import FrameState, ResumeState
+        from relive.interp.frame_state import ResumeState
 
         self._loader.store.check_loadable()  # before the stored code is read, too
         resume = self.manifest.resume
         if resume is None or not resume.resumable:
             raise ReliveError(f"snapshot {self.id[:12]} cannot resume: "
                               + "; ".join(self.manifest.not_resumable_because or ["it holds no resumable state"]))
-        records = resume.values
-
-        def value(key: str | None) -> Any:
-            if key is None:
-                return _native.NULL
-            return self._loader.value(records[key], key)
-
-        frames = []
-        for entry in self.manifest.frames:
-            r = entry.resume
-            assert r is not None and entry.code is not None  # a resumable manifest has them (manifest_problem)
-            payload, _ = self._loader.store.native.get_record(entry.code)
-            frames.append(FrameState(
-                code=code_of_record(payload), module=r.module, role=r.role, offset=r.offset, lineno=r.lineno,
-                locals={name: value(key) for name, key in r.locals.items()},
-                cells={name: value(key) for name, key in r.cells.items()},
-                free={name: value(key) for name, key in r.free.items()},
-                stack=[value(key) for key in r.stack], stack_kinds=tuple(r.stack_kinds),
-                handled=[None if key is None else value(key) for key in r.handled]))
-        return ResumeState(frames, None if resume.handled is None else value(resume.handled))
+        frames = [self._loader.frame_state(entry) for entry in self.manifest.frames]
+        for index, frame in enumerate(frames):
+            if index and frame.is_running_generator:
+                self._loader.running_generator(index)  # rebuilt already, unless nothing held it
+        handled = None if resume.handled is None else self._loader.value(resume.values[resume.handled],
+                                                                          resume.handled)
+        return ResumeState(frames, handled, shells=dict(self._loader.shells))
 
     def namespace(self) -> dict[str, Any]:
         """Everything loaded: the globals (and modules), then the innermost frame's locals on top.

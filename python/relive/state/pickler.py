@@ -53,9 +53,11 @@ class LoadContext:
     """What a loading record needs from its snapshot: the global namespace, other globals."""
 
     def __init__(self, namespace: dict[str, Any], load_global: Callable[[str], Any],
-                 resuming: bool = False) -> None:
+                 resuming: bool = False, running_generator: Callable[[int], Any] | None = None) -> None:
         self.namespace = namespace
         self.load_global = load_global
+        # The generator that ran frame N at the point, rebuilt before the frames' values load.
+        self.running_generator = running_generator
         # Resuming reopens the program's files (and cuts what a killed run wrote after the
         # snapshot); loading to inspect must leave every file alone.
         self.resuming = resuming
@@ -75,6 +77,15 @@ def loading_namespace() -> dict[str, Any] | None:
     """The global namespace of the snapshot being loaded, or None outside a load."""
     context = _loading.context
     return context.namespace if context is not None else None
+
+
+def loading_running_generator(index: int) -> Any:
+    """The generator running frame ``index`` of the snapshot being loaded."""
+    context = _current()
+    if context.running_generator is None:
+        raise pickle.UnpicklingError("this record holds a generator that was running: only its "
+                                     "snapshot's loader can rebuild it")
+    return context.running_generator(index)
 
 
 def _current() -> LoadContext:

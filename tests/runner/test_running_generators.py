@@ -1,0 +1,73 @@
+"""Generators running at a snapshot resume: a for loop over a generator that is itself in a
+`yield from` chain, a generator held by a global and through enumerate(), each stored as a
+reference to the frame it runs and rebuilt around that frame's resume code."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import Workdir
+from test_resume_values import _resumes_like_python
+
+RUNNING = """\
+import relive
+
+def leaves(n, stop):
+    for i in range(n):
+        if i == stop:
+            relive.checkpoint()      # inside three running generators
+        yield i * i
+
+def branch(n, stop):
+    got = yield from leaves(n, stop)
+    yield -1
+
+numbers = branch(5, 3)               # a global holds the running generator
+total = 0
+for k, v in enumerate(numbers):
+    total += v
+    print(k, v, total)
+    if k == 1:
+        relive.checkpoint()          # between items: suspended, stored by value
+for s in (x + total for x in leaves(4, 2)):
+    print("genexpr", s)
+print("end", total)
+"""
+
+
+def test_a_checkpoint_inside_running_generators_resumes_like_python(work: Workdir) -> None:
+    work.write("running.py", RUNNING)
+    log = _resumes_like_python(work, "running.py")
+    explicit = [e for e in log if e["trigger"] == "explicit"]
+    assert sorted(e["function"] for e in explicit) == ["<module>", "leaves", "leaves"]
+    assert all(e["resumable"] for e in explicit), [e.get("not_resumable_because") for e in explicit]
+
+
+def test_a_running_generator_inspected_shows_where_it_ran(work: Workdir) -> None:
+    work.write("running.py", RUNNING)
+    work.relive("run", "running.py", check=True)
+    inside = min((e for e in work.log() if e["function"] == "leaves"), key=lambda e: e["time"])
+    shown = work.relive("get", inside["id"], "numbers", check=True).stdout
+    assert "generator branch, running at" in shown and "running.py" in shown
+
+
+LIST_OF_GENERATOR = """\
+import relive
+
+def squares(n):
+    for i in range(n):
+        if i == 2:
+            relive.checkpoint()
+        yield i * i
+
+print(sum(list(squares(4))))
+"""
+
+
+def test_a_generator_that_c_code_runs_is_refused_naming_the_c_function(work: Workdir) -> None:
+    work.write("listed.py", LIST_OF_GENERATOR)
+    work.relive("run", "listed.py", check=True)
+    entry = next(e for e in work.log() if e["trigger"] == "explicit")
+    assert not entry["resumable"]
+    reasons = json.dumps(entry["not_resumable_because"])
+    assert "C code is running (inside list())" in reasons, reasons
