@@ -30,6 +30,7 @@ __all__ = [
     "CorruptionError",
     "Store",
     "Buffer",
+    "InitThen",
     "call_in_main_thread",
     "shared_groups",
     "deep_call",
@@ -124,6 +125,15 @@ class Store:
 # -- buffer.rs: a large loaded buffer, writable, as a bytearray is --
 
 @final
+class InitThen:
+    """Called with any arguments: calls ``init()`` (which must return None) and returns ``obj``,
+    as ``type.__call__`` does around ``__init__``; where a resumed caller called a class."""
+
+    init: Any
+    obj: Any
+    def __init__(self, init: Any, obj: Any) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
 class Buffer:
     """A loaded buffer: writable bytes that NumPy arrays and PyTorch tensors are built on in place."""
 

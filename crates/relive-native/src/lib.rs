@@ -11,6 +11,7 @@ mod graph;
 mod pending;
 mod py_store;
 mod recursion;
+mod trampoline;
 mod unseen;
 mod written;
 
@@ -22,6 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     py_store::register(m)?;
     m.add_class::<buffer::LoadedBuffer>()?;
+    m.add_class::<trampoline::InitThen>()?;
     m.add_function(wrap_pyfunction!(pending::call_in_main_thread, m)?)?;
     m.add_function(wrap_pyfunction!(graph::shared_groups, m)?)?;
     m.add_function(wrap_pyfunction!(recursion::deep_call, m)?)?;

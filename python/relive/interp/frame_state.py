@@ -16,6 +16,9 @@ values that do not pickle by themselves: generators, exceptions; files are the p
       module        __name__ of the frame's globals ("__main__" for the script)
       role          "line": the innermost frame; it goes on with the instruction at `offset`
                     "call": it waits in the call instruction at `offset` for the next frame
+                    "init": as "call", where the call is of a class and the next frame is
+                    the `__init__` that `type.__call__` runs (from C): the call is made again
+                    of `_native.InitThen`, which runs the next frame and returns its `self`
                     "iter": it waits in the FOR_ITER or SEND at `offset` for the generator
                     the next frame runs; it goes on by doing that instruction again, on the
                     generator rebuilt (the next frame's state, role "line" or "call")
@@ -63,6 +66,7 @@ RETURN = "return"
 YIELD = "yield"
 START = "start"
 ITER = "iter"
+INIT = "init"
 
 
 @dataclass

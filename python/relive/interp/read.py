@@ -49,9 +49,9 @@ from relive import _native
 from relive.errors import NotResumable, StackAnalysisError
 from relive.interp import V313
 from relive.interp.frame_state import (
-    CALL, ITER, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, origin_of,
+    CALL, INIT, ITER, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, origin_of,
 )
-from relive.interp.rebuild import rebuild_exception, rebuild_generator, running_generator
+from relive.interp.rebuild import init_wrapper, rebuild_exception, rebuild_generator, running_generator
 from relive.interp.stack import EXC_PREV, LASTI, StackLayout
 
 _GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
@@ -110,6 +110,9 @@ def capture(frames: Sequence[Any], handled: Any = _CURRENT) -> ResumeState:
         caller = live[index - 1] if index else None
         callee = live[index + 1] if index + 1 < len(live) else None
         state = _frame_state(frame, role, caller, callee)
+        if caller is not None and point.frames[-1].role == CALL and _init_run_by_class_call(frame, caller):
+            point.frames[-1].role = INIT
+            state.problems = [p for p in state.problems if not p.startswith(_C_CALLER)]
         if frame.f_code.co_flags & _GENERATOR_FLAGS and index:
             _check_running_generator(frame, state, point.frames[-1], point.running, index)
         point.frames.append(state)
@@ -197,7 +200,7 @@ def _frame_state(frame: types.FrameType, role: str, caller: types.FrameType | No
 _ITERATES = frozenset({"FOR_ITER", "SEND"})
 # C iterators whose next() only asks one iterator for its next item and keeps nothing in C
 # meanwhile: asking them again asks the generator again. Each reduces to (type, (..., it, ...)).
-_FORWARDING = {enumerate: 0, map: 1, filter: 1}
+_FORWARDING: dict[type, int] = {enumerate: 0, map: 1, filter: 1}
 
 
 def _check_running_generator(frame: types.FrameType, state: FrameState, caller: FrameState,
@@ -228,12 +231,12 @@ def _check_running_generator(frame: types.FrameType, state: FrameState, caller: 
     # The iterator FOR_ITER asks (its top slot), or the receiver SEND sends to (under the value).
     it = caller.stack[-1] if caller.stack else None
     gen = it
-    if type(it) in _FORWARDING:
+    position = _FORWARDING.get(type(it))
+    if position is not None:
         try:
-            args = it.__reduce__()[1]  # type: ignore[union-attr]
+            args = it.__reduce__()[1]
         except Exception:
             args = ()
-        position = _FORWARDING[type(it)]
         sources = args[position:] if type(it) is map else args[position:position + 1]
         gen = sources[0] if len(sources) == 1 else None
     if not isinstance(gen, types.GeneratorType) or gen.gi_frame is not frame:
@@ -270,6 +273,32 @@ def _read_slots(frame: types.FrameType, code: types.CodeType, state: FrameState,
                 state.stack[n] = origin.offsets.get(2 * state.stack[n], 0) // 2
 
 
+_C_CALLER = "C code called it"
+
+
+def _init_run_by_class_call(frame: types.FrameType, caller: types.FrameType) -> bool:
+    """Whether ``frame`` is the ``__init__`` that ``type.__call__`` runs for ``caller``'s call
+    ``Cls(...)`` (or, in a resumed program, that ``_native.InitThen`` runs): C whose only state
+    of its own is the object, which the frame holds as its ``self``."""
+    code = _original(frame, 0)[0]
+    if code.co_name != "__init__" or not _native.frame_called_from_c(frame):
+        return False
+    receiver = _first_argument(frame, code)
+    if receiver is _native.NULL:
+        return False
+    init = inspect.getattr_static(type(receiver), "__init__", None)
+    if getattr(init, "__code__", None) is not code:
+        return False
+    caller_code, offset, _ = _original(caller, caller.f_lasti)
+    site = StackLayout.of(caller_code).call_at(offset) if offset >= 0 else None
+    if site is None:
+        return False
+    # By address only (see _c_caller_problem): the class called, or the InitThen called instead.
+    addresses = _native.frame_stack_addresses(caller, site.base, site.base + 2)
+    wrapper = init_wrapper(receiver)
+    return id(type(receiver)) in addresses or (wrapper is not None and id(wrapper) in addresses)
+
+
 def _c_caller_problem(frame: types.FrameType, caller: types.FrameType) -> str | None:
     """None when the C between ``caller`` and ``frame`` is a pure trampoline, else why not.
 
@@ -296,7 +325,7 @@ def _c_caller_problem(frame: types.FrameType, caller: types.FrameType) -> str | 
             return None
     name = _callee_name(code, site.offset)
     inside = f" (inside {name}())" if name else ""
-    return f"C code called it{inside}: the C function's own state cannot be saved"
+    return f"{_C_CALLER}{inside}: the C function's own state cannot be saved"
 
 
 def _callee_name(code: types.CodeType, offset: int) -> str | None:

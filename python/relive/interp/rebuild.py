@@ -40,6 +40,7 @@ import dis
 import importlib
 import sys
 import types
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,7 @@ from relive import _native
 from relive.errors import ResumeError
 from relive.interp import V311, V313
 from relive.interp.frame_state import (
-    CALL, ITER, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, register_origin,
+    CALL, INIT, ITER, LINE, RETURN, START, YIELD, FrameState, GeneratorState, Origin, ResumeState, register_origin,
 )
 from relive.interp.stack import EXC_PREV, LASTI, StackLayout
 
@@ -212,7 +213,7 @@ def _plan(state: FrameState, callee: Any) -> _Plan:
     depth = len(state.stack)
     if state.role == LINE:
         target = _instr_ordinal(original, state.offset)
-    elif state.role == CALL:
+    elif state.role in (CALL, INIT):
         site = layout.call_at(state.offset)
         assert site is not None
         if not V313:
@@ -342,6 +343,25 @@ def shape_of(state: FrameState) -> FrameState:
                       handled=[None] * len(state.handled))
 
 
+# id(obj) -> the InitThen running obj's __init__, while it runs (capture asks: is it the call?)
+_init_wrappers: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def _init_then(init: Any, frame: FrameState) -> Any:
+    code = frame.code
+    name = code.co_varnames[0]
+    value = frame.locals[name] if name in frame.locals else frame.cells[name].cell_contents
+    wrapper = _native.InitThen(init, value)
+    _init_wrappers[id(value)] = wrapper
+    return wrapper
+
+
+def init_wrapper(obj: Any) -> Any:
+    """The ``InitThen`` a resumed program runs ``obj.__init__`` under, or None."""
+    wrapper = _init_wrappers.get(id(obj))
+    return wrapper if wrapper is not None and wrapper.obj is obj else None
+
+
 def _namespace_of(state: FrameState, namespace: dict[str, Any]) -> dict[str, Any]:
     if state.module == "__main__":
         return namespace
@@ -378,6 +398,8 @@ def entry(state: ResumeState, namespace: dict[str, Any]) -> tuple[Any, dict[str,
             continue
         code, _ = build_resume_code(frame, callee)
         callee = _function(frame, code, namespace)
+        if state.frames[index - 1].role == INIT:  # called from C by type.__call__: by InitThen now
+            callee = _init_then(callee, frame)
     outer = state.frames[0]
     code, _ = build_resume_code(outer, callee)
     target = (_function(outer, code, namespace), None) if outer.code.co_flags & _CO_OPTIMIZED \

@@ -109,7 +109,7 @@ class _Loader:
         if shape_only:
             return FrameState(
                 code=code_of_record(payload), module=r.module, role=r.role, offset=r.offset, lineno=r.lineno,
-                locals=dict.fromkeys(r.locals), cells=dict.fromkeys(r.cells),
+                locals=dict.fromkeys(r.locals), cells=dict.fromkeys(r.cells),  # type: ignore[arg-type]
                 free={name: value(key) for name, key in r.free.items()},
                 stack=[placeholder(key, kind) for key, kind in zip(r.stack, r.stack_kinds)],
                 stack_kinds=tuple(r.stack_kinds), handled=[None] * len(r.handled))

@@ -18,7 +18,9 @@ plain ``pickle.dumps``:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib
 import io
 import os
 import pickle
@@ -259,6 +261,12 @@ def _reduce_struct(packer: struct.Struct) -> tuple[Any, ...]:
 # Reducers of the standard library's C types that pickle refuses, by exact type.
 _STDLIB_REDUCERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {struct.Struct: _reduce_struct}
 
+# The standard library's sentinels, compared by identity (`default is MISSING`): stored by name,
+# since a copy is another object. A class decorated after a snapshot (`@dataclass` applied on
+# resume) holds dataclasses.MISSING in its fields.
+_SENTINELS = {id(getattr(dataclasses, name)): ("dataclasses", name)
+              for name in ("MISSING", "KW_ONLY", "_HAS_DEFAULT_FACTORY") if hasattr(dataclasses, name)}
+
 
 class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
     """Pickles the values of one record.
@@ -300,6 +308,8 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
         oid = id(obj)
         if oid in self._main_names and oid not in self._own:
             return (main_global, (self._main_names[oid],))
+        if oid in _SENTINELS:
+            return (getattr, (importlib.import_module(_SENTINELS[oid][0]), _SENTINELS[oid][1]))
         if type(obj) is types.CellType:
             return self._reduce_cell(obj)
         if type(obj) is types.CodeType:
