@@ -71,3 +71,35 @@ def test_a_generator_that_c_code_runs_is_refused_naming_the_c_function(work: Wor
     assert not entry["resumable"]
     reasons = json.dumps(entry["not_resumable_because"])
     assert "C code is running (inside list())" in reasons, reasons
+
+
+LIST_LOOP = """\
+import time
+
+def slow(n):
+    for i in range(n):
+        time.sleep(0.01)
+        yield i * i
+
+total = 0
+for round_ in range(3):
+    values = list(slow(130))         # 1.3 s inside list() (C runs the generator): longer than
+                                     # a look at the next lines for a resumable one (1 s)
+    total += sum(values)
+    print(round_, total, flush=True)
+"""
+
+
+def test_a_timer_snapshot_inside_a_c_call_waits_for_it_to_return_and_resumes(work: Workdir) -> None:
+    """Timer ticks land inside list(slow(...)) nearly always: the snapshot waits, with only the
+    module frame's lines on, for the line after the call, where it can resume."""
+    work.write("listloop.py", LIST_LOOP)
+    plain = work.python("listloop.py")
+    captured = work.relive("run", "--every", "0.2", "--overhead", "0", "listloop.py", check=True)
+    assert captured.stdout == plain.stdout
+    timer = [e for e in work.log() if e["trigger"] == "timer"]
+    assert len(timer) >= 1
+    assert all(e["resumable"] for e in timer), [e["not_resumable_because"] for e in timer]
+    assert {e["line"] for e in timer} <= {11, 12}   # after list() returned, never inside it
+    resumed = work.relive("resume", timer[0]["id"], "--every", "0", check=True)
+    assert resumed.stdout.strip() and plain.stdout.endswith(resumed.stdout)

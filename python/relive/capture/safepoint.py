@@ -12,6 +12,12 @@ turned off again.
   own shares these slots: relive's trace functions pass it every event, as CPython would,
   and give it its slots back when disarmed.
 
+A timer snapshot that meets a point which cannot resume because C code runs a frame (``list()``
+running a generator, a Cython loop calling back) waits for the frame C was called from
+(``arm_frame``): only that frame's line events are on (3.12+: ``sys.monitoring`` local events
+of its code; 3.11: its ``f_trace``, with a global trace function that traces nothing new), so
+the program runs at nearly full speed until the C call has returned.
+
 The callbacks run unseen (``_native.unseen``): no event of relive's code reaches the
 program's tracers or profilers, and they spend none of its recursion budget.
 """
@@ -47,6 +53,8 @@ class LineEvents:
         self.armed = False
         self._tool: int | None = None
         self._traced: list[types.FrameType] = []
+        self._only: types.FrameType | None = None  # armed for this frame's lines only
+        self._only_code: types.CodeType | None = None
         self._previous_trace: Any = None  # 3.11: the program's own tracer, while armed
         self._program_local: dict[types.FrameType, Any] = {}  # its trace function of each frame
         self._global = _native.unseen(self._global_trace)
@@ -63,6 +71,7 @@ class LineEvents:
             if mon.get_tool(tool) is None:
                 mon.use_tool_id(tool, "relive")
                 mon.register_callback(tool, mon.events.LINE, _native.unseen(self._monitor_line))
+                mon.register_callback(tool, mon.events.PY_RETURN, _native.unseen(self._monitor_return))
                 return tool
         return None
 
@@ -70,10 +79,17 @@ class LineEvents:
         if not self.armed or threading.get_ident() != self._main_ident or is_relive_code(code):
             return None
         frame = sys._getframe(1)
+        if self._only is not None and frame is not self._only:
+            return None
         if self._refused(frame):
             return None
         self.disarm()
         self._on_line(frame)
+        return None
+
+    def _monitor_return(self, code: types.CodeType, offset: int, retval: Any) -> Any:
+        if self._only is not None and sys._getframe(1) is self._only:
+            self.arm()  # the frame waited for returns: any next line of the program will do
         return None
 
     # -- 3.11 --
@@ -83,6 +99,8 @@ class LineEvents:
             self._restore_trace()
             return self._program_trace(frame, event, arg, sys.gettrace())
         own = self._program_trace(frame, event, arg, self._previous_trace)
+        if self._only is not None:  # armed for one frame (already running): new ones untraced
+            return own
         if own is not None:
             self._program_local[frame] = own
         self._traced.append(frame)
@@ -97,7 +115,11 @@ class LineEvents:
         if not self.armed:
             self._restore_trace()
             return None
-        if event == "line" and not is_relive_code(frame.f_code) and not self._refused(frame):
+        if event == "return" and frame is self._only and self.armed:
+            self.arm()  # the frame waited for returns: any next line of the program will do
+            return None
+        if event == "line" and (self._only is None or frame is self._only) \
+                and not is_relive_code(frame.f_code) and not self._refused(frame):
             self.disarm()
             self._on_line(frame)
         # Armed again when this line could not resume: the next lines of this frame too.
@@ -140,8 +162,9 @@ class LineEvents:
 
     def arm(self) -> bool:
         """Turn line events on; call from the main thread. False if this Python cannot."""
-        if self.armed:
+        if self.armed and self._only is None:
             return True
+        self.disarm()  # armed for one frame only: for every line now (a signal came)
         if MONITORING:
             if self._tool is None:
                 return False
@@ -161,13 +184,39 @@ class LineEvents:
             frame = frame.f_back
         return True
 
+    def arm_frame(self, frame: types.FrameType) -> bool:
+        """Turn on the line events of ``frame`` alone (main thread; it is running, below it
+        C code runs other frames): its next line is the next chance. False if this Python cannot."""
+        if self.armed:
+            return False
+        if MONITORING:
+            if self._tool is None:
+                return False
+            self.armed, self._only, self._only_code = True, frame, frame.f_code
+            events = sys.monitoring.events
+            sys.monitoring.set_local_events(self._tool, frame.f_code, events.LINE | events.PY_RETURN)
+            return True
+        self.armed, self._only = True, frame
+        self._previous_trace = sys.gettrace()
+        sys.settrace(self._global)
+        if frame.f_trace is not self._local:
+            if frame.f_trace is not None:
+                self._program_local[frame] = frame.f_trace
+            frame.f_trace = self._local
+            self._traced.append(frame)
+        return True
+
     def disarm(self) -> None:
         if not self.armed:
             return
         self.armed = False
+        self._only = None
         if MONITORING:
             if self._tool is not None:
                 sys.monitoring.set_events(self._tool, 0)
+                if self._only_code is not None:
+                    sys.monitoring.set_local_events(self._tool, self._only_code, 0)
+            self._only_code = None
             return
         # `sys.settrace` acts on the calling thread only: from another thread, the main
         # thread's trace functions see `armed` is False and remove themselves.
@@ -189,5 +238,6 @@ class LineEvents:
         self.disarm()
         if MONITORING and self._tool is not None:
             sys.monitoring.register_callback(self._tool, sys.monitoring.events.LINE, None)
+            sys.monitoring.register_callback(self._tool, sys.monitoring.events.PY_RETURN, None)
             sys.monitoring.free_tool_id(self._tool)
             self._tool = None

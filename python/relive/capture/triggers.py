@@ -14,6 +14,7 @@ thread and relive's signal handler call in here.
 
 from __future__ import annotations
 
+import math
 import os
 import sysconfig
 import threading
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 _IMPORT_RETRY = 0.05  # seconds before a timer snapshot that met an import tries again
 _LOOK_FURTHER_S = 1.0  # how long a timer snapshot looks for a line where the program can resume
 _LOOK_FURTHER_LINES = 200
+# How long a timer snapshot waits for a C call (list() running a generator, a Cython loop
+# calling back) to return to the frame that made it, where the program can resume.
+_WAIT_FOR_CALL_S = 10.0
 _SIGNAL_PATIENCE = 30.0  # seconds a signal waits for a snapshot being written before it acts anyway
 
 
@@ -62,10 +66,12 @@ class Triggers:
         self._tick_queued = False
         self._looking_since: float | None = None  # since when a timer snapshot looks for a resumable line
         self._lines_looked = 0
+        self._waiting = False  # a timer snapshot waits for a frame's next line (arm_frame)
         self._line = LineEvents(self._at_line, boundary, on_import=self._at_import)
         self._relay = SignalRelay(self._on_signal)
         self.clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
         self._arm_timer_unseen = _native.unseen(self._arm_timer)  # runs in the program's thread
+        self._stop_waiting_unseen = _native.unseen(self._stop_waiting)
 
     # -- lifecycle (Capture's) --
 
@@ -140,6 +146,9 @@ class Triggers:
     def _on_signal_deadline(self) -> None:
         """Timer thread: a signal waited in vain for a line boundary (the main thread is
         blocked in a call, e.g. ``time.sleep``). Snapshot its stack as it stands."""
+        if self._waiting and not self._signals and not self._disabled:
+            _native.call_in_main_thread(self._stop_waiting_unseen)
+            return
         if not self._signals or self._disabled:
             return
         if self._lock.locked():
@@ -168,6 +177,8 @@ class Triggers:
     def _at_line(self, frame: types.FrameType) -> None:
         """Main thread, at a line boundary of the program."""
         self.clock.set_deadline(None)
+        if self._waiting:  # the frame waited for is back from its C call: look afresh from here
+            self._waiting, self._looking_since = False, None
         with self._snapshotting() as free:
             if not free:
                 return
@@ -179,6 +190,8 @@ class Triggers:
             frames = program_frames.live_stack(frame, self._boundary)
             point = self._resume_state(frames)
             if not (point.resumable and in_program) and self._look_further(trigger):
+                if trigger == "timer" and self._wait_for_call(point, frames):
+                    return
                 self._line.arm()  # the next lines may resume; this one would only be for inspection
                 return
             self._looking_since = None
@@ -191,6 +204,25 @@ class Triggers:
         signals, self._signals = self._signals, []
         for signum in signals:  # each does what it would have, once this callback has returned
             self._relay.act_later(signum)
+
+    def _wait_for_call(self, point: ResumeState, frames: list[program_frames.FrameView]) -> bool:
+        """Where C code runs a frame (or a generator) and so the point cannot resume, wait
+        for the line after that C call, with only its caller's line events on."""
+        frame = _frame_to_wait_for(point, frames)
+        if frame is None or not self._line.arm_frame(frame):
+            return False
+        self._waiting = True
+        self.clock.set_deadline(time.monotonic() + _WAIT_FOR_CALL_S)
+        return True
+
+    def _stop_waiting(self) -> None:
+        """Main thread: the C call waited for runs on: snapshot at the next line, as it stands."""
+        if not self._waiting or not self._line.armed or self._disabled:
+            return
+        self._line.disarm()
+        self._waiting = False
+        self._looking_since = -math.inf  # looked long enough: the next line is taken
+        self._line.arm()
 
     def _resume_state(self, frames: list[program_frames.FrameView]) -> Any:
         """The point as resuming needs it (interp.read); never raises."""
@@ -285,6 +317,26 @@ class Triggers:
 
 _LIBRARY_DIRS = tuple(sorted({os.path.join(sysconfig.get_paths()[k], "") for k in
                               ("stdlib", "platstdlib", "purelib", "platlib")}))
+
+
+# Reasons (interp.read's words) about the link from a frame's caller: C code runs the frame.
+_CALLED_BY_C = ("C code called it", "it runs inside a generator that C code is running")
+
+
+def _frame_to_wait_for(point: ResumeState, frames: list[program_frames.FrameView]) -> types.FrameType | None:
+    """The frame whose next line may resume, where C code below it is why this one cannot:
+    the outermost frame with a problem, or its caller when C code called it. None when that
+    is the innermost frame (any next line of the program is as near)."""
+    for k, state in enumerate(point.frames[:len(frames)]):
+        if not state.problems:
+            continue
+        if any(p.startswith(_CALLED_BY_C) for p in state.problems):
+            k -= 1
+        if k < 0 or k >= len(frames) - 1:
+            return None
+        frame: types.FrameType = frames[k].frame
+        return frame
+    return None
 
 
 def _in_program_code(frame: types.FrameType) -> bool:
