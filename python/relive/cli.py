@@ -374,6 +374,7 @@ def log(store: str, all_runs: bool, run_id: str | None, graph: bool, as_json: bo
         snapshots, shown_runs = opened.run_snapshots(opened.latest_run() or ""), {opened.latest_run() or ""}
     damaged = _damaged_in_view(opened, shown_runs)
     rows = _log_rows(opened, snapshots, damaged)
+    _mark_last_resumable([row for row in rows if not row["damaged"]])
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -401,8 +402,11 @@ def _print_damaged(damaged: list[DamagedSnapshot]) -> None:
 def _why_not(reasons: list[str]) -> str:
     if not reasons:
         return "no"
-    first = reasons[0]
+    first = "ended" if reasons == [_ENDED] else reasons[0]  # an exit snapshot's: short in a narrow table
     return f"no: {first}" + (f" (+{len(reasons) - 1})" if len(reasons) > 1 else "")
+
+
+_ENDED = "the program had ended"
 
 
 def _children(store: Store) -> dict[str | None, list[str]]:
@@ -509,9 +513,38 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         console.print(Text(head, style="bold"), no_wrap=True)
         for line in lines:
             console.print(Text(line), no_wrap=True)
-        for note in _interval_notes(run_rows):
+        for note in _interval_notes(run_rows) + _resume_notes(run_rows):
             console.print(Text(printable(note)))  # wrapped, never cut: the reason is the point
         console.print()
+
+
+def _resume_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Where the run's last snapshot before its end cannot resume: how far back resuming goes."""
+    taken = [row for row in rows if row["trigger"] != "exit"]
+    if not taken or taken[-1]["resumable"]:
+        return []
+    last = taken[-1]
+    back = last.get("last_resumable")
+    why = last["not_resumable_because"][0] if last["not_resumable_because"] else "no resumable state"
+    if back is None:
+        return [f"none of this run's snapshots up to {last['id'][:12]} can resume ({why})"]
+    return [f"{last['id'][:12]} cannot resume ({why}): resuming this run goes back to {back['id'][:12]}, "
+            f"{_seconds(back['seconds_before'])} earlier"]
+
+
+def _mark_last_resumable(rows: list[dict[str, Any]]) -> None:
+    """Each snapshot that cannot resume gets ``last_resumable``: the run's latest snapshot before
+    it that can (its id and how many seconds earlier), or None (``log --json`` shows it)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: r["time"]):
+        before = latest.get(row["run"])
+        if row["resumable"]:
+            latest[row["run"]] = row
+        elif row["trigger"] != "exit":
+            row["last_resumable"] = None if before is None else {
+                "id": before["id"],
+                "seconds_before": round((datetime.fromisoformat(row["time"])
+                                         - datetime.fromisoformat(before["time"])).total_seconds(), 3)}
 
 
 def _interval_notes(rows: list[dict[str, Any]]) -> list[str]:

@@ -67,3 +67,30 @@ def test_log_fits_the_terminal_with_whole_ids_and_where(work):
         assert len(lines) == 1 + 1 + len(ids) + 1, out
     assert "…/" in _log(work, 80)  # the path shortened from its start
     assert "STATE" in _log(work, 200)  # nothing dropped where there is room
+
+
+BACK = """
+import relive, time, threading
+
+relive.checkpoint()                  # resumable
+time.sleep(0.05)
+lock = threading.Lock()              # cannot be stored, and the code below reads it
+with lock:
+    relive.checkpoint()              # not resumable
+print("done")
+"""
+
+
+def test_log_says_how_far_back_resuming_goes_when_the_last_snapshot_cannot_resume(work):
+    work.write("back.py", BACK)
+    work.relive("run", "--every", "0", "back.py", check=True)
+    rows = work.log()
+    good, bad, end = rows
+    assert good["resumable"] and not bad["resumable"] and end["trigger"] == "exit"
+    assert bad["last_resumable"]["id"] == good["id"]
+    assert 0.05 <= bad["last_resumable"]["seconds_before"] < 30
+    assert "last_resumable" not in good and "last_resumable" not in end
+    out = _log(work, 80)
+    assert f"{bad['id'][:12]} cannot resume (" in out
+    assert f"resuming this run goes back to {good['id'][:12]}" in " ".join(out.split()), out
+    assert "no: ended" in out  # the exit snapshot's reason, short enough for 80 columns

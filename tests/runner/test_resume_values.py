@@ -211,3 +211,24 @@ def test_torchs_grad_mode_and_default_dtype_come_back(work):
     work.write("prog.py", TORCH_MODES)
     log = _resumes_like_python(work, "prog.py")
     assert sum(entry["resumable"] for entry in log) == 2
+
+
+TEXT_LOOP = """\
+import relive
+with open("data.txt", "w") as out:
+    out.write("".join(f"line {i}\\n" for i in range(30)))
+with open("data.txt") as fh:
+    for line in fh:
+        if line == "line 20\\n":
+            relive.checkpoint()
+print("done")
+"""
+
+
+def test_a_text_file_read_by_a_for_loop_is_refused_saying_what_resumes(work):
+    work.write("textloop.py", TEXT_LOOP)
+    work.relive("run", "textloop.py", check=True)
+    entry = _checkpoints(work)[0]
+    assert not entry["resumable"]
+    assert any("is read by a for loop (`for line in f`)" in r and "f.readline()" in r
+               for r in entry["not_resumable_because"]), entry["not_resumable_because"]

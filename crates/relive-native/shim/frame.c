@@ -103,3 +103,16 @@ relive_frame_called_from_c(PyObject *frame)
     return f->is_entry ? 1 : 0;
 #endif
 }
+
+/* The generator (or coroutine) whose frame this is, while the frame is live: a borrowed
+ * reference (the generator owns the frame, so it lives as long as the frame runs). NULL for
+ * a frame no generator owns. */
+PyObject *
+relive_frame_generator(PyObject *frame)
+{
+    _PyInterpreterFrame *f = interp_frame(frame);
+    if (f->owner != FRAME_OWNED_BY_GENERATOR) {
+        return NULL;
+    }
+    return (PyObject *)_PyFrame_GetGenerator(f);
+}

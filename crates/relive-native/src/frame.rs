@@ -25,6 +25,7 @@ extern "C" {
     fn relive_frame_function(frame: *mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject;
     fn relive_frame_stacktop(frame: *mut pyo3::ffi::PyObject) -> c_int;
     fn relive_frame_called_from_c(frame: *mut pyo3::ffi::PyObject) -> c_int;
+    fn relive_frame_generator(frame: *mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject;
 }
 
 /// The empty slot: what a frame slot holding C `NULL` reads as.
@@ -161,6 +162,17 @@ pub fn frame_function<'py>(frame: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'
     // SAFETY: a live frame holds a strong reference to its function for its whole life, and
     // the GIL is held: `from_borrowed_ptr_or_opt` takes our own reference before it could go.
     Ok(unsafe { Bound::from_borrowed_ptr_or_opt(py, relive_frame_function(live.0.as_ptr())) })
+}
+
+/// The generator (or coroutine) that runs the frame, or None for a frame of a plain call.
+/// A running generator's frame is not reachable from the generator's callers otherwise.
+#[pyfunction]
+pub fn frame_generator<'py>(frame: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let live = LiveFrame::new(frame)?;
+    let py = frame.py();
+    // SAFETY: a live frame owned by a generator is embedded in that generator, which cannot be
+    // freed while the frame is live and the GIL is held; we take our own reference at once.
+    Ok(unsafe { Bound::from_borrowed_ptr_or_opt(py, relive_frame_generator(live.0.as_ptr())) })
 }
 
 /// The frame's locals, cells and free variables, in CPython's own order (`co_varnames`, then

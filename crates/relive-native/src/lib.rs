@@ -34,6 +34,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(frame::frame_stack_addresses, m)?)?;
     m.add_function(wrap_pyfunction!(frame::frame_function, m)?)?;
     m.add_function(wrap_pyfunction!(frame::frame_called_from_c, m)?)?;
+    m.add_function(wrap_pyfunction!(frame::frame_generator, m)?)?;
     m.add_function(wrap_pyfunction!(unseen::unseen, m)?)?;
     m.add_function(wrap_pyfunction!(unseen::recursion_used, m)?)?;
     m.add_function(wrap_pyfunction!(unseen::spare_recursion, m)?)?;

@@ -114,7 +114,7 @@ def capture(frames: Sequence[Any], handled: Any = _CURRENT) -> ResumeState:
             point.frames[-1].role = INIT
             state.problems = [p for p in state.problems if not p.startswith(_C_CALLER)]
         if frame.f_code.co_flags & _GENERATOR_FLAGS and index:
-            _check_running_generator(frame, state, point.frames[-1], point.running, index)
+            _check_running_generator(frame, state, point.frames[-1], point.running, index, caller)
         point.frames.append(state)
     _link_handled(point.frames, handled)
     return point
@@ -204,10 +204,10 @@ _FORWARDING: dict[type, int] = {enumerate: 0, map: 1, filter: 1}
 
 
 def _check_running_generator(frame: types.FrameType, state: FrameState, caller: FrameState,
-                             running: dict[int, int], index: int) -> None:
+                             running: dict[int, int], index: int, caller_frame: Any) -> None:
     """A generator or coroutine frame on the stack: resumable when its caller waits in a
-    ``for`` loop over it (maybe through ``enumerate``/``map``/``filter``) or in ``yield from``;
-    notes its generator object in ``running``."""
+    ``for`` loop over it (maybe through ``enumerate``/``map``/``filter``), in ``yield from``
+    or in ``next(gen)``; notes its generator object in ``running``."""
     code = frame.f_code
     if not code.co_flags & inspect.CO_GENERATOR:
         state.problems.append("it runs inside a coroutine or an async generator: only suspended ones "
@@ -220,6 +220,8 @@ def _check_running_generator(frame: types.FrameType, state: FrameState, caller: 
             waits = layout.instruction_at(caller.offset).opname if caller.offset >= 0 else "its prologue"
             state.problems.append(f"it runs inside a generator that is being closed or that no loop runs "
                                   f"(its caller waits in {waits})")
+            return
+        if not caller.problems and _asked_by_next(frame, caller, _frame_of(caller_frame), site, running, index):
             return
         name = _callee_name(caller.code, site.offset)
         inside = f" (inside {name}())" if name else ""
@@ -246,6 +248,26 @@ def _check_running_generator(frame: types.FrameType, state: FrameState, caller: 
                                "enumerate, map or filter of one) and yield from can resume")
         return
     running[id(gen)] = index
+
+
+def _asked_by_next(frame: types.FrameType, caller: FrameState, caller_frame: types.FrameType, site: Any,
+                   running: dict[int, int], index: int) -> bool:
+    """Whether ``caller`` waits in ``next(gen)`` (the builtin, one argument) for the generator
+    running ``frame``: C that keeps nothing of its own. If so, the caller becomes an "iter"
+    frame that makes the call again: its stack gets the call's operands, by value (the
+    operand slots are compared by address only, as in ``_c_caller_problem``)."""
+    gen = _native.frame_generator(frame)
+    if site.shape != ("call", 1) or not isinstance(gen, types.GeneratorType):
+        return False
+    addresses = _native.frame_stack_addresses(caller_frame, site.base, site.base + 3)
+    if len(addresses) != 3 or addresses[2] != id(gen) or sorted(addresses[:2]) != sorted([0, id(next)]):
+        return False
+    operands = [next, _native.NULL] if addresses[0] == id(next) else [_native.NULL, next]
+    caller.role, caller.offset = ITER, site.entry
+    caller.stack = caller.stack[:site.base] + operands + [gen]
+    caller.stack_kinds = StackLayout.of(caller.code).kinds_at(site.entry)
+    running[id(gen)] = index
+    return True
 
 
 def _read_slots(frame: types.FrameType, code: types.CodeType, state: FrameState, depth: int,

@@ -233,11 +233,14 @@ def _plan(state: FrameState, callee: Any) -> _Plan:
         target = _instr_ordinal(original, site.entry)
         landing = (site.entry, site.offset)
         depth += site.operands
-    elif state.role == ITER:  # FOR_ITER or SEND again, on the generator rebuilt (on the stack)
+    elif state.role == ITER:  # FOR_ITER, SEND or next() again, on the generator rebuilt (on the stack)
         if layout.instruction_at(state.offset).opname == "SEND":
             p.instrs.append(_no_line("LOAD_CONST", None))  # a rebuilt generator starts with None
             depth += 1
         target = _instr_ordinal(original, state.offset)
+        # A line event there, before the generator is asked, would see it not started yet.
+        site = layout.call_at(state.offset)
+        landing = (state.offset, site.offset if site is not None else state.offset)
     elif state.role == RETURN:  # the call returned None: go on after it
         site = layout.call_at(state.offset)
         assert site is not None

@@ -400,7 +400,15 @@ def _reduce_file(f: Any, position: int | None) -> tuple[Any, ...]:
     if f.closed:
         return (reopen_file, (name, f.mode, None, None, None, True))
     if position is None:  # not one the capture flushed (it read the others' positions itself)
-        position = f.tell()
+        try:
+            position = f.tell()
+        except OSError as exc:
+            if isinstance(f, io.TextIOWrapper) and "next()" in str(exc):
+                # CPython's text files keep no position while a for loop reads them.
+                raise TypeError(f"the text file {name!r} is read by a for loop (`for line in f`), which "
+                                "hides where it stands; a loop of f.readline(), or the file opened in "
+                                "binary mode, resumes") from exc
+            raise
     text = isinstance(f, io.TextIOWrapper)
     buffering = 0 if isinstance(f, io.FileIO) else -1  # open(..., buffering=0) gave a raw file
     return (reopen_file, (name, f.mode, position, f.encoding if text else None, f.errors if text else None,

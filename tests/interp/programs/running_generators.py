@@ -45,6 +45,16 @@ def lines_of(path):
             yield line.strip()
 
 
+def drain(it):
+    out = []
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return out
+        out.append(item)
+
+
 def consume():
     seen = []
     for v in trunk(4):
@@ -60,6 +70,8 @@ def consume():
     offset = 7
     for s in (x + offset for x in leaves(3) if x > 1):
         print("genexpr", s)
+    first = next(branch(2))
+    print("first", first, drain(leaves(3)), len(drain(trunk(3))))
     for w in lines_of("words.txt"):
         if w == "stop":
             break
