@@ -213,6 +213,11 @@ def _check_running_generator(frame: types.FrameType, state: FrameState, caller: 
         state.problems.append("it runs inside a coroutine or an async generator: only suspended ones "
                               "can be rebuilt")
         return
+    if any(isinstance(value, GeneratorExit) for value in state.stack):
+        # Closed (dropped, or broken out of): its caller may still stand at the call that
+        # made it, whose operand slots CPython is releasing; nothing asks it for an item.
+        state.problems.append("it runs inside a generator that is being closed (GeneratorExit)")
+        return
     if caller.role != ITER:
         layout = StackLayout.of(caller.code)
         site = layout.call_at(caller.offset) if caller.offset >= 0 else None
