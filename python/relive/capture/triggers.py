@@ -219,10 +219,9 @@ class Triggers:
         """Main thread: the C call waited for runs on: snapshot at the next line, as it stands."""
         if not self._waiting or not self._line.armed or self._disabled:
             return
-        self._line.disarm()
         self._waiting = False
         self._looking_since = -math.inf  # looked long enough: the next line is taken
-        self._line.arm()
+        self._line.arm()  # for every line now, no longer the one frame's
 
     def _resume_state(self, frames: list[program_frames.FrameView]) -> Any:
         """The point as resuming needs it (interp.read); never raises."""

@@ -228,8 +228,7 @@ def _check_running_generator(frame: types.FrameType, state: FrameState, caller: 
             return
         if not caller.problems and _asked_by_next(frame, caller, _frame_of(caller_frame), site, running, index):
             return
-        name = _callee_name(caller.code, site.offset)
-        inside = f" (inside {name}())" if name else ""
+        inside = _inside(caller.code, site.offset)
         state.problems.append(f"it runs inside a generator that C code is running{inside}: "
                               "the C function's own state cannot be saved")
         return
@@ -350,9 +349,13 @@ def _c_caller_problem(frame: types.FrameType, caller: types.FrameType) -> str | 
         method = inspect.getattr_static(type(receiver), callee_code.co_name, None)
         if getattr(method, "__code__", None) is callee_code:
             return None
-    name = _callee_name(code, site.offset)
-    inside = f" (inside {name}())" if name else ""
-    return f"{_C_CALLER}{inside}: the C function's own state cannot be saved"
+    return f"{_C_CALLER}{_inside(code, site.offset)}: the C function's own state cannot be saved"
+
+
+def _inside(code: types.CodeType, offset: int) -> str:
+    """`` (inside sorted())`` for the call at ``offset``, as reasons name it; empty if unknown."""
+    name = _callee_name(code, offset)
+    return f" (inside {name}())" if name else ""
 
 
 def _callee_name(code: types.CodeType, offset: int) -> str | None:

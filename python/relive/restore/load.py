@@ -90,7 +90,7 @@ class _Loader:
         """A frame as resuming rebuilds it; with ``shape_only``, without its values (but with
         its closure's cells), as a running generator is rebuilt before they load."""
         from relive.interp.frame_state import FrameState
-        from relive.interp.stack import LASTI
+        from relive.interp.rebuild import shape_of
 
         r = entry.resume
         manifest = self.info.manifest
@@ -100,27 +100,17 @@ class _Loader:
         def value(key: str | None) -> Any:
             if key is None:
                 return _native.NULL
-            return self.value(records[key], key)
-
-        def placeholder(key: str | None, kind: str) -> Any:
-            return _native.NULL if key is None else (0 if kind == LASTI else None)
+            return None if shape_only else self.value(records[key], key)
 
         payload, _ = self.store.native.get_record(entry.code)
-        if shape_only:
-            return FrameState(
-                code=code_of_record(payload), module=r.module, role=r.role, offset=r.offset, lineno=r.lineno,
-                locals=dict.fromkeys(r.locals), cells=dict.fromkeys(r.cells),  # type: ignore[arg-type]
-                free={name: value(key) for name, key in r.free.items()},
-                stack=[placeholder(key, kind) for key, kind in zip(r.stack, r.stack_kinds)],
-                stack_kinds=tuple(r.stack_kinds), handled=[None] * len(r.handled))
-        return FrameState(
+        state = FrameState(
             code=code_of_record(payload), module=r.module, role=r.role, offset=r.offset, lineno=r.lineno,
             locals={name: value(key) for name, key in r.locals.items()},
             cells={name: value(key) for name, key in r.cells.items()},
-            free={name: value(key) for name, key in r.free.items()},
+            free={name: self.value(records[key], key) for name, key in r.free.items()},
             stack=[value(key) for key in r.stack], stack_kinds=tuple(r.stack_kinds),
             handled=[None if key is None else value(key) for key in r.handled])
-
+        return shape_of(state) if shape_only else state
 
     def load_global(self, name: str) -> Any:
         if name in self.namespace:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import io
 import os
 import pickle
@@ -264,7 +263,7 @@ _STDLIB_REDUCERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {struct.Struct:
 # The standard library's sentinels, compared by identity (`default is MISSING`): stored by name,
 # since a copy is another object. A class decorated after a snapshot (`@dataclass` applied on
 # resume) holds dataclasses.MISSING in its fields.
-_SENTINELS = {id(getattr(dataclasses, name)): ("dataclasses", name)
+_SENTINELS = {id(getattr(dataclasses, name)): (dataclasses, name)
               for name in ("MISSING", "KW_ONLY", "_HAS_DEFAULT_FACTORY") if hasattr(dataclasses, name)}
 
 
@@ -309,7 +308,7 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
         if oid in self._main_names and oid not in self._own:
             return (main_global, (self._main_names[oid],))
         if oid in _SENTINELS:
-            return (getattr, (importlib.import_module(_SENTINELS[oid][0]), _SENTINELS[oid][1]))
+            return (getattr, _SENTINELS[oid])
         if type(obj) is types.CellType:
             return self._reduce_cell(obj)
         if type(obj) is types.CodeType:
