@@ -13,7 +13,7 @@ from conftest import ENV
 
 BENCH = Path(__file__).parents[2] / "bench"
 PROGRAMS = BENCH / "resume_programs"
-OWN = {"workout", "pipeline", "torch_train", "mnist_loader"}   # relive's own: their docstrings say what they test
+OWN = {"workout", "pipeline", "torch_train", "mnist_loader", "trampolines"}   # relive's own: their docstrings say what they test
 
 
 def _bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -67,6 +67,7 @@ class Triggers:
         self._looking_since: float | None = None  # since when a timer snapshot looks for a resumable line
         self._lines_looked = 0
         self._waiting = False  # a timer snapshot waits for a frame's next line (arm_frame)
+        self._graph_frame: int | None = None  # the outermost frame holding a pending autograd graph
         self._line = LineEvents(self._at_line, boundary, on_import=self._at_import)
         self._relay = SignalRelay(self._on_signal)
         self.clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
@@ -208,7 +209,7 @@ class Triggers:
     def _wait_for_call(self, point: ResumeState, frames: list[program_frames.FrameView]) -> bool:
         """Where C code runs a frame (or a generator) and so the point cannot resume, wait
         for the line after that C call, with only its caller's line events on."""
-        frame = _frame_to_wait_for(point, frames)
+        frame = _frame_to_wait_for(point, frames, self._graph_frame)
         if frame is None or not self._line.arm_frame(frame):
             return False
         self._waiting = True
@@ -227,10 +228,12 @@ class Triggers:
         """The point as resuming needs it (interp.read); never raises."""
         try:
             point = read.capture(frames)
+            self._graph_frame = None
             if point.resumable:
-                problem = autograd.pending_graph_problem(point, self._main_dict)
-                if problem:
-                    point.problems.append(problem)
+                graph = autograd.pending_graph(point, self._main_dict)
+                if graph:
+                    point.problems.append(graph.problem)
+                    self._graph_frame = graph.frame
             return point
         except Exception as exc:
             return ResumeState([], None, [f"relive could not capture the stack: {_message(exc) or type(exc).__name__}"])
@@ -322,20 +325,25 @@ _LIBRARY_DIRS = tuple(sorted({os.path.join(sysconfig.get_paths()[k], "") for k i
 _CALLED_BY_C = ("C code called it", "it runs inside a generator that C code is running")
 
 
-def _frame_to_wait_for(point: ResumeState, frames: list[program_frames.FrameView]) -> types.FrameType | None:
+def _frame_to_wait_for(point: ResumeState, frames: list[program_frames.FrameView],
+                       graph_frame: int | None = None) -> types.FrameType | None:
     """The frame whose next line may resume, where C code below it is why this one cannot:
-    the outermost frame with a problem, or its caller when C code called it. None when that
-    is the innermost frame (any next line of the program is as near)."""
+    the outermost frame with a problem, or its caller when C code called it; or, for a
+    pending autograd graph held by a frame that a library called (a model's ``forward``),
+    that library frame, whose next line comes after the forward pass. None when it is the
+    innermost frame (any next line of the program is as near)."""
+    found = None
     for k, state in enumerate(point.frames[:len(frames)]):
-        if not state.problems:
-            continue
-        if any(p.startswith(_CALLED_BY_C) for p in state.problems):
-            k -= 1
-        if k < 0 or k >= len(frames) - 1:
-            return None
-        frame: types.FrameType = frames[k].frame
-        return frame
-    return None
+        if state.problems:
+            found = k - 1 if any(p.startswith(_CALLED_BY_C) for p in state.problems) else k
+            break
+    if graph_frame is not None and 0 < graph_frame < len(frames) \
+            and not _in_program_code(frames[graph_frame - 1].frame) and (found is None or graph_frame - 1 < found):
+        found = graph_frame - 1
+    if found is None or found < 0 or found >= len(frames) - 1:
+        return None
+    frame: types.FrameType = frames[found].frame
+    return frame
 
 
 def _in_program_code(frame: types.FrameType) -> bool:

@@ -10,7 +10,8 @@ resume at all, and why not:
   by a class call, ``__enter__``, a property): the C function's own state is out of reach.
   Pure trampolines are accepted: C that only forwards a call, as ``f(*args)`` does, where
   the callable on the caller's stack is the very function that runs (or, for a method, its
-  ``self``);
+  ``self``), a bound method of it (``nn.Module.__call__`` calling ``forward``), or a
+  ``functools.partial`` of it;
 - a frame that waits in something other than a call (an operator, an attribute read);
 - a coroutine, or a generator run by something other than a ``for`` loop, ``yield from``
   or C iterators that only forward (``enumerate``, ``map`` and ``filter`` over it): a
@@ -38,11 +39,12 @@ offsets and ``lasti`` values translate back through the resume code's ``Origin``
 
 from __future__ import annotations
 
+import functools
 import inspect
 import linecache
 import sys
 import types
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from relive import _native
@@ -332,8 +334,8 @@ def _c_caller_problem(frame: types.FrameType, caller: types.FrameType) -> str | 
     returned, CPython releases them one by one, and a finalizer or weakref callback freed
     with one of them may be the very frame asking (its slot then points to freed memory).
     The callee's function and first argument are held by its own frame, so an address equal
-    to one of theirs is a live slot. A bound method object on the stack (``self.f(*args)``)
-    cannot be told from a freed one: such frames are not resumable.
+    to one of theirs is a live slot. A bound method or a ``functools.partial`` on the stack
+    is trusted only as ``_forwarder_in_slot`` says.
     """
     code, offset, _ = _original(caller, caller.f_lasti)
     site = StackLayout.of(code).call_at(offset) if offset >= 0 else None
@@ -345,11 +347,64 @@ def _c_caller_problem(frame: types.FrameType, caller: types.FrameType) -> str | 
         return None
     # A method called through vectorcall lends its slot to its `self` during the call.
     receiver = _first_argument(frame, callee_code)
-    if receiver is not _native.NULL and id(receiver) in addresses:
-        method = inspect.getattr_static(type(receiver), callee_code.co_name, None)
-        if getattr(method, "__code__", None) is callee_code:
-            return None
+    if receiver is not _native.NULL and id(receiver) in addresses and _method_of(receiver, callee_code):
+        return None
+    if _forwarder_in_slot(caller, frame, code, site.offset, addresses):
+        return None
     return f"{_C_CALLER}{_inside(code, site.offset)}: the C function's own state cannot be saved"
+
+
+def _method_of(receiver: Any, code: types.CodeType) -> bool:
+    method = inspect.getattr_static(type(receiver), code.co_name, None)
+    return getattr(method, "__code__", None) is code
+
+
+def _forwarder_in_slot(caller: types.FrameType, frame: types.FrameType, code: types.CodeType, offset: int,
+                       addresses: list[int]) -> bool:
+    """Whether the call's slot holds C that only forwards to the running function: a bound
+    method of it called with its arguments unpacked (``self.f(*args, **kwargs)``, or
+    ``call = self.f; call(*args)``), or a ``functools.partial`` of it. The slot's address is
+    trusted, never read, only where something keeps the object alive (a local or global
+    of the caller: ``nn.Module``'s ``forward_call``), or where the call's source names the
+    running method (``self._call_impl(...)``): a finalizer run while a returned call's
+    operands are released would not be that very method."""
+    function = _native.frame_function(frame)
+    if any(_forwards_to(value, function, addresses) for value in _held_by(caller)):
+        return True
+    callee_code = _original(frame, 0)[0]
+    name = _callee_name(code, offset)
+    if name is None or "." not in name or name.rpartition(".")[2] != callee_code.co_name:
+        return False
+    receiver = _first_argument(frame, callee_code)
+    return receiver is not _native.NULL and _method_of(receiver, callee_code)
+
+
+def _held_by(frame: types.FrameType) -> Iterator[Any]:
+    """The values of a frame's locals (closure cells opened) and of its module's globals."""
+    for value in _native.frame_locals_plus(frame):
+        if type(value) is types.CellType:  # nn.Module's forward_call is a closure's cell
+            try:
+                value = value.cell_contents
+            except ValueError:  # empty
+                continue
+        yield value
+    yield from frame.f_globals.values()
+
+
+def _forwards_to(value: Any, function: Any, addresses: list[int]) -> bool:
+    """Whether ``value``, in the call's slot, is a bound method or a partial of ``function``.
+    A partial of one argument lends the slot to that argument during the call (CPython's
+    vectorcall offset), as a method does to its ``self``."""
+    if type(value) is functools.partial:
+        lent = len(value.args) == 1 and id(value.args[0]) in addresses
+        return (id(value) in addresses or lent) and _runs(value.func, function)
+    return type(value) is types.MethodType and id(value) in addresses and _runs(value, function)
+
+
+def _runs(callable_: Any, function: Any) -> bool:
+    if type(callable_) is types.MethodType:
+        callable_ = callable_.__func__
+    return callable_ is function
 
 
 def _inside(code: types.CodeType, offset: int) -> str:

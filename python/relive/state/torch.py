@@ -57,7 +57,12 @@ def reducers() -> dict[type, Reducer]:
     parameter = getattr(getattr(torch, "nn", None), "Parameter", None)
     if tensor is None or parameter is None:  # not imported, or halfway through its import
         return {}
-    return {tensor: reduce_tensor, parameter: reduce_parameter}
+    found: dict[type, Reducer] = {tensor: reduce_tensor, parameter: reduce_parameter}
+    profiler = sys.modules.get("torch.autograd.profiler")
+    record = getattr(profiler, "record_function", None)
+    if isinstance(record, type):
+        found[record] = reduce_record_function
+    return found
 
 
 def reduce_tensor(tensor: Any, storages: dict[int, Any]) -> Any:
@@ -84,6 +89,13 @@ def reduce_parameter(parameter: Any, storages: dict[int, Any]) -> Any:
         return None
     # Its gradient too: a snapshot between backward() and step() resumes to the same step.
     return (rebuild_parameter, (parameter.detach(), parameter.requires_grad, parameter.grad))
+
+
+def reduce_record_function(block: Any, storages: dict[int, Any]) -> Any:
+    """A profiler range (``with record_function(name):``, which ``optimizer.step()`` runs in):
+    its name. Its handle lives in the profiler of the process that opened it, so the range
+    loads closed, its ``__exit__`` a no-op: a resumed process's profiler never saw it open."""
+    return (rebuild_record_function, (block.name, block.args))
 
 
 class StorageRef:
@@ -129,6 +141,12 @@ def rebuild_tensor(storage: Any, dtype: Any, shape: tuple[int, ...], stride: tup
     if grad is not None:
         tensor.grad = grad
     return tensor
+
+
+def rebuild_record_function(name: str, args: str | None) -> Any:
+    block = _torch_to_load().autograd.profiler.record_function(name, args)
+    block.run_callbacks_on_exit = False  # nothing to close: see reduce_record_function
+    return block
 
 
 def rebuild_parameter(data: Any, requires_grad: bool, grad: Any) -> Any:
