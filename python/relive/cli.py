@@ -476,10 +476,10 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
     from relive.terminal import Column, cut_right, fit
 
     columns = [Column("ID"), Column("TIME"), Column("TRIGGER", shrink_to=9),
-               Column("WHERE", shrink_to=24, cut_from_left=True), Column("NEW", right=True, optional=True),
+               Column("WHERE", shrink_to=23, cut_from_left=True), Column("NEW", right=True, optional=True),
                Column("STATE", right=True, optional=True), Column("MODE", optional=True),
                Column("PAUSE", right=True, optional=True), Column("SKIPPED", right=True, optional=True),
-               Column("RESUME", shrink_to=4)]
+               Column("RESUME", shrink_to=9)]  # "no: ended" whole
     console = _console()
     by_run: dict[str, list[dict[str, Any]]] = {}
     for row in rows:

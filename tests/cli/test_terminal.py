@@ -63,6 +63,8 @@ def test_log_fits_the_terminal_with_whole_ids_and_where(work):
             assert any(line.startswith(short + " ") for line in lines), (columns, short, out)
         assert "WHERE" in lines[1]
         assert "train.py:8 in fit()" in out, out
+        exit_row = next(line for line in lines if " exit " in line)
+        assert exit_row.endswith("no: ended"), out  # the exit snapshot's reason whole, the path cut
         # One line per snapshot: nothing wrapped.
         assert len(lines) == 1 + 1 + len(ids) + 1, out
     assert "…/" in _log(work, 80)  # the path shortened from its start
