@@ -28,6 +28,7 @@ from typing import Any
 
 from relive import _native
 from relive.capture.time_limit import exceeded
+from relive.state import text_files
 from relive.state import torch as torch_state
 
 Outcome = dict[str, Any]  # {"ok": True, ...result} or {"ok": False, "error": "..."}
@@ -92,6 +93,7 @@ def keep_offsets(offsets: dict[int, int]) -> None:
         try:
             os.lseek(own, offset, os.SEEK_SET)
             os.dup2(own, fd, inheritable=False)
+            text_files.own_descriptor(fd)
         except OSError:
             pass
         finally:

@@ -34,7 +34,7 @@ from typing import Any
 
 import cloudpickle
 
-from relive.state import deep, directories
+from relive.state import deep, directories, text_files
 from relive.state import torch as torch_state
 from relive.state import torch_data
 
@@ -398,15 +398,15 @@ def _reduce_file(f: Any, position: int | None) -> tuple[Any, ...]:
         raise TypeError(f"cannot pickle a file opened from a descriptor ({name!r})")
     if f.closed:
         return (reopen_file, (name, f.mode, None, None, None, True))
+    if position is None and isinstance(f, io.TextIOWrapper):
+        position = text_files.position(f)  # in a forked child: also for a loop's file, or refused
     if position is None:  # not one the capture flushed (it read the others' positions itself)
         try:
             position = f.tell()
         except OSError as exc:
             if isinstance(f, io.TextIOWrapper) and "next()" in str(exc):
                 # CPython's text files keep no position while a for loop reads them.
-                raise TypeError(f"the text file {name!r} is read by a for loop (`for line in f`), which "
-                                "hides where it stands; a loop of f.readline(), or the file opened in "
-                                "binary mode, resumes") from exc
+                raise TypeError(f"the text file {name!r} {text_files.ITERATED}") from exc
             raise
     text = isinstance(f, io.TextIOWrapper)
     buffering = 0 if isinstance(f, io.FileIO) else -1  # open(..., buffering=0) gave a raw file
