@@ -81,8 +81,8 @@ def _find(f: io.TextIOWrapper, fd: int) -> int | str:
             return told
         found = _offset_of(rest, source, end, f.encoding, f.errors or "strict")
         return ITERATED if found is None else found
-    except (OSError, ValueError, UnicodeError, LookupError):
-        return ITERATED
+    except (OSError, ValueError, UnicodeError, LookupError) as exc:
+        return f"could not be placed for reopening ({type(exc).__name__}: {exc})"
     finally:
         if source is not None:
             os.close(source)
@@ -93,7 +93,8 @@ def _translates_newlines(f: io.TextIOWrapper, fd: int) -> bool:
     reopens it with): asked by having it read those bytes from a pipe put at ``fd``."""
     read_end, write_end = os.pipe()
     try:
-        os.write(write_end, b"\r\n")
+        bom = "".encode(f.encoding)  # what UTF-16 and UTF-8-SIG put first, not mid-file
+        os.write(write_end, "\r\n".encode(f.encoding)[len(bom):])
         os.close(write_end)
         write_end = -1
         os.dup2(read_end, fd, inheritable=False)
