@@ -226,9 +226,9 @@ class Triggers:
 
     def _resume_state(self, frames: list[program_frames.FrameView]) -> Any:
         """The point as resuming needs it (interp.read); never raises."""
+        self._graph_frame = None
         try:
             point = read.capture(frames)
-            self._graph_frame = None
             if point.resumable:
                 graph = autograd.pending_graph(point, self._main_dict)
                 if graph:
