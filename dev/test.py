@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Install relive with its test dependencies for every supported Python and run all tests.
 
-    python3 dev/test.py              # the Rust tests, then pytest on 3.11, 3.12 and 3.13
+    python3 dev/test.py              # the environments, the Rust tests, then pytest on 3.11, 3.12 and 3.13
     python3 dev/test.py --torch      # ... with PyTorch installed too (about 3 GB, once)
     python3 dev/test.py -k shared    # extra arguments go to pytest
 
@@ -91,12 +91,17 @@ def main() -> int:
     CACHE.mkdir(parents=True, exist_ok=True)
     results: list[tuple[str, int, int, str]] = []
 
-    status, output = run_streamed("cargo", "test", "-p", "relive-store", "--release", env=env)
+    venvs = {version: venv_for(version, env, args.torch) for version in args.python or VERSIONS}
+
+    # The store's tests, the S3 backend's included: they start SeaweedFS's `weed`, which the
+    # test extra installs into each environment.
+    weed_dirs = [str(v / "bin") for v in venvs.values() if v is not None and (v / "bin" / "weed").exists()]
+    cargo_env = {**env, "PATH": os.pathsep.join([*weed_dirs[:1], env.get("PATH", "")])}
+    status, output = run_streamed("cargo", "test", "-p", "relive-store", "--release", env=cargo_env)
     passed, failed = counts(output)
     results.append(("cargo test (relive-store)", passed, failed + (status != 0 and failed == 0), ""))
 
-    for version in args.python or VERSIONS:
-        venv = venv_for(version, env, args.torch)
+    for version, venv in venvs.items():
         if venv is None:
             note = f"python{version} not found"
             results.append((f"python {version}", 0, int(args.require_all), note))

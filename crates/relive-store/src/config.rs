@@ -1,12 +1,12 @@
 //! The `config` file: format version and chunk size, fixed when the store is created.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::durable;
-use crate::error::{io_at, Error, Result};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
 
 /// Chunk sizes a store may declare (the pack index records lengths as u32).
 const CHUNK_SIZE_RANGE: std::ops::RangeInclusive<u64> = 1..=(1 << 30);
@@ -16,16 +16,11 @@ pub(crate) struct Config {
 }
 
 /// Reads and checks `config`; `Error::NotFound` when there is none.
-pub(crate) fn read(root: &Path, supported: u64) -> Result<Config> {
-    let path = root.join("config");
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound {
-                path: root.to_path_buf(),
-            })
-        }
-        Err(e) => return Err(io_at(&path)(e)),
+pub(crate) fn read(backend: &dyn Backend, supported: u64) -> Result<Config> {
+    let root = PathBuf::from(backend.location());
+    let path = backend.display("config");
+    let Some(bytes) = backend.get("config")? else {
+        return Err(Error::NotFound { path: root });
     };
     let corrupt = |detail: String| Error::Corrupt {
         what: "config",
@@ -69,34 +64,16 @@ pub(crate) fn read(root: &Path, supported: u64) -> Result<Config> {
 }
 
 /// Writes a new `config` unless one exists (then that one stays: when two processes create the
-/// same store at once, the first config wins and both use it). The tmp file never outlives the
-/// call, whatever fails (a full disk must not fill `tmp/` one attempt at a time).
-pub(crate) fn write_new(root: &Path, format: u64, chunk_size: usize) -> Result<()> {
-    let (file, tmp) = durable::create_tmp(&root.join("tmp"), "config")?;
-    let result = durable::write_synced(file, &tmp, &render(format, chunk_size))
-        .and_then(|()| link_new(&tmp, &root.join("config")));
-    let _ = std::fs::remove_file(&tmp);
-    result?;
-    durable::sync_dir(root)
+/// same store at once, the first config wins and both use it).
+pub(crate) fn write_new(backend: &dyn Backend, format: u64, chunk_size: usize) -> Result<()> {
+    backend.create_once("config", &render(format, chunk_size))
 }
 
-fn link_new(tmp: &Path, target: &Path) -> Result<()> {
-    // A hard link creates `config` only if it is absent.
-    match std::fs::hard_link(tmp, target) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        // File systems without hard links: a rename, which may replace a racing config.
-        Err(_) => std::fs::rename(tmp, target).map_err(io_at(target)),
-    }
-}
-
-/// What a directory without `config` holds that a store would own (`"3 snapshots and 2
+/// What a store without `config` holds that a store would own (`"3 snapshots and 2
 /// packs"`), or None when it holds none: then a new store may be created there.
-pub(crate) fn held_data(root: &Path) -> Option<String> {
-    let snapshots = std::fs::read_dir(root.join("snapshots"))
-        .map(|entries| entries.flatten().count())
-        .unwrap_or(0);
-    let packs = crate::pack::list_packs(&root.join("packs")).map_or(0, |p| p.len());
+pub(crate) fn held_data(backend: &dyn Backend) -> Option<String> {
+    let snapshots = backend.list("snapshots/").map_or(0, |s| s.len());
+    let packs = crate::pack::list_packs(backend).map_or(0, |p| p.len());
     (snapshots + packs > 0).then(|| format!("{snapshots} snapshot file(s) and {packs} pack(s)"))
 }
 

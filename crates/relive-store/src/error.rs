@@ -62,6 +62,10 @@ pub enum Error {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 
+    /// The storage service failed or refused (after retries): what failed, in one line.
+    #[error("the relive store at {location}: {detail}")]
+    Remote { location: String, detail: String },
+
     /// A caller passed something the store cannot accept.
     #[error("{0}")]
     Invalid(String),

@@ -23,6 +23,7 @@
 //! [`Store`] is `Send + Sync`; it runs its own short-lived worker threads (no thread pool, so it
 //! keeps working in a child process after `fork`).
 
+pub mod backend;
 mod config;
 mod durable;
 mod error;
@@ -32,6 +33,7 @@ mod pack;
 mod parallel;
 mod record;
 mod repair;
+mod s3;
 mod snapshot;
 mod store;
 mod verify;

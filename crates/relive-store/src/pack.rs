@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use zstd::bulk::{Compressor, Decompressor};
 
+use crate::backend::{Backend, Object};
 use crate::durable;
 use crate::error::{io_at, Result};
 use crate::id::Id;
@@ -73,40 +74,26 @@ pub(crate) struct Entry {
     pub(crate) raw_len: u32,
 }
 
-/// The path of the pack named `id` under `packs/`.
-pub(crate) fn pack_path(packs_dir: &Path, id: &Id) -> PathBuf {
+/// The name of the pack `id` in its store: `packs/<2 hex>/<64 hex>.pack`.
+pub(crate) fn pack_name(id: &Id) -> String {
     let hex = id.to_hex();
-    packs_dir.join(&hex[..2]).join(format!("{hex}.pack"))
+    format!("packs/{}/{hex}.pack", &hex[..2])
 }
 
-/// Every `packs/<2 hex>/<64 hex>.pack` file, by the id its name claims. Anything else is ignored.
-pub(crate) fn list_packs(packs_dir: &Path) -> Result<Vec<(Id, PathBuf)>> {
+/// Every `packs/<2 hex>/<64 hex>.pack` object, by the id its name claims, with its name and
+/// size. Anything else is ignored.
+pub(crate) fn list_packs(backend: &dyn Backend) -> Result<Vec<(Id, String, u64)>> {
     let mut packs = Vec::new();
-    let dirs = match fs::read_dir(packs_dir) {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(packs),
-        Err(e) => return Err(io_at(packs_dir)(e)),
-    };
-    for dir in dirs {
-        let dir = dir.map_err(io_at(packs_dir))?;
-        let prefix = dir.file_name();
-        let Some(prefix) = prefix.to_str().filter(|p| p.len() == 2) else {
+    for (name, len) in backend.list("packs/")? {
+        let Some((prefix, file)) = name["packs/".len()..].split_once('/') else {
             continue;
         };
-        let dir_path = dir.path();
-        let Ok(files) = fs::read_dir(&dir_path) else {
+        let Some(stem) = file.strip_suffix(".pack") else {
             continue;
         };
-        for file in files {
-            let file = file.map_err(io_at(&dir_path))?;
-            let name = file.file_name();
-            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".pack")) else {
-                continue;
-            };
-            if Id::is_canonical(stem) && stem.starts_with(prefix) {
-                if let Some(id) = Id::from_hex(stem) {
-                    packs.push((id, file.path()));
-                }
+        if prefix.len() == 2 && Id::is_canonical(stem) && stem.starts_with(prefix) {
+            if let Some(id) = Id::from_hex(stem) {
+                packs.push((id, name.clone(), len));
             }
         }
     }
@@ -122,21 +109,23 @@ pub(crate) struct PackIndex {
 }
 
 /// Reads and checks the index at the end of a pack. The error is a description of the damage.
-pub(crate) fn read_index(file: &File) -> Result<PackIndex, String> {
+pub(crate) fn read_index(file: &dyn Object) -> Result<PackIndex, String> {
     let io = |e: io::Error| format!("cannot read the pack: {e}");
-    let len = file.metadata().map_err(io)?.len();
+    let len = file
+        .size()
+        .map_err(|e| format!("cannot read the pack: {e}"))?;
     if len < PACK_MAGIC.len() as u64 + FOOTER_LEN {
         return Err(format!(
             "the pack is {len} bytes long, too short to be complete (truncated?)"
         ));
     }
     let mut header = [0u8; 8];
-    read_at(file, &mut header, 0).map_err(io)?;
+    file.read_at(0, &mut header).map_err(io)?;
     if &header != PACK_MAGIC {
         return Err("the file does not start like a pack".into());
     }
     let mut footer = [0u8; FOOTER_LEN as usize];
-    read_at(file, &mut footer, len - FOOTER_LEN).map_err(io)?;
+    file.read_at(len - FOOTER_LEN, &mut footer).map_err(io)?;
     if &footer[36..] != INDEX_MAGIC {
         return Err("the pack does not end with an index (truncated or overwritten)".into());
     }
@@ -148,7 +137,7 @@ pub(crate) fn read_index(file: &File) -> Result<PackIndex, String> {
         .ok_or_else(|| format!("the index claims {count} blobs, more than the pack can hold"))?;
     // The hashed section: the entries and the count after them.
     let mut section = vec![0u8; index_len as usize + 4];
-    read_at(file, &mut section, data_end).map_err(io)?;
+    file.read_at(data_end, &mut section).map_err(io)?;
     let hash = Id::of(&section);
     if hash.0[..] != footer[4..36] {
         return Err("the index does not match its hash".into());
@@ -285,7 +274,7 @@ fn sample_compresses(cctx: &mut Compressor<'static>, raw: &[u8]) -> bool {
 /// Reads blob `e` of `file` into `out` (exactly `e.raw_len` bytes) and checks it against its id.
 /// On error `out` holds unverified bytes and must not be used.
 pub(crate) fn read_blob_into(
-    file: &File,
+    file: &dyn Object,
     e: &Entry,
     out: &mut [u8],
     scratch: &mut Vec<u8>,
@@ -299,11 +288,11 @@ pub(crate) fn read_blob_into(
         )));
     }
     match e.codec {
-        Codec::Raw => read_at(file, out, e.offset).map_err(BlobError::Io)?,
+        Codec::Raw => file.read_at(e.offset, out).map_err(BlobError::Io)?,
         Codec::Zstd => {
             scratch.clear();
             scratch.resize(e.stored_len as usize, 0);
-            read_at(file, scratch, e.offset).map_err(BlobError::Io)?;
+            file.read_at(e.offset, scratch).map_err(BlobError::Io)?;
             if dctx.is_none() {
                 *dctx = Some(Decompressor::new().map_err(BlobError::Io)?);
             }
@@ -427,21 +416,21 @@ impl OpenPack {
         Ok(())
     }
 
-    /// Writes the index, syncs, and renames the pack into `packs/`. Returns its id, path and
-    /// entries. An empty pack is discarded (and returns no entries).
-    pub(crate) fn seal(mut self, packs_dir: &Path) -> Result<(Id, PathBuf, Vec<Entry>)> {
+    /// Writes the index and syncs. Returns the pack's id, the staged file (for the store to
+    /// publish) and its entries. An empty pack is discarded (and returns no entries).
+    pub(crate) fn seal(mut self) -> Result<(Id, PathBuf, Vec<Entry>)> {
         if self.entries.is_empty() {
             let _ = fs::remove_file(&self.tmp_path);
             return Ok((Id([0; 32]), PathBuf::new(), Vec::new()));
         }
-        let result = self.finish(packs_dir);
+        let result = self.finish();
         if result.is_err() {
             let _ = fs::remove_file(&self.tmp_path);
         }
-        result.map(|(id, path)| (id, path, std::mem::take(&mut self.entries)))
+        result.map(|id| (id, self.tmp_path.clone(), std::mem::take(&mut self.entries)))
     }
 
-    fn finish(&mut self, packs_dir: &Path) -> Result<(Id, PathBuf)> {
+    fn finish(&mut self) -> Result<Id> {
         let count = u32::try_from(self.entries.len())
             .map_err(|_| crate::Error::Invalid("too many blobs in one pack".into()))?;
         let mut tail = Vec::with_capacity(self.entries.len() * ENTRY_LEN + FOOTER_LEN as usize);
@@ -456,13 +445,7 @@ impl OpenPack {
             .write_all(&tail)
             .and_then(|()| self.file.sync_all())
             .map_err(io_at(&self.tmp_path))?;
-        let path = pack_path(packs_dir, &id);
-        durable::ensure_dir(packs_dir)?;
-        if let Some(dir) = path.parent() {
-            durable::ensure_dir(dir)?;
-        }
-        durable::rename_durable(&self.tmp_path, &path)?;
-        Ok((id, path))
+        Ok(id)
     }
 
     /// Drops the pack and its file (after a failed write).

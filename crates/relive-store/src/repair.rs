@@ -5,12 +5,13 @@
 //! `verify` lists the snapshots that need it without failing on them again.
 
 use std::collections::{BTreeSet, HashSet};
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use zstd::bulk::Compressor;
 
+use crate::backend;
 use crate::config;
 use crate::durable;
 use crate::error::{io_at, Error, Result};
@@ -47,6 +48,12 @@ impl Store {
     /// files are never touched, and a writer that relied on a pack moved aside notices at its
     /// next snapshot.
     pub fn repair(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<RepairReport> {
+        if path.to_string_lossy().starts_with("s3://") {
+            return Err(Error::Invalid(format!(
+                "relive repair works on a local store: `relive pull {}` into a directory, repair that, and push it to a new prefix",
+                path.display()
+            )));
+        }
         let mut actions = Vec::new();
         let (store, config_problem) = open_for_repair(path)?;
         if let Some(problem) = config_problem {
@@ -98,7 +105,7 @@ impl Store {
             Some(size) => (size, "read back from the stored records"),
             None => (DEFAULT_CHUNK_SIZE, "the default: no stored record says"),
         };
-        config::write_new(&self.root, FORMAT, chunk_size)?;
+        config::write_new(self.backend.as_ref(), FORMAT, chunk_size)?;
         actions.push(format!(
             "rebuilt the config: format {FORMAT}, chunk size {chunk_size} ({how})"
         ));
@@ -152,7 +159,7 @@ impl Store {
                 ));
             }
         }
-        let cache = self.fingerprints_path();
+        let cache = self.fingerprints_path().unwrap_or_default();
         if found
             .problems
             .iter()
@@ -185,16 +192,17 @@ impl Store {
     /// aside: a crash in between leaves both, and the blobs twice, which is harmless.
     fn salvage_pack(&self, path: &Path, actions: &mut Vec<String>) -> Result<()> {
         let (mut kept, mut lost) = (0usize, 0usize);
-        let index = File::open(path)
+        let index = backend::open_local(path)
             .ok()
-            .and_then(|file| Some((pack::read_index(&file).ok()?, file)));
+            .and_then(|file| Some((pack::read_index(file.as_ref()).ok()?, file)));
         if let Some((index, file)) = index {
             let mut writer = self.writer();
             let (mut scratch, mut dctx) = (Vec::new(), None);
             let mut cctx = Compressor::new(pack::CHUNK_LEVEL).ok();
             for entry in &index.entries {
                 let mut raw = vec![0u8; entry.raw_len as usize];
-                match pack::read_blob_into(&file, entry, &mut raw, &mut scratch, &mut dctx) {
+                match pack::read_blob_into(file.as_ref(), entry, &mut raw, &mut scratch, &mut dctx)
+                {
                     Ok(()) => {
                         let stored = pack::compress(cctx.as_mut(), &raw);
                         self.append(&mut writer, entry.id, entry.kind, &stored, entry.raw_len)?;
@@ -292,7 +300,10 @@ fn open_for_repair(path: &Path) -> Result<(Store, Option<Problem>)> {
         Err(e) => return Err(e),
     };
     Ok((
-        Store::with_chunk_size(path, DEFAULT_CHUNK_SIZE)?,
+        Store::with_chunk_size(
+            backend::for_location(&path.to_string_lossy())?,
+            DEFAULT_CHUNK_SIZE,
+        )?,
         Some(problem),
     ))
 }

@@ -1,13 +1,13 @@
 //! [`Store`]: the repository on disk, its in-memory index, and the pack being written.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use zstd::bulk::{Compressor, Decompressor};
 
+use crate::backend::{self, Backend, Object};
 use crate::config;
 use crate::durable;
 use crate::error::{io_at, Error, Result};
@@ -41,7 +41,9 @@ pub struct PutOutcome {
 ///
 /// `Send + Sync`: reads run concurrently; writes go through one pack at a time.
 pub struct Store {
+    /// Where the store is, for messages: its directory, or its `s3://` URL.
     pub(crate) root: PathBuf,
+    pub(crate) backend: Arc<dyn Backend>,
     chunk_size: usize,
     pub(crate) index: RwLock<Index>,
     writer: Mutex<Writer>,
@@ -72,6 +74,9 @@ pub(crate) struct Index {
 
 pub(crate) struct PackFile {
     pub(crate) id: Id,
+    /// Its object's name in the store.
+    pub(crate) name: String,
+    /// Where it is, for messages.
     pub(crate) path: PathBuf,
 }
 
@@ -108,14 +113,14 @@ impl Location {
 }
 
 impl Index {
-    fn add_pack(&mut self, id: Id, path: PathBuf, entries: &[Entry]) {
+    fn add_pack(&mut self, id: Id, name: String, path: PathBuf, entries: &[Entry]) {
         if !self.loaded.insert(id) {
             return;
         }
         let Ok(pack) = u32::try_from(self.packs.len()) else {
             return;
         };
-        self.packs.push(Arc::new(PackFile { id, path }));
+        self.packs.push(Arc::new(PackFile { id, name, path }));
         for e in entries {
             let Entry {
                 kind,
@@ -160,7 +165,7 @@ pub(crate) struct Writer {
 /// Per-thread state for reading blobs.
 #[derive(Default)]
 struct Reader {
-    file: Option<(Id, File)>,
+    file: Option<(Id, Box<dyn Object>)>,
     scratch: Vec<u8>,
     dctx: Option<Decompressor<'static>>,
 }
@@ -169,24 +174,31 @@ impl Store {
     /// Opens the store at `path`. `Error::NotFound` if there is none, `Error::FormatTooNew` if a
     /// newer relive wrote it. Packs that fail their checks are skipped ([`Store::verify`] reports
     /// them). Nothing is written until something is stored.
+    /// `path` may be an `s3://bucket/prefix` URL (see [`crate::backend`]).
     pub fn open(path: &Path) -> Result<Store> {
-        let config = match config::read(path, FORMAT) {
+        Store::open_on(backend::for_location(&path.to_string_lossy())?)
+    }
+
+    /// Opens the store that `backend` holds.
+    pub fn open_on(backend: Arc<dyn Backend>) -> Result<Store> {
+        let config = match config::read(backend.as_ref(), FORMAT) {
             Err(Error::NotFound { path }) => {
-                return Err(match config::held_data(&path) {
+                return Err(match config::held_data(backend.as_ref()) {
                     Some(held) => Error::ConfigMissing { path, held },
                     None => Error::NotFound { path },
                 })
             }
             other => other?,
         };
-        Store::with_chunk_size(path, config.chunk_size)
+        Store::with_chunk_size(backend, config.chunk_size)
     }
 
-    /// The store at `path`, whatever its config says (for `verify` and `repair` of a store
-    /// whose config is damaged or missing).
-    pub(crate) fn with_chunk_size(path: &Path, chunk_size: usize) -> Result<Store> {
+    /// The store, whatever its config says (for `verify` and `repair` of a store whose config
+    /// is damaged or missing).
+    pub(crate) fn with_chunk_size(backend: Arc<dyn Backend>, chunk_size: usize) -> Result<Store> {
         let store = Store {
-            root: path.to_path_buf(),
+            root: PathBuf::from(backend.location()),
+            backend,
             chunk_size,
             index: RwLock::new(Index::default()),
             writer: Mutex::new(Writer {
@@ -207,7 +219,12 @@ impl Store {
 
     /// [`Store::create`], with the chunk size a new store gets (an existing store keeps its own).
     pub fn create_with_chunk_size(path: &Path, chunk_size: usize) -> Result<Store> {
-        match Store::open(path) {
+        Store::create_on(backend::for_location(&path.to_string_lossy())?, chunk_size)
+    }
+
+    /// [`Store::create_with_chunk_size`] on `backend`.
+    pub fn create_on(backend: Arc<dyn Backend>, chunk_size: usize) -> Result<Store> {
+        match Store::open_on(Arc::clone(&backend)) {
             Ok(store) => {
                 store.remove_stale_tmp();
                 return Ok(store);
@@ -220,15 +237,17 @@ impl Store {
                 "chunk size {chunk_size} is not in 1..=2^30"
             )));
         }
-        durable::ensure_dir_all(path)?;
-        for dir in ["tmp", "packs", "snapshots", "runs"] {
-            durable::ensure_dir(&path.join(dir))?;
+        if let Some(path) = backend.local_root() {
+            durable::ensure_dir_all(path)?;
+            for dir in ["tmp", "packs", "snapshots", "runs"] {
+                durable::ensure_dir(&path.join(dir))?;
+            }
+            // A store inside a git work tree must not be committed: it holds everything the
+            // program held. Written before the config, so that every store has it.
+            backend.replace(".gitignore", b"*\n")?;
         }
-        // A store inside a git work tree must not be committed: it holds everything the
-        // program held. Written before the config, so that every store has it.
-        durable::write_atomic(&path.join("tmp"), "gitignore", &path.join(".gitignore"), b"*\n")?;
-        config::write_new(path, FORMAT, chunk_size)?;
-        Store::open(path)
+        config::write_new(backend.as_ref(), FORMAT, chunk_size)?;
+        Store::open_on(backend)
     }
 
     pub fn path(&self) -> &Path {
@@ -247,25 +266,32 @@ impl Store {
             .fingerprints
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
-        let on_disk = pack::list_packs(&self.packs_dir())?;
-        let new: Vec<(Id, PathBuf)> = {
+        let on_disk = pack::list_packs(self.backend.as_ref())?;
+        let mut new: Vec<(Id, String, u64)> = {
             let index = self.read_index();
             on_disk
                 .into_iter()
-                .filter(|(id, path)| {
-                    !index.loaded.contains(id) && !index.skipped.contains_key(path)
+                .filter(|(id, name, _)| {
+                    !index.loaded.contains(id)
+                        && !index.skipped.contains_key(&self.backend.display(name))
                 })
                 .collect()
         };
         if new.is_empty() {
             return Ok(());
         }
-        let loaded: Vec<(Id, PathBuf, Result<Vec<Entry>, String>)> = new
-            .into_iter()
-            .map(|(id, path)| {
-                let entries = File::open(&path)
+        // In parallel: on a remote store each index is two requests.
+        let loaded: Vec<(Id, String, Result<Vec<Entry>, String>)> = parallel::map_with(
+            &mut new,
+            || (),
+            |_, (id, name, len)| {
+                let (id, name) = (*id, std::mem::take(name));
+                let entries = self
+                    .backend
+                    .open(&name, Some(*len))
                     .map_err(|e| format!("cannot open the pack: {e}"))
-                    .and_then(|file| pack::read_index(&file))
+                    .and_then(|file| file.ok_or_else(|| "the pack is gone".to_string()))
+                    .and_then(|file| pack::read_index(file.as_ref()))
                     .and_then(|index| {
                         if index.hash == id {
                             Ok(index.entries)
@@ -276,13 +302,16 @@ impl Store {
                             ))
                         }
                     });
-                (id, path, entries)
-            })
-            .collect();
+                (id, name, entries)
+            },
+        );
         let mut index = self.write_index();
-        for (id, path, entries) in loaded {
+        for (id, name, entries) in loaded {
+            let path = self.backend.display(&name);
             match entries {
-                Ok(entries) => index.add_pack(id, path, &entries),
+                Ok(entries) => index.add_pack(id, name, path, &entries),
+                // A pack deleted between the listing and the read is simply not there.
+                Err(detail) if detail == "the pack is gone" => {}
                 Err(detail) => {
                     index.skipped.insert(path, detail);
                 }
@@ -384,11 +413,15 @@ impl Store {
     /// stored in a sealed pack, costs only its fingerprint and a spot check (see
     /// [`Store::hit_matches`]); the others are hashed, in parallel either way.
     fn chunk_ids(&self, pieces: &[&[u8]]) -> Vec<Id> {
+        let Some(cache_path) = self.fingerprints_path() else {
+            // A remote store: checking a cache hit would cost a request, more than hashing.
+            return parallel::map_with(&mut pieces.to_vec(), || (), |_, p| Id::of(p));
+        };
         let mut cache = self
             .fingerprints
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let fps = cache.get_or_insert_with(|| Fingerprints::load(&self.fingerprints_path()));
+        let fps = cache.get_or_insert_with(|| Fingerprints::load(&cache_path));
         let seed = fps.seed();
         let fingerprints = parallel::map_with(
             &mut pieces.to_vec(),
@@ -397,7 +430,7 @@ impl Store {
         );
         let mut ids: Vec<Option<Id>> = {
             let index = self.read_index();
-            let mut check = HitCheck::new();
+            let mut check = HitCheck::new(self.backend.as_ref());
             let hits: Vec<Option<Id>> = fingerprints
                 .iter()
                 .enumerate()
@@ -431,8 +464,14 @@ impl Store {
         ids
     }
 
-    pub(crate) fn fingerprints_path(&self) -> PathBuf {
-        self.root.join("cache").join("fingerprints")
+    /// The local cache of chunk fingerprints; none for a remote store.
+    pub(crate) fn fingerprints_path(&self) -> Option<PathBuf> {
+        Some(
+            self.backend
+                .local_root()?
+                .join("cache")
+                .join("fingerprints"),
+        )
     }
 
     /// Reads and decodes a record.
@@ -540,30 +579,35 @@ impl Store {
                 count: vanished,
             });
         }
-        let dir = self.root.join("snapshots");
-        let bytes = snapshot::encode(manifest_json).map_err(io_at(&dir))?;
+        let bytes = snapshot::encode(manifest_json).map_err(io_at(&self.root))?;
         let id = Id::of(&bytes);
-        durable::ensure_dir(&dir)?;
-        durable::write_atomic(&self.tmp_dir(), "snapshot", &dir.join(id.to_hex()), &bytes)?;
+        self.backend
+            .put_once(&format!("snapshots/{}", id.to_hex()), &bytes)?;
         // The next snapshot (often another forked process) starts from these fingerprints. A
         // cache: failing to write it costs the next snapshot some hashing, nothing more.
+        let Some(path) = self.fingerprints_path() else {
+            return Ok(id);
+        };
         if let Some(fps) = self
             .fingerprints
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_mut()
         {
-            let _ = fps.save(&self.tmp_dir(), &self.fingerprints_path());
+            let _ = fps.save(&self.tmp_dir(), &path);
         }
         Ok(id)
     }
 
     /// The ids of all snapshots, in id order (their manifests say when they were taken).
     pub fn snapshot_ids(&self) -> Result<Vec<Id>> {
-        let mut ids: Vec<Id> = list_names(&self.root.join("snapshots"))?
+        let mut ids: Vec<Id> = self
+            .backend
+            .list("snapshots/")?
             .iter()
+            .filter_map(|(name, _)| name.strip_prefix("snapshots/"))
             .filter(|name| Id::is_canonical(name))
-            .filter_map(|name| Id::from_hex(name))
+            .filter_map(Id::from_hex)
             .collect();
         ids.sort();
         Ok(ids)
@@ -571,16 +615,13 @@ impl Store {
 
     /// A snapshot's manifest JSON, verified against the snapshot's id.
     pub fn read_snapshot(&self, id: &Id) -> Result<Vec<u8>> {
-        let path = self.root.join("snapshots").join(id.to_hex());
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::Invalid(format!(
-                    "there is no snapshot {id} in the store at {}",
-                    self.root.display()
-                )))
-            }
-            Err(e) => return Err(io_at(&path)(e)),
+        let name = format!("snapshots/{}", id.to_hex());
+        let path = self.backend.display(&name);
+        let Some(bytes) = self.backend.get(&name)? else {
+            return Err(Error::Invalid(format!(
+                "there is no snapshot {id} in the store at {}",
+                self.root.display()
+            )));
         };
         let corrupt = |detail: String| Error::Corrupt {
             what: "snapshot",
@@ -601,31 +642,36 @@ impl Store {
                 "{run_id:?} is not a run id (use 1 to 200 of A-Z a-z 0-9 _ -)"
             )));
         }
-        let dir = self.root.join("runs");
-        durable::ensure_dir(&dir)?;
-        durable::write_atomic(
-            &self.tmp_dir(),
-            "run",
-            &dir.join(format!("{run_id}.json")),
-            doc,
-        )
+        self.backend.replace(&format!("runs/{run_id}.json"), doc)
     }
 
     /// Every run document, by run id, in run id order.
     pub fn runs(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let dir = self.root.join("runs");
-        let mut runs = Vec::new();
-        for name in list_names(&dir)? {
-            let Some(run_id) = name.strip_suffix(".json").filter(|r| is_run_id(r)) else {
-                continue;
-            };
-            let path = dir.join(&name);
-            match fs::read(&path) {
-                Ok(doc) => runs.push((run_id.to_string(), doc)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_at(&path)(e)),
-            }
-        }
+        let mut names: Vec<(String, String)> = self
+            .backend
+            .list("runs/")?
+            .into_iter()
+            .filter_map(|(name, _)| {
+                let run_id = name.strip_prefix("runs/")?.strip_suffix(".json")?;
+                Some((run_id.to_string(), name.clone())).filter(|(r, _)| is_run_id(r))
+            })
+            .collect();
+        // In parallel: on a remote store each is a request.
+        let read = parallel::map_with(
+            &mut names,
+            || (),
+            |_, (run_id, name)| {
+                self.backend
+                    .get(name)
+                    .map(|doc| doc.map(|d| (run_id.clone(), d)))
+            },
+        );
+        let mut runs: Vec<(String, Vec<u8>)> = read
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
         runs.sort();
         Ok(runs)
     }
@@ -636,12 +682,8 @@ impl Store {
         durable::remove_stale_tmp(&self.tmp_dir());
     }
 
-    pub(crate) fn packs_dir(&self) -> PathBuf {
-        self.root.join("packs")
-    }
-
     pub(crate) fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.backend.staging_dir()
     }
 
     pub(crate) fn read_index(&self) -> RwLockReadGuard<'_, Index> {
@@ -688,8 +730,9 @@ impl Store {
                 if !recheck && pending.packs_seen.contains(&pack.id) {
                     continue;
                 }
-                match fs::metadata(&pack.path) {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => vanished.push(n),
+                match self.backend.exists(&pack.name) {
+                    Ok(false) => vanished.push(n),
+                    // Unknown (the service failed): the commit that relies on it says so later.
                     _ => {
                         pending.packs_seen.insert(pack.id);
                     }
@@ -744,10 +787,14 @@ impl Store {
         let Some(open) = writer.open.take() else {
             return Ok(());
         };
-        let (id, path, entries) = open.seal(&self.packs_dir())?;
-        if !entries.is_empty() {
-            self.write_index().add_pack(id, path, &entries);
+        let (id, staged, entries) = open.seal()?;
+        if entries.is_empty() {
+            return Ok(());
         }
+        let name = pack::pack_name(&id);
+        self.backend.put_file(&name, &staged)?;
+        self.write_index()
+            .add_pack(id, name.clone(), self.backend.display(&name), &entries);
         Ok(())
     }
 
@@ -784,11 +831,21 @@ impl Store {
         let file = match &mut reader.file {
             Some((id, file)) if *id == pack.id => file,
             slot => {
-                let file = File::open(&pack.path).map_err(io_at(&pack.path))?;
+                let file = self
+                    .backend
+                    .open(&pack.name, None)?
+                    .ok_or_else(|| io_at(&pack.path)(io::Error::from(io::ErrorKind::NotFound)))?;
                 &mut slot.insert((pack.id, file)).1
             }
         };
-        pack::read_blob_into(file, entry, out, &mut reader.scratch, &mut reader.dctx).map_err(|e| {
+        pack::read_blob_into(
+            file.as_ref(),
+            entry,
+            out,
+            &mut reader.scratch,
+            &mut reader.dctx,
+        )
+        .map_err(|e| {
             let corrupt = |detail: String| Error::Corrupt {
                 what: "blob",
                 id: Some(entry.id.to_hex()),
@@ -816,7 +873,11 @@ impl Drop for Store {
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(open) = writer.open.take() {
             if open.owned_by_this_process() {
-                let _ = open.seal(&self.root.join("packs"));
+                if let Ok((id, staged, entries)) = open.seal() {
+                    if !entries.is_empty() {
+                        let _ = self.backend.put_file(&pack::pack_name(&id), &staged);
+                    }
+                }
             }
         }
     }
@@ -838,14 +899,16 @@ impl std::fmt::Debug for Store {
 /// page cache when the pack is recent). A compressed blob cannot be sampled without
 /// decompressing it, which costs more than hashing the chunk: such a chunk is hashed. Together
 /// with `relive verify`, which checks every entry, a wrong entry never goes unnoticed.
-struct HitCheck {
-    files: HashMap<Id, Option<File>>,
+struct HitCheck<'a> {
+    backend: &'a dyn Backend,
+    files: HashMap<Id, Option<Box<dyn Object>>>,
     failed: bool,
 }
 
-impl HitCheck {
-    fn new() -> HitCheck {
+impl<'a> HitCheck<'a> {
+    fn new(backend: &'a dyn Backend) -> HitCheck<'a> {
         HitCheck {
+            backend,
             files: HashMap::new(),
             failed: false,
         }
@@ -875,9 +938,11 @@ impl HitCheck {
         let file = self
             .files
             .entry(pack.id)
-            .or_insert_with(|| File::open(&pack.path).ok());
+            .or_insert_with(|| self.backend.open(&pack.name, None).ok().flatten());
         let mut sample = [0u8; 32];
-        pack::read_at(file.as_ref()?, &mut sample[..len], entry.offset + at as u64).ok()?;
+        file.as_ref()?
+            .read_at(entry.offset + at as u64, &mut sample[..len])
+            .ok()?;
         Some(sample[..len] == chunk[at..at + len])
     }
 }
@@ -886,20 +951,4 @@ fn is_run_id(s: &str) -> bool {
     (1..=200).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// The UTF-8 names in `dir`; none if it does not exist.
-fn list_names(dir: &Path) -> Result<Vec<String>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_at(dir)(e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        if let Ok(name) = entry.map_err(io_at(dir))?.file_name().into_string() {
-            names.push(name);
-        }
-    }
-    Ok(names)
 }

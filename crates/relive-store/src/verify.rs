@@ -2,7 +2,6 @@
 //! damaged or missing blob costs.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::thread;
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use zstd::bulk::Decompressor;
 
+use crate::backend::{Backend, Object};
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::fingerprint::{self, Fingerprints};
@@ -113,7 +113,7 @@ impl Store {
     pub fn verify(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
         let snapshots = self.snapshot_ids()?;
         self.refresh()?;
-        let packs = pack::list_packs(&self.packs_dir())?;
+        let packs = pack::list_packs(self.backend.as_ref())?;
         let mut report = VerifyReport {
             packs: packs.len() as u64,
             ..VerifyReport::default()
@@ -124,7 +124,7 @@ impl Store {
             report.bytes += check.bytes;
             report.problems.extend(check.problems);
         }
-        let listed: HashSet<Id> = packs.iter().map(|(id, _)| *id).collect();
+        let listed: HashSet<Id> = packs.iter().map(|(id, _, _)| *id).collect();
         self.check_snapshots(&snapshots, &listed, &mut report);
         self.check_runs(&mut report)?;
         self.note_leftovers(&mut report);
@@ -134,19 +134,17 @@ impl Store {
 
     fn check_packs_with_progress(
         &self,
-        packs: &[(Id, PathBuf)],
+        packs: &[(Id, String, u64)],
         cache: Option<&CacheCheck>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Vec<PackCheck> {
-        let total: u64 = packs
-            .iter()
-            .map(|(_, path)| path.metadata().map_or(0, |m| m.len()))
-            .sum();
+        let total: u64 = packs.iter().map(|(_, _, len)| len).sum();
+        let backend = self.backend.as_ref();
         progress(0, total);
         let (tx, rx) = mpsc::channel::<u64>();
         let checks = thread::scope(|scope| {
-            let checker =
-                thread::Builder::new().spawn_scoped(scope, move || check_packs(packs, cache, &tx));
+            let checker = thread::Builder::new()
+                .spawn_scoped(scope, move || check_packs(backend, packs, cache, &tx));
             match checker {
                 Ok(handle) => {
                     let (mut done, mut last) = (0u64, Instant::now());
@@ -162,7 +160,7 @@ impl Store {
                         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
                 }
                 // No thread for the checker: check here, reporting progress only at the end.
-                Err(_) => check_packs(packs, cache, &mpsc::channel().0),
+                Err(_) => check_packs(backend, packs, cache, &mpsc::channel().0),
             }
         });
         progress(total, total);
@@ -171,7 +169,7 @@ impl Store {
 
     /// The fingerprint cache to check, or None (with a problem when it is damaged).
     fn cache_check(&self, report: &mut VerifyReport) -> Option<CacheCheck> {
-        let path = self.fingerprints_path();
+        let path = self.fingerprints_path()?;
         match fingerprint::read_entries(&path) {
             Ok(None) => None,
             Ok(Some((seed, entries))) => {
@@ -199,11 +197,12 @@ impl Store {
         let mut records: HashMap<Id, Option<Record>> = HashMap::new();
         let mut reader = BlobReader::default();
         for &sid in snapshots {
-            let path = self.root.join("snapshots").join(sid.to_hex());
+            let name = format!("snapshots/{}", sid.to_hex());
+            let path = self.backend.display(&name);
             let needed = match self.read_snapshot(&sid) {
                 Ok(json) => snapshot::record_ids(&json),
                 // Removed since it was listed (by `relive repair`, or by hand): nothing to check.
-                Err(_) if !path.exists() => continue,
+                Err(_) if !self.backend.exists(&name).unwrap_or(true) => continue,
                 Err(Error::Corrupt { detail, .. }) => Err(detail),
                 Err(other) => Err(other.to_string()),
             };
@@ -253,15 +252,21 @@ impl Store {
     ) -> Option<Record> {
         let (pack, entry) = self.read_index().get(rid)?;
         let mut bytes = vec![0u8; entry.raw_len as usize];
-        let read = File::open(&pack.path).map_err(BlobError::Io).and_then(|f| {
-            pack::read_blob_into(
-                &f,
-                &entry,
-                &mut bytes,
-                &mut reader.scratch,
-                &mut reader.dctx,
-            )
-        });
+        let opened = self
+            .backend
+            .open(&pack.name, None)
+            .map_err(|e| BlobError::Io(std::io::Error::other(e.to_string())));
+        let read = opened
+            .and_then(|f| f.ok_or_else(|| BlobError::Io(std::io::ErrorKind::NotFound.into())))
+            .and_then(|f| {
+                pack::read_blob_into(
+                    f.as_ref(),
+                    &entry,
+                    &mut bytes,
+                    &mut reader.scratch,
+                    &mut reader.dctx,
+                )
+            });
         let decoded = match read {
             Ok(()) => record::decode(&bytes),
             Err(BlobError::Corrupt(detail)) => Err(detail),
@@ -299,7 +304,7 @@ impl Store {
                 report.problems.push(Problem::new(
                     "corrupt-run",
                     None,
-                    self.root.join("runs").join(format!("{run_id}.json")),
+                    self.backend.display(&format!("runs/{run_id}.json")),
                     format!("run {run_id} {detail}"),
                 ));
             }
@@ -308,8 +313,10 @@ impl Store {
     }
 
     fn note_leftovers(&self, report: &mut VerifyReport) {
-        for (path, size) in durable::stale_tmp(&self.root.join("tmp"), durable::LEFTOVER_AGE, true)
-        {
+        if self.backend.local_root().is_none() {
+            return; // a remote store's packs are staged on the machine that writes them
+        }
+        for (path, size) in durable::stale_tmp(&self.tmp_dir(), durable::LEFTOVER_AGE, true) {
             report.notes.push(Problem::new(
                 "leftover-tmp",
                 None,
@@ -424,23 +431,55 @@ impl<'r> Damage<'r> {
 
 /// Checks every pack on up to [`parallel::workers`] threads, sending bytes read to `progress`.
 fn check_packs(
-    packs: &[(Id, PathBuf)],
+    backend: &dyn Backend,
+    packs: &[(Id, String, u64)],
     cache: Option<&CacheCheck>,
     progress: &Sender<u64>,
 ) -> Vec<PackCheck> {
-    let mut items: Vec<&(Id, PathBuf)> = packs.iter().collect();
+    let mut items: Vec<&(Id, String, u64)> = packs.iter().collect();
     parallel::map_with(
         &mut items,
         || (Vec::new(), Vec::new(), None),
-        |(out, scratch, dctx), (id, path)| {
-            check_pack(id, path, cache, progress, out, scratch, dctx)
+        |(out, scratch, dctx), (id, name, _)| {
+            check_pack(backend, id, name, cache, progress, out, scratch, dctx)
         },
     )
 }
 
+/// A pack to read completely: the local file, or a remote object fetched whole (one request
+/// rather than one per blob).
+fn open_whole(backend: &dyn Backend, name: &str) -> Result<Option<Box<dyn Object>>> {
+    if backend.local_root().is_some() {
+        return backend.open(name, None);
+    }
+    Ok(backend
+        .get(name)?
+        .map(|bytes| Box::new(InMemory(bytes)) as Box<dyn Object>))
+}
+
+struct InMemory(Vec<u8>);
+
+impl Object for InMemory {
+    fn size(&self) -> Result<u64> {
+        Ok(self.0.len() as u64)
+    }
+
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let bytes = start
+            .checked_add(out.len())
+            .and_then(|end| self.0.get(start..end))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        out.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn check_pack(
+    backend: &dyn Backend,
     id: &Id,
-    path: &PathBuf,
+    name: &str,
     cache: Option<&CacheCheck>,
     progress: &Sender<u64>,
     out: &mut Vec<u8>,
@@ -448,10 +487,15 @@ fn check_pack(
     dctx: &mut Option<Decompressor<'static>>,
 ) -> PackCheck {
     let mut check = PackCheck::default();
+    let path = backend.display(name);
     let pack_problem =
         |detail: String| Problem::new("corrupt-pack", Some(id), path.clone(), detail);
-    let file = match File::open(path) {
-        Ok(file) => file,
+    let file = match open_whole(backend, name) {
+        Ok(Some(file)) => file,
+        Ok(None) => {
+            check.problems.push(pack_problem("the pack is gone".into()));
+            return check;
+        }
         Err(e) => {
             check
                 .problems
@@ -459,9 +503,10 @@ fn check_pack(
             return check;
         }
     };
-    let len = file.metadata().map_or(0, |m| m.len());
+    let file = file.as_ref();
+    let len = file.size().unwrap_or(0);
     check.bytes = len;
-    let index = match pack::read_index(&file) {
+    let index = match pack::read_index(file) {
         Ok(index) => index,
         Err(detail) => {
             check.problems.push(pack_problem(detail));
@@ -479,7 +524,7 @@ fn check_pack(
     for entry in &index.entries {
         out.clear();
         out.resize(entry.raw_len as usize, 0);
-        match pack::read_blob_into(&file, entry, out, scratch, dctx) {
+        match pack::read_blob_into(file, entry, out, scratch, dctx) {
             Ok(()) => check
                 .problems
                 .extend(wrong_fingerprints(cache, entry.id, entry.kind, out)),

@@ -163,7 +163,10 @@ fn large_chunks_are_judged_on_a_sample_before_compressing() {
         .map(|b| store.blob_info(&b.chunks[0]).unwrap().codec)
         .collect();
     assert_eq!(codecs, vec![Codec::Zstd, Codec::Raw, Codec::Zstd]);
-    assert_eq!(read_all(&store, &put.id).1, vec![compressible, random, half]);
+    assert_eq!(
+        read_all(&store, &put.id).1,
+        vec![compressible, random, half]
+    );
 }
 
 #[test]
@@ -174,13 +177,20 @@ fn chunks_that_compress_a_little_are_kept_raw() {
     // less than a tenth of the bytes.
     let (_dir, store) = store(1 << 20);
     let mut weights = noise(9, 1 << 20);
-    weights.iter_mut().skip(3).step_by(4).for_each(|b| *b = 0x3c | (*b & 3));
+    weights
+        .iter_mut()
+        .skip(3)
+        .step_by(4)
+        .for_each(|b| *b = 0x3c | (*b & 3));
     let small = weights[..1 << 16].to_vec(); // under the sample's threshold: a full try
     let put = store.put_record(b"w", &[&weights, &small]).unwrap();
     store.flush().unwrap();
     let record = store.get_record(&put.id).unwrap();
     for buffer in &record.buffers {
-        assert_eq!(store.blob_info(&buffer.chunks[0]).unwrap().codec, Codec::Raw);
+        assert_eq!(
+            store.blob_info(&buffer.chunks[0]).unwrap().codec,
+            Codec::Raw
+        );
     }
     assert_eq!(read_all(&store, &put.id).1, vec![weights, small]);
 }

@@ -64,3 +64,4 @@ pub fn flip_byte(path: &Path, at: u64) {
     bytes[at as usize] ^= 0x5a;
     fs::write(path, bytes).unwrap();
 }
+pub mod seaweed;
