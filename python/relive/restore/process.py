@@ -55,7 +55,7 @@ def start_dir(run: Any, store_path: str) -> str:
     Otherwise the run's own directory if it is here, else the current one.
     """
     old_store = run.options.get("store")
-    if old_store:
+    if old_store and not old_store.startswith("s3://") and not store_path.startswith("s3://"):
         inside = os.path.relpath(old_store, run.cwd)
         new_store = os.path.abspath(store_path)
         if not inside.startswith("..") and new_store.endswith(os.sep + inside):

@@ -82,6 +82,9 @@ impl Seaweed {
                 format!("-s3.port={s3}"),
                 format!("-s3.config={}", config.display()),
                 "-master.volumeSizeLimitMB=64".into(),
+                // Its other listeners have fixed ports: off, so that servers can run side by side.
+                "-s3.port.iceberg=0".into(),
+                "-s3.port.lance=0".into(),
             ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("weed.log")).unwrap())
