@@ -94,6 +94,11 @@ class VerifyReport(TypedDict):
     problems: list[Problem]
     notes: list[Problem]
 
+class CopyReport(TypedDict):
+    snapshots: int
+    objects: int
+    bytes: int
+
 @final
 class Store:
     """A relive store: packs of content-addressed chunks and records, snapshot manifests, run
@@ -118,6 +123,12 @@ class Store:
     def put_run(self, run_id: str, doc: bytes) -> None: ...
     def runs(self) -> list[tuple[str, bytes]]: ...
     def verify(self, progress: _Progress | None = None) -> VerifyReport: ...
+    def copy_to(self, dst: Store, snapshots: Sequence[str], runs: Sequence[str],
+                progress: _Progress | None = None) -> CopyReport:
+        """Copies snapshots (with what they need) and run documents into ``dst``: only blobs
+        it lacks travel."""
+    def create_like(self, path: _StrPath) -> Store:
+        """The store at ``path``, created with this one's chunk size when there is none."""
     @staticmethod
     def check(path: _StrPath, progress: _Progress | None = None) -> VerifyReport: ...
     @staticmethod

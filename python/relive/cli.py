@@ -813,10 +813,52 @@ def _repair(store: str, as_json: bool) -> None:
         sys.exit(1)
 
 
-def _with_progress(what: str, as_json: bool, work: Any) -> Any:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+@cli.command()
+@_store_option
+@_json_option
+@click.argument("destination", metavar="DEST")
+@click.argument("refs", nargs=-1, metavar="[REF]...")
+def push(store: str, as_json: bool, destination: str, refs: tuple[str, ...]) -> None:
+    """Copy snapshots from --store to DEST (a directory or s3://BUCKET/PREFIX).
 
-    with Progress(what, BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+    \b
+    All snapshots, or those REF names (latest, an id prefix, REF~N), with their runs' records.
+    Only data DEST lacks travels: pushing again transfers nothing."""
+    _copy("pushing", Store(store), absolute(destination), refs, as_json)
+
+
+@cli.command()
+@_store_option
+@_json_option
+@click.argument("source", metavar="SRC")
+@click.argument("refs", nargs=-1, metavar="[REF]...")
+def pull(store: str, as_json: bool, source: str, refs: tuple[str, ...]) -> None:
+    """Copy snapshots from SRC (a directory or s3://BUCKET/PREFIX) into --store.
+
+    \b
+    All snapshots, or those REF names in SRC, with their runs' records. Only data --store
+    lacks travels: pulling again transfers nothing. Then `relive resume` works here."""
+    _copy("pulling", Store(absolute(source)), absolute(store), refs, as_json)
+
+
+def _copy(what: str, source: Store, destination: str, refs: tuple[str, ...], as_json: bool) -> None:
+    from relive import transfer
+
+    report = _with_progress(what, as_json, lambda progress: transfer.copy(source, destination, refs, progress))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    if report["snapshots"] == 0 and report["bytes"] == 0:
+        click.echo(printable(f"nothing to copy: {destination} already holds the {_count(report['selected'], 'snapshot')}"))
+        return
+    click.echo(printable(f"copied {_count(report['snapshots'], 'new snapshot')} of {report['selected']} to {destination}: "
+                         f"{_count(report['objects'], 'object')}, {human_bytes(report['bytes'])}"))
+
+
+def _with_progress(what: str, as_json: bool, work: Any) -> Any:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    with Progress(what, BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
                   transient=True, disable=as_json or not sys.stderr.isatty(),
                   console=_stderr_console()) as progress:
         task = progress.add_task(what, total=None)

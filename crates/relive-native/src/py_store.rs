@@ -195,6 +195,41 @@ impl PyStore {
         Ok((repaired.actions, report_dict(py, &repaired.report)?))
     }
 
+    /// Copies `snapshots` (hex ids, with every record and chunk they need) and the run
+    /// documents `runs` into `dst`, transferring only blobs `dst` lacks. `progress(done,
+    /// total)` counts blob bytes. Returns `{"snapshots", "objects", "bytes"}` written.
+    #[pyo3(signature = (dst, snapshots, runs, progress = None))]
+    fn copy_to<'py>(
+        &self,
+        py: Python<'py>,
+        dst: &PyStore,
+        snapshots: Vec<String>,
+        runs: Vec<String>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let ids = snapshots
+            .iter()
+            .map(|s| parse_id(s))
+            .collect::<PyResult<Vec<Id>>>()?;
+        let report = with_progress(py, progress, |report_progress| {
+            self.inner.copy_to(&dst.inner, &ids, &runs, report_progress)
+        })?;
+        let dict = PyDict::new(py);
+        dict.set_item("snapshots", report.snapshots)?;
+        dict.set_item("objects", report.objects)?;
+        dict.set_item("bytes", report.bytes)?;
+        Ok(dict)
+    }
+
+    /// Creates the store at `path` with this one's chunk size, or opens it if it exists.
+    fn create_like(&self, py: Python<'_>, path: PathBuf) -> PyResult<PyStore> {
+        let chunk_size = self.inner.chunk_size();
+        let inner = py
+            .detach(|| Store::create_with_chunk_size(&path, chunk_size))
+            .map_err(store_error)?;
+        Ok(PyStore { inner })
+    }
+
     fn __repr__(&self) -> String {
         format!("Store({:?})", self.inner.path().display().to_string())
     }

@@ -36,6 +36,7 @@ mod repair;
 mod s3;
 mod snapshot;
 mod store;
+mod transfer;
 mod verify;
 
 pub use error::{Error, Result};
@@ -44,4 +45,5 @@ pub use pack::{BlobInfo, Codec, Kind};
 pub use record::{BufferRef, Record};
 pub use repair::RepairReport;
 pub use store::{PutOutcome, Store, FORMAT};
+pub use transfer::CopyReport;
 pub use verify::{Problem, VerifyReport};

@@ -453,3 +453,22 @@ impl OpenPack {
         let _ = fs::remove_file(&self.tmp_path);
     }
 }
+
+/// An object held in memory (a pack fetched whole).
+pub(crate) struct InMemory(pub(crate) Vec<u8>);
+
+impl Object for InMemory {
+    fn size(&self) -> crate::Result<u64> {
+        Ok(self.0.len() as u64)
+    }
+
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let bytes = start
+            .checked_add(out.len())
+            .and_then(|end| self.0.get(start..end))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        out.copy_from_slice(bytes);
+        Ok(())
+    }
+}

@@ -800,7 +800,7 @@ impl Store {
 
     /// Finds a blob: in the index, else in the pack being written (which is then sealed), else
     /// in packs other processes wrote since the store was opened.
-    fn locate(&self, id: &Id) -> Result<(Arc<PackFile>, Entry)> {
+    pub(crate) fn locate(&self, id: &Id) -> Result<(Arc<PackFile>, Entry)> {
         if let Some(found) = self.read_index().get(id) {
             return Ok(found);
         }

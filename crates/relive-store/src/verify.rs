@@ -454,25 +454,7 @@ fn open_whole(backend: &dyn Backend, name: &str) -> Result<Option<Box<dyn Object
     }
     Ok(backend
         .get(name)?
-        .map(|bytes| Box::new(InMemory(bytes)) as Box<dyn Object>))
-}
-
-struct InMemory(Vec<u8>);
-
-impl Object for InMemory {
-    fn size(&self) -> Result<u64> {
-        Ok(self.0.len() as u64)
-    }
-
-    fn read_at(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let bytes = start
-            .checked_add(out.len())
-            .and_then(|end| self.0.get(start..end))
-            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
-        out.copy_from_slice(bytes);
-        Ok(())
-    }
+        .map(|bytes| Box::new(pack::InMemory(bytes)) as Box<dyn Object>))
 }
 
 #[allow(clippy::too_many_arguments)]
