@@ -1,6 +1,8 @@
 //! The relive repository format.
 //!
-//! A store is a directory that holds the history of a program's state:
+//! A store holds the history of a program's state, in a directory or under a prefix of an
+//! S3-compatible bucket (see [`backend`]: the one seam to storage, its rules, its two
+//! backends), with the same layout:
 //!
 //! ```text
 //! config                       JSON {"format": 1, "chunk_size": 1048576, "created": "<RFC3339 UTC>"}
