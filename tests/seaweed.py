@@ -63,7 +63,7 @@ class Seaweed:
             [self.weed, "server", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-master.port={self.master}", f"-volume.port={self.volume}", f"-filer.port={self.filer}",
              "-s3", f"-s3.port={self.s3}", f"-s3.config={self.dir / 's3.json'}", "-master.volumeSizeLimitMB=64",
-             "-s3.port.iceberg=0", "-s3.port.lance=0"],
+             "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=0"],
             stdout=subprocess.DEVNULL, stderr=log)
         log.close()
         # Ready once the S3 gateway answers a request as a working server does (403 to an

@@ -39,6 +39,7 @@ mod s3;
 mod snapshot;
 mod store;
 mod transfer;
+mod upload;
 mod verify;
 
 pub use error::{Error, Result};

@@ -418,19 +418,21 @@ impl OpenPack {
 
     /// Writes the index and syncs. Returns the pack's id, the staged file (for the store to
     /// publish) and its entries. An empty pack is discarded (and returns no entries).
-    pub(crate) fn seal(mut self) -> Result<(Id, PathBuf, Vec<Entry>)> {
+    /// `sync`: whether the staged file itself must be durable (a local store's pack is; one
+    /// staged for upload is durable once uploaded).
+    pub(crate) fn seal(mut self, sync: bool) -> Result<(Id, PathBuf, Vec<Entry>)> {
         if self.entries.is_empty() {
             let _ = fs::remove_file(&self.tmp_path);
             return Ok((Id([0; 32]), PathBuf::new(), Vec::new()));
         }
-        let result = self.finish();
+        let result = self.finish(sync);
         if result.is_err() {
             let _ = fs::remove_file(&self.tmp_path);
         }
         result.map(|id| (id, self.tmp_path.clone(), std::mem::take(&mut self.entries)))
     }
 
-    fn finish(&mut self) -> Result<Id> {
+    fn finish(&mut self, sync: bool) -> Result<Id> {
         let count = u32::try_from(self.entries.len())
             .map_err(|_| crate::Error::Invalid("too many blobs in one pack".into()))?;
         let mut tail = Vec::with_capacity(self.entries.len() * ENTRY_LEN + FOOTER_LEN as usize);
@@ -443,7 +445,7 @@ impl OpenPack {
         tail.extend_from_slice(INDEX_MAGIC);
         self.file
             .write_all(&tail)
-            .and_then(|()| self.file.sync_all())
+            .and_then(|()| if sync { self.file.sync_all() } else { Ok(()) })
             .map_err(io_at(&self.tmp_path))?;
         Ok(id)
     }

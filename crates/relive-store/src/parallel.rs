@@ -23,7 +23,33 @@ where
     T: Send,
     R: Send,
 {
-    let threads = workers().min(items.len());
+    map_on(workers(), items, init, f)
+}
+
+/// Threads for work that waits on I/O (requests to a remote store), not on the CPU.
+const IO_THREADS: usize = 16;
+
+/// `f` over `items` on up to 16 threads, whatever the cores: for requests, which wait rather
+/// than compute. Results come back in the order of `items`.
+pub(crate) fn map_io<T, R>(items: &mut [T], f: impl Fn(&mut T) -> R + Sync) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+{
+    map_on(IO_THREADS, items, || (), |_, item| f(item))
+}
+
+fn map_on<T, R, S>(
+    threads: usize,
+    items: &mut [T],
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &mut T) -> R + Sync,
+) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+{
+    let threads = threads.min(items.len());
     if threads <= 1 {
         let mut state = init();
         return items.iter_mut().map(|item| f(&mut state, item)).collect();

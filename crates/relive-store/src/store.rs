@@ -17,6 +17,7 @@ use crate::pack::{self, BlobError, BlobInfo, Codec, Entry, Kind, OpenPack, Store
 use crate::parallel;
 use crate::record::{self, BufferRef, Record};
 use crate::snapshot;
+use crate::upload::Uploads;
 
 /// The repository format this version writes and the newest it reads.
 pub const FORMAT: u64 = 1;
@@ -51,6 +52,8 @@ pub struct Store {
     fingerprints: Mutex<Option<Fingerprints>>,
     /// What the snapshot being written relies on, checked again at its commit.
     pending: Mutex<Pending>,
+    /// Packs going up to a remote store.
+    uploads: Uploads,
 }
 
 /// The snapshot being written: which packs were seen on disk since the last commit (each is
@@ -207,6 +210,7 @@ impl Store {
             }),
             fingerprints: Mutex::new(None),
             pending: Mutex::new(Pending::default()),
+            uploads: Uploads::new(),
         };
         store.refresh()?;
         Ok(store)
@@ -531,7 +535,24 @@ impl Store {
     /// Seals the pack being written, durably.
     pub fn flush(&self) -> Result<()> {
         let mut writer = self.writer();
-        self.seal(&mut writer)
+        self.seal(&mut writer)?;
+        self.finish_uploads()
+    }
+
+    /// Waits for the packs going up to a remote store; one that failed is forgotten (its
+    /// blobs are not stored) and its error returned.
+    fn finish_uploads(&self) -> Result<()> {
+        self.uploads
+            .finish()
+            .map_err(|failed| self.upload_failed(failed))
+    }
+
+    fn upload_failed(&self, (id, error): (Id, Error)) -> Error {
+        let mut index = self.write_index();
+        if let Some(n) = index.packs.iter().position(|p| p.id == id) {
+            index.forget_pack(n as u32);
+        }
+        error
     }
 
     /// Makes a snapshot: flushes, checks that every id in the manifest's `"records"` is a stored
@@ -787,20 +808,30 @@ impl Store {
         let Some(open) = writer.open.take() else {
             return Ok(());
         };
-        let (id, staged, entries) = open.seal()?;
+        let (id, staged, entries) = open.seal(self.backend.local_root().is_some())?;
         if entries.is_empty() {
             return Ok(());
         }
         let name = pack::pack_name(&id);
-        self.backend.put_file(&name, &staged)?;
+        if self.backend.local_root().is_some() {
+            self.backend.put_file(&name, &staged)?;
+        }
+        // Indexed before a remote upload ends: blobs in flight are not written again; reads
+        // wait for the uploads (`locate`), and so does the commit (`flush`).
         self.write_index()
             .add_pack(id, name.clone(), self.backend.display(&name), &entries);
+        if self.backend.local_root().is_none() {
+            self.uploads
+                .start(&self.backend, id, name, staged)
+                .map_err(|failed| self.upload_failed(failed))?;
+        }
         Ok(())
     }
 
     /// Finds a blob: in the index, else in the pack being written (which is then sealed), else
     /// in packs other processes wrote since the store was opened.
     pub(crate) fn locate(&self, id: &Id) -> Result<(Arc<PackFile>, Entry)> {
+        self.finish_uploads()?;
         if let Some(found) = self.read_index().get(id) {
             return Ok(found);
         }
@@ -867,13 +898,15 @@ impl Drop for Store {
     /// Seals the pack being written, so stored blobs stay usable (errors cannot be reported here;
     /// the pack then stays in `tmp/` and is cleaned up later).
     fn drop(&mut self) {
+        // Packs still going up (when no flush waited for them) finish first.
+        let _ = self.uploads.finish();
         let writer = self
             .writer
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(open) = writer.open.take() {
             if open.owned_by_this_process() {
-                if let Ok((id, staged, entries)) = open.seal() {
+                if let Ok((id, staged, entries)) = open.seal(self.backend.local_root().is_some()) {
                     if !entries.is_empty() {
                         let _ = self.backend.put_file(&pack::pack_name(&id), &staged);
                     }

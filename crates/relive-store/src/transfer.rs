@@ -41,6 +41,7 @@ impl Store {
         let mut report = CopyReport::default();
         let mut manifests = Vec::new();
         let mut needed: Vec<Id> = Vec::new();
+        let mut new_records: Vec<Id> = Vec::new();
         let mut seen = HashSet::new();
         for id in snapshots {
             let name = format!("snapshots/{}", id.to_hex());
@@ -66,22 +67,22 @@ impl Store {
             })?;
             for record in snapshot::record_ids(&json).map_err(Error::Invalid)? {
                 if seen.insert(record) && !dst.contains(&record) {
-                    needed.push(record);
-                    // A record the destination has comes with its chunks (they are written
-                    // first); a new one's chunks may be there already, from other snapshots.
-                    for chunk in self
-                        .get_record(&record)?
-                        .buffers
-                        .iter()
-                        .flat_map(|b| &b.chunks)
-                    {
-                        if seen.insert(*chunk) && !dst.contains(chunk) {
-                            needed.push(*chunk);
-                        }
-                    }
+                    new_records.push(record);
                 }
             }
             manifests.push((name, bytes));
+        }
+        // A record the destination has comes with its chunks (they are written first); a new
+        // one's chunks may be there already, from other snapshots. Records are read several
+        // at a time: on a remote store each is a request.
+        let read = parallel::map_io(&mut new_records.clone(), |id| self.get_record(id));
+        for (record, decoded) in new_records.iter().zip(read) {
+            needed.push(*record);
+            for chunk in decoded?.buffers.iter().flat_map(|b| &b.chunks) {
+                if seen.insert(*chunk) && !dst.contains(chunk) {
+                    needed.push(*chunk);
+                }
+            }
         }
         self.copy_blobs(dst, &needed, &mut report, progress)?;
         dst.flush()?;
@@ -136,12 +137,20 @@ impl Store {
         let mut groups: Vec<(std::sync::Arc<PackFile>, Vec<Entry>)> =
             by_pack.into_values().collect();
         // A few packs at a time: each batch is read in parallel, then appended in order.
-        for batch in groups.chunks_mut(parallel::workers()) {
-            let read = parallel::map_with(
-                batch,
-                || (),
-                |_, (pack, entries)| self.read_stored(pack, entries),
-            );
+        // Local packs are read on the cores (the reads are checked: hashing); remote ones
+        // several more at a time (the reads wait on requests).
+        let remote = self.backend.local_root().is_none();
+        let per_batch = if remote { 8 } else { parallel::workers() };
+        for batch in groups.chunks_mut(per_batch) {
+            let read = if remote {
+                parallel::map_io(batch, |(pack, entries)| self.read_stored(pack, entries))
+            } else {
+                parallel::map_with(
+                    batch,
+                    || (),
+                    |_, (pack, entries)| self.read_stored(pack, entries),
+                )
+            };
             let mut writer = dst.writer();
             for blobs in read {
                 for (entry, stored) in blobs? {

@@ -85,6 +85,8 @@ impl Seaweed {
                 // Its other listeners have fixed ports: off, so that servers can run side by side.
                 "-s3.port.iceberg=0".into(),
                 "-s3.port.lance=0".into(),
+                // As many volumes as the disk holds (8 of 64 MiB by default).
+                "-volume.max=0".into(),
             ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("weed.log")).unwrap())
