@@ -255,9 +255,10 @@ class Writer:
         """One line per fault: a store that cannot be written is one fault, whether opening
         it or writing to it failed, and however many snapshots it costs."""
         self._store = None  # open it afresh next time (it may have been removed, or repaired)
-        if isinstance(exc, (StoreError, OSError)) and self._remote:
-            self._store_retry_at = time.monotonic() + self._store_backoff_s
-            self._store_backoff_s = min(self._store_backoff_s * 2, _STORE_BACKOFF_S[1])
+        if isinstance(exc, (StoreError, OSError)):
+            if self._remote:
+                self._store_retry_at = time.monotonic() + self._store_backoff_s
+                self._store_backoff_s = min(self._store_backoff_s * 2, _STORE_BACKOFF_S[1])
             self._cannot_write(exc)
             return
         warn_once("snapshot", f"a snapshot failed and was skipped: {exc}; the program goes on, "
