@@ -128,6 +128,36 @@ def main() -> None:
         print(f"  pull:   pull {total / med['pull_s'] / 1e6:.0f} MB/s = {med['get_s'] / med['pull_s']:.0%} "
               f"of raw GETs of the same objects ({total / med['get_s'] / 1e6:.0f} MB/s)")
 
+        # Loading one variable (the whole 256 MB array) from the S3 store, against raw GETs
+        # of every pack of that prefix (8 at once). Both timed inside one process.
+        loader = textwrap.dedent(f"""
+            import time, boto3, relive
+            from botocore.config import Config
+            start = time.perf_counter()
+            state = relive.load(store="s3://{BUCKET}/push-{tag}")["state"]
+            load_s = time.perf_counter() - start
+            s3 = boto3.client("s3", endpoint_url="{server.endpoint}", aws_access_key_id="{ACCESS_KEY}",
+                              aws_secret_access_key="{SECRET_KEY}", region_name="us-east-1",
+                              config=Config(max_pool_connections=16))
+            keys = [o["Key"] for o in s3.list_objects_v2(Bucket="{BUCKET}", Prefix="push-{tag}/packs/")["Contents"]]
+            import concurrent.futures
+            start = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                got = sum(len(b) for b in pool.map(lambda k: s3.get_object(Bucket="{BUCKET}", Key=k)["Body"].read(), keys))
+            print(load_s, time.perf_counter() - start, state.nbytes, got)
+        """)
+        loads = []
+        for _ in range(args.repeat):
+            out = subprocess.run([sys.executable, "-c", loader], env=env, cwd=work, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(out.stderr)
+            loads.append([float(x) for x in out.stdout.split()])
+        load_s, get_s = statistics.median(x[0] for x in loads), statistics.median(x[1] for x in loads)
+        nbytes, got = loads[0][2], loads[0][3]
+        print(f"  load:   relive.load(...)['state'] ({nbytes / 1e6:.0f} MB) {load_s:.2f} s = {nbytes / load_s / 1e6:.0f} MB/s; "
+              f"raw GETs of all {got / 1e6:.0f} MB of packs {get_s:.2f} s ({got / get_s / 1e6:.0f} MB/s): "
+              f"{get_s / load_s:.0%}")
+
         # The program under relive, local store against S3 store, alternating.
         walls: dict[str, list[float]] = {"local": [], "s3": []}
         paused: dict[str, list[float]] = {"local": [], "s3": []}

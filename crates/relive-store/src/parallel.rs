@@ -39,6 +39,19 @@ where
     map_on(IO_THREADS, items, || (), |_, item| f(item))
 }
 
+/// [`map_io`] with per-thread state from `init`, as [`map_with`].
+pub(crate) fn map_io_with<T, R, S>(
+    items: &mut [T],
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &mut T) -> R + Sync,
+) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+{
+    map_on(IO_THREADS, items, init, f)
+}
+
 fn map_on<T, R, S>(
     threads: usize,
     items: &mut [T],

@@ -523,13 +523,21 @@ impl Store {
             jobs.push((pack, entry, slice));
             rest = tail;
         }
-        parallel::map_with(
-            &mut jobs,
-            Reader::default,
-            |reader, (pack, entry, slice)| self.read_blob(reader, pack, entry, slice),
-        )
-        .into_iter()
-        .collect()
+        // A remote store's chunks are requests: many at once, whatever the cores.
+        let results = if self.backend.local_root().is_some() {
+            parallel::map_with(
+                &mut jobs,
+                Reader::default,
+                |reader, (pack, entry, slice)| self.read_blob(reader, pack, entry, slice),
+            )
+        } else {
+            parallel::map_io_with(
+                &mut jobs,
+                Reader::default,
+                |reader, (pack, entry, slice)| self.read_blob(reader, pack, entry, slice),
+            )
+        };
+        results.into_iter().collect()
     }
 
     /// Seals the pack being written, durably.
