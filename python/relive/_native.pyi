@@ -127,6 +127,8 @@ class Store:
                 progress: _Progress | None = None) -> CopyReport:
         """Copies snapshots (with what they need) and run documents into ``dst``: only blobs
         it lacks travel."""
+    def prune(self, forget: Sequence[str], grace_s: float, dry_run: bool = False) -> dict[str, int]:
+        """Forgets snapshots and reclaims the packs no remaining snapshot uses (two phases)."""
     def create_like(self, path: _StrPath) -> Store:
         """The store at ``path``, created with this one's chunk size when there is none."""
     @staticmethod

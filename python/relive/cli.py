@@ -841,6 +841,57 @@ def pull(store: str, as_json: bool, source: str, refs: tuple[str, ...]) -> None:
     _copy("pulling", Store(absolute(source)), absolute(store), refs, as_json)
 
 
+@cli.command(name="prune")
+@_store_option
+@_json_option
+@click.option("--keep-last", type=click.IntRange(min=0), metavar="N", help="Keep the last N snapshots of each run.")
+@click.option("--keep-within", metavar="DURATION", help="Keep the snapshots taken within DURATION (30m, 2h, 2d, 1w).")
+@click.option("--grace", metavar="DURATION", default=None,
+              help="Delete data a prune named at least this long ago, if still unused (default 15m; 0 deletes at "
+                   "once: only when no program writes to the store).")
+@click.option("--dry-run", is_flag=True, help="Say what would be forgotten and freed; change nothing.")
+@click.argument("refs", nargs=-1, metavar="[REF]...")
+def prune_command(store: str, as_json: bool, keep_last: int | None, keep_within: str | None, grace: str | None,
+                  dry_run: bool, refs: tuple[str, ...]) -> None:
+    """Forget the snapshots not kept, and reclaim the space only they used.
+
+    \b
+    Kept: REFs, the last N of each run (--keep-last), those within DURATION (--keep-within),
+    and the snapshots kept runs resumed from. Safe while programs write to the store: data
+    is deleted in two phases, by a prune after the grace period (15 minutes) and only if no
+    snapshot uses it then; until then it is reported as waiting. Run prune again later (or
+    from cron) to reclaim it."""
+    from relive import prune as pruning
+
+    opened = Store(store)
+    chosen = pruning.plan(opened, refs, keep_last,
+                          pruning.parse_duration(keep_within) if keep_within is not None else None)
+    grace_s = pruning.parse_duration(grace) if grace is not None else pruning.DEFAULT_GRACE_S
+    report = pruning.prune(opened, chosen, grace_s, dry_run)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    verb = "would forget" if dry_run else "forgot"
+    for s in chosen.forget if dry_run else []:
+        click.echo(printable(f"  {s.short_id}  {s.time[:19]}  {s.trigger:8s}  run {s.run}"))
+    click.echo(f"{verb} {_count(len(chosen.forget), 'snapshot')}, kept {len(chosen.keep)}")
+    freed = "would free" if dry_run else "freed"
+    click.echo(f"{freed} {human_bytes(report['bytes_freed'])} ({_count(report['packs_deleted'], 'pack')} deleted)")
+    if report["packs_pending"] and not dry_run:
+        click.echo(f"{human_bytes(report['bytes_pending'])} in {_count(report['packs_pending'], 'pack')} no snapshot "
+                   f"uses wait out the grace period (programs writing now may still count on them): a prune "
+                   f"after {human_seconds(grace_s)} deletes them")
+    if report["bytes_kept_unused"]:
+        click.echo(f"{human_bytes(report['bytes_kept_unused'])} unused stay inside packs that kept snapshots also use")
+
+
+def human_seconds(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def _copy(what: str, source: Store, destination: str, refs: tuple[str, ...], as_json: bool) -> None:
     from relive import transfer
 

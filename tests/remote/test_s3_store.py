@@ -153,3 +153,39 @@ def test_three_writers_share_one_prefix(work, s3_store):
     # Every snapshot loads: the latest of each run resumes nothing (finished), but shows.
     for r in rows:
         assert _relive(work, "show", r["id"], "--store", s3_store).returncode == 0
+
+
+REWRITES = """\
+    import sys, time
+    import numpy as np
+    weights = np.zeros(40_000)
+    for i in range(int(sys.argv[1])):
+        weights = weights * 0.5 + np.random.default_rng(i).random(40_000)
+        print("step", i, round(float(weights.sum()), 6), flush=True)
+        time.sleep(0.05)
+"""
+
+
+def test_prune_on_s3_while_a_program_writes(work, s3_store):
+    work.write("train.py", REWRITES)
+    plain = work.python("train.py", "100")
+    proc = work.start("run", "--store", s3_store, "--every", "0.2", "--overhead", "0", "train.py", "100")
+    pruned = 0
+    while proc.poll() is None:
+        time.sleep(1)
+        result = _relive(work, "prune", "--keep-last", "3", "--store", s3_store)  # phase one only
+        if proc.poll() is None:
+            assert result.returncode == 0, result.stderr
+            pruned += 1
+    out, err = proc.communicate()
+    assert proc.returncode == 0 and out == plain.stdout, err
+    assert pruned >= 1
+    final = _relive(work, "prune", "--keep-last", "3", "--grace", "0", "--json", "--store", s3_store)
+    assert json.loads(final.stdout)["packs_deleted"] > 0, final.stdout
+    verified = _relive(work, "verify", "--store", s3_store)
+    assert verified.returncode == 0 and "0 problems" in verified.stdout, verified.stdout
+    rows = _log(work, s3_store)
+    assert len(rows) == 3
+    for r in rows:
+        shown = _relive(work, "show", r["id"], "--var", "weights", "--store", s3_store)
+        assert shown.returncode == 0, shown.stderr

@@ -221,6 +221,37 @@ impl PyStore {
         Ok(dict)
     }
 
+    /// Forgets the snapshots `forget` (hex ids) and reclaims packs no remaining snapshot
+    /// uses, in two phases (see `relive prune`): packs named by a prune more than `grace_s`
+    /// seconds ago are deleted if still unused, others are named for a later prune; `grace_s`
+    /// 0 deletes at once. Returns `{"forgotten", "packs_deleted", "bytes_freed",
+    /// "packs_pending", "bytes_pending", "bytes_kept_unused"}`.
+    #[pyo3(signature = (forget, grace_s, dry_run = false))]
+    fn prune<'py>(
+        &self,
+        py: Python<'py>,
+        forget: Vec<String>,
+        grace_s: f64,
+        dry_run: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let ids = forget
+            .iter()
+            .map(|s| parse_id(s))
+            .collect::<PyResult<Vec<Id>>>()?;
+        let grace = std::time::Duration::from_secs_f64(grace_s.max(0.0));
+        let r = py
+            .detach(|| self.inner.prune(&ids, grace, dry_run))
+            .map_err(store_error)?;
+        let dict = PyDict::new(py);
+        dict.set_item("forgotten", r.forgotten)?;
+        dict.set_item("packs_deleted", r.packs_deleted)?;
+        dict.set_item("bytes_freed", r.bytes_freed)?;
+        dict.set_item("packs_pending", r.packs_pending)?;
+        dict.set_item("bytes_pending", r.bytes_pending)?;
+        dict.set_item("bytes_kept_unused", r.bytes_kept_unused)?;
+        Ok(dict)
+    }
+
     /// Creates the store at `path` with this one's chunk size, or opens it if it exists.
     fn create_like(&self, py: Python<'_>, path: PathBuf) -> PyResult<PyStore> {
         let chunk_size = self.inner.chunk_size();

@@ -9,6 +9,7 @@
 //! packs/<2 hex>/<64 hex>.pack  pack files (name = blake3 of the pack's index section), immutable
 //! snapshots/<64 hex>           one manifest per snapshot; name = blake3 of the file's bytes
 //! runs/<run id>.json           run documents (opaque JSON bytes)
+//! prune/<time>-<random>.json   packs a prune will delete once no snapshot uses them (prune.rs)
 //! tmp/                         half-written files, never read
 //! cache/fingerprints           local cache: chunk fingerprints of the latest snapshot (rebuildable)
 //! lost/<time>-<random>.json    blobs `relive repair` found lost: {"time": ..., "blobs": [ids]}
@@ -33,6 +34,7 @@ mod fingerprint;
 mod id;
 mod pack;
 mod parallel;
+mod prune;
 mod record;
 mod repair;
 mod s3;
@@ -45,6 +47,7 @@ mod verify;
 pub use error::{Error, Result};
 pub use id::Id;
 pub use pack::{BlobInfo, Codec, Kind};
+pub use prune::PruneReport;
 pub use record::{BufferRef, Record};
 pub use repair::RepairReport;
 pub use store::{PutOutcome, Store, FORMAT};

@@ -73,6 +73,9 @@ pub(crate) struct Index {
     loaded: HashSet<Id>,
     /// Packs that failed their checks when loaded, with what is wrong.
     pub(crate) skipped: BTreeMap<PathBuf, String>,
+    /// Packs a prune means to delete (see `prune.rs`): their blobs can be read, but a writer
+    /// does not count on them and writes them again.
+    doomed: HashSet<Id>,
 }
 
 pub(crate) struct PackFile {
@@ -86,11 +89,11 @@ pub(crate) struct PackFile {
 /// Where a blob is: the pack (an index into [`Index::packs`]) and its entry there.
 #[derive(Clone, Copy)]
 pub(crate) struct Location {
-    pack: u32,
+    pub(crate) pack: u32,
     kind: Kind,
     codec: Codec,
     offset: u64,
-    stored_len: u32,
+    pub(crate) stored_len: u32,
     raw_len: u32,
 }
 
@@ -133,14 +136,22 @@ impl Index {
                 raw_len,
                 ..
             } = *e;
-            self.blobs.entry(e.id).or_insert(Location {
+            let location = Location {
                 pack,
                 kind,
                 codec,
                 offset,
                 stored_len,
                 raw_len,
-            });
+            };
+            // A blob written again because its pack is doomed is found in its new pack.
+            let doomed = self
+                .blobs
+                .get(&e.id)
+                .is_some_and(|old| self.in_doomed_pack(old));
+            if doomed || !self.blobs.contains_key(&e.id) {
+                self.blobs.insert(e.id, location);
+            }
         }
     }
 
@@ -150,6 +161,21 @@ impl Index {
         if let Some(file) = self.packs.get(pack as usize) {
             self.loaded.remove(&file.id);
         }
+    }
+
+    /// Whether a blob is stored where a writer may count on it (not in a doomed pack).
+    pub(crate) fn stored(&self, id: &Id) -> bool {
+        self.blobs
+            .get(id)
+            .is_some_and(|loc| !self.in_doomed_pack(loc))
+    }
+
+    fn in_doomed_pack(&self, loc: &Location) -> bool {
+        !self.doomed.is_empty()
+            && self
+                .packs
+                .get(loc.pack as usize)
+                .is_some_and(|p| self.doomed.contains(&p.id))
     }
 
     pub(crate) fn get(&self, id: &Id) -> Option<(Arc<PackFile>, Entry)> {
@@ -270,6 +296,8 @@ impl Store {
             .fingerprints
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
+        let doomed = self.doomed_packs()?;
+        self.write_index().doomed = doomed;
         let on_disk = pack::list_packs(self.backend.as_ref())?;
         let mut new: Vec<(Id, String, u64)> = {
             let index = self.read_index();
@@ -328,7 +356,7 @@ impl Store {
     pub fn contains(&self, id: &Id) -> bool {
         // Two statements: the index guard must be gone before the writer is locked (a seal holds
         // the writer and waits for the index).
-        let sealed = self.read_index().blobs.contains_key(id);
+        let sealed = self.read_index().stored(id);
         sealed || self.open_pack_contains(&self.writer(), id)
     }
 
@@ -366,14 +394,13 @@ impl Store {
         self.pending().record_chunks.insert(id, ids.clone());
 
         let mut writer = self.writer();
-        let record_stored =
-            self.read_index().blobs.contains_key(&id) || self.open_pack_contains(&writer, &id);
+        let record_stored = self.read_index().stored(&id) || self.open_pack_contains(&writer, &id);
         let fresh: Vec<usize> = {
             let index = self.read_index();
             let mut seen = HashSet::new();
             (0..ids.len())
                 .filter(|&i| {
-                    !index.blobs.contains_key(&ids[i])
+                    !index.stored(&ids[i])
                         && !self.open_pack_contains(&writer, &ids[i])
                         && seen.insert(ids[i])
                 })
