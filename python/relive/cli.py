@@ -195,6 +195,9 @@ def _capture_options(resumed: bool = False) -> Callable[[_Command], _Command]:
         option("--max-memory", type=_Size(), default=None, metavar="SIZE",
                help="Stop a background snapshot whose extra memory (pages the program rewrites meanwhile, held "
                     "twice) passes SIZE, e.g. 2GiB or 500MiB; it counts as failed."),
+        option("--keep-last", type=click.IntRange(min=1), default=None, metavar="N",
+               help="Keep only this run's last N snapshots: forked snapshots forget the older ones as the run goes "
+                    "(as `relive prune` does: their space is reclaimed after its grace period)."),
     ]
 
     def decorate(command: _Command) -> _Command:
@@ -206,11 +209,12 @@ def _capture_options(resumed: bool = False) -> Callable[[_Command], _Command]:
 
 
 def _options(store: str, every: float, exclude: tuple[str, ...], signal_wait: float, mode: str,
-             snapshot_timeout: float, overhead: float, max_memory: int | None) -> Any:
+             snapshot_timeout: float, overhead: float, max_memory: int | None, keep_last: int | None) -> Any:
     from relive.capture import CaptureOptions
 
     return CaptureOptions(store=absolute(store), every=every, exclude=exclude, signal_wait=signal_wait,
-                          mode=mode, snapshot_timeout=snapshot_timeout, overhead=overhead, max_memory=max_memory)
+                          mode=mode, snapshot_timeout=snapshot_timeout, overhead=overhead, max_memory=max_memory,
+                          keep_last=keep_last)
 
 
 @cli.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})

@@ -21,7 +21,7 @@ from typing import Any
 from relive.errors import ReliveError
 from relive.store import SnapshotInfo, Store
 
-DEFAULT_GRACE_S = 15 * 60  # longer than any snapshot takes to write (--snapshot-timeout: 10 minutes)
+DEFAULT_GRACE_S = 15 * 60  # longer than any snapshot takes to write (--snapshot-timeout: 5 minutes)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 

@@ -101,3 +101,18 @@ def test_prune_while_a_program_writes(work: Workdir):
     assert len(rows) == 3 and rows[-1]["trigger"] == "exit"
     for row in rows:
         _loads_whole(work.path, ".relive", row["id"])
+
+
+def test_run_keep_last_forgets_as_it_goes(work: Workdir):
+    work.write("grow.py", PROGRAM)
+    plain = work.python("grow.py", "80")
+    proc = work.relive("run", "--every", "0.1", "--overhead", "0", "--keep-last", "2", "grow.py", "80")
+    assert proc.returncode == 0 and proc.stdout == plain.stdout, proc.stderr
+    rows = _rows(work.path)
+    # Forgotten in batches of 5 beyond the last 2, by forked snapshots; the exit one is last.
+    assert 2 <= len(rows) <= 2 + 5 + 1, [r["trigger"] for r in rows]
+    assert list((work.store / "prune").iterdir()), "the forgotten snapshots' packs are named for a later prune"
+    later = json.loads(_relive(work.path, "prune", "--keep-last", "2", "--grace", "0", "--json").stdout)
+    assert later["packs_deleted"] > 0
+    assert _relive(work.path, "verify").returncode == 0
+    _loads_whole(work.path, ".relive", _rows(work.path)[-1]["id"])

@@ -9,9 +9,12 @@
 //!    intents whenever they open or refresh the store (every forked snapshot does) and treat
 //!    the blobs of those packs as not stored: they write them again, into new packs.
 //! 2. A later prune, once an intent is older than the grace period (longer than any snapshot
-//!    takes to write: default 15 minutes, over `--snapshot-timeout`'s 10), lists the manifests
+//!    takes to write), lists the manifests
 //!    again and deletes the intent's packs that are still unused; a pack that a snapshot
 //!    committed meanwhile needs is kept. Then the intent goes.
+//!
+//! (The grace period, 15 minutes by default, is three times `--snapshot-timeout`'s default:
+//! a snapshot still writing after it has been stopped.)
 //!
 //! A writer that relied on a pack deleted after all (one that never refreshed during the
 //! grace period) notices at its commit, which checks that every pack it relied on is still

@@ -16,3 +16,4 @@ class CaptureOptions:
     snapshot_timeout: float = 300.0  # a snapshot running longer is stopped and counted as failed
     overhead: float = 2.0  # percent of the program's time that timer snapshots may cost
     max_memory: int | None = None  # bytes of copy-on-write growth a background snapshot may cause
+    keep_last: int | None = None  # forked snapshots forget this run's snapshots but the last N

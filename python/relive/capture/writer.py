@@ -39,6 +39,8 @@ _NOT_RESUMABLE = {
     "exit": "the program had ended",
     "exception": "taken where an uncaught exception was raised: the program was ending",
 }
+# --keep-last forgets a run's older snapshots once this many have piled up beyond the last N.
+_FORGET_BATCH = 5
 # A remote store that failed is tried again after 5 s, then 10, 20, ... at most 5 minutes.
 _STORE_BACKOFF_S = (5.0, 300.0)
 _CHILD_MARGIN_S = 5.0  # past its time limit, a child is killed: waiting longer means it is lost
@@ -61,6 +63,7 @@ class Writer:
         # (a server that is down must not cost the program a wait at every snapshot).
         self._store_retry_at = 0.0
         self._store_backoff_s = _STORE_BACKOFF_S[0]
+        self._kept: list[str] = []  # this run's committed snapshots, for --keep-last
         self._remote = options.store.startswith("s3://")  # an object store, not a directory
         self._store_behind = False  # forked snapshots wrote packs this handle has not read
         self._codes = save.CodeRecords()
@@ -181,6 +184,7 @@ class Writer:
             return _FAILED
         path, codes, timer = self.options.store, self._codes, trigger == "timer"
         run_id, run_json = self.run.id, self.run.to_json()
+        forget = self._to_forget()
 
         def work() -> dict[str, Any]:
             if timer:  # the program's share: until the fork (others wait for the whole write)
@@ -190,6 +194,8 @@ class Writer:
                 if remote:
                     store.put_run(run_id, run_json)
                 result = save.write(store, request, codes)
+                if forget:
+                    _forget(store, forget)
             except (StoreError, OSError) as exc:
                 # The store's fault, not this snapshot's: told apart in the program's process,
                 # which reports each fault once ("ok" here overrides the child's own).
@@ -234,6 +240,7 @@ class Writer:
         if outcome.get("ok"):
             self._store_behind = True
             self._parent = outcome["id"]
+            self._kept.append(outcome["id"])
             self.snapshots.append(save.SnapshotResult(
                 outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
             if not timer:
@@ -268,6 +275,15 @@ class Writer:
         warn_once("store", f"cannot write snapshots to {self.options.store}, so this one is skipped: {exc}; "
                            "the program goes on, and relive tries again at the next snapshot")
 
+    def _to_forget(self) -> list[str]:
+        """--keep-last: this run's snapshots beyond the last N, in batches (each prune reads
+        every manifest of the store, so not at every snapshot)."""
+        keep = self.options.keep_last
+        if keep is None or len(self._kept) < keep + _FORGET_BATCH:
+            return []
+        forget, self._kept = self._kept[:-keep], self._kept[-keep:]
+        return forget
+
     def _store_due(self, trigger: str) -> bool:
         """False while the store waits out its backoff after a failure, for a timer snapshot
         (an exit or a signal is the last chance: always tried)."""
@@ -287,3 +303,14 @@ class Writer:
         self._store = store
         self._store_backoff_s = _STORE_BACKOFF_S[0]
         return store
+
+
+def _forget(store: Any, ids: list[str]) -> None:
+    """--keep-last, in a forked snapshot's child after its commit: a prune of ``ids``. A
+    failure costs only space (they are forgotten by a later one), never the snapshot."""
+    from relive.prune import DEFAULT_GRACE_S
+
+    try:
+        store.prune(ids, DEFAULT_GRACE_S)
+    except Exception:
+        pass
