@@ -226,7 +226,8 @@ class Store:
         except ManifestError as exc:
             return DamagedSnapshot(snapshot_id, path, str(exc), exc.run, exc.newer)
         except StoreError as exc:
-            if not is_remote(self.path) and not os.path.lexists(path):
+            gone = str(exc).startswith("there is no snapshot") if is_remote(self.path) else not os.path.lexists(path)
+            if gone:  # deleted since it was listed (by a prune)
                 return None
             return DamagedSnapshot(snapshot_id, path, _detail(str(exc), path))
 
