@@ -825,7 +825,6 @@ def _repair(store: str, as_json: bool) -> None:
 def push(store: str, as_json: bool, destination: str, refs: tuple[str, ...]) -> None:
     """Copy snapshots from --store to DEST (a directory or s3://BUCKET/PREFIX).
 
-    \b
     All snapshots, or those REF names (latest, an id prefix, REF~N), with their runs' records.
     Only data DEST lacks travels: pushing again transfers nothing."""
     _copy("pushing", Store(store), absolute(destination), refs, as_json)
@@ -839,7 +838,6 @@ def push(store: str, as_json: bool, destination: str, refs: tuple[str, ...]) -> 
 def pull(store: str, as_json: bool, source: str, refs: tuple[str, ...]) -> None:
     """Copy snapshots from SRC (a directory or s3://BUCKET/PREFIX) into --store.
 
-    \b
     All snapshots, or those REF names in SRC, with their runs' records. Only data --store
     lacks travels: pulling again transfers nothing. Then `relive resume` works here."""
     _copy("pulling", Store(absolute(source)), absolute(store), refs, as_json)
@@ -859,7 +857,6 @@ def prune_command(store: str, as_json: bool, keep_last: int | None, keep_within:
                   dry_run: bool, refs: tuple[str, ...]) -> None:
     """Forget the snapshots not kept, and reclaim the space only they used.
 
-    \b
     Kept: REFs, the last N of each run (--keep-last), those within DURATION (--keep-within),
     and the snapshots kept runs resumed from. Safe while programs write to the store: data
     is deleted in two phases, by a prune after the grace period (15 minutes) and only if no
