@@ -26,33 +26,12 @@ where
     map_on(workers(), items, init, f)
 }
 
-/// Threads for work that waits on I/O (requests to a remote store), not on the CPU.
-const IO_THREADS: usize = 16;
+/// Threads for work that waits on I/O (requests to a remote store) rather than the CPU.
+pub(crate) const IO_THREADS: usize = 16;
 
-/// `f` over `items` on up to 16 threads, whatever the cores: for requests, which wait rather
-/// than compute. Results come back in the order of `items`.
-pub(crate) fn map_io<T, R>(items: &mut [T], f: impl Fn(&mut T) -> R + Sync) -> Vec<R>
-where
-    T: Send,
-    R: Send,
-{
-    map_on(IO_THREADS, items, || (), |_, item| f(item))
-}
-
-/// [`map_io`] with per-thread state from `init`, as [`map_with`].
-pub(crate) fn map_io_with<T, R, S>(
-    items: &mut [T],
-    init: impl Fn() -> S + Sync,
-    f: impl Fn(&mut S, &mut T) -> R + Sync,
-) -> Vec<R>
-where
-    T: Send,
-    R: Send,
-{
-    map_on(IO_THREADS, items, init, f)
-}
-
-fn map_on<T, R, S>(
+/// [`map_with`] on up to `threads` threads (for requests, which wait rather than compute:
+/// [`IO_THREADS`], whatever the cores).
+pub(crate) fn map_on<T, R, S>(
     threads: usize,
     items: &mut [T],
     init: impl Fn() -> S + Sync,

@@ -202,11 +202,12 @@ impl Store {
                 }
             }
         }
-        let decoded = if self.backend.local_root().is_some() {
-            parallel::map_with(&mut records, || (), |_, id| self.get_record(id))
-        } else {
-            parallel::map_io(&mut records, |id| self.get_record(id))
-        };
+        let decoded = parallel::map_on(
+            self.read_threads(),
+            &mut records,
+            || (),
+            |_, id| self.get_record(id),
+        );
         for record in decoded {
             live.extend(record?.buffers.into_iter().flat_map(|b| b.chunks));
         }

@@ -315,7 +315,8 @@ impl Store {
             return Ok(());
         }
         // In parallel: on a remote store each index is two requests.
-        let loaded: Vec<(Id, String, Result<Vec<Entry>, String>)> = parallel::map_with(
+        let loaded: Vec<(Id, String, Result<Vec<Entry>, String>)> = parallel::map_on(
+            self.read_threads(),
             &mut new,
             || (),
             |_, (id, name, len)| {
@@ -552,21 +553,14 @@ impl Store {
             jobs.push((pack, entry, slice));
             rest = tail;
         }
-        // A remote store's chunks are requests: many at once, whatever the cores.
-        let results = if self.backend.local_root().is_some() {
-            parallel::map_with(
-                &mut jobs,
-                Reader::default,
-                |reader, (pack, entry, slice)| self.read_blob(reader, pack, entry, slice),
-            )
-        } else {
-            parallel::map_io_with(
-                &mut jobs,
-                Reader::default,
-                |reader, (pack, entry, slice)| self.read_blob(reader, pack, entry, slice),
-            )
-        };
-        results.into_iter().collect()
+        parallel::map_on(
+            self.read_threads(),
+            &mut jobs,
+            Reader::default,
+            |reader, (pack, entry, slice)| self.read_blob(reader, pack, entry, slice),
+        )
+        .into_iter()
+        .collect()
     }
 
     /// Seals the pack being written, durably.
@@ -715,7 +709,8 @@ impl Store {
             })
             .collect();
         // In parallel: on a remote store each is a request.
-        let read = parallel::map_with(
+        let read = parallel::map_on(
+            self.read_threads(),
             &mut names,
             || (),
             |_, (run_id, name)| {
@@ -738,6 +733,16 @@ impl Store {
     /// writers on other machines sharing the directory). Linux only; elsewhere they stay.
     pub fn remove_stale_tmp(&self) {
         durable::remove_stale_tmp(&self.tmp_dir());
+    }
+
+    /// Threads for reading many blobs or objects at once: the cores for a local store (reads
+    /// are checked, which hashes), many more for a remote one (each read is a request).
+    pub(crate) fn read_threads(&self) -> usize {
+        if self.backend.local_root().is_some() {
+            parallel::workers()
+        } else {
+            parallel::IO_THREADS
+        }
     }
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {

@@ -75,7 +75,12 @@ impl Store {
         // A record the destination has comes with its chunks (they are written first); a new
         // one's chunks may be there already, from other snapshots. Records are read several
         // at a time: on a remote store each is a request.
-        let read = parallel::map_io(&mut new_records.clone(), |id| self.get_record(id));
+        let read = parallel::map_on(
+            self.read_threads(),
+            &mut new_records,
+            || (),
+            |_, id| self.get_record(id),
+        );
         for (record, decoded) in new_records.iter().zip(read) {
             needed.push(*record);
             for chunk in decoded?.buffers.iter().flat_map(|b| &b.chunks) {
@@ -137,20 +142,15 @@ impl Store {
         let mut groups: Vec<(std::sync::Arc<PackFile>, Vec<Entry>)> =
             by_pack.into_values().collect();
         // A few packs at a time: each batch is read in parallel, then appended in order.
-        // Local packs are read on the cores (the reads are checked: hashing); remote ones
-        // several more at a time (the reads wait on requests).
-        let remote = self.backend.local_root().is_none();
-        let per_batch = if remote { 8 } else { parallel::workers() };
-        for batch in groups.chunks_mut(per_batch) {
-            let read = if remote {
-                parallel::map_io(batch, |(pack, entries)| self.read_stored(pack, entries))
-            } else {
-                parallel::map_with(
-                    batch,
-                    || (),
-                    |_, (pack, entries)| self.read_stored(pack, entries),
-                )
-            };
+        // At most 8: a remote pack may be fetched whole (up to 64 MiB each in memory).
+        let threads = self.read_threads().min(8);
+        for batch in groups.chunks_mut(threads) {
+            let read = parallel::map_on(
+                threads,
+                batch,
+                || (),
+                |_, (pack, entries)| self.read_stored(pack, entries),
+            );
             let mut writer = dst.writer();
             for blobs in read {
                 for (entry, stored) in blobs? {
