@@ -4,9 +4,14 @@
     python3 dev/test.py              # the environments, the Rust tests, then pytest on 3.11, 3.12 and 3.13
     python3 dev/test.py --torch      # ... with PyTorch installed too (about 3 GB, once)
     python3 dev/test.py -k shared    # extra arguments go to pytest
+    python3 dev/test.py --serial     # one Python after the other, its output as it comes
 
 Each Python gets its own virtual environment under ~/.cache/relive-dev (reused, so
 that PyTorch is downloaded once per machine); cargo's build directory is shared there too.
+The environments are prepared side by side, and so are the three pytest runs: most of a
+test's time is spent waiting on the programs it runs, so on two cores the three together
+take little longer than one alone. Each run's output goes to a log under
+~/.cache/relive-dev/logs and is printed whole when that run ends.
 A Python that is missing is reported, and fails the run with --require-all or where CI=true.
 The last line is "N passed, N failed" over everything.
 """
@@ -19,6 +24,8 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,10 +35,19 @@ TORCH = "torch==2.13.0"
 
 
 def sh(*cmd: str | Path, env: dict[str, str] | None = None, check: bool = True,
-       capture: bool = False) -> subprocess.CompletedProcess[str]:
-    print("+", " ".join(str(c) for c in cmd), flush=True)
-    return subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env, check=check, text=True,
-                          capture_output=capture)
+       log: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command; with `log`, its output is kept there rather than printed as it comes."""
+    line = "+ " + " ".join(str(c) for c in cmd)
+    if log is None:
+        print(line, flush=True)
+        return subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env, check=check, text=True)
+    proc = subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log.extend([line + "\n", proc.stdout])
+    if check and proc.returncode != 0:
+        print("".join(log), flush=True)
+        proc.check_returncode()
+    return proc
 
 
 def counts(output: str) -> tuple[int, int]:
@@ -52,16 +68,26 @@ def counts(output: str) -> tuple[int, int]:
     return passed, failed
 
 
-def run_streamed(*cmd: str | Path, env: dict[str, str]) -> tuple[int, str]:
+def run_streamed(*cmd: str | Path, env: dict[str, str], log: Path | None = None) -> tuple[int, str]:
+    """Run a command, its output printed as it comes, or, with `log`, written there and
+    printed whole at the end (so that runs side by side do not interleave)."""
     print("+", " ".join(str(c) for c in cmd), flush=True)
-    proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        lines.append(line)
-    return proc.wait(), "".join(lines)
+    started = time.monotonic()
+    with open(log or os.devnull, "w") as sink:
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            (sink if log else sys.stdout).write(line)
+            lines.append(line)
+        status = proc.wait()
+    if log:
+        print(f"\n== {cmd[0]} {' '.join(str(c) for c in cmd[1:4])} ... "
+              f"({time.monotonic() - started:.0f} s, log {log})", flush=True)
+        sys.stdout.write("".join(lines))
+        sys.stdout.flush()
+    return status, "".join(lines)
 
 
 def venv_for(version: str, env: dict[str, str], torch: bool) -> Path | None:
@@ -69,13 +95,15 @@ def venv_for(version: str, env: dict[str, str], torch: bool) -> Path | None:
     if python is None:
         return None
     venv = CACHE / "venvs" / f"py{version}"
+    log: list[str] = []
     if not (venv / "bin" / "python").exists():
-        sh(python, "-m", "venv", venv, env=env)
-        sh(venv / "bin" / "python", "-m", "pip", "install", "-q", "-U", "pip", env=env)
+        sh(python, "-m", "venv", venv, env=env, log=log)
+        sh(venv / "bin" / "python", "-m", "pip", "install", "-q", "-U", "pip", env=env, log=log)
     pip = [venv / "bin" / "python", "-m", "pip", "install", "-q"]
-    sh(*pip, "-e", f"{ROOT}[test]", env=env)
-    if torch and sh(venv / "bin" / "python", "-c", "import torch", env=env, check=False).returncode != 0:
-        sh(*pip, TORCH, env=env)
+    sh(*pip, "-e", f"{ROOT}[test]", env=env, log=log)
+    if torch and sh(venv / "bin" / "python", "-c", "import torch", env=env, check=False, log=log).returncode != 0:
+        sh(*pip, TORCH, env=env, log=log)
+    print(f"== python {version}: environment ready\n" + "".join(log), flush=True)
     return venv
 
 
@@ -84,6 +112,7 @@ def main() -> int:
     parser.add_argument("--torch", action="store_true", help=f"install {TORCH} into each environment")
     parser.add_argument("--require-all", action="store_true", help="fail if a supported Python is missing")
     parser.add_argument("--python", action="append", choices=VERSIONS, help="only these versions")
+    parser.add_argument("--serial", action="store_true", help="one Python after the other, output as it comes")
     args, pytest_args = parser.parse_known_args()
     args.require_all = args.require_all or os.environ.get("CI") == "true"
 
@@ -91,7 +120,12 @@ def main() -> int:
     CACHE.mkdir(parents=True, exist_ok=True)
     results: list[tuple[str, int, int, str]] = []
 
-    venvs = {version: venv_for(version, env, args.torch) for version in args.python or VERSIONS}
+    versions = args.python or VERSIONS
+    workers = 1 if args.serial else len(versions)
+    # Side by side: one environment's PyTorch downloads while another's extension compiles
+    # (cargo's lock on the shared build directory takes the compilations in turn).
+    with ThreadPoolExecutor(workers) as pool:
+        venvs = dict(zip(versions, pool.map(lambda v: venv_for(v, env, args.torch), versions)))
 
     # The store's tests, the S3 backend's included: they start SeaweedFS's `weed`, which the
     # test extra installs into each environment.
@@ -101,18 +135,25 @@ def main() -> int:
     passed, failed = counts(output)
     results.append(("cargo test (relive-store)", passed, failed + (status != 0 and failed == 0), ""))
 
-    for version, venv in venvs.items():
+    logs = CACHE / "logs"
+    logs.mkdir(exist_ok=True)
+
+    def suite(version: str) -> tuple[str, int, int, str]:
+        venv = venvs[version]
         if venv is None:
             note = f"python{version} not found"
-            results.append((f"python {version}", 0, int(args.require_all), note))
             print(f"!! {note}: skipped", flush=True)
-            continue
+            return (f"python {version}", 0, int(args.require_all), note)
         status, output = run_streamed(venv / "bin" / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                      *pytest_args, env=env)
+                                      *pytest_args, env=env,
+                                      log=None if args.serial else logs / f"pytest-py{version}.log")
         passed, failed = counts(output)
         if status not in (0, 5) and failed == 0:
             failed = 1  # pytest could not even run (collection or usage error)
-        results.append((f"python {version}", passed, failed, ""))
+        return (f"python {version}", passed, failed, "")
+
+    with ThreadPoolExecutor(workers) as pool:
+        results.extend(pool.map(suite, versions))
 
     print("\nsummary")
     for name, passed, failed, note in results:

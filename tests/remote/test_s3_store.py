@@ -6,8 +6,10 @@ processes share one prefix."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -96,6 +98,33 @@ def test_an_unreachable_server_does_not_harm_the_program(work, seaweed):
     assert (proc.returncode, proc.stdout) == (plain.returncode, plain.stdout)
     warnings = proc.stderr.strip().splitlines()
     assert len(warnings) == 1 and "unreachable" in warnings[0], proc.stderr
+
+
+def _hold_connections(server: socket.socket) -> None:
+    held = []
+    try:
+        while True:
+            held.append(server.accept()[0])
+    except OSError:  # closed by the test
+        pass
+
+
+def test_a_server_that_never_answers_costs_an_inline_program_seconds(work, seaweed):
+    """Connections taken, no answer: each try is bounded (10 s), and after one the timer's
+    tries wait until the budget covers what that one cost (before: 60 s a request, twice)."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=_hold_connections, args=(silent,), daemon=True).start()
+    work.write("count.py", PROGRAM)
+    plain = work.python("count.py", "60")
+    start = time.monotonic()
+    proc = _relive(work, "run", "--store", "s3://relive/silent", "--mode", "inline", "--every", "0.2", "count.py", "60",
+                   env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}"})
+    took = time.monotonic() - start
+    silent.close()
+    assert (proc.returncode, proc.stdout) == (plain.returncode, plain.stdout)
+    warnings = proc.stderr.strip().splitlines()
+    assert len(warnings) == 1 and "timed out" in warnings[0], proc.stderr
+    assert took < 45, f"{took:.0f} s: one timer try and the exit's, 10 s each, were expected"
 
 
 TWO_PHASES = """\

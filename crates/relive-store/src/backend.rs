@@ -347,6 +347,11 @@ impl<T> PerProcess<T> {
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one whole operation that moves little data (a document, a listing page, a
+/// delete) may take, retries included; one that moves more gets that much longer again for
+/// its bytes at `SLOWEST_RATE` (bytes per second).
+pub(crate) const QUICK_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const SLOWEST_RATE: f64 = 1024.0 * 1024.0;
 
 /// The byte range `offset..offset+len`.
 pub(crate) fn range(offset: u64, len: usize) -> Range<u64> {

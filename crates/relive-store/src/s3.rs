@@ -12,6 +12,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -39,6 +40,35 @@ pub struct S3 {
 struct Client {
     runtime: Runtime,
     store: Arc<AmazonS3>,
+}
+
+impl Client {
+    /// Runs `future` to its end or to `limit`, whichever comes first. The client's own
+    /// time-outs are per attempt and generous (a large part on a slow link); this bounds the
+    /// whole operation, retries included, so that a server that accepts connections and never
+    /// answers costs a snapshot written in the program's process seconds, not minutes.
+    fn within<T>(
+        &self,
+        limit: Duration,
+        future: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> object_store::Result<T> {
+        self.runtime.block_on(async {
+            tokio::time::timeout(limit, future)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(object_store::Error::Generic {
+                        store: "S3",
+                        source: format!("timed out: no answer within {} s", limit.as_secs()).into(),
+                    })
+                })
+        })
+    }
+}
+
+/// How long an operation moving `bytes` may take in all: `backend::QUICK_LIMIT`, plus the
+/// time those bytes take at `backend::SLOWEST_RATE`.
+fn limit_for(bytes: usize) -> Duration {
+    backend::QUICK_LIMIT + Duration::from_secs_f64(bytes as f64 / backend::SLOWEST_RATE)
 }
 
 impl std::fmt::Debug for S3 {
@@ -113,10 +143,11 @@ impl S3 {
         }
     }
 
-    /// Runs one request (with its retries) to the end.
+    /// Runs one request (with its retries) to the end, or to `limit`.
     fn run<T>(
         &self,
         name: &str,
+        limit: Duration,
         request: impl FnOnce(
             Arc<AmazonS3>,
         ) -> futures::future::BoxFuture<'static, object_store::Result<T>>,
@@ -124,8 +155,7 @@ impl S3 {
         let client = self.client()?;
         let future = request(Arc::clone(&client.store));
         client
-            .runtime
-            .block_on(future)
+            .within(limit, future)
             .map_err(|e| self.error(name, &e))
     }
 
@@ -135,14 +165,15 @@ impl S3 {
 
     fn put_bytes(&self, name: &str, bytes: Bytes) -> Result<()> {
         let key = self.key(name);
+        let limit = limit_for(bytes.len());
         if bytes.len() < MULTIPART_FROM {
             return self
-                .run(name, move |s| {
+                .run(name, limit, move |s| {
                     Box::pin(async move { s.put(&key, PutPayload::from(bytes)).await })
                 })
                 .map(drop);
         }
-        self.run(name, move |s| {
+        self.run(name, limit, move |s| {
             Box::pin(async move {
                 let upload = s.put_multipart(&key).await?;
                 let mut write = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
@@ -173,8 +204,7 @@ impl Object for S3Object {
         let store = Arc::clone(&self.client.store);
         let meta = self
             .client
-            .runtime
-            .block_on(async move { store.head(&key).await })
+            .within(backend::QUICK_LIMIT, async move { store.head(&key).await })
             .map_err(|e| remote(&self.location, explain(&self.name, &e, &self.bucket)))?;
         Ok(*self.len.get_or_init(|| meta.size))
     }
@@ -188,8 +218,9 @@ impl Object for S3Object {
         let range = backend::range(offset, out.len());
         let bytes = self
             .client
-            .runtime
-            .block_on(async move { store.get_range(&key, range).await })
+            .within(limit_for(out.len()), async move {
+                store.get_range(&key, range).await
+            })
             .map_err(|e| match e {
                 object_store::Error::NotFound { .. } => io::Error::from(io::ErrorKind::NotFound),
                 e => io::Error::other(explain(&self.name, &e, &self.bucket)),
@@ -239,7 +270,8 @@ impl Backend for S3 {
 
     fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let key = self.key(name);
-        let got = self.run(name, move |s| {
+        // Documents only (manifests, indexes, runs, config): packs are read by range.
+        let got = self.run(name, backend::QUICK_LIMIT, move |s| {
             Box::pin(async move {
                 match s.get(&key).await {
                     Ok(r) => r.bytes().await.map(Some),
@@ -280,7 +312,7 @@ impl Backend for S3 {
 
     fn exists(&self, name: &str) -> Result<bool> {
         let key = self.key(name);
-        self.run(name, move |s| {
+        self.run(name, backend::QUICK_LIMIT, move |s| {
             Box::pin(async move {
                 match s.head(&key).await {
                     Ok(_) => Ok(true),
@@ -301,7 +333,8 @@ impl Backend for S3 {
         } else {
             Some(self.key(dir))
         };
-        let metas = self.run(prefix, move |s| {
+        // Pages of a thousand names each: a few per kind of object in a large store.
+        let metas = self.run(prefix, 3 * backend::QUICK_LIMIT, move |s| {
             Box::pin(async move { s.list(key.as_ref()).try_collect::<Vec<_>>().await })
         })?;
         let strip = if self.prefix.is_empty() {
@@ -327,7 +360,7 @@ impl Backend for S3 {
 
     fn delete(&self, name: &str) -> Result<()> {
         let key = self.key(name);
-        self.run(name, move |s| {
+        self.run(name, backend::QUICK_LIMIT, move |s| {
             Box::pin(async move {
                 match s.delete(&key).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

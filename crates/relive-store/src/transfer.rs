@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::error::{Error, Result};
+use crate::error::{io_at, Error, Result};
 use crate::id::Id;
 use crate::pack::{self, Entry, Kind, Stored};
 use crate::parallel;
@@ -183,14 +183,11 @@ impl Store {
         let whole = if self.backend.local_root().is_none()
             && needed as f64 >= size as f64 * WHOLE_PACK_SHARE
         {
-            Some(
-                self.backend
-                    .get(&pack.name)?
-                    .ok_or_else(|| Error::MissingBlob {
-                        id: entries[0].id,
-                        path: self.root.clone(),
-                    })?,
-            )
+            // One GET of the whole pack, its size known, so that its time limit fits it.
+            let mut bytes = vec![0u8; size as usize];
+            let path = self.backend.display(&pack.name);
+            object.read_at(0, &mut bytes).map_err(io_at(&path))?;
+            Some(bytes)
         } else {
             None
         };

@@ -95,6 +95,27 @@ fn refused(server: &Seaweed) {
     assert!(e.contains("unreachable at http://127.0.0.1:9"), "{e}");
     server.export_credentials();
 
+    // A server that takes connections and never answers: bounded well below the client's
+    // per-request time-out (60 s) and its retries.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std::env::set_var(
+        "AWS_ENDPOINT_URL",
+        format!("http://{}", silent.local_addr().unwrap()),
+    );
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    let hung = backend::for_location(&format!("s3://{BUCKET}/x")).unwrap();
+    let started = std::time::Instant::now();
+    let e = hung.get("config").unwrap_err().to_string();
+    assert!(e.contains("unreachable") && e.contains("timed out"), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{e}"
+    );
+    server.export_credentials();
+
     std::env::set_var("AWS_ENDPOINT_URL", "http://192.0.2.1:8333");
     let e = backend::for_location(&format!("s3://{BUCKET}/x"))
         .unwrap_err()

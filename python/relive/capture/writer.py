@@ -122,6 +122,7 @@ class Writer:
     def _take_inline(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
                      extra: dict[str, Any], signum: int | None) -> str | None:
         """Write one snapshot in this process, stopped at --snapshot-timeout."""
+        started = time.perf_counter()
         try:
             store = self._open_store(trigger)
             if store is None:
@@ -136,7 +137,7 @@ class Writer:
             self._failed(RuntimeError(exceeded(self.options.snapshot_timeout)))
             return None
         except Exception as exc:  # never into the program: the next snapshot covers this one
-            self._failed(exc)
+            self._failed(exc, time.perf_counter() - started)
             return None
         self._parent = result.id
         self.snapshots.append(result)
@@ -258,13 +259,17 @@ class Writer:
         else:
             self._failed(RuntimeError(outcome.get("error", "unknown error")))
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, cost_s: float = 0.0) -> None:
         """One line per fault: a store that cannot be written is one fault, whether opening
-        it or writing to it failed, and however many snapshots it costs."""
+        it or writing to it failed, and however many snapshots it costs. ``cost_s``: what
+        the failed try cost the program (an inline write to a server that does not answer)."""
         self._store = None  # open it afresh next time (it may have been removed, or repaired)
         if isinstance(exc, (StoreError, OSError)):
             if self._remote:
-                self._store_retry_at = time.monotonic() + self._store_backoff_s
+                wait = self._store_backoff_s
+                if self.options.overhead > 0:  # the tries, like the snapshots, within the budget
+                    wait = max(wait, cost_s * 100 / self.options.overhead)
+                self._store_retry_at = time.monotonic() + wait
                 self._store_backoff_s = min(self._store_backoff_s * 2, _STORE_BACKOFF_S[1])
             self._cannot_write(exc)
             return
@@ -294,11 +299,13 @@ class Writer:
             return self._store
         if not self._store_due(trigger):
             return None
+        started = time.perf_counter()
         try:
             store = _native.Store.open(self.options.store, create=True)
             store.put_run(self.run.id, self.run.to_json())
         except Exception as exc:
-            self._failed(exc if isinstance(exc, (StoreError, OSError)) else StoreError(str(exc)))
+            self._failed(exc if isinstance(exc, (StoreError, OSError)) else StoreError(str(exc)),
+                         time.perf_counter() - started)
             return None
         self._store = store
         self._store_backoff_s = _STORE_BACKOFF_S[0]
