@@ -24,12 +24,15 @@ import relive.errors
 
 # The documented API (README.md): a change here is a change of relive's promise to its users.
 DOCUMENTED = ["ReliveError", "Frame", "Snapshot", "checkpoint", "load", "__version__"]
+# The names IPython looks up for `%load_ext relive`: its protocol, not relive's API.
+IPYTHON_HOOKS = {"load_ipython_extension", "unload_ipython_extension"}
 
 
 def _public(module: types.ModuleType) -> list[str]:
     """The module's public names: not private, not submodules, not ``from __future__`` imports."""
     return [name for name, value in vars(module).items()
-            if not name.startswith("_") and not isinstance(value, (types.ModuleType, __future__._Feature))]
+            if not name.startswith("_") and name not in IPYTHON_HOOKS
+            and not isinstance(value, (types.ModuleType, __future__._Feature))]
 
 
 def test_all_is_exactly_the_documented_api() -> None:

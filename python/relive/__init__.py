@@ -22,3 +22,17 @@ def checkpoint() -> str | None:
     from relive import capture
 
     return capture.checkpoint()
+
+
+def load_ipython_extension(ip: object) -> None:
+    """``%load_ext relive``: a snapshot after every cell, and the ``%relive`` magic (relive.notebook)."""
+    from relive.notebook import load as load_notebook
+
+    load_notebook(ip)
+
+
+def unload_ipython_extension(ip: object) -> None:
+    """``%unload_ext relive``: no more snapshots."""
+    from relive.notebook import unload
+
+    unload(ip)

@@ -166,6 +166,22 @@ class ExceptionEntry:
 
 
 @dataclass(frozen=True)
+class CellEntry:
+    """The notebook cell a ``cell`` snapshot was taken after (``relive.notebook``)."""
+
+    number: int | None  # its execution count (In[N]); None where IPython gave none
+    source: str  # its first 2000 characters
+    ok: bool  # False: the cell raised
+
+    def to_json(self) -> dict[str, Any]:
+        return {"number": self.number, "source": self.source, "ok": self.ok}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> CellEntry:
+        return cls(number=doc.get("number"), source=doc["source"], ok=doc["ok"])
+
+
+@dataclass(frozen=True)
 class ResumeEntry:
     """Whether the snapshot can resume; why not, or where the values resuming needs are."""
 
@@ -194,7 +210,7 @@ class Manifest:
     run: str
     seq: int
     time: str  # ISO 8601, UTC
-    trigger: str  # timer, signal, explicit, exit, exception
+    trigger: str  # timer, signal, explicit, exit, exception, cell
     format: int = FORMAT
     parent: str | None = None  # the snapshot before it (in its run, or the one it resumed)
     mode: str | None = None  # "inline" (in the program's process) or "fork" (in a forked child)
@@ -213,6 +229,7 @@ class Manifest:
     exception: ExceptionEntry | None = None
     exit_status: int | None = None
     signal: str | None = None
+    cell: CellEntry | None = None  # the notebook cell a ``cell`` snapshot followed
     parent_cost: dict[str, Any] | None = None  # what the forked parent snapshot cost the program
     interval_s: float | None = None  # the timer's interval in force
     stretched_because: str | None = None  # why the overhead budget stretched it past --every
@@ -255,7 +272,8 @@ class Manifest:
             "modules": self.modules, "skipped": [s.to_json() for s in self.skipped], "records": self.records,
             "new_bytes": self.new_bytes, "state_bytes": self.state_bytes, "cwd": self.cwd, "argv": self.argv,
             "note": self.note, "exception": None if self.exception is None else self.exception.to_json(),
-            "exit_status": self.exit_status, "signal": self.signal, "parent_cost": self.parent_cost,
+            "exit_status": self.exit_status, "signal": self.signal,
+            "cell": None if self.cell is None else self.cell.to_json(), "parent_cost": self.parent_cost,
             "interval_s": self.interval_s, "stretched_because": self.stretched_because,
             "resume": None if self.resume is None else self.resume.to_json(), "process": self.process,
             "write_s": self.write_s, "pause_s": self.pause_s, "memory_bytes": self.memory_bytes, "cpu_s": self.cpu_s,
@@ -283,7 +301,7 @@ class Manifest:
         """A manifest from decoded JSON that ``manifest_problem`` found sound."""
         resume = None if doc.get("resume") is None else ResumeEntry.from_json(doc["resume"])
         resumable = resume is not None and resume.resumable
-        where, exception = doc.get("where"), doc.get("exception")
+        where, exception, cell = doc.get("where"), doc.get("exception"), doc.get("cell")
         return cls(
             format=doc.get("format", FORMAT), run=doc["run"], seq=doc["seq"], parent=doc.get("parent"),
             time=doc["time"], trigger=doc["trigger"], mode=doc.get("mode"),
@@ -294,7 +312,8 @@ class Manifest:
             new_bytes=doc.get("new_bytes"), state_bytes=doc.get("state_bytes"), cwd=doc.get("cwd"),
             argv=doc.get("argv"), note=doc.get("note"),
             exception=None if exception is None else ExceptionEntry.from_json(exception),
-            exit_status=doc.get("exit_status"), signal=doc.get("signal"), parent_cost=doc.get("parent_cost"),
+            exit_status=doc.get("exit_status"), signal=doc.get("signal"),
+            cell=None if cell is None else CellEntry.from_json(cell), parent_cost=doc.get("parent_cost"),
             interval_s=doc.get("interval_s"), stretched_because=doc.get("stretched_because"), resume=resume,
             process=doc.get("process"), write_s=doc.get("write_s"), pause_s=doc.get("pause_s"),
             memory_bytes=doc.get("memory_bytes"), cpu_s=doc.get("cpu_s"),
@@ -327,6 +346,7 @@ _FIELDS: Fields = {
     "records": (False, is_list_of(is_str), "a list of record ids"),
     "resume": (False, is_object(resumable=optional(is_bool), reasons=optional(is_list_of(is_str))), "an object"),
     "exception": (False, is_object(type=is_str, message=is_str), "an object (type, message)"),
+    "cell": (False, is_object(number=optional(is_int), source=is_str, ok=is_bool), "an object (number, source, ok)"),
     "parent": (False, optional(is_str), "a snapshot id"),
     "process": (False, optional(is_str), "a record id"),
     "argv": (False, optional(is_list_of(is_str)), "a list of strings"),

@@ -1,0 +1,164 @@
+"""A notebook's kernel session under relive: one run, and a snapshot after every cell.
+
+``relive.notebook.load`` starts a ``Session`` and IPython calls ``after_cell`` after each
+cell (its ``post_run_cell`` event). The snapshot is the one ``relive run`` takes
+(``capture.save.write``): the kernel's namespace is ``__main__``'s globals, IPython's own
+names left out (``names``), no frames. Unchanged variables pickle to records the store
+holds already, so they cost a hash. It is written by a forked child where fork is safe
+(``capture.background``: the notebook's own pickling hooks never run in the kernel), and
+the cell waits for it, so that its warnings land in that cell's output; else inline,
+under the same time limit as ``relive run``'s.
+
+Every snapshot's parent is the session's ``head``: the last snapshot written, or the one
+``%relive checkout``/``undo``/``restore`` moved the namespace to, so that cells run after a
+checkout make a branch. A cell made only of ``%relive`` commands takes no snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from relive import _native
+from relive.capture import background, save
+from relive.capture.background import Background
+from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
+from relive.manifest import CellEntry, Manifest, Where
+from relive.notebook.names import ipython_names
+from relive.report import warn
+from relive.runs import RunInfo
+from relive.runs import start as start_run
+
+SOURCE_CHARS = 2000  # of a cell's source, kept in its snapshot
+SNAPSHOT_TIMEOUT_S = 300.0  # as relive run's --snapshot-timeout
+NOT_RESUMABLE = "a notebook cell holds variables, not a running program: " \
+                "bring it back with %relive checkout or restore, or relive.load"
+
+
+def notebook_path(ip: Any) -> str:
+    """What labels this notebook's runs: its path as Jupyter gives it, else ``<ipython>``."""
+    return os.environ.get("JPY_SESSION_NAME") or str(ip.user_ns.get("__session__") or "") or "<ipython>"
+
+
+def default_store() -> str:
+    return os.path.abspath(os.environ.get("RELIVE_STORE") or ".relive")
+
+
+def only_relive_commands(source: str) -> bool:
+    """A cell of ``%relive`` lines (blank lines and comments aside): it changes nothing a
+    snapshot would keep, and a checkout in it must not be followed by a snapshot."""
+    lines = [line.strip() for line in source.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    return bool(lines) and all(line == "%relive" or line.startswith("%relive ") for line in lines)
+
+
+class Session:
+    """The snapshots of one kernel session, into one store."""
+
+    def __init__(self, ip: Any, store: str, mode: str = "auto") -> None:
+        self.ip = ip
+        self.store = store
+        self.mode = mode  # "fork", "inline", or "auto": fork where it is safe
+        self.run: RunInfo = start_run(["%load_ext", "relive"], notebook_path(ip), False, list(sys.argv), os.getcwd())
+        self.head: str | None = None  # the snapshot the namespace is at
+        # Whether the namespace is exactly the head's: not after a failed snapshot, nor within
+        # a cell that also runs code (its snapshot comes after it), when a checkout must load all.
+        self.head_is_current = False
+        self._native: Any = None
+        self._codes = save.CodeRecords()  # no frames: never used, but save.write asks for one
+        self._seq = 0
+        self._skipped: set[str] = set()  # the variables the last snapshot skipped (warned once each)
+        self._outcome: dict[str, Any] = {}
+
+    def before_cell(self, info: Any) -> None:
+        """IPython's pre_run_cell."""
+        if not only_relive_commands(getattr(info, "raw_cell", None) or ""):
+            self.head_is_current = False
+
+    def after_cell(self, result: Any) -> None:
+        """IPython's post_run_cell: snapshot the namespace. Never raises into the kernel."""
+        try:
+            source = result.info.raw_cell or ""
+            if only_relive_commands(source):
+                return
+            cell = CellEntry(number=result.execution_count, source=source[:SOURCE_CHARS], ok=bool(result.success))
+            self.snapshot(cell)
+        except KeyboardInterrupt:  # the user stopped the wait: a forked child still commits its snapshot
+            warn("the snapshot after this cell was interrupted; the next cell's snapshot covers it")
+        except Exception as exc:
+            warn(f"the snapshot after this cell failed and was skipped: {exc}; the kernel goes on")
+
+    def snapshot(self, cell: CellEntry) -> str:
+        store = self._open()
+        self._seq += 1
+        # Where, for `relive log` and `show`: the notebook and the cell (no frame runs there).
+        where = Where(self.run.target, None, "<cell>" if cell.number is None else f"<cell {cell.number}>")
+        request = save.SnapshotRequest(
+            run_id=self.run.id, seq=self._seq, parent=self.head, trigger="cell", mode="inline",
+            frames=[], main_dict=self.ip.user_ns, exclude=ipython_names(self.ip),
+            extra={"cell": cell, "where": where}, not_resumable=NOT_RESUMABLE)
+        use_fork = self.mode == "fork" or (self.mode == "auto" and background.available())
+        snapshot_id = self._write_forked(request) if use_fork else self._write_inline(store, request)
+        self.moved_to(snapshot_id)
+        self._warn_skipped(store, snapshot_id)
+        return snapshot_id
+
+    def use_store(self, path: str) -> None:
+        """Snapshots go to ``path`` from now on, as a new run there."""
+        self.store = os.path.abspath(path)
+        self.run = start_run(self.run.command, self.run.target, False, list(sys.argv), os.getcwd())
+        self._native = None
+        self.head, self.head_is_current = None, False  # the new store holds nothing of this namespace
+
+    def moved_to(self, snapshot_id: str) -> None:
+        """The namespace is now the state of ``snapshot_id``: the parent of the next snapshot."""
+        self.head = snapshot_id
+        self.head_is_current = True
+
+    def _open(self) -> Any:
+        """The store, opened once (and the run's record put) at the first snapshot."""
+        if self._native is None:
+            store = _native.Store.open(self.store, create=True)
+            store.put_run(self.run.id, self.run.to_json())
+            self._native = store
+        return self._native
+
+    def _write_inline(self, store: Any, request: save.SnapshotRequest) -> str:
+        try:
+            with TimeLimit(SNAPSHOT_TIMEOUT_S):
+                return save.write(store, request, self._codes).id
+        except SnapshotTimedOut:
+            raise RuntimeError(exceeded(SNAPSHOT_TIMEOUT_S)) from None
+
+    def _write_forked(self, request: save.SnapshotRequest) -> str:
+        """In a forked child, while the kernel waits (the pause the cell sees is the write)."""
+        request.mode = "fork"
+        path, codes = self.store, self._codes
+
+        def work() -> dict[str, Any]:
+            store = _native.Store.open(path, create=False)
+            return {"id": save.write(store, request, codes).id}
+
+        writer = Background(SNAPSHOT_TIMEOUT_S, None, self._done)
+        if not writer.start(work):
+            request.mode = "inline"
+            return self._write_inline(self._open(), request)
+        writer.wait()
+        outcome = self._outcome
+        if not outcome.get("ok"):
+            raise RuntimeError(outcome.get("error", "the snapshot process failed"))
+        self._native.refresh()  # the child's packs: this handle reads them from now on
+        return str(outcome["id"])
+
+    def _done(self, outcome: dict[str, Any]) -> None:
+        self._outcome = outcome
+
+    def _warn_skipped(self, store: Any, snapshot_id: str) -> None:
+        """One line per variable that could not be stored, when it first could not."""
+        manifest = Manifest.from_json(store.read_snapshot(snapshot_id))
+        skipped = {s.name: s.reason for s in manifest.skipped}
+        for name, reason in skipped.items():
+            if name not in self._skipped:
+                warn(f"{name} was not stored ({reason}); the other variables were")
+        self._skipped = set(skipped)

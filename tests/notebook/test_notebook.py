@@ -1,0 +1,230 @@
+"""``%load_ext relive`` in real IPython kernels (ipykernel, driven by jupyter_client): a
+snapshot after every cell, undo, checkout, and the namespace back in a new kernel after
+the first was killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import relive
+from conftest import ENV, Workdir
+
+jupyter_client = pytest.importorskip("jupyter_client")
+pytest.importorskip("ipykernel")
+
+from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
+from jupyter_client.manager import KernelManager  # noqa: E402
+
+
+class Kernel:
+    """A real kernel running this test's Python (and so this relive), in ``cwd``."""
+
+    def __init__(self, cwd: Path, notebook: str | None = None) -> None:
+        specs = cwd / ".kernels"
+        spec = specs / "relive-test"
+        spec.mkdir(parents=True, exist_ok=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "relive test", "language": "python"}))
+        # This relive first, not another one installed.
+        path = [str(Path(relive.__file__).parents[1]), *filter(None, [ENV.get("PYTHONPATH")])]
+        env = {**ENV, "PYTHONPATH": os.pathsep.join(path)}
+        if notebook is not None:
+            env["JPY_SESSION_NAME"] = notebook
+        self.manager = KernelManager(kernel_name="relive-test",
+                                     kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs)]))
+        self.manager.start_kernel(cwd=str(cwd), env=env)
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+
+    def run(self, code: str) -> tuple[str, str, str]:
+        """Runs a cell: its status ("ok", "error"), its stdout (results included) and stderr."""
+        out: list[str] = []
+        err: list[str] = []
+
+        def hook(msg: dict[str, Any]) -> None:
+            content = msg["content"]
+            if msg["msg_type"] == "stream":
+                (out if content["name"] == "stdout" else err).append(content["text"])
+            elif msg["msg_type"] == "execute_result":
+                out.append(content["data"]["text/plain"] + "\n")
+            elif msg["msg_type"] == "error":
+                err.append("\n".join(content["traceback"]))
+
+        reply = self.client.execute_interactive(code, timeout=60, output_hook=hook)
+        return reply["content"]["status"], "".join(out), "".join(err)
+
+    def ok(self, code: str) -> str:
+        """Runs a cell that must succeed without a word on stderr; its stdout."""
+        status, out, err = self.run(code)
+        assert status == "ok" and not err, f"{code!r}: {status}\n{out}\n{err}"
+        return out
+
+    def value(self, expression: str) -> Any:
+        return json.loads(self.ok(f"import json as _json; print(_json.dumps({expression}))"))
+
+    def pid(self) -> int:
+        return int(self.ok("import os as _os; print(_os.getpid())"))
+
+    def stop(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    """One kernel for the tests that only add their own variables."""
+    kernel = Kernel(tmp_path_factory.mktemp("notebook"))
+    kernel.ok("%load_ext relive")
+    yield kernel
+    kernel.stop()
+
+
+def _log(kernel: Kernel) -> list[dict[str, Any]]:
+    return json.loads(kernel.ok("%relive log --json"))
+
+
+def test_a_snapshot_after_every_cell_that_the_command_line_reads(kernel: Kernel) -> None:
+    before = len(_log(kernel))
+    kernel.ok("cells_x = 1")
+    kernel.ok("cells_y = cells_x + 1\ncells_z = 'two lines'")
+    status, _, err = kernel.run("cells_x = 1 / 0")
+    assert status == "error" and "ZeroDivisionError" in err and "relive" not in err.lower()
+    rows = _log(kernel)
+    assert len(rows) == before + 3  # the %relive commands took none
+    assert [r["source"].splitlines()[0] for r in rows[-3:]] == ["cells_x = 1", "cells_y = cells_x + 1",
+                                                                 "cells_x = 1 / 0"]
+    assert [r["ok"] for r in rows[-3:]] == [True, True, False]
+    assert rows[-1]["head"] and rows[-1]["parent"] == rows[-2]["id"]
+    table = kernel.ok("%relive log")
+    assert all(len(line) <= 80 for line in table.splitlines())
+    assert "raised" in table and "cells_y = cells_x + 1" in table
+
+    store = Path(kernel.ok("%relive store").split(" go to ")[1].strip())
+    cli = Workdir(store.parent).log("--store", str(store))
+    by_id = {row["id"]: row for row in cli}
+    assert {r["id"] for r in rows} <= set(by_id)
+    latest = by_id[rows[-2]["id"]]
+    assert latest["trigger"] == "cell" and latest["run_info"]["target"] == "<ipython>"
+    shown = Workdir(store.parent).relive("get", rows[-2]["id"][:12], "cells_y", "--json", "--store", str(store),
+                                        check=True)
+    assert json.loads(shown.stdout)["value"] == 2
+
+
+def test_undo_an_in_place_edit(kernel: Kernel) -> None:
+    kernel.ok("undo_list = [1, 2, 3]\nundo_dict = {'k': undo_list}")
+    kernel.ok("undo_list.append(4); undo_dict['new'] = True; undo_added = 'x'")
+    out = kernel.ok("%relive undo")
+    assert out.startswith("relive: at snapshot")
+    assert kernel.value("[undo_list, sorted(undo_dict), undo_dict['k'] is undo_list, 'undo_added' in dir()]") \
+        == [[1, 2, 3], ["k"], True, False]
+    kernel.ok("%relive undo 2")  # two cells further back, along what this namespace came from
+    assert kernel.value("['undo_list' in dir(), 'undo_dict' in dir()]") == [False, False]
+
+
+def test_undo_an_in_place_edit_of_an_array(kernel: Kernel) -> None:
+    pytest.importorskip("numpy")
+    kernel.ok("import numpy as np\nweights = np.arange(6.0)")
+    kernel.ok("weights[2:4] *= 100")
+    kernel.ok("%relive undo")
+    assert kernel.value("weights.tolist()") == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_undo_an_in_place_edit_of_a_dataframe(kernel: Kernel) -> None:
+    pytest.importorskip("pandas")
+    kernel.ok("import pandas as pd\nframe = pd.DataFrame({'a': [1, 2, 3]})")
+    kernel.ok("frame.loc[0, 'a'] = -1; frame['b'] = frame['a'] * 2")
+    kernel.ok("%relive undo")
+    assert kernel.value("[frame['a'].tolist(), list(frame.columns)]") == [[1, 2, 3], ["a"]]
+
+
+def test_checkout_an_earlier_snapshot_keeps_shared_objects_shared(kernel: Kernel) -> None:
+    kernel.ok("shared_a = [1]\nshared_b = {'x': shared_a}\nkept = list(range(5))\n"
+              "def count():\n    return len(shared_a) + len(kept)")
+    target = _log(kernel)[-1]["id"]
+    kernel.ok("shared_a.append(2); shared_b['y'] = 0; later = 1\ndel kept")
+    kernel.ok("get_ipython().relive_test_count = count")  # held outside the namespace
+    out = kernel.ok(f"%relive checkout {target[:10]}")
+    assert f"at snapshot {target[:12]}" in out
+    # A cell run after the checkout is a snapshot whose parent is the one checked out (a branch).
+    kernel.ok("branch = 1")
+    assert _log(kernel)[-1]["parent"] == target
+    assert kernel.value("[shared_a, sorted(shared_b), shared_b['x'] is shared_a, kept, count(), 'later' in dir()]") \
+        == [[1], ["x"], True, [0, 1, 2, 3, 4], 6, False]
+    # count did not change: kept as the very same function, not loaded again
+    assert kernel.value("count is get_ipython().relive_test_count")
+
+
+def test_a_variable_that_cannot_be_stored_is_skipped_with_one_warning(kernel: Kernel) -> None:
+    status, _, err = kernel.run("import threading\nlock = threading.Lock()\nimport socket\nsock = socket.socket()\n"
+                                "plain = 'stored'")
+    assert status == "ok"
+    warnings = [line for line in err.splitlines() if line.strip()]
+    assert len(warnings) == 2 and all(line.startswith("relive: ") for line in warnings), err
+    assert any("lock" in line for line in warnings) and any("sock" in line for line in warnings)
+    status, _, err = kernel.run("plain = plain + '!'")  # skipped again: said once only
+    assert status == "ok" and not err
+    row = _log(kernel)[-1]
+    assert {s["name"] for s in row["skipped"]} == {"lock", "sock"}
+    assert "skipped lock" in kernel.ok("%relive log")
+    assert kernel.value("plain") == "stored!"
+
+
+def test_a_mistaken_command_is_one_line(kernel: Kernel) -> None:
+    status, out, err = kernel.run("%relive checkout nosuchsnapshot")
+    assert status == "ok" and not out
+    assert len(err.strip().splitlines()) == 1 and err.startswith("relive: ")
+
+
+def test_restore_in_a_new_kernel_after_the_first_was_killed(tmp_path: Path) -> None:
+    notebook = str(tmp_path / "analysis.ipynb")
+    first = Kernel(tmp_path, notebook)
+    try:
+        first.ok("%load_ext relive")
+        first.ok("import math\nrows = [{'n': i} for i in range(4)]\nindex = {'first': rows[0]}")
+        first.ok("def total(extra=0):\n    return sum(r['n'] for r in rows) + extra + math.floor(0.5)\n"
+                 "class Point:\n    def __init__(self, x):\n        self.x = x\n"
+                 "origin = Point(3)")
+        first.ok("rows[0]['n'] = 10")
+        os.kill(first.pid(), signal.SIGKILL)
+    finally:
+        first.stop()
+    other = Kernel(tmp_path, str(tmp_path / "other.ipynb"))  # another notebook, same store: later snapshots
+    try:
+        other.ok("%load_ext relive\nrows = 'not this notebook'")
+    finally:
+        other.stop()
+    second = Kernel(tmp_path, notebook)
+    try:
+        second.ok("%load_ext relive")
+        assert "at snapshot" in second.ok("%relive restore")
+        assert second.value("[total(1), rows[0]['n'], index['first'] is rows[0], origin.x, "
+                            "type(origin).__name__, math.pi > 3]") == [17, 10, True, 3, "Point", True]
+        second.ok("rows.append({'n': 1})")  # the restored state goes on as a new kernel session
+        assert second.value("total()") == 17
+    finally:
+        second.stop()
+
+
+def test_unload_stops_the_snapshots(tmp_path: Path) -> None:
+    kernel = Kernel(tmp_path)
+    try:
+        kernel.ok("%load_ext relive\nbefore = 1")
+        count = len(_log(kernel))
+        kernel.ok("%unload_ext relive")
+        kernel.ok("after = 2")
+        status, _, err = kernel.run("%relive log")
+        assert status == "error" and "UsageError" in err  # the magic is gone
+        kernel.ok("%load_ext relive")
+        assert len(_log(kernel)) == count + 1  # the load's own cell; nothing in between
+    finally:
+        kernel.stop()
