@@ -7,77 +7,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import relive
-from conftest import ENV, Workdir
+from conftest import Workdir
 
-jupyter_client = pytest.importorskip("jupyter_client")
+pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
 
-from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
-from jupyter_client.manager import KernelManager  # noqa: E402
-
-
-class Kernel:
-    """A real kernel running this test's Python (and so this relive), in ``cwd``."""
-
-    def __init__(self, cwd: Path, notebook: str | None = None) -> None:
-        specs = cwd / ".kernels"
-        spec = specs / "relive-test"
-        spec.mkdir(parents=True, exist_ok=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "relive test", "language": "python"}))
-        # This relive first, not another one installed.
-        path = [str(Path(relive.__file__).parents[1]), *filter(None, [ENV.get("PYTHONPATH")])]
-        env = {**ENV, "PYTHONPATH": os.pathsep.join(path)}
-        if notebook is not None:
-            env["JPY_SESSION_NAME"] = notebook
-        self.manager = KernelManager(kernel_name="relive-test",
-                                     kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs)]))
-        self.manager.start_kernel(cwd=str(cwd), env=env)
-        self.client = self.manager.client()
-        self.client.start_channels()
-        self.client.wait_for_ready(timeout=60)
-
-    def run(self, code: str) -> tuple[str, str, str]:
-        """Runs a cell: its status ("ok", "error"), its stdout (results included) and stderr."""
-        out: list[str] = []
-        err: list[str] = []
-
-        def hook(msg: dict[str, Any]) -> None:
-            content = msg["content"]
-            if msg["msg_type"] == "stream":
-                (out if content["name"] == "stdout" else err).append(content["text"])
-            elif msg["msg_type"] == "execute_result":
-                out.append(content["data"]["text/plain"] + "\n")
-            elif msg["msg_type"] == "error":
-                err.append("\n".join(content["traceback"]))
-
-        reply = self.client.execute_interactive(code, timeout=60, output_hook=hook)
-        return reply["content"]["status"], "".join(out), "".join(err)
-
-    def ok(self, code: str) -> str:
-        """Runs a cell that must succeed without a word on stderr; its stdout."""
-        status, out, err = self.run(code)
-        assert status == "ok" and not err, f"{code!r}: {status}\n{out}\n{err}"
-        return out
-
-    def value(self, expression: str) -> Any:
-        return json.loads(self.ok(f"import json as _json; print(_json.dumps({expression}))"))
-
-    def pid(self) -> int:
-        return int(self.ok("import os as _os; print(_os.getpid())"))
-
-    def stop(self) -> None:
-        self.client.stop_channels()
-        self.manager.shutdown_kernel(now=True)
+from kernels import Kernel  # noqa: E402
 
 
 @pytest.fixture(scope="module")

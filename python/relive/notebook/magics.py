@@ -3,6 +3,10 @@
     %relive log [--json]      this notebook's cell snapshots (every kernel session of it)
     %relive undo [N]          the namespace as it was before the last N cells (default 1)
     %relive checkout REF      the namespace as at a snapshot (an id prefix, latest, latest~3)
+    %relive diff [REF [REF]] [--json]
+                              the variables added, removed, changed between two snapshots
+                              (default: by the last cell; one REF: from it to the head)
+    %relive atomic [on|off]   roll the namespace back after a cell that raised (shown, or set)
     %relive restore [REF]     in a new kernel: this notebook's latest state (or REF's)
     %relive store [PATH]      the store snapshots go to (shown, or changed)
 
@@ -19,20 +23,25 @@ from typing import Any
 
 from relive.errors import ReliveError
 from relive.notebook.checkout import move_to
+from relive.notebook.diff import compare, table
 from relive.notebook.session import Session
 from relive.report import warn
 from relive.store import SnapshotInfo, Store
 
-USAGE = "usage: %relive log [--json] | undo [N] | checkout REF | restore [REF] | store [PATH]"
+USAGE = "usage: %relive log [--json] | undo [N] | checkout REF | diff [REF [REF]] [--json] | atomic [on|off] " \
+        "| restore [REF] | store [PATH]"
 _WIDTH = 80
 
 
 class Commands:
-    """%relive log [--json] | undo [N] | checkout REF | restore [REF] | store [PATH]
+    """%relive log [--json] | undo [N] | checkout REF | diff [REF [REF]] [--json] | atomic [on|off]
+    | restore [REF] | store [PATH]
 
     log: this notebook's cell snapshots; undo: the namespace before the last N cells;
-    checkout: the namespace as at a snapshot (an id prefix, latest, latest~3); restore: in a
-    new kernel, this notebook's latest state (or REF's); store: where snapshots go.
+    checkout: the namespace as at a snapshot (an id prefix, latest, latest~3); diff: the
+    variables added, removed and changed between two snapshots (default: by the last cell);
+    atomic on: a cell that raised is rolled back; restore: in a new kernel, this notebook's
+    latest state (or REF's); store: where snapshots go.
     """
 
     def __init__(self, session: Session) -> None:
@@ -45,8 +54,8 @@ class Commands:
             warn(f"{exc}; {USAGE}")
             return
         command, args = (words[0], words[1:]) if words else ("log", [])
-        handler = {"log": self.log, "undo": self.undo, "checkout": self.checkout,
-                   "restore": self.restore, "store": self.store}.get(command)
+        handler = {"log": self.log, "undo": self.undo, "checkout": self.checkout, "diff": self.diff,
+                   "atomic": self.atomic, "restore": self.restore, "store": self.store}.get(command)
         if handler is None:
             warn(USAGE)
             return
@@ -91,6 +100,30 @@ class Commands:
         store = Store(self.session.store)
         self._move(store, store.resolve(args[0]))
 
+    def diff(self, args: list[str]) -> None:
+        refs = [arg for arg in args if arg != "--json"]
+        if len(refs) > 2:
+            raise ValueError("usage: %relive diff [REF [REF]] [--json]")
+        store = Store(self.session.store)
+        if len(refs) == 2:
+            old, new = store.resolve(refs[0]), store.resolve(refs[1])
+        else:
+            new = self._head(store)
+            old = store.resolve(refs[0]) if refs else self._parent(store, new)
+        rows = compare(store, old, new)
+        if "--json" in args:
+            print(json.dumps([row.to_json() for row in rows], indent=2))
+        else:
+            print(table(rows, old, new, _WIDTH))
+
+    def atomic(self, args: list[str]) -> None:
+        if args:
+            if args != ["on"] and args != ["off"]:
+                raise ValueError("usage: %relive atomic [on|off]")
+            self.session.atomic = args[0] == "on"
+        state = "on: a cell that raises is rolled back" if self.session.atomic else "off"
+        print(f"relive: atomic cells {state}")
+
     def restore(self, args: list[str]) -> None:
         store = Store(self.session.store)
         if args:
@@ -113,6 +146,19 @@ class Commands:
         target = self.session.run.target
         runs = {run_id for run_id, run in store.runs.items() if run.target == target}
         return [info for info in store.snapshots if info.run in runs and info.trigger == "cell"]
+
+    def _head(self, store: Store) -> SnapshotInfo:
+        head = next((info for info in store.snapshots if info.id == self.session.head), None)
+        if head is None:
+            raise ReliveError("no snapshot of this session yet")
+        return head
+
+    def _parent(self, store: Store, info: SnapshotInfo) -> SnapshotInfo:
+        parent = next((s for s in store.snapshots if s.id == info.manifest.parent), None)
+        if parent is None:
+            raise ReliveError(f"snapshot {info.short_id} has no earlier snapshot to compare with: "
+                              "name one (%relive diff REF)")
+        return parent
 
     def _move(self, store: Store, target: SnapshotInfo) -> None:
         session = self.session

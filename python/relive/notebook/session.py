@@ -12,6 +12,12 @@ under the same time limit as ``relive run``'s.
 Every snapshot's parent is the session's ``head``: the last snapshot written, or the one
 ``%relive checkout``/``undo``/``restore`` moved the namespace to, so that cells run after a
 checkout make a branch. A cell made only of ``%relive`` commands takes no snapshot.
+
+Atomic cells (``%relive atomic on``): after a cell that raised, its snapshot is taken as
+usual (it records the failure), then the namespace is moved back to the snapshot it was at
+before the cell, which becomes the head again. The two snapshots' records tell which
+variables the cell changed, in place or not, so only those are loaded; the others stay
+the same objects.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from relive.capture import background, save
 from relive.capture.background import Background
 from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
 from relive.manifest import CellEntry, Manifest, Where
+from relive.notebook.checkout import Moved, move_to
 from relive.notebook.names import ipython_names
 from relive.report import warn
 from relive.runs import RunInfo
 from relive.runs import start as start_run
+from relive.store import SnapshotInfo, Store
 
 SOURCE_CHARS = 2000  # of a cell's source, kept in its snapshot
 SNAPSHOT_TIMEOUT_S = 300.0  # as relive run's --snapshot-timeout
@@ -65,6 +73,8 @@ class Session:
         # Whether the namespace is exactly the head's: not after a failed snapshot, nor within
         # a cell that also runs code (its snapshot comes after it), when a checkout must load all.
         self.head_is_current = False
+        self.atomic = False  # roll the namespace back after a cell that raised
+        self._before: str | None = None  # the head the running cell started from, if it was current
         self._native: Any = None
         self._codes = save.CodeRecords()  # no frames: never used, but save.write asks for one
         self._seq = 0
@@ -74,20 +84,28 @@ class Session:
     def before_cell(self, info: Any) -> None:
         """IPython's pre_run_cell."""
         if not only_relive_commands(getattr(info, "raw_cell", None) or ""):
+            self._before = self.head if self.head_is_current else None
             self.head_is_current = False
 
     def after_cell(self, result: Any) -> None:
-        """IPython's post_run_cell: snapshot the namespace. Never raises into the kernel."""
+        """IPython's post_run_cell: snapshot the namespace, and roll back a cell that raised
+        when cells are atomic. Never raises into the kernel."""
+        source = getattr(getattr(result, "info", None), "raw_cell", None) or ""
+        if only_relive_commands(source):
+            return
         try:
-            source = result.info.raw_cell or ""
-            if only_relive_commands(source):
-                return
             cell = CellEntry(number=result.execution_count, source=source[:SOURCE_CHARS], ok=bool(result.success))
             self.snapshot(cell)
         except KeyboardInterrupt:  # the user stopped the wait: a forked child still commits its snapshot
             warn("the snapshot after this cell was interrupted; the next cell's snapshot covers it")
         except Exception as exc:
             warn(f"the snapshot after this cell failed and was skipped: {exc}; the kernel goes on")
+        # error_in_exec, not success: a cell that did not even compile ran nothing to undo.
+        if self.atomic and getattr(result, "error_in_exec", None) is not None:
+            try:
+                self.roll_back()
+            except Exception as exc:
+                warn(f"the cell raised, and rolling it back failed: {type(exc).__name__}: {exc}")
 
     def snapshot(self, cell: CellEntry) -> str:
         store = self._open()
@@ -104,11 +122,26 @@ class Session:
         self._warn_skipped(store, snapshot_id)
         return snapshot_id
 
+    def roll_back(self) -> None:
+        """The namespace back to the snapshot the failed cell started from, which is the head
+        again. The cell's own snapshot (when it was taken) says which records the cell changed:
+        only those are loaded. Without it, everything is."""
+        before = self._before
+        if before is None:
+            warn("the cell raised, but the state before it was not stored: nothing rolled back")
+            return
+        store = Store(self.store)
+        failed = _info(store, self.head) if self.head_is_current and self.head != before else None
+        moved = move_to(self.ip, store, _info(store, before), failed)
+        self.moved_to(before)
+        print(f"relive: the cell raised; rolled back to snapshot {before[:12]}: {_rolled_back(moved)}")
+
     def use_store(self, path: str) -> None:
         """Snapshots go to ``path`` from now on, as a new run there."""
         self.store = os.path.abspath(path)
         self.run = start_run(self.run.command, self.run.target, False, list(sys.argv), os.getcwd())
         self._native = None
+        self._before = None
         self.head, self.head_is_current = None, False  # the new store holds nothing of this namespace
 
     def moved_to(self, snapshot_id: str) -> None:
@@ -162,3 +195,24 @@ class Session:
             if name not in self._skipped:
                 warn(f"{name} was not stored ({reason}); the other variables were")
         self._skipped = set(skipped)
+
+
+def _info(store: Store, snapshot_id: str | None) -> SnapshotInfo:
+    """One snapshot's manifest, read alone (``store.snapshots`` reads them all)."""
+    if snapshot_id is None:
+        raise ValueError("no snapshot")
+    return SnapshotInfo(snapshot_id, Manifest.from_json(store.native.read_snapshot(snapshot_id)))
+
+
+def _rolled_back(moved: Moved) -> str:
+    """"2 variables restored (rows, total), 1 removed (extra)": what the rollback did, names first."""
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+    restored = "1 variable" if len(moved.loaded) == 1 else f"{len(moved.loaded)} variables"
+    parts = [f"{restored} restored" + (f" ({some(moved.loaded)})" if moved.loaded else "")]
+    if moved.removed:
+        parts.append(f"{len(moved.removed)} removed ({some(moved.removed)})")
+    if moved.failed:
+        parts.append(f"{len(moved.failed)} could not be loaded ({some(moved.failed)})")
+    return ", ".join(parts)
