@@ -334,7 +334,8 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo], damaged: list[Damaged
         }
         optional = {"signal": m.signal, "exception": None if m.exception is None else m.exception.to_json(),
                     "note": m.note, "exit_status": m.exit_status, "interval_s": m.interval_s,
-                    "stretched_because": m.stretched_because}
+                    "stretched_because": m.stretched_because,
+                    "cell": None if m.cell is None else m.cell.to_json()}
         row.update((name, value) for name, value in optional.items() if value is not None)
         row["run_info"] = run_info.get(s.run)
         rows.append(row)

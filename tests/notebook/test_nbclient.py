@@ -49,5 +49,7 @@ def test_a_notebook_run_by_nbclient(tmp_path: Path) -> None:
     assert {r["run_info"]["target"] for r in rows} == {str(path)}
     assert [r["function"] for r in rows] == ["<cell 1>", "<cell 3>", "<cell 4>", "<cell 5>", "<cell 6>"], rows
     first, before, failed, last = rows[0], rows[2], rows[3], rows[4]
+    assert [r["cell"]["ok"] for r in rows] == [True, True, True, False, True]
+    assert failed["cell"] == {"number": 5, "source": CELLS[4], "ok": False}
     assert failed["parent"] == before["id"] and last["parent"] == before["id"]  # rolled back: a branch
     assert first["parent"] is None
