@@ -107,8 +107,24 @@ def wait_gone(pids: list[int], timeout: float = 60) -> None:
     """Until none of ``pids`` runs any more (exited, or a zombie nobody reaps)."""
     deadline = time.monotonic() + timeout
     while any((_proc_stat(pid) or ["Z"])[0] not in "ZX" for pid in pids):
-        assert time.monotonic() < deadline, f"processes {pids} still run after {timeout} s"
+        assert time.monotonic() < deadline, f"still running after {timeout} s: {_describe(pids)}"
         time.sleep(0.02)
+
+
+def _describe(pids: list[int]) -> str:
+    """Each process that still runs: its state and command line, to tell a slow writer from a stuck one."""
+    out = []
+    for pid in pids:
+        stat = _proc_stat(pid)
+        if stat is None or stat[0] in "ZX":
+            continue
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+        except OSError:
+            command = wchan = "?"
+        out.append(f"{pid} (state {stat[0]}, waiting in {wchan or '-'}): {command.strip()}")
+    return "; ".join(out)
 
 
 @pytest.fixture(scope="session")

@@ -134,7 +134,9 @@ def test_killed_with_workers_and_resumed(work):
         assert proc.poll() is None, proc.communicate()[1]
         assert time.monotonic() < deadline, "no snapshot within 120 s"
         time.sleep(0.05)
-    wait_gone(kill_leaving_writers(proc))
+    # The snapshot child finishes its write; the loader's workers notice their parent is
+    # gone at their next status check (every 5 s): slow on a loaded machine.
+    wait_gone(kill_leaving_writers(proc), timeout=180)
     assert proc.returncode == -signal.SIGKILL
     resumed = work.relive("resume", timeout=300)
     assert resumed.returncode == 0, resumed.stderr

@@ -153,9 +153,13 @@ def test_richards_every_timer_snapshot_resumes(work):
     assert run.stdout == plain.stdout
     timer = [s for s in work.log() if s["trigger"] == "timer"]
     assert timer and all(s["resumable"] and not s["skipped"] for s in timer), timer
+    printed = []
     for snapshot in timer[:: max(1, len(timer) // 4)]:
         resumed = work.relive("resume", snapshot["id"], "--every", "0", check=True)
-        assert resumed.stdout and plain.stdout.endswith(resumed.stdout), snapshot["id"]
+        # Empty where the snapshot came after the last line was printed (the loop's last test).
+        assert plain.stdout.endswith(resumed.stdout), snapshot["id"]
+        printed.append(resumed.stdout)
+    assert any(printed)
 
 
 # -- in process: records of deep structures written and read back (tests/fakes.MemoryStore) --

@@ -83,6 +83,10 @@ def test_prune_while_a_program_writes(work: Workdir):
     work.write("grow.py", PROGRAM)
     plain = work.python("grow.py", "120")
     proc = work.start("run", "--every", "0.2", "--overhead", "0", "grow.py", "120")
+    deadline = time.monotonic() + 60
+    while not (work.store / "config").exists():  # the store is made at the first snapshot
+        assert proc.poll() is None and time.monotonic() < deadline, "no store within 60 s"
+        time.sleep(0.05)
     pruned = 0
     while proc.poll() is None:
         time.sleep(0.7)
