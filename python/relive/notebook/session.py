@@ -36,7 +36,7 @@ from relive.notebook.names import ipython_names
 from relive.report import warn
 from relive.runs import RunInfo
 from relive.runs import start as start_run
-from relive.store import SnapshotInfo, Store
+from relive.store import SnapshotInfo, Store, absolute
 
 SOURCE_CHARS = 2000  # of a cell's source, kept in its snapshot
 SNAPSHOT_TIMEOUT_S = 300.0  # as relive run's --snapshot-timeout
@@ -50,7 +50,7 @@ def notebook_path(ip: Any) -> str:
 
 
 def default_store() -> str:
-    return os.path.abspath(os.environ.get("RELIVE_STORE") or ".relive")
+    return absolute(os.environ.get("RELIVE_STORE") or ".relive")
 
 
 def only_relive_commands(source: str) -> bool:
@@ -138,7 +138,7 @@ class Session:
 
     def use_store(self, path: str) -> None:
         """Snapshots go to ``path`` from now on, as a new run there."""
-        self.store = os.path.abspath(path)
+        self.store = absolute(path)
         self.run = start_run(self.run.command, self.run.target, False, list(sys.argv), os.getcwd())
         self._native = None
         self._before = None
