@@ -446,6 +446,7 @@ def _graph(store: Store) -> list[dict[str, Any]]:
         return {"run": run_id, "command": run.command, "started": run.started, "resumed_from": run.resumed_from,
                 "snapshots": [s.id for s in snaps],
                 "resumable": [s.id for s in snaps if s.resumable],
+                "branches": [{"from": parent, "first": first} for parent, first in _branches(snaps)],
                 "children": [node(child) for child in children.get(run_id, [])]}
 
     return [node(root) for root in children.get(None, [])]
@@ -468,6 +469,8 @@ def _print_graph(store: Store) -> None:
             printable(f"{'  ' * depth}{'└─ ' if depth else ''}run {run_id}{origin}: {_count(len(snaps), 'snapshot')}, "
                       f"{resumable} resumable  "),
             (printable(shlex.join(run.command)), "dim")))
+        for parent, first in _branches(snaps):
+            console.print(printable(f"{'  ' * (depth + 1)}├ branch: {first[:12]} goes on from {parent[:12]}"))
         for child in children.get(run_id, []):
             show(child, depth + 1)
 
@@ -477,6 +480,14 @@ def _print_graph(store: Store) -> None:
         console.print(Text(printable(f"run {run_id}: {_count(len(store.run_snapshots(run_id)), 'snapshot')}; "
                                      f"damaged run record ({damaged.path}): {damaged.reason}")))
     _print_damaged(store.damaged)
+
+
+def _branches(snaps: list[SnapshotInfo]) -> list[tuple[str, str]]:
+    """(parent, snapshot) for each snapshot of a run that goes on from an earlier one of the
+    run rather than from the one before it: a notebook checked out (or rolled back) there."""
+    ids = {s.id for s in snaps}
+    return [(s.manifest.parent, s.id) for before, s in zip(snaps, snaps[1:])
+            if s.manifest.parent in ids and s.manifest.parent != before.id]
 
 
 def _count(n: int, thing: str) -> str:

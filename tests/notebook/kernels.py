@@ -38,6 +38,7 @@ class Kernel:
     """A real kernel running this test's Python (and so this relive), in ``cwd``."""
 
     def __init__(self, cwd: Path, notebook: str | None = None) -> None:
+        self.cwd = cwd
         env = kernel_env()
         if notebook is not None:
             env["JPY_SESSION_NAME"] = notebook

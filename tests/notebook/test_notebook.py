@@ -99,6 +99,8 @@ def test_checkout_an_earlier_snapshot_keeps_shared_objects_shared(kernel: Kernel
     # A cell run after the checkout is a snapshot whose parent is the one checked out (a branch).
     kernel.ok("branch = 1")
     assert _log(kernel)[-1]["parent"] == target
+    graph = json.loads(Workdir(kernel.cwd).relive("log", "--graph", "--json", check=True).stdout)
+    assert {"from": target, "first": _log(kernel)[-1]["id"]} in graph[0]["branches"]
     assert kernel.value("[shared_a, sorted(shared_b), shared_b['x'] is shared_a, kept, count(), 'later' in dir()]") \
         == [[1], ["x"], True, [0, 1, 2, 3, 4], 6, False]
     # count did not change: kept as the very same function, not loaded again
@@ -154,6 +156,9 @@ def test_restore_in_a_new_kernel_after_the_first_was_killed(tmp_path: Path) -> N
         assert second.value("total()") == 17
     finally:
         second.stop()
+    graph = json.loads(Workdir(tmp_path).relive("log", "--graph", "--json", check=True).stdout)
+    first_run = next(node for node in graph if node["children"])  # the killed kernel's session
+    assert first_run["children"][0]["resumed_from"] == first_run["snapshots"][-1]
 
 
 def test_unload_stops_the_snapshots(tmp_path: Path) -> None:

@@ -167,6 +167,8 @@ class Commands:
             current = next((info for info in store.snapshots if info.id == session.head), None)
         moved = move_to(session.ip, store, target, current)
         session.moved_to(target.id)
+        if target.run != session.run.id:
+            session.continues(target.id)
         cell = target.manifest.cell
         at = f" (after cell {cell.number})" if cell is not None and cell.number is not None else ""
         print(f"relive: at snapshot {target.short_id}{at}: {moved.summary()}")

@@ -144,6 +144,15 @@ class Session:
         self._before = None
         self.head, self.head_is_current = None, False  # the new store holds nothing of this namespace
 
+    def continues(self, snapshot_id: str) -> None:
+        """This session went on from another session's snapshot (a restore after a crash):
+        its run says so, as a resumed run does (``relive log --graph``, and prune keeps it)."""
+        if self.run.resumed_from is not None:
+            return
+        self.run.resumed_from = snapshot_id
+        if self._native is not None:  # else put with the run's first snapshot
+            self._native.put_run(self.run.id, self.run.to_json())
+
     def moved_to(self, snapshot_id: str) -> None:
         """The namespace is now the state of ``snapshot_id``: the parent of the next snapshot."""
         self.head = snapshot_id
