@@ -77,6 +77,8 @@ class Kernel:
     def pid(self) -> int:
         return int(self.ok("import os as _os; print(_os.getpid())"))
 
-    def stop(self) -> None:
+    def stop(self, now: bool = True) -> None:
+        """Shuts the kernel down: killed (its process group too), or asked to exit (now=False),
+        as Jupyter's shutdown does first."""
         self.client.stop_channels()
-        self.manager.shutdown_kernel(now=True)
+        self.manager.shutdown_kernel(now=now)

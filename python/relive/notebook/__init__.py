@@ -10,6 +10,7 @@ directory, or ``$RELIVE_STORE``), so the command line reads them too.
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
 from relive.notebook.magics import Commands
@@ -27,6 +28,7 @@ def load(ip: Any) -> None:
         session = Session(ip, default_store())
         ip.events.register("pre_run_cell", session.before_cell)
         ip.events.register("post_run_cell", session.after_cell)
+        atexit.register(_settle_at_exit, session)  # a kernel shut down right after a cell
         ip.register_magic_function(Commands(session), magic_kind="line", magic_name="relive")
     except Exception as exc:
         warn(f"could not start: {exc}; no snapshots will be taken")
@@ -34,11 +36,21 @@ def load(ip: Any) -> None:
     _session = session
 
 
+def _settle_at_exit(session: Session) -> None:
+    """The last cell's snapshot committed (and its warnings said) before the kernel goes."""
+    try:
+        session.settle()
+    except BaseException as exc:  # never a traceback of relive's at the kernel's exit
+        warn(f"the last cell's snapshot could not be settled: {exc}")
+
+
 def unload(ip: Any) -> None:
     global _session
     session, _session = _session, None
     if session is None:
         return
+    atexit.unregister(_settle_at_exit)
+    _settle_at_exit(session)
     for event, callback in (("pre_run_cell", session.before_cell), ("post_run_cell", session.after_cell)):
         try:
             ip.events.unregister(event, callback)

@@ -60,6 +60,7 @@ class Commands:
             warn(USAGE)
             return
         try:
+            self.session.settle()  # the last cell's snapshot, written meanwhile, is history too
             handler(args)
         except (ReliveError, ValueError) as exc:  # the user's to fix: said in one line
             warn(str(exc))

@@ -5,9 +5,10 @@ cell (its ``post_run_cell`` event). The snapshot is the one ``relive run`` takes
 (``capture.save.write``): the kernel's namespace is ``__main__``'s globals, IPython's own
 names left out (``names``), no frames. Unchanged variables pickle to records the store
 holds already, so they cost a hash. It is written by a forked child where fork is safe
-(``capture.background``: the notebook's own pickling hooks never run in the kernel), and
-the cell waits for it, so that its warnings land in that cell's output; else inline,
-under the same time limit as ``relive run``'s.
+(``capture.background``: the notebook's own pickling hooks never run in the kernel) while
+the next cell runs: the cell does not wait for it. The snapshot is settled (its id known,
+its warnings said) when the next one starts, or when a ``%relive`` command needs the
+history; else inline, under the same time limit as ``relive run``'s.
 
 Every snapshot's parent is the session's ``head``: the last snapshot written, or the one
 ``%relive checkout``/``undo``/``restore`` moved the namespace to, so that cells run after a
@@ -40,6 +41,7 @@ from relive.store import SnapshotInfo, Store, absolute
 
 SOURCE_CHARS = 2000  # of a cell's source, kept in its snapshot
 SNAPSHOT_TIMEOUT_S = 300.0  # as relive run's --snapshot-timeout
+_PENDING = "<the snapshot being written>"  # a cell's starting point, until that snapshot is settled
 NOT_RESUMABLE = "a notebook cell holds variables, not a running program: " \
                 "bring it back with %relive checkout or restore, or relive.load"
 
@@ -80,11 +82,16 @@ class Session:
         self._seq = 0
         self._skipped: set[str] = set()  # the variables the last snapshot skipped (warned once each)
         self._outcome: dict[str, Any] = {}
+        self._pending: tuple[Background, CellEntry] | None = None  # a snapshot a child still writes
+        self._pending_current = False  # no cell has run since that snapshot was forked
 
     def before_cell(self, info: Any) -> None:
         """IPython's pre_run_cell."""
         if not only_relive_commands(getattr(info, "raw_cell", None) or ""):
-            self._before = self.head if self.head_is_current else None
+            if self._pending is not None:  # the cell starts from the state being written
+                self._before, self._pending_current = _PENDING, False
+            else:
+                self._before = self.head if self.head_is_current else None
             self.head_is_current = False
 
     def after_cell(self, result: Any) -> None:
@@ -107,8 +114,10 @@ class Session:
             except Exception as exc:
                 warn(f"the cell raised, and rolling it back failed: {type(exc).__name__}: {exc}")
 
-    def snapshot(self, cell: CellEntry) -> str:
+    def snapshot(self, cell: CellEntry) -> str | None:
+        """Takes the cell's snapshot: its id, or None while a forked child writes it."""
         store = self._open()
+        self.settle()  # the snapshot before: this one's parent
         self._seq += 1
         # Where, for `relive log` and `show`: the notebook and the cell (no frame runs there).
         where = Where(self.run.target, None, "<cell>" if cell.number is None else f"<cell {cell.number}>")
@@ -117,15 +126,49 @@ class Session:
             frames=[], main_dict=self.ip.user_ns, exclude=ipython_names(self.ip),
             extra={"cell": cell, "where": where}, not_resumable=NOT_RESUMABLE)
         use_fork = self.mode == "fork" or (self.mode == "auto" and background.available())
-        snapshot_id = self._write_forked(request) if use_fork else self._write_inline(store, request)
+        if use_fork and self._start_forked(request, cell):
+            return None
+        request.mode = "inline"
+        snapshot_id = self._write_inline(store, request)
         self.moved_to(snapshot_id)
         self._warn_skipped(store, snapshot_id)
         return snapshot_id
+
+    def settle(self) -> None:
+        """Waits for the snapshot a child is writing, if any: it becomes the head. Its
+        failure, or the variables it could not store, are said now."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        writer, cell = pending
+        try:
+            writer.wait()
+        except KeyboardInterrupt:  # the child goes on and commits; only its id is not known here
+            self._lost(cell, "the wait for it was interrupted")
+            raise
+        outcome = self._outcome
+        if not outcome.get("ok"):
+            self._lost(cell, outcome.get("error", "the snapshot process failed"))
+            return
+        snapshot_id = str(outcome["id"])
+        self._native.refresh()  # the child's packs: this handle reads them from now on
+        self.head, self.head_is_current = snapshot_id, self._pending_current
+        if self._before == _PENDING:
+            self._before = snapshot_id
+        self._warn_skipped(self._native, snapshot_id)
+
+    def _lost(self, cell: CellEntry, why: str) -> None:
+        self.head_is_current = False
+        if self._before == _PENDING:
+            self._before = None
+        number = "" if cell.number is None else f" {cell.number}"
+        warn(f"the snapshot after cell{number} failed and was skipped: {why}; the kernel goes on")
 
     def roll_back(self) -> None:
         """The namespace back to the snapshot the failed cell started from, which is the head
         again. The cell's own snapshot (when it was taken) says which records the cell changed:
         only those are loaded. Without it, everything is."""
+        self.settle()
         before = self._before
         if before is None:
             warn("the cell raised, but the state before it was not stored: nothing rolled back")
@@ -138,6 +181,7 @@ class Session:
 
     def use_store(self, path: str) -> None:
         """Snapshots go to ``path`` from now on, as a new run there."""
+        self.settle()
         self.store = absolute(path)
         self.run = start_run(self.run.command, self.run.target, False, list(sys.argv), os.getcwd())
         self._native = None
@@ -173,8 +217,9 @@ class Session:
         except SnapshotTimedOut:
             raise RuntimeError(exceeded(SNAPSHOT_TIMEOUT_S)) from None
 
-    def _write_forked(self, request: save.SnapshotRequest) -> str:
-        """In a forked child, while the kernel waits (the pause the cell sees is the write)."""
+    def _start_forked(self, request: save.SnapshotRequest, cell: CellEntry) -> bool:
+        """Forks a child that writes the snapshot while the next cell runs; False if fork
+        failed (the caller writes it inline)."""
         request.mode = "fork"
         path, codes = self.store, self._codes
 
@@ -184,14 +229,9 @@ class Session:
 
         writer = Background(SNAPSHOT_TIMEOUT_S, None, self._done)
         if not writer.start(work):
-            request.mode = "inline"
-            return self._write_inline(self._open(), request)
-        writer.wait()
-        outcome = self._outcome
-        if not outcome.get("ok"):
-            raise RuntimeError(outcome.get("error", "the snapshot process failed"))
-        self._native.refresh()  # the child's packs: this handle reads them from now on
-        return str(outcome["id"])
+            return False
+        self._pending, self._pending_current = (writer, cell), True
+        return True
 
     def _done(self, outcome: dict[str, Any]) -> None:
         self._outcome = outcome
