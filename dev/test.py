@@ -73,7 +73,7 @@ def run_streamed(*cmd: str | Path, env: dict[str, str], log: Path | None = None)
     printed whole at the end (so that runs side by side do not interleave)."""
     print("+", " ".join(str(c) for c in cmd), flush=True)
     started = time.monotonic()
-    with open(log or os.devnull, "w") as sink:
+    with open(log or os.devnull, "w", buffering=1) as sink:  # line by line: a log to follow
         proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         lines = []
