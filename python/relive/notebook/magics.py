@@ -199,14 +199,14 @@ def _size(n: int | None) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     """One line per snapshot (the head marked ``*``), each skipped variable on a line below."""
-    lines = [f"  {'ID':<8}  {'CELL':>4}  {'TIME':<8}  {'WRITTEN':>8}  {'OUTCOME':<7}  SOURCE"]
+    lines = [f"  {'ID':<8}  {'CELL':>4}  {'TIME':<8}  {'WRITTEN':>8}  {'STATE':>8}  {'OUTCOME':<7}  SOURCE"]
     for row in rows:
         first = next((line for line in row["source"].splitlines() if line.strip()), "")
         when = datetime.fromisoformat(row["time"]).astimezone().strftime("%H:%M:%S")
         outcome = "ok" if row["ok"] else "raised"
         cell = "" if row["cell"] is None else str(row["cell"])
         line = f"{'*' if row['head'] else ' '} {row['id'][:8]:<8}  {cell:>4}  {when:<8}  " \
-               f"{_size(row['new_bytes']):>8}  {outcome:<7}  {first}"
+               f"{_size(row['new_bytes']):>8}  {_size(row['state_bytes']):>8}  {outcome:<7}  {first}"
         lines.append(_cut(line))
         lines += [_cut(f"{'':>13}skipped {s['name']}: {s['reason']}") for s in row["skipped"]]
     return "\n".join(lines)
