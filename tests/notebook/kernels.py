@@ -74,6 +74,10 @@ class Kernel:
     def value(self, expression: str) -> Any:
         return json.loads(self.ok(f"import json as _json; print(_json.dumps({expression}))"))
 
+    def log(self) -> list[dict[str, Any]]:
+        """``%relive log --json``: this notebook's snapshots, oldest first."""
+        return list(json.loads(self.ok("%relive log --json")))
+
     def pid(self) -> int:
         return int(self.ok("import os as _os; print(_os.getpid())"))
 

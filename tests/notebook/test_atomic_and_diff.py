@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -26,10 +25,6 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     kernel.stop()
 
 
-def _log(kernel: Kernel) -> list[dict[str, Any]]:
-    return json.loads(kernel.ok("%relive log --json"))
-
-
 def _timed(kernel: Kernel, code: str) -> tuple[float, tuple[str, str, str]]:
     start = time.perf_counter()
     result = kernel.run(code)
@@ -40,7 +35,7 @@ def test_atomic_on_rolls_a_failed_cell_back(kernel: Kernel, capsys: pytest.Captu
     assert kernel.ok("%relive atomic") == "relive: atomic cells off\n"
     kernel.ok("rb_list = [1, 2, 3]\nrb_shared = {'list': rb_list}\nrb_big = np.arange(5_000_000.0)  # 40 MB")
     ids = kernel.value("[id(rb_list), id(rb_big)]")
-    before = _log(kernel)[-1]["id"]
+    before = kernel.log()[-1]["id"]
     assert kernel.ok("%relive atomic on").startswith("relive: atomic cells on")
     try:
         took, (status, out, err) = _timed(
@@ -49,12 +44,12 @@ def test_atomic_on_rolls_a_failed_cell_back(kernel: Kernel, capsys: pytest.Captu
         # rb_list and rb_shared are one record (they share the list): both loaded, still shared
         assert out == f"relive: the cell raised; rolled back to snapshot {before[:12]}: " \
                       "2 variables restored (rb_list, rb_shared), 1 removed (rb_new)\n"
-        rows = _log(kernel)
+        rows = kernel.log()
         assert rows[-1]["ok"] is False and rows[-1]["parent"] == before  # the failed cell's snapshot is kept
         assert [r["id"] for r in rows if r["head"]] == [before]  # but the namespace is back before it
         assert kernel.value("[rb_list, rb_shared['list'] is rb_list, 'rb_new' in dir(), id(rb_big) == %d, "
                             "id(rb_list) == %d]" % (ids[1], ids[0])) == [[1, 2, 3], True, False, True, False]
-        assert _log(kernel)[-1]["parent"] == before  # the next cell follows on from the rolled-back state
+        assert kernel.log()[-1]["parent"] == before  # the next cell follows on from the rolled-back state
     finally:
         kernel.ok("%relive atomic off")
     off, (status, out, _) = _timed(kernel, "rb_list.append(5)\nraise ValueError('no rollback')")
@@ -84,10 +79,10 @@ def test_a_cell_that_does_not_compile_is_not_rolled_back(kernel: Kernel) -> None
 def test_diff_says_what_the_last_cell_did(kernel: Kernel) -> None:
     kernel.ok("d_n = 1\nd_s = 'old'\nd_gone = [1]\nd_list = [1, 2]\nd_arr = np.arange(10.0)\nd_same = list(range(5))\n"
               "d_x = [0]\nd_pair_a = [d_x]\nd_pair_b = [d_x, 1]")
-    first = _log(kernel)[-1]["id"]
+    first = kernel.log()[-1]["id"]
     kernel.ok("d_n = 2; d_s = 'new'; del d_gone; d_list.append(3); d_arr[:3] = -1; d_added = {'a': 1}\n"
               "d_pair_b.append(2)")
-    second = _log(kernel)[-1]["id"]
+    second = kernel.log()[-1]["id"]
     expected = [
         {"name": "d_added", "change": "added", "detail": "dict len 1"},
         {"name": "d_gone", "change": "removed", "detail": "list len 1"},

@@ -9,7 +9,6 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -30,17 +29,13 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     kernel.stop()
 
 
-def _log(kernel: Kernel) -> list[dict[str, Any]]:
-    return json.loads(kernel.ok("%relive log --json"))
-
-
 def test_a_snapshot_after_every_cell_that_the_command_line_reads(kernel: Kernel) -> None:
-    before = len(_log(kernel))
+    before = len(kernel.log())
     kernel.ok("cells_x = 1")
     kernel.ok("cells_y = cells_x + 1\ncells_z = 'two lines'")
     status, _, err = kernel.run("cells_x = 1 / 0")
     assert status == "error" and "ZeroDivisionError" in err and "relive" not in err.lower()
-    rows = _log(kernel)
+    rows = kernel.log()
     assert len(rows) == before + 3  # the %relive commands took none
     assert [r["source"].splitlines()[0] for r in rows[-3:]] == ["cells_x = 1", "cells_y = cells_x + 1",
                                                                  "cells_x = 1 / 0"]
@@ -91,16 +86,16 @@ def test_undo_an_in_place_edit_of_a_dataframe(kernel: Kernel) -> None:
 def test_checkout_an_earlier_snapshot_keeps_shared_objects_shared(kernel: Kernel) -> None:
     kernel.ok("shared_a = [1]\nshared_b = {'x': shared_a}\nkept = list(range(5))\n"
               "def count():\n    return len(shared_a) + len(kept)")
-    target = _log(kernel)[-1]["id"]
+    target = kernel.log()[-1]["id"]
     kernel.ok("shared_a.append(2); shared_b['y'] = 0; later = 1\ndel kept")
     kernel.ok("get_ipython().relive_test_count = count")  # held outside the namespace
     out = kernel.ok(f"%relive checkout {target[:10]}")
     assert f"at snapshot {target[:12]}" in out
     # A cell run after the checkout is a snapshot whose parent is the one checked out (a branch).
     kernel.ok("branch = 1")
-    assert _log(kernel)[-1]["parent"] == target
+    assert kernel.log()[-1]["parent"] == target
     graph = json.loads(Workdir(kernel.cwd).relive("log", "--graph", "--json", check=True).stdout)
-    assert {"from": target, "first": _log(kernel)[-1]["id"]} in graph[0]["branches"]
+    assert {"from": target, "first": kernel.log()[-1]["id"]} in graph[0]["branches"]
     assert kernel.value("[shared_a, sorted(shared_b), shared_b['x'] is shared_a, kept, count(), 'later' in dir()]") \
         == [[1], ["x"], True, [0, 1, 2, 3, 4], 6, False]
     # count did not change: kept as the very same function, not loaded again
@@ -118,7 +113,7 @@ def test_a_variable_that_cannot_be_stored_is_skipped_with_one_warning(kernel: Ke
     assert any("lock" in line for line in warnings) and any("sock" in line for line in warnings)
     status, _, err = kernel.run("plain = plain + ''")  # skipped again: said once only
     assert status == "ok" and not err
-    row = _log(kernel)[-1]
+    row = kernel.log()[-1]
     assert {s["name"] for s in row["skipped"]} == {"lock", "sock"}
     assert "skipped lock" in kernel.ok("%relive log")
     assert kernel.value("plain") == "stored!"
@@ -167,12 +162,12 @@ def test_unload_stops_the_snapshots(tmp_path: Path) -> None:
     kernel = Kernel(tmp_path)
     try:
         kernel.ok("%load_ext relive\nbefore = 1")
-        count = len(_log(kernel))
+        count = len(kernel.log())
         kernel.ok("%unload_ext relive")
         kernel.ok("after = 2")
         status, _, err = kernel.run("%relive log")
         assert status == "error" and "UsageError" in err  # the magic is gone
         kernel.ok("%load_ext relive")
-        assert len(_log(kernel)) == count + 1  # the load's own cell; nothing in between
+        assert len(kernel.log()) == count + 1  # the load's own cell; nothing in between
     finally:
         kernel.stop()
