@@ -23,7 +23,7 @@ import relive
 import relive.errors
 
 # The documented API (README.md): a change here is a change of relive's promise to its users.
-DOCUMENTED = ["ReliveError", "Frame", "Snapshot", "checkpoint", "load", "__version__"]
+DOCUMENTED = ["ReliveError", "Frame", "Snapshot", "checkpoint", "load", "trace", "__version__"]
 # The names IPython looks up for `%load_ext relive`: its protocol, not relive's API.
 IPYTHON_HOOKS = {"load_ipython_extension", "unload_ipython_extension"}
 

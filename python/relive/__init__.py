@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from relive.errors import ReliveError
 from relive.restore.load import Frame, Snapshot, load
+from relive.tracing import trace
 
 __version__ = "0.1.0"
-__all__ = ["ReliveError", "Frame", "Snapshot", "checkpoint", "load", "__version__"]
+__all__ = ["ReliveError", "Frame", "Snapshot", "checkpoint", "load", "trace", "__version__"]
 
 
 def checkpoint() -> str | None:

@@ -1,4 +1,4 @@
-"""The ``relive`` command line: run, log, show, shell, get, verify, repair.
+"""The ``relive`` command line: run, log, show, shell, get, trace, find, verify, repair.
 
 Exit status 2 with a one-line message for every error of relive's own (no store, an
 unknown or ambiguous reference, a newer store format); ``relive run`` exits with the
@@ -8,6 +8,7 @@ program's own status.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -24,6 +25,7 @@ from relive.state import describe
 from relive.state.describe import type_name
 from relive.store import DEFAULT_STORE, DamagedSnapshot, SnapshotInfo, Store, absolute, find_store, is_remote
 from relive.terminal import printable
+from relive.tracing import where_text as _where  # log's way to say where a snapshot was taken, shared
 
 def _which_store(ctx: Any, param: Any, value: str | None) -> str:
     """--store, $RELIVE_STORE, or the nearest .relive here or above (said when not here)."""
@@ -72,19 +74,6 @@ def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
-
-
-def _where(where: dict[str, Any] | None, cwd: str | None = None) -> str:
-    if not where:
-        return "-"
-    path = where.get("file") or "?"
-    if cwd and os.path.isabs(path):
-        rel = os.path.relpath(path, cwd)
-        path = path if rel.startswith("..") else rel
-    function = where.get("function") or "?"
-    function = function if function.startswith("<") else f"{function}()"
-    line = where.get("line")
-    return f"{path}:{line} in {function}" if line is not None else f"{path} in {function}"
 
 
 def _local_time(iso: str, with_date: bool = False) -> str:
@@ -777,6 +766,223 @@ def get(ref_or_name: str, name: str | None, store: str, output: str | None, as_j
         click.echo(json.dumps({"name": name, "type": type_name(value), **export.as_json(value)}, indent=2))
     else:
         click.echo(printable(repr(value), keep="\n\t"))
+
+
+def _with_selection(command: _Command) -> _Command:
+    """--run and --range: which snapshots trace and find follow."""
+    command = click.option("--range", "span", metavar="REF..REF",
+                           help="The snapshots from one REF to another, both included (e.g. latest~20..latest).")(command)
+    return click.option("--run", "run_id", metavar="RUN",
+                        help="The snapshots of this run (an id prefix). Default: the latest run.")(command)
+
+
+def _followed(store: Store, run_id: str | None, span: str | None) -> list[SnapshotInfo]:
+    from relive.tracing import snapshots
+
+    if run_id is not None and span is not None:
+        raise ReliveError("give --run or --range, not both")
+    return snapshots(store, run_id, span)
+
+
+@cli.command()
+@click.argument("expression")
+@_with_selection
+@_store_option
+@_trust_option
+@_json_option
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (id, time, where, value, error) instead of a table.")
+@click.option("--plot", metavar="FILE.png", help="Also draw the numbers as a line in FILE (needs matplotlib).")
+def trace(expression: str, run_id: str | None, span: str | None, store: str, as_json: bool, as_csv: bool,
+          plot: str | None) -> None:
+    """The value of EXPRESSION in each snapshot of a run: a table, and a sparkline of the numbers.
+
+    \b
+    EXPRESSION is Python, evaluated with each snapshot's names (the innermost frame's
+    locals over the globals, as `relive shell` has them); only the variables it names
+    are loaded. Modules import by name (math, numpy). Where it fails (a name not defined
+    yet, an exception), the row shows the error and the trace goes on.
+
+    \b
+    Examples:
+      relive trace loss
+      relive trace 'len(history)' --range latest~10..latest
+      relive trace 'model.fc1.weight.norm().item()' --run 20261202-0431 --plot norm.png
+      relive trace loss --json        # rows {"id", "time", "where", "value" or "error"}
+    """
+    from relive.tracing import compile_expression, rows as trace_rows
+
+    if as_json and as_csv:
+        raise ReliveError("give --json or --csv, not both")
+    if plot is not None:
+        _check_matplotlib()
+    compile_expression(expression)  # a typo is said before the store is read
+    opened = Store(store)
+    rows = list(trace_rows(opened, expression, _followed(opened, run_id, span)))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, allow_nan=False))
+    elif as_csv:
+        _print_csv(rows)
+    else:
+        _print_trace(opened, expression, rows)
+    if plot is not None:
+        _plot(expression, rows, plot)
+
+
+def _value_text(row: dict[str, Any]) -> str:
+    """A row's value (or error) in a table cell."""
+    if "error" in row:
+        return printable(row["error"])
+    value = row["value"]
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return printable(value if isinstance(value, str) else json.dumps(value) if isinstance(value, list) else repr(value))
+
+
+def _row_cells(row: dict[str, Any]) -> list[str]:
+    return [row["id"][:12], _local_time(row["time"]), printable(row["where"]), _value_text(row)]
+
+
+_TRACE_COLUMNS = ["ID", "TIME", "WHERE", "VALUE"]
+
+
+def _print_trace(store: Store, expression: str, rows: list[dict[str, Any]]) -> None:
+    from rich.text import Text
+
+    from relive.terminal import Column, fit
+    from relive.tracing import number
+
+    console = _console()
+    if not rows:
+        click.echo("no snapshots to trace")
+        return
+    runs = ", ".join(dict.fromkeys(store.resolve(row["id"]).run for row in rows[:1] + rows[-1:]))
+    console.print(Text(printable(f"{expression}: {_count(len(rows), 'snapshot')} of run {runs}")))
+    columns = [Column("ID"), Column("TIME"), Column("WHERE", shrink_to=16, cut_from_left=True),
+               Column("VALUE", shrink_to=12)]
+    head, *lines = fit(columns, [_row_cells(row) for row in rows], console.width)
+    console.print(Text(head, style="bold"), no_wrap=True)
+    for row, line in zip(rows, lines):
+        console.print(Text(line, style="dim" if "error" in row else ""), no_wrap=True)
+    numbers = [number(row.get("value")) for row in rows]
+    finite = [x for x in numbers if x is not None and math.isfinite(x)]
+    if len(finite) >= 2:
+        ends = f"  min {min(finite):.6g}  max {max(finite):.6g}"
+        console.print(Text(_sparkline(numbers, max(8, console.width - len(ends))) + ends), no_wrap=True)
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def _sparkline(numbers: list[float | None], width: int) -> str:
+    """A cell per snapshot (evenly picked when there are more than ``width``): a bar for a
+    number, × for NaN or an infinity, a space where there is no number."""
+    if len(numbers) > width:
+        numbers = [numbers[i * len(numbers) // width] for i in range(width)]
+    finite = [x for x in numbers if x is not None and math.isfinite(x)]
+    low, high = min(finite), max(finite)
+
+    def cell(x: float | None) -> str:
+        if x is None:
+            return " "
+        if not math.isfinite(x):
+            return "×"
+        return _BARS[0] if high == low else _BARS[round((x - low) / (high - low) * (len(_BARS) - 1))]
+
+    return "".join(cell(x) for x in numbers)
+
+
+def _print_csv(rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["id", "time", "where", "value", "error"])
+    for row in rows:
+        value = row.get("value")
+        text = json.dumps(value) if isinstance(value, list) else "" if value is None else str(value)
+        out.writerow([row["id"], row["time"], row["where"], text, row.get("error", "")])
+
+
+def _check_matplotlib() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ReliveError("--plot needs matplotlib, which is not installed here: pip install matplotlib")
+
+
+def _plot(expression: str, rows: list[dict[str, Any]], path: str) -> None:
+    """The numbers, one point per snapshot; NaN, infinities and rows without a number are gaps."""
+    import importlib
+
+    importlib.import_module("matplotlib").use("Agg")  # a file, never a window
+    plt = importlib.import_module("matplotlib.pyplot")  # an optional extra: no stubs required
+
+    from relive.tracing import number
+
+    values = [number(row.get("value")) for row in rows]
+    figure, axes = plt.subplots(figsize=(8, 4))
+    axes.plot(range(len(rows)), [math.nan if v is None or not math.isfinite(v) else v for v in values], marker=".")
+    axes.set_xlabel("snapshot")
+    axes.set_ylabel(expression)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    click.echo(f"wrote the plot of {expression} to {path}", err=True)
+
+
+@cli.command()
+@click.argument("expression")
+@_with_selection
+@click.option("--monotonic", is_flag=True,
+              help="Once true, it stays true (a NaN loss, a growing counter): bisect, evaluating about log2(n) "
+                   "snapshots instead of each one in turn.")
+@_store_option
+@_trust_option
+@_json_option
+def find(expression: str, run_id: str | None, span: str | None, monotonic: bool, store: str, as_json: bool) -> None:
+    """The first snapshot where EXPRESSION is true, and the one before it; exit 1 if it never is.
+
+    \b
+    EXPRESSION is evaluated as `relive trace` does; a snapshot where it fails counts as
+    false. The ids printed are those `relive shell`, `relive show` and `relive resume` take.
+
+    \b
+    Examples:
+      relive find 'not math.isfinite(loss)'              # where the loss went NaN
+      relive find 'not math.isfinite(loss)' --monotonic  # the same, loading O(log n) snapshots
+      relive find 'step >= 1000' --json                  # {"first": ROW, "before": ROW}
+    """
+    from relive.tracing import compile_expression, find as find_first
+
+    compile_expression(expression)
+    opened = Store(store)
+    chosen = _followed(opened, run_id, span)
+    first, before, evaluated = find_first(opened, expression, chosen, monotonic)
+    if as_json:
+        click.echo(json.dumps({"first": first, "before": before}, indent=2, allow_nan=False))
+    elif first is None:
+        click.echo(printable(f"{expression} is never true in these {_count(len(chosen), 'snapshot')}"))
+    else:
+        _print_found(opened, first, before, evaluated, len(chosen))
+    if first is None:
+        sys.exit(1)
+
+
+def _print_found(store: Store, first: dict[str, Any], before: dict[str, Any] | None, evaluated: int,
+                 total: int) -> None:
+    from rich.text import Text
+
+    from relive.terminal import Column, fit
+
+    console = _console()
+    found = [("before", before), ("first", first)] if before is not None else [("first", first)]
+    columns = [Column(""), *(Column(name) for name in _TRACE_COLUMNS[:2]),
+               Column("WHERE", shrink_to=16, cut_from_left=True), Column("VALUE", shrink_to=12)]
+    for line in fit(columns, [[label, *_row_cells(row)] for label, row in found], console.width):
+        console.print(Text(line), no_wrap=True)
+    console.print(Text(f"evaluated {evaluated} of {_count(total, 'snapshot')}", style="dim"))
+    console.print(f"inspect it: relive shell {first['id'][:12]}")
+    if before is not None and store.resolve(before["id"]).resumable:
+        console.print(f"go on from the last state before it: relive resume {before['id'][:12]}")
 
 
 @cli.command()
