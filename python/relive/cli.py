@@ -1,4 +1,4 @@
-"""The ``relive`` command line: run, log, show, shell, get, trace, find, verify, repair.
+"""The ``relive`` command line: run, log, show, shell, get, trace, find, diff, verify, repair.
 
 Exit status 2 with a one-line message for every error of relive's own (no store, an
 unknown or ambiguous reference, a newer store format); ``relive run`` exits with the
@@ -983,6 +983,67 @@ def _print_found(store: Store, first: dict[str, Any], before: dict[str, Any] | N
     console.print(f"inspect it: relive shell {first['id'][:12]}")
     if before is not None and store.resolve(before["id"]).resumable:
         console.print(f"go on from the last state before it: relive resume {before['id'][:12]}")
+
+
+@cli.command()
+@click.argument("refs", nargs=-1, metavar="[REF_A [REF_B]]")
+@_store_option
+@_trust_option
+@_json_option
+def diff(refs: tuple[str, ...], store: str, as_json: bool) -> None:
+    """What changed from snapshot REF_A to REF_B: variables added, removed, changed, per scope.
+
+    \b
+    Default: the latest snapshot against the one before it (latest~1); one REF: that one
+    against the latest. Scopes are the globals and each frame's locals, frames matched
+    by position from the outermost and by function. Only variables whose stored record
+    differs are loaded, to say what changed.
+
+    \b
+    Examples:
+      relive diff                      # what the last snapshot changed
+      relive diff latest~5             # from five snapshots back to the latest
+      relive diff 3f2a1b 9c8d7e --json # rows {"scope", "name", "change", "detail"}
+    """
+    from relive.diffing import compare
+
+    if len(refs) > 2:
+        raise ReliveError("give at most two snapshots: relive diff [REF_A [REF_B]]")
+    first, second = refs if len(refs) == 2 else (refs[0], "latest") if refs else ("latest~1", "latest")
+    opened = Store(store)
+    old, new = opened.resolve(first), opened.resolve(second)
+    rows = [row.to_json() for row in compare(opened, old, new)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _print_diff(old, new, rows)
+
+
+_MARKS = {"added": "+", "removed": "-", "changed": "~"}
+
+
+def _print_diff(old: SnapshotInfo, new: SnapshotInfo, rows: list[dict[str, str]]) -> None:
+    """A heading with the counts, then each scope's rows: one table, its columns aligned
+    across scopes, indented under each scope's name."""
+    from rich.text import Text
+
+    from relive.terminal import Column, cut_right, fit
+
+    console = _console()
+    counts = ", ".join(f"{sum(row['change'] == kind for row in rows)} {kind}" for kind in _MARKS)
+    console.print(Text(cut_right(f"{old.short_id} → {new.short_id}: {counts}", console.width)), no_wrap=True)
+    if not rows:
+        return
+    columns = [Column(""), Column("NAME", shrink_to=16), Column("DETAIL", shrink_to=24)]
+    cells = [[_MARKS[row["change"]], printable(row["name"]), printable(row["detail"])] for row in rows]
+    head, *lines = fit(columns, cells, console.width - 2)  # indented by two under each scope
+    console.print(Text("  " + head, style="bold"), no_wrap=True)
+    scope = None
+    for row, line in zip(rows, lines):
+        if row["scope"] != scope:
+            scope = row["scope"]
+            console.print(Text(cut_right(printable(scope), console.width), style="bold"), no_wrap=True)
+        console.print(Text("  " + line), no_wrap=True)
 
 
 @cli.command()
