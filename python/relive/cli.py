@@ -1019,23 +1019,21 @@ def diff(refs: tuple[str, ...], store: str, as_json: bool) -> None:
         _print_diff(old, new, rows)
 
 
-_MARKS = {"added": "+", "removed": "-", "changed": "~"}
-
-
 def _print_diff(old: SnapshotInfo, new: SnapshotInfo, rows: list[dict[str, str]]) -> None:
     """A heading with the counts, then each scope's rows: one table, its columns aligned
     across scopes, indented under each scope's name."""
     from rich.text import Text
 
+    from relive.diffing import MARKS, counts
     from relive.terminal import Column, cut_right, fit
 
     console = _console()
-    counts = ", ".join(f"{sum(row['change'] == kind for row in rows)} {kind}" for kind in _MARKS)
-    console.print(Text(cut_right(f"{old.short_id} → {new.short_id}: {counts}", console.width)), no_wrap=True)
+    heading = f"{old.short_id} → {new.short_id}: {counts([row['change'] for row in rows])}"
+    console.print(Text(cut_right(heading, console.width)), no_wrap=True)
     if not rows:
         return
     columns = [Column(""), Column("NAME", shrink_to=16), Column("DETAIL", shrink_to=24)]
-    cells = [[_MARKS[row["change"]], printable(row["name"]), printable(row["detail"])] for row in rows]
+    cells = [[MARKS[row["change"]], printable(row["name"]), printable(row["detail"])] for row in rows]
     head, *lines = fit(columns, cells, console.width - 2)  # indented by two under each scope
     console.print(Text("  " + head, style="bold"), no_wrap=True)
     scope = None

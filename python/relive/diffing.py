@@ -30,6 +30,14 @@ _SHORT = 40  # a string (its repr) at most this long is shown whole
 GLOBALS = "globals"
 
 
+MARKS = {"added": "+", "removed": "-", "changed": "~"}  # how a table marks each kind of change
+
+
+def counts(changes: list[str]) -> str:
+    """``1 added, 0 removed, 2 changed``: a table's heading, from each row's change."""
+    return ", ".join(f"{changes.count(kind)} {kind}" for kind in MARKS)
+
+
 @dataclass(frozen=True)
 class Change:
     """One variable that differs between two snapshots."""

@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from relive import diffing
 from relive.diffing import describe
 from relive.store import SnapshotInfo, Store
+from relive.terminal import cut_right
 
 __all__ = ["Change", "compare", "describe", "table"]
-
-_KINDS = {"added": "+", "removed": "-", "changed": "~"}
-
 
 @dataclass(frozen=True)
 class Change:
@@ -37,12 +35,10 @@ def compare(store: Store, old: SnapshotInfo, new: SnapshotInfo) -> list[Change]:
 
 def table(rows: list[Change], old: SnapshotInfo, new: SnapshotInfo, width: int = 80) -> str:
     """A heading line, then one line per variable: ``+`` added, ``-`` removed, ``~`` changed."""
-    counts = ", ".join(f"{sum(r.change == kind for r in rows)} {kind}" for kind in _KINDS)
-    lines = [f"{_label(old)} → {_label(new)}: {counts}"]
+    lines = [f"{_label(old)} → {_label(new)}: {diffing.counts([r.change for r in rows])}"]
     name_width = max((len(r.name) for r in rows), default=0)
     for row in rows:
-        line = f"  {_KINDS[row.change]} {row.name:<{name_width}}  {row.detail}"
-        lines.append(line if len(line) <= width else line[:width - 1] + "…")
+        lines.append(cut_right(f"  {diffing.MARKS[row.change]} {row.name:<{name_width}}  {row.detail}", width))
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ from relive.notebook.diff import compare, table
 from relive.notebook.session import Session
 from relive.report import warn
 from relive.store import SnapshotInfo, Store
+from relive.terminal import cut_right
 
 USAGE = "usage: %relive log [--json] | undo [N] | checkout REF | diff [REF [REF]] [--json] | atomic [on|off] " \
         "| restore [REF] | store [PATH]"
@@ -185,6 +186,7 @@ def _row(info: SnapshotInfo, head: bool) -> dict[str, Any]:
 
 
 def _size(n: int | None) -> str:
+    """Decimal units, in at most 8 characters: the table's columns."""
     if n is None:
         return "-"
     if n < 1000:
@@ -206,11 +208,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         outcome = "ok" if row["ok"] else "raised"
         cell = "" if row["cell"] is None else str(row["cell"])
         line = f"{'*' if row['head'] else ' '} {row['id'][:8]:<8}  {cell:>4}  {when:<8}  " \
-               f"{_size(row['new_bytes']):>8}  {_size(row['state_bytes']):>8}  {outcome:<7}  {first}"
-        lines.append(_cut(line))
-        lines += [_cut(f"{'':>13}skipped {s['name']}: {s['reason']}") for s in row["skipped"]]
+               f"{_size(row['new_bytes']):>10}  {_size(row['state_bytes']):>8}  {outcome:<7}  {first}"
+        lines.append(cut_right(line, _WIDTH))
+        lines += [cut_right(f"{'':>13}skipped {s['name']}: {s['reason']}", _WIDTH) for s in row["skipped"]]
     return "\n".join(lines)
-
-
-def _cut(line: str) -> str:
-    return line if len(line) <= _WIDTH else line[:_WIDTH - 1] + "…"
