@@ -131,6 +131,20 @@ class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in click'
         return seconds
 
 
+class _Place(click.ParamType):  # type: ignore[type-arg]  # generic in click's newest stubs only
+    """FILE:LINE, a line with code of a Python file here or on sys.path -> /real/path:LINE."""
+
+    name = "place"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        from relive.capture.at_lines import BadPlace, resolve
+
+        try:
+            return resolve(str(value), [entry for entry in sys.path if entry])
+        except BadPlace as exc:
+            self.fail(str(exc), param, ctx)
+
+
 class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -184,6 +198,11 @@ def _capture_options(resumed: bool = False) -> Callable[[_Command], _Command]:
         option("--max-memory", type=_Size(), default=None, metavar="SIZE",
                help="Stop a background snapshot whose extra memory (pages the program rewrites meanwhile, held "
                     "twice) passes SIZE, e.g. 2GiB or 500MiB; it counts as failed."),
+        click.option("--at", multiple=True, type=_Place(), metavar="FILE:LINE",
+                     help="Also take a snapshot each time line LINE of FILE is about to run (e.g. train.py:88, the "
+                          "end of an epoch), as often as --overhead allows (0: every time); repeatable. FILE is "
+                          "here or on sys.path (torch/optim/adam.py:100)."
+                          + (" Default: the resumed run's." if resumed else "")),
         option("--keep-last", type=click.IntRange(min=1), default=None, metavar="N",
                help="Keep only this run's last N snapshots: forked snapshots forget the older ones as the run goes "
                     "(as `relive prune` does: their space is reclaimed after its grace period)."),
@@ -198,12 +217,13 @@ def _capture_options(resumed: bool = False) -> Callable[[_Command], _Command]:
 
 
 def _options(store: str, every: float, exclude: tuple[str, ...], signal_wait: float, mode: str,
-             snapshot_timeout: float, overhead: float, max_memory: int | None, keep_last: int | None) -> Any:
+             snapshot_timeout: float, overhead: float, max_memory: int | None, at: tuple[str, ...],
+             keep_last: int | None) -> Any:
     from relive.capture import CaptureOptions
 
     return CaptureOptions(store=absolute(store), every=every, exclude=exclude, signal_wait=signal_wait,
                           mode=mode, snapshot_timeout=snapshot_timeout, overhead=overhead, max_memory=max_memory,
-                          keep_last=keep_last)
+                          at=at, keep_last=keep_last)
 
 
 @cli.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
@@ -299,7 +319,7 @@ def resume(ref: str, store: str, **options: Any) -> Any:
         known = CaptureOptions.__dataclass_fields__
         own = {name: value for name, value in (run.options if run else {}).items() if name in known}
         capture = CaptureOptions(**{**own, **given, "store": absolute(store)})
-        capture.exclude = tuple(capture.exclude)
+        capture.exclude, capture.at = tuple(capture.exclude), tuple(capture.at)
     return Resume(store=absolute(store), ref=info.id, options=capture)
 
 

@@ -214,3 +214,17 @@ def test_a_costly_snapshot_stretches_the_interval_with_its_reason(work):
     assert "--overhead 0.5% allows one every" in stretched[0]["stretched_because"]
     table = work.relive("log", check=True).stdout
     assert f"timer stretched to every {stretched[0]['interval_s']:.1f} s from {stretched[0]['id'][:12]} on" in table
+
+
+def test_at_snapshots_are_spaced_by_their_own_cost_with_no_floor_of_every():
+    """--at's gap: what the next snapshot will cost, times 100 / --overhead; not --every."""
+    clocks = Clocks()
+    b = budget(clocks, cores=1, every=10.0, overhead=2.0)
+    interval, _ = b.after(0.01, new_bytes=0, state_bytes=1000)
+    assert b.gap == pytest.approx(0.5)  # 10 ms each: one every 0.5 s keeps to 2%
+    assert interval == 10.0  # the timer keeps its floor
+    b.after(0.2, new_bytes=0, state_bytes=1000)
+    assert b.gap == pytest.approx(10.0)
+    unlimited = budget(clocks, cores=1, overhead=0.0)
+    unlimited.after(5.0, new_bytes=0, state_bytes=1000)
+    assert unlimited.gap == 0.0

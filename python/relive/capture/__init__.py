@@ -58,6 +58,7 @@ class Capture:
         self._files.install()
         torch_data.watch()  # DataLoader iterators note their start, for snapshots within an epoch
         self._triggers.start_timer()
+        self._triggers.watch_places()
         os.register_at_fork(after_in_child=_native.unseen(self._triggers.after_fork_in_child))
 
     def watch_files(self) -> None:

@@ -88,6 +88,7 @@ class Budget:
         self._forked = (clock(), self._program_kernel())
         self.kernel_rate = 0.0  # the program's own kernel seconds per second, no child living
         self._state_bytes = 0  # the last snapshot's state: what the next one's growth is counted from
+        self.gap = 0.0  # seconds after a budgeted snapshot before the next one fits (--at's; the timer's is its interval)
 
     def forking(self) -> None:
         """Just before a fork: how busy the program was since the last one."""
@@ -134,6 +135,7 @@ class Budget:
         """The interval after a timer snapshot (None: no budget), and why, when it is
         stretched past --every."""
         recurring = self.recurring_cost(cost_s, new_bytes, state_bytes)
+        self.gap = recurring * 100.0 / self.overhead if self.overhead > 0 else 0.0
         interval = self.interval(recurring)
         if interval is None or interval <= self.every:
             return interval, None

@@ -16,4 +16,5 @@ class CaptureOptions:
     snapshot_timeout: float = 300.0  # a snapshot running longer is stopped and counted as failed
     overhead: float = 2.0  # percent of the program's time that timer snapshots may cost
     max_memory: int | None = None  # bytes of copy-on-write growth a background snapshot may cause
+    at: tuple[str, ...] = ()  # /real/path:LINE, each a line to snapshot at whenever it is about to run
     keep_last: int | None = None  # forked snapshots forget this run's snapshots but the last N

@@ -142,12 +142,12 @@ class LineEvents:
     # -- both --
 
     def _refused(self, frame: types.FrameType) -> bool:
-        reason = self._no_safe_point(frame)
+        reason = self.no_safe_point(frame)
         if reason == IMPORT and self._on_import is not None:
             self._on_import()
         return reason is not None
 
-    def _no_safe_point(self, frame: types.FrameType | None) -> str | None:
+    def no_safe_point(self, frame: types.FrameType | None) -> str | None:
         """Why this is no place for a snapshot: relive itself runs below this frame (its
         pickling calls into cloudpickle, contextlib, the program's own __reduce__), or the
         import machinery does (it may hold import locks, which a forked child would inherit

@@ -27,14 +27,15 @@ from typing import TYPE_CHECKING, Any
 from relive import _native
 from relive.capture import frames as program_frames
 from relive.capture import autograd
+from relive.capture.at_lines import AtLines
 from relive.capture.clock import Clock
 from relive.capture.safepoint import LineEvents
 from relive.capture.signals import SignalRelay
 from relive.capture.writer import Writer
-from relive.interp import read
+from relive.interp import MONITORING, read
 from relive.interp.frame_state import ResumeState
 from relive.manifest import ExceptionEntry, Where
-from relive.report import warn_once
+from relive.report import warn, warn_once
 
 if TYPE_CHECKING:
     from relive.capture.options import CaptureOptions
@@ -70,6 +71,7 @@ class Triggers:
         self._graph_frame: int | None = None  # the outermost frame holding a pending autograd graph
         self._line = LineEvents(self._at_line, boundary, on_import=self._at_import)
         self._relay = SignalRelay(self._on_signal)
+        self._at = AtLines(options.at, self._at_place) if options.at else None
         self.clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
         self._arm_timer_unseen = _native.unseen(self._arm_timer)  # runs in the program's thread
         self._stop_waiting_unseen = _native.unseen(self._stop_waiting)
@@ -82,11 +84,26 @@ class Triggers:
     def start_timer(self) -> None:
         self.clock.start()
 
+    def watch_places(self) -> None:
+        """--at: a snapshot where each named line is about to run."""
+        if self._at is None:
+            return
+        if not self._at.start():
+            warn_once("at", "--at is off: every sys.monitoring tool id is taken by other tools")
+        elif not MONITORING:
+            warn_once("at", "on Python 3.11, --at traces every Python call of the main thread: pure-Python "
+                            "code runs 3-12x slower, a PyTorch loop about 1.5x (bench/at_lines.py); on 3.12+ "
+                            "only the named lines cost anything")
+
     def stop(self) -> None:
         """No more snapshots: the program has ended."""
         self._disabled = True
         self.clock.stop()
         self._line.close()
+        if self._at is not None:
+            self._at.close()  # after the line events, which give back the trace function --at set (3.11)
+            for line in self._at.summary():
+                warn(line)
 
     def after_fork_in_child(self) -> None:
         # A forked child (a multiprocessing worker, or relive's own snapshot process) is not
@@ -95,6 +112,8 @@ class Triggers:
         self._disabled = True
         try:
             self._line.close()
+            if self._at is not None:
+                self._at.close()
             self._relay.uninstall()
         except Exception as exc:  # never into the program
             warn_once("fork-child", f"could not leave a forked child alone: {_message(exc)}")
@@ -269,6 +288,28 @@ class Triggers:
             snapshot_id = self._take("explicit", frames, self._resume_state(frames)) if free else None
         self._act_on_signals(frame)
         return snapshot_id
+
+    def _at_place(self, frame: types.FrameType) -> str | None:
+        """Main thread, where a line named by --at is about to run: a snapshot there if the
+        overhead budget allows one now (with --overhead 0, always, after the one being
+        written). None when one was taken, else why not, in words."""
+        if self._disabled:
+            return "came after the program's end"
+        if self._owner is not None:
+            return "came while relive itself was snapshotting"
+        if not self.writer.due():
+            return f"came sooner than --overhead {self.options.overhead:g}% allows"
+        if self._line.no_safe_point(frame) is not None:
+            return "came inside an import, where a snapshot is not safe"
+        with self._snapshotting() as free:
+            if not free:
+                return "came while relive itself was snapshotting"
+            frames = program_frames.live_stack(frame, self._boundary)
+            point = self._resume_state(frames)
+            if not self.writer.take_in_background("at", frames, point):
+                self._take("at", frames, point)
+        self._act_on_signals(frame)
+        return None
 
     def on_exit(self, status: int) -> None:
         """The program ended, with exit status ``status``."""

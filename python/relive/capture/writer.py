@@ -9,9 +9,9 @@ program goes on or ends: exit, an uncaught exception, a signal's action,
 ``relive.checkpoint()`` returning its id (``Writer.take``). Without fork (CUDA is
 initialized, --mode inline) snapshots are written in the program's process. Either way one
 stops at --snapshot-timeout (``time_limit`` for the inline ones). Here too: opening the
-store, each snapshot's request (``save`` writes it), charging timer snapshots to the
-overhead budget (``budget``: it stretches the timer's interval), and reporting each
-failure once. Called by ``triggers`` with the snapshotting lock held, and by the thread
+store, each snapshot's request (``save`` writes it), charging timer and --at snapshots to
+the overhead budget (``budget``: it stretches the timer's interval and spaces --at's), and
+reporting each failure once. Called by ``triggers`` with the snapshotting lock held, and by the thread
 that waits for a child.
 """
 
@@ -44,6 +44,9 @@ _FORGET_BATCH = 5
 # A remote store that failed is tried again after 5 s, then 10, 20, ... at most 5 minutes.
 _STORE_BACKOFF_S = (5.0, 300.0)
 _CHILD_MARGIN_S = 5.0  # past its time limit, a child is killed: waiting longer means it is lost
+# The snapshots charged to the overhead budget: those the program did not ask for in its own
+# code, and that come again and again (exit, a crash, a signal, relive.checkpoint() are not).
+_BUDGETED = ("timer", "at")
 _FORKED, _FAILED, _NOT_FORKED = "forked", "failed", "not forked"  # how starting a snapshot child went
 
 
@@ -75,6 +78,7 @@ class Writer:
         self._child_outcome: dict[str, Any] = {}  # the last child's outcome
         self._background = Background(options.snapshot_timeout, options.max_memory, self._background_done)
         self._budget = Budget(options.every, options.overhead, usable_cores())
+        self._at_ready = 0.0  # when the budget allows the next --at snapshot (time.monotonic)
 
     @property
     def busy(self) -> bool:
@@ -141,7 +145,7 @@ class Writer:
             return None
         self._parent = result.id
         self.snapshots.append(result)
-        if trigger == "timer":
+        if trigger in _BUDGETED:
             self._spent(result.seconds, result.new_bytes, result.state_bytes)
         return result.id
 
@@ -152,6 +156,15 @@ class Writer:
         interval, self._stretched_because = self._budget.after(seconds, new_bytes, state_bytes)
         if interval is not None:
             self._clock.set_interval(interval)
+        self._at_ready = time.monotonic() + self._budget.gap
+
+    def due(self) -> bool:
+        """Whether a --at snapshot fits the overhead budget now: none is being written, and
+        the last budgeted one's cost has been earned back. With --overhead 0, always (it
+        waits for the one being written)."""
+        if self.options.overhead <= 0:
+            return True
+        return not self.busy and time.monotonic() >= self._at_ready
 
     def _use_fork(self) -> bool:
         mode = self.options.mode
@@ -183,12 +196,12 @@ class Writer:
         except Exception as exc:
             self._failed(exc)
             return _FAILED
-        path, codes, timer = self.options.store, self._codes, trigger == "timer"
+        path, codes, budgeted = self.options.store, self._codes, trigger in _BUDGETED
         run_id, run_json = self.run.id, self.run.to_json()
         forget = self._to_forget()
 
         def work() -> dict[str, Any]:
-            if timer:  # the program's share: until the fork (others wait for the whole write)
+            if budgeted:  # the program's share: until the fork (others wait for the whole write)
                 request.pause_s = time.perf_counter() - started
             try:
                 store = _native.Store.open(path, create=remote)
@@ -204,12 +217,12 @@ class Writer:
             return {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
                     "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s}
 
-        if timer:
+        if budgeted:
             self._budget.forking()
         self._child_trigger = trigger
         if not self._background.start(work):
             return _NOT_FORKED
-        if timer:
+        if budgeted:
             self._budget.forked()
         return _FORKED
 
@@ -236,15 +249,15 @@ class Writer:
             self._failed(exc)
 
     def _record_outcome(self, outcome: dict[str, Any]) -> None:
-        timer = self._child_trigger == "timer"  # only timer snapshots are charged to the budget
-        copies_s = self._budget.child_ended() if timer else 0.0
+        budgeted = self._child_trigger in _BUDGETED  # only these are charged to the budget
+        copies_s = self._budget.child_ended() if budgeted else 0.0
         if outcome.get("ok"):
             self._store_behind = True
             self._parent = outcome["id"]
             self._kept.append(outcome["id"])
             self.snapshots.append(save.SnapshotResult(
                 outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
-            if not timer:
+            if not budgeted:
                 return
             charged = self._budget.forked_cost(outcome.get("pause_s", 0.0), outcome.get("cpu_s", 0.0), copies_s)
             self._spent(charged, outcome["new_bytes"], outcome["state_bytes"])
@@ -292,7 +305,7 @@ class Writer:
     def _store_due(self, trigger: str) -> bool:
         """False while the store waits out its backoff after a failure, for a timer snapshot
         (an exit or a signal is the last chance: always tried)."""
-        return trigger != "timer" or time.monotonic() >= self._store_retry_at
+        return trigger not in _BUDGETED or time.monotonic() >= self._store_retry_at
 
     def _open_store(self, trigger: str) -> Any:
         if self._store is not None:
