@@ -1023,7 +1023,8 @@ def diff(refs: tuple[str, ...], store: str, as_json: bool) -> None:
     Examples:
       relive diff                      # what the last snapshot changed
       relive diff latest~5             # from five snapshots back to the latest
-      relive diff 3f2a1b 9c8d7e --json # rows {"scope", "name", "change", "detail"}
+      relive diff 3f2a1b 9c8d7e --json # rows {"scope", "name", "change", "detail"}; a
+                                       # container's also "length", "keys", "counts"
     """
     from relive.diffing import compare
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import struct
 import subprocess
 import sys
 
@@ -138,15 +139,28 @@ def test_find_never_true_exits_1(trained: Workdir) -> None:
     assert said.returncode == 1 and "never true" in said.stdout
 
 
+# relive as `python -m relive` runs it, but with matplotlib missing (installed or not): a None
+# in sys.modules makes both `import matplotlib` and importlib.util.find_spec say it is absent.
+WITHOUT_MATPLOTLIB = "import runpy, sys; sys.modules['matplotlib'] = None; runpy.run_module('relive', run_name='__main__')"
+
+
 def test_plot_without_matplotlib_says_what_to_install(trained: Workdir) -> None:
-    plotted = trained.relive("trace", "loss", "--plot", "loss.png")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert plotted.returncode == 2 and plotted.stderr.strip().splitlines() == [
-            "relive: --plot needs matplotlib, which is not installed here: pip install matplotlib"]
-    else:
-        assert plotted.returncode == 0 and (trained.path / "loss.png").stat().st_size > 0
+    plotted = subprocess.run([sys.executable, "-c", WITHOUT_MATPLOTLIB, "trace", "loss", "--plot", "missing.png"],
+                             cwd=trained.path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert plotted.returncode == 2 and plotted.stderr.strip().splitlines() == [
+        "relive: --plot needs matplotlib, which is not installed here: pip install matplotlib"]
+    assert plotted.stdout == "" and not (trained.path / "missing.png").exists()  # said before any work
+
+
+def test_plot_writes_a_png(trained: Workdir) -> None:
+    pytest.importorskip("matplotlib")
+    plotted = trained.relive("trace", "loss", "--plot", "loss.png", check=True)
+    assert "wrote the plot of loss to loss.png" in plotted.stderr
+    assert "NameError" in plotted.stdout  # the table still comes, its first row before loss exists
+    data = (trained.path / "loss.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 200 and height >= 100 and len(data) > 5000  # a drawn figure, not an empty file
 
 
 def test_python_api(trained: Workdir) -> None:
