@@ -477,7 +477,7 @@ def _print_graph(store: Store) -> None:
         console.print(Text.assemble(
             printable(f"{'  ' * depth}{'└─ ' if depth else ''}run {run_id}{origin}: {_count(len(snaps), 'snapshot')}, "
                       f"{resumable} resumable  "),
-            (printable(shlex.join(run.command)), "dim")))
+            (printable(shlex.join(run.command)), "dim")), no_wrap=True, overflow="ellipsis")  # a long command is cut
         for parent, first in _branches(snaps):
             console.print(printable(f"{'  ' * (depth + 1)}├ branch: {first[:12]} goes on from {parent[:12]}"))
         for child in children.get(run_id, []):
