@@ -328,7 +328,7 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo], damaged: list[Damaged
     rows = []
     damaged_runs = store.damaged_runs
     for s in snapshots:
-        m = s.manifest
+        m = s.summary  # from the summaries cache: no manifest is read
         where = s.where
         row = {
             "id": s.id, "run": s.run, "seq": s.seq, "time": s.time, "trigger": s.trigger,
@@ -359,7 +359,7 @@ def _run_info(store: Store, run_id: str) -> dict[str, Any] | None:
     if run is None:
         return None
     snapshots = store.run_snapshots(run_id)
-    last = snapshots[-1].manifest if snapshots else None
+    last = snapshots[-1].summary if snapshots else None
     ended = last.trigger if last is not None and last.trigger in ("exit", "exception") else None
     return {"id": run.id, "command": run.command, "target": run.target, "module": run.module, "argv": run.argv,
             "cwd": run.cwd, "python": run.python, "host": run.host, "started": run.started,
@@ -495,8 +495,8 @@ def _branches(snaps: list[SnapshotInfo]) -> list[tuple[str, str]]:
     """(parent, snapshot) for each snapshot of a run that goes on from an earlier one of the
     run rather than from the one before it: a notebook checked out (or rolled back) there."""
     ids = {s.id for s in snaps}
-    return [(s.manifest.parent, s.id) for before, s in zip(snaps, snaps[1:])
-            if s.manifest.parent in ids and s.manifest.parent != before.id]
+    return [(s.summary.parent, s.id) for before, s in zip(snaps, snaps[1:])
+            if s.summary.parent in ids and s.summary.parent != before.id]
 
 
 def _count(n: int, thing: str) -> str:
@@ -535,23 +535,38 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
             console.print(Text(printable(f"  damaged run record ({damaged_run.path}): {damaged_run.reason}; its "
                                          "snapshots load, but what the run was started with is lost")))
         cells = []
+        wheres: dict[tuple[Any, ...], str] = {}  # a long run is taken at a few places: each said once
         for row in run_rows:
             trigger = row["trigger"] + (f" {row['signal']}" if "signal" in row else "")
             if "exception" in row:
                 trigger += f" {row['exception']['type']}"
+            place = (row["file"], row["line"], row["function"])
+            if place not in wheres:
+                wheres[place] = _where({"file": row["file"], "line": row["line"], "function": row["function"]}, cwd)
             cells.append([printable(cell) for cell in (
-                row["id"][:12], _local_time(row["time"]), trigger,
-                _where({"file": row["file"], "line": row["line"], "function": row["function"]}, cwd),
+                row["id"][:12], _local_time(row["time"]), trigger, wheres[place],
                 human_bytes(row["new_bytes"]), human_bytes(row["state_bytes"]), row["mode"] or "-",
                 _seconds(row["pause_s"]), str(len(row["skipped"])) if row["skipped"] else "",
                 "yes" if row["resumable"] else _why_not(row["not_resumable_because"]))])
         head, *lines = fit(columns, cells, console.width)
         console.print(Text(head, style="bold"), no_wrap=True)
-        for line in lines:
-            console.print(Text(line), no_wrap=True)
+        _print_lines(console, lines)
         for note in _interval_notes(run_rows) + _resume_notes(run_rows):
             console.print(Text(printable(note)))  # wrapped, never cut: the reason is the point
         console.print()
+
+
+def _print_lines(console: Any, lines: list[str]) -> None:
+    """Plain lines of a table, as ``console.print(Text(line), no_wrap=True)`` prints each, but
+    at once: a print per line was most of the time of a log of thousands of snapshots."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    width = console.width  # asked of the terminal each time
+    if all(cell_len(line) <= width for line in lines):
+        console.file.write("".join(line + "\n" for line in lines))
+    else:  # cut at the terminal's edge, as rich cuts them
+        console.print(Text("\n".join(lines)), no_wrap=True)
 
 
 def _resume_notes(rows: list[dict[str, Any]]) -> list[str]:
@@ -1073,16 +1088,29 @@ def verify(store: str, as_json: bool, and_repair: bool) -> None:
     """Check every byte of the store against its hash; exit 1 if anything is damaged.
 
     Names each damaged or missing chunk with the snapshots (and variables) that need it, a
-    wrong fingerprint cache, damaged manifests and run files, and notes files left in tmp/."""
+    wrong fingerprint cache, damaged manifests and run files, and notes files left in tmp/ and
+    a cache of snapshot summaries (what `relive log` lists) that disagrees with the manifests."""
     from relive import _native
 
     if and_repair:
         _repair(store, as_json)
         return
     report = _with_progress("verifying", as_json, lambda progress: _native.Store.check(store, progress))
+    report["notes"] += _summaries_notes(store)
     _print_report(store, report, as_json)
     if report["problems"]:
         sys.exit(1)
+
+
+def _summaries_notes(store: str) -> list[dict[str, Any]]:
+    """What is wrong with the cache of snapshot summaries (``relive.summaries``): notes, never
+    damage, as it holds no data of the user's."""
+    from relive import summaries
+
+    try:
+        return summaries.check(store)
+    except ReliveError:  # a store that does not open: the store's own check says why
+        return []
 
 
 @cli.command()
@@ -1093,16 +1121,25 @@ def repair(store: str, as_json: bool) -> None:
 
     Rebuilds a missing or damaged config, copies what can be read of a damaged pack into a new
     one, moves damaged packs, manifests and run files aside to damaged/, removes a wrong
-    fingerprint cache and files left in tmp/ by writers that are gone, and records chunks no
-    pack holds as lost: the snapshots that need them load all but those variables, until a
-    new snapshot holding the same data writes it again. Safe while programs write snapshots."""
+    fingerprint cache and files left in tmp/ by writers that are gone, rebuilds a wrong cache of
+    snapshot summaries, and records chunks no pack holds as lost: the snapshots that need them
+    load all but those variables, until a new snapshot holding the same data writes it again.
+    Safe while programs write snapshots."""
     _repair(store, as_json)
 
 
 def _repair(store: str, as_json: bool) -> None:
     from relive import _native
 
+    from relive import summaries
+
     actions, report = _with_progress("repairing", as_json, lambda progress: _native.Store.repair(store, progress))
+    try:
+        rebuilt = summaries.rebuild(store)
+    except ReliveError:  # a store that does not open even now: the report says why
+        rebuilt = None
+    actions += [rebuilt] if rebuilt else []
+    report["notes"] += _summaries_notes(store)  # what is left, if the cache could not be written
     if as_json:
         report = {"actions": actions, **report}
     else:
@@ -1287,6 +1324,8 @@ def main(argv: list[str] | None = None) -> None:
     except ReliveError as exc:
         click.echo(f"relive: {exc}", err=True)
         sys.exit(2)
+    if result is None:  # a command that said all it had to (log, show, ...): nothing runs
+        return
     from relive.runner import LaunchError, Program, Resume, raised_by_program, resume, run
 
     if isinstance(result, (Program, Resume)):

@@ -10,6 +10,12 @@ finds its repository, in the nearest directory above that has one.
 Damage stays local: a manifest or run record that cannot be read (or makes no sense)
 costs that snapshot or run alone. It is listed as damaged, with the reason, and every
 other snapshot reads and loads as before.
+
+Listing takes each snapshot's summary from a cache (``relive.summaries``) and reads only
+the manifests it lacks; a snapshot's manifest is read when it is shown or loaded. A
+manifest whose file was written since its summary was cached is read again (and listed as
+damaged if it is); one that rots in place is listed from the cache, and named as damaged
+when it is read (``relive verify`` reads them all).
 """
 
 from __future__ import annotations
@@ -17,16 +23,17 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from relive import _native
+from relive import _native, summaries
 from relive.errors import CorruptionError, ManifestError, RefError, StoreError
 from relive.manifest import Manifest
 from relive.runs import RunInfo
+from relive.summaries import Summary
 from relive.trust import check_store, trusted_by_environment
 
 if TYPE_CHECKING:
@@ -93,12 +100,38 @@ def _device(path: str) -> int | None:
         return None
 
 
-@dataclass(frozen=True)
 class SnapshotInfo:
-    """One snapshot's manifest, read but not loaded."""
+    """One snapshot as listed: its id and summary (what ``relive log`` shows); its manifest
+    (frames and variables: what loading needs) is read when asked for (``Store.manifest``)."""
 
-    id: str
-    manifest: Manifest
+    def __init__(self, id: str, manifest: Manifest | None = None, *, summary: Summary | None = None,
+                 read: Callable[[str], Manifest] | None = None) -> None:
+        """Either the ``manifest``, read already, or its ``summary`` and how to ``read`` it."""
+        if manifest is not None:
+            summary = summary or Summary.of(manifest)
+        elif summary is None or read is None:
+            raise TypeError("SnapshotInfo needs the manifest, or its summary and how to read it")
+        self.id = id
+        self.summary: Summary = summary
+        self._given = manifest
+        self._read = read
+
+    @property
+    def manifest(self) -> Manifest:
+        """The snapshot's manifest; ``CorruptionError`` naming the damage where it no longer reads."""
+        if self._given is not None:
+            return self._given
+        assert self._read is not None
+        return self._read(self.id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SnapshotInfo) and other.id == self.id  # the id is the manifest's hash
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"SnapshotInfo({self.id!r}, run={self.run!r}, seq={self.seq})"
 
     @property
     def short_id(self) -> str:
@@ -106,28 +139,28 @@ class SnapshotInfo:
 
     @property
     def run(self) -> str:
-        return self.manifest.run
+        return self.summary.run
 
     @property
     def seq(self) -> int:
-        return self.manifest.seq
+        return self.summary.seq
 
     @property
     def time(self) -> str:
-        return self.manifest.time
+        return self.summary.time
 
     @property
     def trigger(self) -> str:
-        return self.manifest.trigger
+        return self.summary.trigger
 
     @property
     def where(self) -> dict[str, Any]:
         """The innermost frame's file, line and function, as JSON ({} where the manifest does not say)."""
-        return {} if self.manifest.where is None else self.manifest.where.to_json()
+        return {} if self.summary.where is None else self.summary.where.to_json()
 
     @property
     def resumable(self) -> bool:
-        return self.manifest.resumable
+        return self.summary.resumable
 
     @property
     def local_time(self) -> str:
@@ -143,6 +176,8 @@ class LatestResumable(NamedTuple):
     snapshot: SnapshotInfo | None  # the latest resumable snapshot; None if none is
     finished: SnapshotInfo | None  # the exit snapshot of the last run, if it finished (exit 0)
 
+
+_RECENT_MANIFESTS = 16  # how many manifests read a Store keeps (Store.manifest)
 
 _VERIFY_ADVICE = "run `relive verify` to check the whole store, and `relive repair` to set it right"
 
@@ -188,6 +223,7 @@ class Store:
         self.path = path or default_path()
         self.native = _native.Store.open(self.path, create=False)
         self.trusted = trust if trust is not None else (Store.trust_every_store or trusted_by_environment())
+        self._recent: dict[str, Manifest] = {}  # see manifest()
 
     def check_loadable(self) -> None:
         """Before anything is unpickled from the store: refuse one that others could have
@@ -208,21 +244,47 @@ class Store:
 
     @cached_property
     def _manifests(self) -> tuple[list[SnapshotInfo], list[DamagedSnapshot]]:
+        # Summaries from the cache where it has them: only the manifests it lacks are read.
+        listed = self.native.snapshot_ids()
+        cache = summaries.Cache(self.path, listed)
         infos: list[SnapshotInfo] = []
         damaged: list[DamagedSnapshot] = []
-        for snapshot_id in self.native.snapshot_ids():
-            read = self._read_snapshot(snapshot_id)
-            if isinstance(read, SnapshotInfo):
-                infos.append(read)
-            elif read is not None:
-                damaged.append(read)
+        for snapshot_id in listed:
+            summary = cache.get(snapshot_id)
+            if summary is None:
+                read = self._read_snapshot(snapshot_id)
+                if isinstance(read, DamagedSnapshot):
+                    damaged.append(read)
+                if not isinstance(read, Manifest):
+                    continue
+                summary = Summary.of(read)
+                cache.put(snapshot_id, summary)
+            infos.append(SnapshotInfo(snapshot_id, summary=summary, read=self.manifest))
+        cache.save()
         return sorted(infos, key=SnapshotInfo.sort_key), damaged
 
-    def _read_snapshot(self, snapshot_id: str) -> SnapshotInfo | DamagedSnapshot | None:
+    def manifest(self, snapshot_id: str) -> Manifest:
+        """A snapshot's manifest (``SnapshotInfo.manifest``); ``CorruptionError`` naming the damage
+        where it does not read. The few asked for last are kept: following a long run (trace,
+        find) holds a few manifests at a time, as it holds one snapshot's values."""
+        manifest = self._recent.pop(snapshot_id, None)
+        if manifest is None:
+            read = self._read_snapshot(snapshot_id)
+            if isinstance(read, DamagedSnapshot):
+                raise read.error()
+            if read is None:
+                raise RefError(f"snapshot {snapshot_id[:12]} is no longer in {self.path} (pruned since it was listed?)")
+            manifest = read
+        self._recent[snapshot_id] = manifest  # the newest last
+        if len(self._recent) > _RECENT_MANIFESTS:
+            del self._recent[next(iter(self._recent))]
+        return manifest
+
+    def _read_snapshot(self, snapshot_id: str) -> Manifest | DamagedSnapshot | None:
         """One manifest, or what is wrong with it; None if it was deleted since it was listed."""
         path = os.path.join(self.path, "snapshots", snapshot_id)
         try:
-            return SnapshotInfo(snapshot_id, Manifest.from_json(self.native.read_snapshot(snapshot_id)))
+            return Manifest.from_json(self.native.read_snapshot(snapshot_id))
         except ManifestError as exc:
             return DamagedSnapshot(snapshot_id, path, str(exc), exc.run, exc.newer)
         except StoreError as exc:
@@ -275,7 +337,7 @@ class Store:
         what resume is for. A finished one is resumed only from a snapshot the user names.
         """
         for s in reversed(self.run_snapshots(run_id)):
-            if s.trigger == "exit" and s.manifest.exit_status == 0:
+            if s.trigger == "exit" and s.summary.exit_status == 0:
                 return s
         return None
 
@@ -287,11 +349,20 @@ class Store:
         each says in its own words why it will not resume a finished run.
         """
         snapshots = [s for s in self.snapshots if s.run in runs]
-        resumable = next((s for s in reversed(snapshots) if s.resumable), None)
+        resumable = next((s for s in reversed(snapshots) if s.resumable and self._reads(s)), None)
         # The last run, resumed ones included: a resumed run that finished finishes the
         # whole chain it continues.
         finished = self.finished(snapshots[-1].run) if snapshots else None
         return LatestResumable(resumable, finished)
+
+    def _reads(self, info: SnapshotInfo) -> bool:
+        """Whether a snapshot's manifest still reads: a cached summary outlives damage that
+        changed no file time (bit rot), and resuming goes back to the latest snapshot that can."""
+        try:
+            info.manifest
+        except (CorruptionError, RefError):
+            return False
+        return True
 
     def resolve(self, ref: str) -> SnapshotInfo:
         match = _REF.match(ref.strip())

@@ -153,8 +153,10 @@ class _Evaluator:
         self.evaluated += 1
         run = self.store.runs.get(info.run)
         row: Row = {"id": info.id, "time": info.time, "where": where_text(info.where, run.cwd if run else None)}
-        snapshot = Snapshot(self.store, info)
+        snapshot = None
         try:
+            # Its manifest is read here (listing read summaries): one damaged since is this row's error.
+            snapshot = Snapshot(self.store, info)
             value = self.value(snapshot)
             row["value"] = json_value(value)
             true = bool(value)
@@ -163,7 +165,8 @@ class _Evaluator:
             row["error"] = f"{type(exc).__name__}: {exc}"
             true = False
         finally:
-            snapshot.forget()  # a long run: hold one snapshot's values at a time
+            if snapshot is not None:
+                snapshot.forget()  # a long run: hold one snapshot's values at a time
         return row, true
 
     def _evaluate(self, code: CodeType) -> Callable[[Snapshot], Any]:
