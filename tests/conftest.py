@@ -96,11 +96,15 @@ def kill_leaving_writers(proc: subprocess.Popen[str]) -> list[int]:
     deadline = time.monotonic() + 10
     while (_proc_stat(proc.pid) or ["Z"])[0] not in "TtZX" and time.monotonic() < deadline:
         time.sleep(0.001)
-    children = [int(d) for d in os.listdir("/proc")
-                if d.isdigit() and (_proc_stat(int(d)) or ["", ""])[1] == str(proc.pid)]
+    children = children_of(proc.pid)
     proc.kill()
     proc.wait()
     return children
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    return [int(d) for d in os.listdir("/proc") if d.isdigit() and (_proc_stat(int(d)) or ["", ""])[1] == str(pid)]
 
 
 def wait_gone(pids: list[int], timeout: float = 60) -> None:

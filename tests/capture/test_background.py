@@ -230,12 +230,17 @@ def test_a_snapshot_in_flight_when_the_program_is_killed_is_still_committed(work
     snapshot, which is consistent, and commits it."""
     import time
 
-    from conftest import kill_leaving_writers, wait_for_line, wait_gone
+    from conftest import children_of, kill_leaving_writers, wait_for_line, wait_gone
 
-    work.write("prog.py", SLOW_PROGRAM.format(seconds=1.5))
+    work.write("prog.py", SLOW_PROGRAM.format(seconds=5))
     proc = work.start("run", "--every", "0.1", "--overhead", "0", "--mode", "fork", "prog.py")
     wait_for_line(proc, "ready")
-    time.sleep(0.6)
+    # A child writing (5 s) while the log is read: on a loaded machine the first fork may
+    # come late, and reading the log takes a while.
+    deadline = time.monotonic() + 60
+    while not children_of(proc.pid):
+        assert time.monotonic() < deadline, "no snapshot child within 60 s"
+        time.sleep(0.02)
     committed = len(work.log())
     writers = kill_leaving_writers(proc)
     assert len(writers) == 1
