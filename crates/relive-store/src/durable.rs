@@ -11,7 +11,16 @@ use crate::error::{io_at, Result};
 
 /// Creates `dir` (owner-only) if it is missing, syncing its parent when it was created.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
-    match dir_builder().create(dir) {
+    let mut created = dir_builder().create(dir);
+    if matches!(&created, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+        // A missing parent: on a fresh machine, `~/.cache/relive` above an S3 store's
+        // staging directory. Made (owner-only), then this one.
+        if let Some(parent) = dir.parent() {
+            ensure_dir_all(parent)?;
+        }
+        created = dir_builder().create(dir);
+    }
+    match created {
         Ok(()) => match dir.parent() {
             Some(parent) => sync_dir(parent),
             None => Ok(()),
@@ -195,5 +204,15 @@ mod tests {
         assert_eq!(tmp_owner("123-ab.tmp"), None);
         assert_eq!(tmp_owner("notes.txt"), None);
         assert_ne!(random_suffix(), random_suffix());
+    }
+
+    #[test]
+    fn a_temporary_file_makes_its_missing_parents() {
+        // An S3 store stages packs in ~/.cache/relive/staging, which a fresh machine lacks.
+        let base = std::env::temp_dir().join(format!("relive-durable-{}", random_suffix()));
+        let staging = base.join("relive").join("staging");
+        let (_file, path) = create_tmp(&staging, "pack").expect("made with its parents");
+        assert!(path.starts_with(&staging) && path.is_file());
+        fs::remove_dir_all(&base).unwrap();
     }
 }
