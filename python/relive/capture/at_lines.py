@@ -47,9 +47,6 @@ class Place:
     def shown(self) -> str:
         return f"{_shown_path(self.path)}:{self.line}"
 
-    def to_option(self) -> str:
-        return f"{self.path}:{self.line}"
-
 
 OnReach = Callable[[types.FrameType], str | None]  # None: a snapshot was taken; else why not
 
