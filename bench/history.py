@@ -14,7 +14,7 @@ long run's snapshots are. Then, side by side in one run:
 - `relive log --json`, warm;
 - `relive trace loss` over the last TRACE snapshots, page cache warm;
 - the floor: `python -c pass` and `relive --version` (the interpreter, and relive's imports),
-  and what opening the native store costs (it reads the index of every pack: one per snapshot here);
+  and what opening the native store costs (it reads no pack index until a blob is looked up);
 - with --compare, another relive's `log`, `log --json` and `trace` on the same store.
 
 With --store DIR the store is kept there and reused by the next run (building it takes about
@@ -193,7 +193,7 @@ def main() -> None:
             ("relive log --json, warm", timed(command(*relive, "log", "--json", "--store", store), args.repeat), ""),
             ("Store(path).snapshots, cold", inside(store, API, args.repeat, clear=True), "in a fresh process"),
             ("Store(path).snapshots, warm", inside(store, API, args.repeat), "in a fresh process"),
-            ("  of which _native.Store.open", inside(store, NATIVE_OPEN, args.repeat), "it reads every pack's index"),
+            ("  of which _native.Store.open", inside(store, NATIVE_OPEN, args.repeat), "no pack index is read until a blob is looked up"),
             (f"relive trace loss, {args.trace} snapshots",
              timed(command(*relive, "trace", "loss", "--range", span, "--store", store), args.repeat),
              "page cache warm; goal: <= 5 s"),

@@ -29,10 +29,11 @@ IPYTHON_HOOKS = {"load_ipython_extension", "unload_ipython_extension"}
 
 
 def _public(module: types.ModuleType) -> list[str]:
-    """The module's public names: not private, not submodules, not ``from __future__`` imports."""
-    return [name for name, value in vars(module).items()
+    """The module's public names: not private, not submodules, not ``from __future__`` imports
+    (``dir``: relive imports some names when first asked for)."""
+    return [name for name in dir(module)
             if not name.startswith("_") and name not in IPYTHON_HOOKS
-            and not isinstance(value, (types.ModuleType, __future__._Feature))]
+            and not isinstance(getattr(module, name), (types.ModuleType, __future__._Feature))]
 
 
 def test_all_is_exactly_the_documented_api() -> None:

@@ -25,7 +25,7 @@ from relive.state import describe
 from relive.state.describe import type_name
 from relive.store import DEFAULT_STORE, DamagedSnapshot, SnapshotInfo, Store, absolute, find_store, is_remote
 from relive.terminal import printable
-from relive.tracing import where_text as _where  # log's way to say where a snapshot was taken, shared
+from relive.places import where_text as _where
 
 def _which_store(ctx: Any, param: Any, value: str | None) -> str:
     """--store, $RELIVE_STORE, or the nearest .relive here or above (said when not here)."""
@@ -507,9 +507,7 @@ def _count(n: int, thing: str) -> str:
 def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
     from rich.text import Text
 
-    from rich.cells import cell_len
-
-    from relive.terminal import Column, cut_right, fit
+    from relive.terminal import Column, cells, cut_right, fit
 
     columns = [Column("ID"), Column("TIME"), Column("TRIGGER", shrink_to=9),
                Column("WHERE", shrink_to=23, cut_from_left=True), Column("NEW", right=True, optional=True),
@@ -527,14 +525,14 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         header = printable(f"run {run_id}: {command}")
         details = printable(f"  (python {info.python} on {info.host}, started {_local_time(info.started, True)})"
                             if info else "")
-        if cell_len(header + details) > console.width:
+        if cells(header + details) > console.width:
             details = ""
         console.print(Text.assemble(cut_right(header, console.width), (details, "dim")))
         damaged_run = store.damaged_runs.get(run_id)
         if damaged_run:
             console.print(Text(printable(f"  damaged run record ({damaged_run.path}): {damaged_run.reason}; its "
                                          "snapshots load, but what the run was started with is lost")))
-        cells = []
+        table = []
         wheres: dict[tuple[Any, ...], str] = {}  # a long run is taken at a few places: each said once
         for row in run_rows:
             trigger = row["trigger"] + (f" {row['signal']}" if "signal" in row else "")
@@ -543,12 +541,12 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
             place = (row["file"], row["line"], row["function"])
             if place not in wheres:
                 wheres[place] = _where({"file": row["file"], "line": row["line"], "function": row["function"]}, cwd)
-            cells.append([printable(cell) for cell in (
+            table.append([printable(cell) for cell in (  # cheap for text with nothing to escape
                 row["id"][:12], _local_time(row["time"]), trigger, wheres[place],
                 human_bytes(row["new_bytes"]), human_bytes(row["state_bytes"]), row["mode"] or "-",
                 _seconds(row["pause_s"]), str(len(row["skipped"])) if row["skipped"] else "",
                 "yes" if row["resumable"] else _why_not(row["not_resumable_because"]))])
-        head, *lines = fit(columns, cells, console.width)
+        head, *lines = fit(columns, table, console.width)
         console.print(Text(head, style="bold"), no_wrap=True)
         _print_lines(console, lines)
         for note in _interval_notes(run_rows) + _resume_notes(run_rows):
@@ -559,11 +557,12 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
 def _print_lines(console: Any, lines: list[str]) -> None:
     """Plain lines of a table, as ``console.print(Text(line), no_wrap=True)`` prints each, but
     at once: a print per line was most of the time of a log of thousands of snapshots."""
-    from rich.cells import cell_len
     from rich.text import Text
 
+    from relive.terminal import cells
+
     width = console.width  # asked of the terminal each time
-    if all(cell_len(line) <= width for line in lines):
+    if all(cells(line) <= width for line in lines):
         console.file.write("".join(line + "\n" for line in lines))
     else:  # cut at the terminal's edge, as rich cuts them
         console.print(Text("\n".join(lines)), no_wrap=True)

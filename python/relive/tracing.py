@@ -23,6 +23,7 @@ from types import CodeType
 from typing import Any
 
 from relive.errors import RefError, ReliveError
+from relive.places import where_text
 from relive.restore.load import Snapshot
 from relive.state.describe import safe_repr
 from relive.store import SnapshotInfo, Store
@@ -32,21 +33,6 @@ Row = dict[str, Any]
 Expression = str | Callable[[Snapshot], Any]
 
 REPR_LENGTH = 200  # a value JSON cannot hold is shown by its repr, cut to this length
-
-
-def where_text(where: dict[str, Any] | None, cwd: str | None = None) -> str:
-    """``train.py:12 in step()``, as ``relive log`` shows where a snapshot was taken; paths
-    under ``cwd`` (the run's directory) relative to it."""
-    if not where:
-        return "-"
-    path = where.get("file") or "?"
-    if cwd and os.path.isabs(path):
-        rel = os.path.relpath(path, cwd)
-        path = path if rel.startswith("..") else rel
-    function = where.get("function") or "?"
-    function = function if function.startswith("<") else f"{function}()"
-    line = where.get("line")
-    return f"{path}:{line} in {function}" if line is not None else f"{path} in {function}"
 
 
 # -- which snapshots --

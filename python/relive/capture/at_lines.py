@@ -30,6 +30,7 @@ from typing import Any
 
 from relive import _native
 from relive.errors import ReliveError
+from relive.places import shown_path
 from relive.interp import MONITORING
 
 
@@ -45,7 +46,7 @@ class Place:
 
     @property
     def shown(self) -> str:
-        return f"{_shown_path(self.path)}:{self.line}"
+        return f"{shown_path(self.path)}:{self.line}"
 
 
 OnReach = Callable[[types.FrameType], str | None]  # None: a snapshot was taken; else why not
@@ -104,15 +105,6 @@ def _codes(code: types.CodeType) -> Iterator[types.CodeType]:
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             yield from _codes(const)
-
-
-def _shown_path(path: str) -> str:
-    """A path as short as it reads: relative to the working directory when it is under it."""
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:  # another drive
-        return path
-    return path if relative.startswith("..") else relative
 
 
 class AtLines:

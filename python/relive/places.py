@@ -1,0 +1,34 @@
+"""How a place in a program is shown: ``train.py:12 in step()``. One rule for ``relive log``,
+``trace`` and ``--at``'s summary (a module of its own: capture must not import the readers,
+and ``relive log`` must not import the loader)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def shown_path(path: str, cwd: str | None = None) -> str:
+    """``path`` relative to ``cwd`` (default: the working directory) when it is under it, as
+    it is otherwise."""
+    if not os.path.isabs(path):
+        return path
+    try:
+        relative = os.path.relpath(path, cwd)
+    except ValueError:  # another drive
+        return path
+    return path if relative.startswith("..") else relative
+
+
+def where_text(where: dict[str, Any] | None, cwd: str | None = None) -> str:
+    """``train.py:12 in step()``, as ``relive log`` shows where a snapshot was taken; paths
+    under ``cwd`` (the run's directory) relative to it."""
+    if not where:
+        return "-"
+    path = where.get("file") or "?"
+    if cwd:
+        path = shown_path(path, cwd)
+    function = where.get("function") or "?"
+    function = function if function.startswith("<") else f"{function}()"
+    line = where.get("line")
+    return f"{path}:{line} in {function}" if line is not None else f"{path} in {function}"
