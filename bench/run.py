@@ -4,12 +4,17 @@
                         [--scale 1.0] [--json out.json]
     python bench/run.py --quick          # smoke test (about 4 minutes): --scale 0.05 --every 1 --repeat 1
 
-For each repeat, for each workload (bench/workloads/), three subprocesses, interleaved so
-that all three see the same machine, in an order that rotates between repeats:
+For each repeat, for each workload (bench/workloads/), four subprocesses (--variants picks),
+interleaved so that all see the same machine, in an order that rotates between repeats:
 
 - plain:  python workloads/X.py --scale S
 - relive: relive run --store TMP --every N workloads/X.py --scale S   (default options otherwise)
+- fixed:  relive run --store TMP --every N --overhead 0 ...   (every interval asked, no budget)
 - dill:   python baseline_dill.py --every N --out TMP workloads/X.py --scale S
+
+For relive's two, ">1 taken/asked" counts the timer snapshots after the first: those taken,
+and those --every asked for from the first to the exit snapshot (where the budget stretched
+the interval, why is printed under the table).
 
 Each is timed (wall) and its peak RSS read from `os.wait4` (the program's own process; a
 forked relive snapshot child is a grandchild, so relive's own report of the child's extra
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from datetime import datetime
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +47,9 @@ import micro
 BENCH = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = ["kmeans", "tsne", "mnist", "dcgan"]
 EXPECTED_S = {"kmeans": 65, "tsne": 72, "mnist": 93, "dcgan": 42}  # plain, 2 cores: the longest start first
-VARIANTS = ["plain", "relive", "dill"]
+# relive: default options (the --overhead 2 budget may stretch --every); fixed: --overhead 0,
+# a snapshot at every interval asked, whatever it costs.
+VARIANTS = ["plain", "relive", "fixed", "dill"]
 # Imported before a restore is timed, so that the time is the state's, not the library's import.
 LIBRARIES = {"kmeans": ["sklearn.cluster"], "tsne": ["sklearn.manifold"], "mnist": ["torch"], "dcgan": ["torch"]}
 
@@ -140,17 +148,23 @@ def run_plain(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) -> 
     return run_child([sys.executable, script, "--scale", str(args.scale)], os.path.join(tmp, "plain"), lane)
 
 
-def run_relive(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) -> dict[str, Any]:
+def run_fixed(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) -> dict[str, Any]:
+    return run_relive(workload, args, tmp, lane, ["--overhead", "0"])
+
+
+def run_relive(workload: str, args: argparse.Namespace, tmp: str, lane: Lane,
+               options: list[str] | None = None) -> dict[str, Any]:
     script = os.path.join(BENCH, "workloads", f"{workload}.py")
     store = os.path.join(tmp, "store")
     result = run_child([sys.executable, "-m", "relive", "run", "--store", store, "--every", str(args.every),
-                        script, "--scale", str(args.scale)], os.path.join(tmp, "relive"), lane)
+                        *(options or []), script, "--scale", str(args.scale)], os.path.join(tmp, "relive"), lane)
     done = subprocess.run([sys.executable, "-m", "relive", "log", "--store", store, "--json"],
                           capture_output=True, text=True)
     log = json.loads(done.stdout) if done.returncode == 0 else []
     timer = [s for s in log if s["trigger"] == "timer"]
     ended = [s for s in log if s["trigger"] != "timer"]  # exit (or exception, signal)
     result.update(snapshot_numbers([s["pause_s"] for s in timer], [s["new_bytes"] for s in timer]))
+    result.update(asked_and_taken(timer, ended, args.every))
     result.update({
         "log": log, "store_disk_bytes": disk_bytes(store),
         "child_memory_bytes": max((s["memory_bytes"] or 0 for s in timer), default=0),
@@ -172,6 +186,18 @@ def run_relive(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) ->
         ref = (timer or log)[-1]["id"]
         result.update(time_restore(RELIVE_RESTORE, [store, ref, *LIBRARIES.get(workload, [])], lane))
     return result
+
+
+def asked_and_taken(timer: list[dict[str, Any]], ended: list[dict[str, Any]], every: float) -> dict[str, Any]:
+    """Timer snapshots after the first: how many --every asked for (one per interval from the
+    first to the program's end, its exit snapshot) and how many were taken. The first is left
+    out: it comes once the program has started (imports over), and it writes the bulk."""
+    if not timer or not ended or every <= 0:
+        return {"asked_after_first": None, "taken_after_first": max(0, len(timer) - 1)}
+    span = (datetime.fromisoformat(ended[-1]["time"]) - datetime.fromisoformat(timer[0]["time"])).total_seconds()
+    return {"asked_after_first": int(span // every), "taken_after_first": len(timer) - 1,
+            "intervals_s": [s.get("interval_s") for s in timer],
+            "stretched_because": sorted({s["stretched_because"] for s in timer + ended if s.get("stretched_because")})}
 
 
 def copies_seconds(snapshot: dict[str, Any]) -> float:
@@ -217,7 +243,7 @@ def disk_bytes(path: str) -> int:
     return total
 
 
-RUNNERS = {"plain": run_plain, "relive": run_relive, "dill": run_dill}
+RUNNERS = {"plain": run_plain, "relive": run_relive, "fixed": run_fixed, "dill": run_dill}
 
 
 def run_job(repeat: int, workload: str, args: argparse.Namespace, lane: Lane) -> list[dict[str, Any]]:
@@ -326,6 +352,8 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
                 "own_later_ratio": statistics.median(own_later) if own_later else None,
                 "copies_s": med("copies_s"),
                 "snapshots": med("snapshots"),
+                "asked_after_first": med("asked_after_first"), "taken_after_first": med("taken_after_first"),
+                "stretched_because": sorted({why for r in runs for why in r.get("stretched_because", [])}),
                 "pause_p50_s": percentile(pauses, 50) if pauses else None,
                 "pause_p99_s": percentile(pauses, 99) if pauses else None,
                 "bytes_first": med("bytes_first"), "bytes_later_avg": med("bytes_later_avg"),
@@ -338,7 +366,7 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'workload':8s} {'variant':7s} {'wall s':>8s} {'overhead':>16s} {'cpu s':>7s} {'cpu +':>7s} {'own':>6s} {'own>1':>6s} {'snaps':>5s} "
+    header = (f"{'workload':8s} {'variant':7s} {'wall s':>8s} {'overhead':>16s} {'cpu s':>7s} {'cpu +':>7s} {'own':>6s} {'own>1':>6s} {'snaps':>5s} {'>1 taken/asked':>14s} "
               f"{'pause p50/p99 ms':>17s} {'bytes first / later avg / total':>32s} {'peak RSS':>9s} "
               f"{'restore s':>9s}")
     print(header)
@@ -351,6 +379,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         written = "" if row["variant"] == "plain" else \
             f"{size(row['bytes_first'])} / {size(row['bytes_later_avg'])} / {size(row['bytes_total'])}"
         snaps = "" if row["snapshots"] is None else f"{row['snapshots']:.0f}"
+        asked = row.get("asked_after_first")
+        taken = "" if asked is None else f"{row['taken_after_first']:.0f}/{asked:.0f}"
         cpu = "" if row.get("cpu_s") is None else f"{row['cpu_s']:.1f}"
         cpu_ratio = row.get("cpu_ratio")
         cpu_more = "" if row["variant"] == "plain" or cpu_ratio is None else f"{100 * (cpu_ratio - 1):+.1f}%"
@@ -358,11 +388,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         own = "" if row.get("own_ratio") is None else f"{100 * row['own_ratio']:.1f}%"
         later = "" if row.get("own_later_ratio") is None else f"{100 * row['own_later_ratio']:.1f}%"
         rss = size(row["peak_rss_bytes"]).replace(" ", "")
-        print(f"{row['workload']:8s} {row['variant']:7s} {row['wall_s']:8.1f} {overhead:>16s} {cpu:>7s} {cpu_more:>7s} {own:>6s} {later:>6s} {snaps:>5s} "
+        print(f"{row['workload']:8s} {row['variant']:7s} {row['wall_s']:8.1f} {overhead:>16s} {cpu:>7s} {cpu_more:>7s} {own:>6s} {later:>6s} {snaps:>5s} {taken:>14s} "
               f"{pauses:>17s} {written:>32s} {rss:>9s} {restore:>9s}")
     for row in rows:
         notes = []
-        if row["variant"] == "relive" and row["child_memory_bytes"]:
+        if row.get("stretched_because"):
+            notes.append(f"interval stretched: {'; '.join(row['stretched_because'])}")
+        if row["variant"] in ("relive", "fixed") and row["child_memory_bytes"]:
             notes.append(f"forked snapshot child's extra memory up to {size(row['child_memory_bytes'])}")
         if row["skipped"]:
             notes.append(f"skipped variables: {', '.join(row['skipped'])}")
@@ -381,7 +413,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="defaults become --scale 0.05 --every 1 --repeat 1")
     parser.add_argument("--json", help="write every raw number here (after each job, so a cut-short run keeps its part)")
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS,
-                        help="which variants to run (default all three; plain is needed for ratios)")
+                        help="which variants to run (default all four; plain is needed for ratios)")
     parser.add_argument("--lanes", type=int, default=1,
                         help="run this many jobs at once, each pinned to its own --cpus-per-lane cores "
                              "(a big machine as several quiet small ones; default 1: the whole machine)")
