@@ -40,6 +40,10 @@ class Workdir:
                check: bool = False) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([sys.executable, "-m", "relive", *args], cwd=self.path, env=ENV,
                               capture_output=True, text=True, timeout=timeout, input=input)
+        if args[:1] in (("run",), ("resume",)):
+            # Its exit snapshot is committed after it returned: tests that read the store's
+            # files themselves wait for it, as relive's readers do (tests/capture/test_exit_snapshot.py).
+            wait_for_exit_snapshots(self.path / _store_argument(args, ".relive"))
         if check and proc.returncode != 0:
             raise AssertionError(f"relive {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -56,6 +60,35 @@ class Workdir:
     def log(self, *args: str) -> list[dict[str, Any]]:
         proc = self.relive("log", "--json", *args, check=True)
         return json.loads(proc.stdout)
+
+
+def _store_argument(args: tuple[str, ...], default: str) -> str:
+    for k, arg in enumerate(args[:-1]):
+        if arg == "--store":
+            return args[k + 1]
+        if arg.startswith("--store="):
+            return arg.split("=", 1)[1]
+    return default
+
+
+def wait_for_exit_snapshots(store: Path, timeout: float = 300) -> None:
+    """Until no process writes a snapshot of ``store`` after its program ended (a marker in
+    ``writing/`` whose pid runs); markers of writers that died are left for relive to report."""
+    folder = store / "writing"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pids = [json.loads((folder / name).read_text())["pid"] for name in os.listdir(folder)
+                    if not name.startswith(".")]
+        except (OSError, ValueError, KeyError):  # none, or one just removed: look again
+            if not folder.is_dir():
+                return
+            time.sleep(0.02)
+            continue
+        if not any((_proc_stat(pid) or ["Z"])[0] not in "ZX" for pid in pids):
+            return
+        assert time.monotonic() < deadline, f"an exit snapshot of {store} is still being written after {timeout} s"
+        time.sleep(0.02)
 
 
 @pytest.fixture

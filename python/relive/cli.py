@@ -206,6 +206,14 @@ def _capture_options(resumed: bool = False) -> Callable[[_Command], _Command]:
         option("--keep-last", type=click.IntRange(min=1), default=None, metavar="N",
                help="Keep only this run's last N snapshots: forked snapshots forget the older ones as the run goes "
                     "(as `relive prune` does: their space is reclaimed after its grace period)."),
+        click.option("--wait-exit/--no-wait-exit", default=None,
+                     help="Whether the program waits for its exit (or crash) snapshot to be committed before it "
+                          "ends. By default it does not: relive exits with the program's status once the snapshot's "
+                          "child is forked, the child commits afterwards, and log, show, resume and relive.load "
+                          "wait for it; if that child is killed, the run keeps its earlier snapshots and log says "
+                          "the exit snapshot was lost. The default is to wait with RELIVE_WAIT_EXIT=1 and under "
+                          "Slurm (SLURM_JOB_ID set), which kills a job's leftover processes when it ends."
+                          + (" Default: the resumed run's." if resumed else "")),
     ]
 
     def decorate(command: _Command) -> _Command:
@@ -218,12 +226,12 @@ def _capture_options(resumed: bool = False) -> Callable[[_Command], _Command]:
 
 def _options(store: str, every: float, exclude: tuple[str, ...], signal_wait: float, mode: str,
              snapshot_timeout: float, overhead: float, max_memory: int | None, at: tuple[str, ...],
-             keep_last: int | None) -> Any:
+             keep_last: int | None, wait_exit: bool | None) -> Any:
     from relive.capture import CaptureOptions
 
     return CaptureOptions(store=absolute(store), every=every, exclude=exclude, signal_wait=signal_wait,
                           mode=mode, snapshot_timeout=snapshot_timeout, overhead=overhead, max_memory=max_memory,
-                          at=at, keep_last=keep_last)
+                          at=at, keep_last=keep_last, wait_exit=wait_exit)
 
 
 @cli.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})

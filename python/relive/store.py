@@ -29,7 +29,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from relive import _native, summaries
+from relive import _native, summaries, writing
 from relive.errors import CorruptionError, ManifestError, RefError, StoreError
 from relive.manifest import Manifest
 from relive.runs import RunInfo
@@ -221,6 +221,8 @@ class Store:
         """``trust``: load from the store even if others own it or may write to it (default:
         ``--trust-store`` or ``$RELIVE_TRUST_STORE``)."""
         self.path = path or default_path()
+        # First, so that what is listed holds the exit snapshots committed after their program ended.
+        writing.wait(self.path)
         self.native = _native.Store.open(self.path, create=False)
         self.trusted = trust if trust is not None else (Store.trust_every_store or trusted_by_environment())
         self._recent: dict[str, Manifest] = {}  # see manifest()

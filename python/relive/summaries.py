@@ -189,9 +189,15 @@ def _is_remote(location: str) -> bool:
 def cache_path(location: str) -> str:
     """Where the summaries of the store at ``location`` are cached."""
     if _is_remote(location):
-        home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        return os.path.join(home, "relive", "summaries", hashlib.sha256(location.encode()).hexdigest()[:32])
+        return machine_cache("summaries", location)
     return os.path.join(location, "cache", "summaries")
+
+
+def machine_cache(kind: str, location: str) -> str:
+    """Where this machine keeps ``kind`` of the remote store at ``location``: summaries here,
+    the markers of snapshots being written (``relive.writing``)."""
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(home, "relive", kind, hashlib.sha256(location.encode()).hexdigest()[:32])
 
 
 class Unreadable(ReliveError):

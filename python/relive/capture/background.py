@@ -8,6 +8,12 @@ without blocking, and kills a child that runs past its time limit.
 A child outlives a program killed while it writes (kill -9, the OOM killer): it finishes
 and commits its snapshot, which is consistent (taken at the fork), so that work is kept.
 Its own alarm then stands in for the parent's time limit, so an orphan never runs forever.
+
+An exit snapshot's child is detached (``start`` with a marker): it writes its marker
+(``relive.writing``), leaves the program's session and lets go of its standard streams
+(a caller reading the program's output through a pipe would wait for it), tells the
+program so, and the program ends at once; the child commits after it, under its own time
+limit (a watchdog thread that records why, then the alarm), and removes its marker.
 """
 
 from __future__ import annotations
@@ -28,10 +34,16 @@ from typing import Any
 
 from relive import _native
 from relive.capture.time_limit import exceeded
+from relive.writing import Marker
 from relive.state import text_files
 from relive.state import torch as torch_state
 
 Outcome = dict[str, Any]  # {"ok": True, ...result} or {"ok": False, "error": "..."}
+FORKED, DETACHED = "forked", "detached"  # how a child was started (``Background.start``)
+# A detached child's first word: it stands alone (its marker written), or the program must wait for it.
+_ALONE, _WAIT = b"d", b"w"
+_DETACH_WAIT_S = 30.0  # how long the program waits for that word before it waits the usual way
+_PROGRAM_END_WAIT_S = 1.0  # how long a detached child lets the program end before it writes
 
 
 def available() -> bool:
@@ -116,8 +128,11 @@ class Background:
         """Until the running child (if any) is done; False if it still runs after ``timeout``."""
         return self._idle.wait(timeout)
 
-    def start(self, work: Callable[[], dict[str, Any]]) -> bool:
-        """Main thread: fork a child that runs ``work()``. False if fork failed."""
+    def start(self, work: Callable[[], dict[str, Any]], marker: Marker | None = None) -> str | None:
+        """Main thread: fork a child that runs ``work()``: FORKED (its outcome comes to
+        ``on_done``), DETACHED (with ``marker``: it commits alone after the program's end,
+        see ``relive.writing``), or None if fork failed. A child that cannot write its
+        marker is FORKED: the program then waits for it, as without a marker."""
         offsets = read_offsets()
         read_end, write_end = os.pipe()
         try:
@@ -129,18 +144,21 @@ class Background:
         except OSError:
             os.close(read_end)
             os.close(write_end)
-            return False
+            return None
         if pid == 0:
             os.close(read_end)
             keep_offsets(offsets)
-            _child(write_end, work, self._timeout)  # never returns
+            _child(write_end, work, self._timeout, marker)  # never returns
         os.close(write_end)
+        if marker is not None and _detached(read_end):
+            os.close(read_end)
+            return DETACHED  # never waited for: the kernel's init reaps it after the program's end
         self._idle.clear()
         # A bare thread, not threading's: the hooks of `threading.settrace`/`setprofile` are
         # the program's, for its own threads, and `threading.enumerate()` lists the program's.
         # Unseen: its events would reach the program's `sys.monitoring` tools.
         _thread.start_new_thread(_native.unseen(self._wait_for), (pid, read_end))
-        return True
+        return FORKED
 
     def _wait_for(self, pid: int, read_end: int) -> None:
         deadline = time.monotonic() + self._timeout
@@ -203,9 +221,59 @@ ALARM_MARGIN_S = 2
 ALARM_MAX_S = 2**31 - 3  # alarm() takes a C unsigned int; a longer --snapshot-timeout means "never"
 
 
-def _child(write_end: int, work: Callable[[], dict[str, Any]], timeout: float) -> None:
-    """In the forked child: write the snapshot, report, and leave without running anything
-    of the program's (no atexit, no flush of its buffered output: os._exit)."""
+def _detached(read_end: int) -> bool:
+    """In the program: whether the child it just forked with a marker stands alone. Its
+    answer comes within milliseconds (a marker written); until then the child still holds
+    the program's standard streams, so the program must not end before it."""
+    ready, _, _ = select.select([read_end], [], [], _DETACH_WAIT_S)
+    return bool(ready) and os.read(read_end, 1) == _ALONE  # else (no marker, or it died) waited for
+
+
+def _detach(write_end: int, marker: Marker, timeout: float) -> bool:
+    """In a child forked with a marker: write the marker, leave the program's session (a
+    Ctrl-C or a hang-up after the program ended is not for it) and its standard streams,
+    and tell the program it may end. False (the program waits) where the marker cannot
+    be written: readers would not know to wait for it."""
+    if not marker.write(ALARM_MARGIN_S + 1):
+        os.write(write_end, _WAIT)
+        return False
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+    program = os.getppid()
+    os.write(write_end, _ALONE)
+    os.close(write_end)
+    if timeout < ALARM_MAX_S:
+        _thread.start_new_thread(_watchdog, (marker, timeout))
+    _let_the_program_end(program)
+    return True
+
+
+def _let_the_program_end(program: int) -> None:
+    """The program's own end (freeing its memory, flushing its output) comes first: on a
+    machine with few cores, the snapshot's hashing and compressing threads would otherwise
+    slow it, and its caller waits for that. Not for long: a program may go on after its
+    main module (threads it does not join, atexit handlers), and the snapshot goes on then."""
+    deadline = time.monotonic() + _PROGRAM_END_WAIT_S
+    while os.getppid() == program and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _watchdog(marker: Marker, timeout: float) -> None:
+    """In a detached child: at its time limit, say why in its marker and stop (the alarm
+    after it stops a child whose thread never gets the GIL back)."""
+    time.sleep(timeout)
+    marker.failed(exceeded(timeout))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _child(write_end: int, work: Callable[[], dict[str, Any]], timeout: float, marker: Marker | None = None) -> None:
+    """In the forked child: write the snapshot, report (through the pipe, or, detached,
+    in its marker), and leave without running anything of the program's (no atexit, no
+    flush of its buffered output: os._exit)."""
     status = 0
     try:
         # The process group's signals (Ctrl-C, a scheduler's SIGTERM) are for the program:
@@ -217,6 +285,7 @@ def _child(write_end: int, work: Callable[[], dict[str, Any]], timeout: float) -
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.alarm(math.ceil(min(timeout, ALARM_MAX_S)) + ALARM_MARGIN_S)
         _name_process("relive-snapshot")
+        alone = marker is not None and _detach(write_end, marker, timeout)
         # Normal priority, on purpose: while this child lives, every page the program writes
         # is copied (copy-on-write), so a child slowed down costs the program more. Measured
         # on DCGAN (2 cores, --every 1): at nice 10 each snapshot made the program copy 167 MB
@@ -226,6 +295,10 @@ def _child(write_end: int, work: Callable[[], dict[str, Any]], timeout: float) -
         except BaseException as exc:
             outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__}
             status = 1
+        if alone:
+            assert marker is not None
+            marker.ended(outcome)
+            return
         data = json.dumps(outcome).encode()
         while data:
             data = data[os.write(write_end, data):]

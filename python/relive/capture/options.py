@@ -18,3 +18,6 @@ class CaptureOptions:
     max_memory: int | None = None  # bytes of copy-on-write growth a background snapshot may cause
     at: tuple[str, ...] = ()  # /real/path:LINE, each a line to snapshot at whenever it is about to run
     keep_last: int | None = None  # forked snapshots forget this run's snapshots but the last N
+    # Whether the program waits for its exit snapshot's child; None: only under Slurm or
+    # with $RELIVE_WAIT_EXIT=1, else the child commits after the program's end.
+    wait_exit: bool | None = None

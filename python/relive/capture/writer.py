@@ -3,10 +3,13 @@
 Where fork is possible, every snapshot is written by a forked child (``background``), so
 that the program's own pickling hooks (``__reduce__``, ``__getstate__``) never run in the
 program. A timer snapshot's child works while the program goes on
-(``Writer.take_in_background``); for the others the program waits for the child (which
-the fork froze at the trigger's point), for their snapshot must be committed before the
-program goes on or ends: exit, an uncaught exception, a signal's action,
-``relive.checkpoint()`` returning its id (``Writer.take``). Without fork (CUDA is
+(``Writer.take_in_background``); for a signal's action and ``relive.checkpoint()``
+returning its id the program waits for the child (which the fork froze at the trigger's
+point), for their snapshot must be committed before the program goes on (``Writer.take``).
+The exit and exception snapshots' child is detached: the program ends as soon as it is
+forked, and it commits afterwards, leaving a marker that readers wait for
+(``relive.writing``); with --wait-exit, $RELIVE_WAIT_EXIT=1 or under Slurm (which kills
+a job's processes when it ends) the program waits for it too. Without fork (CUDA is
 initialized, --mode inline) snapshots are written in the program's process. Either way one
 stops at --snapshot-timeout (``time_limit`` for the inline ones). Here too: opening the
 store, each snapshot's request (``save`` writes it), charging timer and --at snapshots to
@@ -17,6 +20,7 @@ that waits for a child.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -31,6 +35,7 @@ from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
 from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
 from relive.report import warn_once
+from relive.writing import Marker
 
 if TYPE_CHECKING:
     from relive.capture.options import CaptureOptions
@@ -47,7 +52,8 @@ _CHILD_MARGIN_S = 5.0  # past its time limit, a child is killed: waiting longer 
 # The snapshots charged to the overhead budget: those the program did not ask for in its own
 # code, and that come again and again (exit, a crash, a signal, relive.checkpoint() are not).
 _BUDGETED = ("timer", "at")
-_FORKED, _FAILED, _NOT_FORKED = "forked", "failed", "not forked"  # how starting a snapshot child went
+_FORKED, _DETACHED, _FAILED, _NOT_FORKED = "forked", "detached", "failed", "not forked"  # how starting a child went
+_DETACHABLE = tuple(_NOT_RESUMABLE)  # the program's end: nothing of it comes after the fork
 
 
 class Writer:
@@ -114,14 +120,19 @@ class Writer:
         """Write one snapshot while the program waits for it, in a forked child where fork is
         possible, else in this process; stopped at --snapshot-timeout either way. Returns its
         id; never raises: a failure is reported once and skipped. ``signum``: the signal a
-        "signal" snapshot is taken for."""
+        "signal" snapshot is taken for. The exit and exception snapshots' child is not waited
+        for unless asked (``waits_for_exit``): None then, its id is known only to the store."""
         if self._use_fork():
-            started = self._start_child(trigger, frames, point, extra, signum)
-            if started == _FAILED:
-                return None
+            started = self._start_child(trigger, frames, point, extra, signum, detach=self._detaches(trigger))
+            if started in (_FAILED, _DETACHED):
+                return None  # a detached child commits after the program's end: readers wait for it
             if started == _FORKED:
                 return self._wait_for_child()
         return self._take_inline(trigger, frames, point, extra, signum)
+
+    def _detaches(self, trigger: str) -> bool:
+        """Whether this snapshot's child commits after the program has ended, unwaited for."""
+        return trigger in _DETACHABLE and not waits_for_exit(self.options.wait_exit)
 
     def _take_inline(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
                      extra: dict[str, Any], signum: int | None) -> str | None:
@@ -183,10 +194,11 @@ class Writer:
         return self._use_fork() and self._start_child(trigger, frames, point, {}) != _NOT_FORKED
 
     def _start_child(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
-                     extra: dict[str, Any], signum: int | None = None) -> str:
-        """Fork a child that writes the snapshot: _FORKED, _FAILED (no store, or no request:
-        reported), or _NOT_FORKED (fork itself failed: the caller writes it inline)."""
-        started = time.perf_counter()
+                     extra: dict[str, Any], signum: int | None = None, detach: bool = False) -> str:
+        """Fork a child that writes the snapshot: _FORKED, _DETACHED (``detach``: it commits
+        after the program's end), _FAILED (no store, or no request: reported), or
+        _NOT_FORKED (fork itself failed: the caller writes it inline)."""
+        started, started_at = time.perf_counter(), time.time()
         # A remote store is opened by the child only: its requests never pause the program.
         remote = self._remote
         try:
@@ -199,10 +211,13 @@ class Writer:
         path, codes, budgeted = self.options.store, self._codes, trigger in _BUDGETED
         run_id, run_json = self.run.id, self.run.to_json()
         forget = self._to_forget()
+        marker = Marker(path, run_id, trigger, self.options.snapshot_timeout) if detach else None
 
         def work() -> dict[str, Any]:
             if budgeted:  # the program's share: until the fork (others wait for the whole write)
                 request.pause_s = time.perf_counter() - started
+            elif marker is not None:  # until the fork too: the marker is written at once after it
+                request.pause_s = max(0.0, marker.started - started_at)
             try:
                 store = _native.Store.open(path, create=remote)
                 if remote:
@@ -220,8 +235,11 @@ class Writer:
         if budgeted:
             self._budget.forking()
         self._child_trigger = trigger
-        if not self._background.start(work):
+        forked = self._background.start(work, marker)
+        if forked is None:
             return _NOT_FORKED
+        if forked == background.DETACHED:
+            return _DETACHED
         if budgeted:
             self._budget.forked()
         return _FORKED
@@ -323,6 +341,18 @@ class Writer:
         self._store = store
         self._store_backoff_s = _STORE_BACKOFF_S[0]
         return store
+
+
+def waits_for_exit(asked: bool | None) -> bool:
+    """Whether the program waits for its exit snapshot: --wait-exit/--no-wait-exit when
+    given, else $RELIVE_WAIT_EXIT, else under Slurm, which kills a job's leftover processes
+    when the job ends (a detached child would be killed before it commits)."""
+    if asked is not None:
+        return asked
+    said = os.environ.get("RELIVE_WAIT_EXIT", "").strip().lower()
+    if said:
+        return said not in ("0", "no", "false")
+    return "SLURM_JOB_ID" in os.environ
 
 
 def _forget(store: Any, ids: list[str]) -> None:
