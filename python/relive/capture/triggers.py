@@ -66,6 +66,10 @@ class Triggers:
         self._disabled = False
         self._tick_queued = False
         self._looking_since: float | None = None  # since when a timer snapshot looks for a resumable line
+        # Since when it waits for C calls to return (_wait_for_call): in all, not per call. A
+        # library's loop that calls C each round (scikit-learn's KMeans: isinstance ->
+        # __instancecheck__) would otherwise put off the snapshot round after round, to its end.
+        self._waiting_since: float | None = None
         self._lines_looked = 0
         self._waiting = False  # a timer snapshot waits for a frame's next line (arm_frame)
         self._graph_frame: int | None = None  # the outermost frame holding a pending autograd graph
@@ -132,6 +136,7 @@ class Triggers:
         # Not while a snapshot is written: its own pickling would hit the line events.
         if not self._disabled and not self._line.armed and not self._lock.locked() and not self.writer.busy:
             self._trigger = "timer"
+            self._waiting_since = None
             self._line.arm()
 
     def _at_import(self) -> None:
@@ -214,7 +219,7 @@ class Triggers:
                     return
                 self._line.arm()  # the next lines may resume; this one would only be for inspection
                 return
-            self._looking_since = None
+            self._looking_since = self._waiting_since = None
             if trigger != "timer" or not self.writer.take_in_background(trigger, frames, point):
                 self._take(trigger, frames, point)
             elif self._signals and self.writer.wait():
@@ -227,12 +232,18 @@ class Triggers:
 
     def _wait_for_call(self, point: ResumeState, frames: list[program_frames.FrameView]) -> bool:
         """Where C code runs a frame (or a generator) and so the point cannot resume, wait
-        for the line after that C call, with only its caller's line events on."""
+        for the line after that C call, with only its caller's line events on; for at most
+        _WAIT_FOR_CALL_S in all, however many calls it waits for."""
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        if now - self._waiting_since >= _WAIT_FOR_CALL_S:
+            return False  # waited enough: the next lines are looked at as they come
         frame = _frame_to_wait_for(point, frames, self._graph_frame)
         if frame is None or not self._line.arm_frame(frame):
             return False
         self._waiting = True
-        self.clock.set_deadline(time.monotonic() + _WAIT_FOR_CALL_S)
+        self.clock.set_deadline(self._waiting_since + _WAIT_FOR_CALL_S)
         return True
 
     def _stop_waiting(self) -> None:
