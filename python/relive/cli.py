@@ -1333,6 +1333,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if result is None:  # a command that said all it had to (log, show, ...): nothing runs
         return
+    if isinstance(result, int):  # an exit status (--version, --help): the runner is not needed
+        sys.exit(result)
     from relive.runner import LaunchError, Program, Resume, raised_by_program, resume, run
 
     if isinstance(result, (Program, Resume)):
@@ -1347,5 +1349,3 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(f"relive: {exc}", err=True)
             sys.exit(2)
         sys.exit(status)
-    if isinstance(result, int):
-        sys.exit(result)
