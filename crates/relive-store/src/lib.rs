@@ -12,6 +12,8 @@
 //! prune/<time>-<random>.json   packs a prune will delete once no snapshot uses them (prune.rs)
 //! tmp/                         half-written files, never read
 //! cache/fingerprints           local cache: chunk fingerprints of the latest snapshot (rebuildable)
+//! cache/summaries              the Python side's summaries of snapshots, for listing (rebuildable)
+//! writing/<run>-<pid>          the Python side's markers of exit snapshots still being written
 //! lost/<time>-<random>.json    blobs `relive repair` found lost: {"time": ..., "blobs": [ids]}
 //! damaged/                     what `relive repair` moved aside (packs, snapshots, runs, config)
 //! ```
