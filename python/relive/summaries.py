@@ -188,14 +188,15 @@ def _is_remote(location: str) -> bool:
 
 def cache_path(location: str) -> str:
     """Where the summaries of the store at ``location`` are cached."""
-    if _is_remote(location):
-        return machine_cache("summaries", location)
-    return os.path.join(location, "cache", "summaries")
+    return local_folder(location, "summaries", os.path.join("cache", "summaries"))
 
 
-def machine_cache(kind: str, location: str) -> str:
-    """Where this machine keeps ``kind`` of the remote store at ``location``: summaries here,
-    the markers of snapshots being written (``relive.writing``)."""
+def local_folder(location: str, kind: str, inside: str) -> str:
+    """Where relive keeps ``kind`` of the store at ``location`` on this machine: at
+    ``inside`` a local store; for a remote one, under ~/.cache (nothing of it goes to the
+    bucket). Summaries here, the markers of snapshots being written (``relive.writing``)."""
+    if not _is_remote(location):
+        return os.path.join(location, inside)
     home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(home, "relive", kind, hashlib.sha256(location.encode()).hexdigest()[:32])
 

@@ -33,13 +33,18 @@ def printable(text: Any, keep: str = "") -> str:
 
 
 def cells(text: str) -> int:
-    """How many terminal cells ``text`` takes (wide characters take two). Printable ASCII
-    takes one a character: counted at once (a log of 10,000 snapshots counts 300,000 cells)."""
-    if text.isascii():
+    """How many terminal cells ``text`` takes (wide characters take two, control characters
+    none). Printable ASCII takes one a character: counted at once (a log of 10,000 snapshots
+    counts 300,000 cells)."""
+    if _one_cell_each(text):
         return len(text)
     from rich.cells import cell_len
 
     return cell_len(text)
+
+
+def _one_cell_each(text: str) -> bool:
+    return text.isascii() and text.isprintable()
 
 
 def console(stderr: bool = False) -> Any:
@@ -62,7 +67,7 @@ def cut_right(text: str, width: int) -> str:
     """``text`` in at most ``width`` cells, its end replaced by … if it is longer."""
     if cells(text) <= width:
         return text
-    if text.isascii():
+    if _one_cell_each(text):
         text = text[:max(0, width - 1)]
     while text and cells(text) > width - 1:
         text = text[:-1]
@@ -74,7 +79,7 @@ def cut_left(text: str, width: int) -> str:
     its line number are what tell where), cut at a directory where one is near."""
     if cells(text) <= width:
         return text
-    if text.isascii():
+    if _one_cell_each(text):
         text = text[len(text) - max(0, width - 1):]
     while text and cells(text) > width - 1:
         text = text[1:]
@@ -99,8 +104,9 @@ GAP = 2
 def fit(columns: list[Column], rows: list[list[str]], width: int) -> list[str]:
     """The table as lines of at most ``width`` cells: optional columns dropped (the widest
     first) while the rest cannot fit, then shrinkable cells shortened as little as needed."""
-    natural = [max([cells(c.name), *(len(r[i]) if r[i].isascii() else cells(r[i]) for r in rows)])
-               for i, c in enumerate(columns)]
+    table = [[c.name for c in columns], *rows]
+    sizes = [[cells(cell) for cell in row] for row in table]  # once a cell: thousands of rows
+    natural = [max(size[i] for size in sizes) for i in range(len(columns))]
     least = [min(natural[i], max(c.shrink_to, len(c.name))) if c.shrink_to is not None else natural[i]
              for i, c in enumerate(columns)]
     kept = list(range(len(columns)))
@@ -120,15 +126,14 @@ def fit(columns: list[Column], rows: list[list[str]], width: int) -> list[str]:
         widths[i] += grow
         spare -= grow
 
-    def line(row: list[str]) -> str:
+    def line(row: list[str], size: list[int]) -> str:
         parts = []
         for i in kept:
-            column, cell, w = columns[i], row[i], widths[i]
-            n = len(cell) if cell.isascii() else cells(cell)  # inline: thousands of rows
+            column, cell, w, n = columns[i], row[i], widths[i], size[i]
             if n > w:
                 cell = cut_left(cell, w) if column.cut_from_left else cut_right(cell, w)
                 n = cells(cell)
             parts.append(" " * (w - n) + cell if column.right else cell + " " * (w - n))
         return (" " * GAP).join(parts).rstrip()
 
-    return [line([c.name for c in columns]), *(line(r) for r in rows)]
+    return [line(row, size) for row, size in zip(table, sizes)]

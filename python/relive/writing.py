@@ -128,9 +128,7 @@ class Marker:
 
 def directory(location: str) -> str:
     """Where the markers of the store at ``location`` are."""
-    if location.startswith("s3://"):  # as store.is_remote says (the store imports this module)
-        return summaries.machine_cache(FOLDER, location)
-    return os.path.join(location, FOLDER)
+    return summaries.local_folder(location, FOLDER, FOLDER)
 
 
 def wait(location: str, say: Callable[[str], None] = report.warn) -> None:
