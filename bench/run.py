@@ -10,6 +10,8 @@ interleaved so that all see the same machine, in an order that rotates between r
 - plain:  python workloads/X.py --scale S
 - relive: relive run --store TMP --every N workloads/X.py --scale S   (default options otherwise)
 - fixed:  relive run --store TMP --every N --overhead 0 ...   (every interval asked, no budget)
+- thread: relive run --store TMP --every N --overhead 0 --mode thread ...   (copy then write,
+          as where fork cannot be used; not in the default --variants)
 - dill:   python baseline_dill.py --every N --out TMP workloads/X.py --scale S
 
 For relive's two, ">1 taken/asked" counts the timer snapshots after the first: those taken,
@@ -50,6 +52,8 @@ EXPECTED_S = {"kmeans": 65, "tsne": 72, "mnist": 93, "dcgan": 42}  # plain, 2 co
 # relive: default options (the --overhead 2 budget may stretch --every); fixed: --overhead 0,
 # a snapshot at every interval asked, whatever it costs.
 VARIANTS = ["plain", "relive", "fixed", "dill"]
+# thread: as fixed, with --mode thread (copy then write): only when asked for.
+OPTIONAL_VARIANTS = ["thread"]
 # Imported before a restore is timed, so that the time is the state's, not the library's import.
 LIBRARIES = {"kmeans": ["sklearn.cluster"], "tsne": ["sklearn.manifold"], "mnist": ["torch"], "dcgan": ["torch"]}
 
@@ -152,6 +156,10 @@ def run_fixed(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) -> 
     return run_relive(workload, args, tmp, lane, ["--overhead", "0"])
 
 
+def run_thread(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) -> dict[str, Any]:
+    return run_relive(workload, args, tmp, lane, ["--overhead", "0", "--mode", "thread"])
+
+
 def run_relive(workload: str, args: argparse.Namespace, tmp: str, lane: Lane,
                options: list[str] | None = None) -> dict[str, Any]:
     script = os.path.join(BENCH, "workloads", f"{workload}.py")
@@ -243,7 +251,7 @@ def disk_bytes(path: str) -> int:
     return total
 
 
-RUNNERS = {"plain": run_plain, "relive": run_relive, "fixed": run_fixed, "dill": run_dill}
+RUNNERS = {"plain": run_plain, "relive": run_relive, "fixed": run_fixed, "thread": run_thread, "dill": run_dill}
 
 
 def run_job(repeat: int, workload: str, args: argparse.Namespace, lane: Lane) -> list[dict[str, Any]]:
@@ -332,7 +340,7 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
     for workload in workloads:
         plain = {r["repeat"]: r["wall_s"] for r in records if r["workload"] == workload and r["variant"] == "plain"}
         plain_cpu = {r["repeat"]: r.get("cpu_s") for r in records if r["workload"] == workload and r["variant"] == "plain"}
-        for variant in VARIANTS:
+        for variant in VARIANTS + OPTIONAL_VARIANTS:
             runs = [r for r in records if r["workload"] == workload and r["variant"] == variant]
             if not runs:
                 continue
@@ -396,6 +404,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             notes.append(f"interval stretched: {'; '.join(row['stretched_because'])}")
         if row["variant"] in ("relive", "fixed") and row["child_memory_bytes"]:
             notes.append(f"forked snapshot child's extra memory up to {size(row['child_memory_bytes'])}")
+        if row["variant"] == "thread" and row["child_memory_bytes"]:
+            notes.append(f"copies up to {size(row['child_memory_bytes'])}")
         if row["skipped"]:
             notes.append(f"skipped variables: {', '.join(row['skipped'])}")
         if row["failed"]:
@@ -412,7 +422,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=None, help="workload size (default 1.0)")
     parser.add_argument("--quick", action="store_true", help="defaults become --scale 0.05 --every 1 --repeat 1")
     parser.add_argument("--json", help="write every raw number here (after each job, so a cut-short run keeps its part)")
-    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS,
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS + OPTIONAL_VARIANTS,
                         help="which variants to run (default all four; plain is needed for ratios)")
     parser.add_argument("--lanes", type=int, default=1,
                         help="run this many jobs at once, each pinned to its own --cpus-per-lane cores "

@@ -29,6 +29,8 @@ __all__ = [
     "FormatError",
     "CorruptionError",
     "Store",
+    "StagedRecord",
+    "workers_cpu_seconds",
     "Buffer",
     "InitThen",
     "call_in_main_thread",
@@ -112,6 +114,10 @@ class Store:
     def chunk_size(self) -> int: ...
     def put_record(self, payload: _BufferLike, buffers: Sequence[_BufferLike]) -> tuple[str, int, int]:
         """Returns ``(id, new_bytes, raw_bytes)``; buffers must be C-contiguous."""
+    def stage_record(self, payload: _BufferLike, buffers: Sequence[_BufferLike]) -> StagedRecord:
+        """Copies the payload and the chunks not stored yet, for ``put_staged`` (--mode thread)."""
+    def put_staged(self, staged: StagedRecord) -> tuple[str, int, int]:
+        """Writes a staged record without the GIL: ``(id, new_bytes, raw_bytes)``, as put_record."""
     def get_record(self, id: str) -> tuple[bytes, list[bytearray | Buffer]]:
         """``(payload, buffers)``: each buffer new writable memory, every byte verified."""
     def refresh(self) -> None: ...
@@ -139,6 +145,15 @@ class Store:
 # -- buffer.rs: a large loaded buffer, writable, as a bytearray is --
 
 @final
+class StagedRecord:
+    """A record copied out of the program, waiting for ``Store.put_staged``."""
+    @property
+    def copied_bytes(self) -> int: ...
+    @property
+    def raw_bytes(self) -> int: ...
+
+def workers_cpu_seconds() -> float: ...
+
 class InitThen:
     """Called with any arguments: calls ``init()`` (which must return None) and returns ``obj``,
     as ``type.__call__`` does around ``__init__``; where a resumed caller called a class."""

@@ -183,11 +183,12 @@ def _capture_options(resumed: bool = False) -> Callable[[_Command], _Command]:
         option("--signal-wait", type=_Duration(0), default="2s", metavar="TIME",
                help="How long SIGTERM/SIGUSR1 wait for a line boundary before the snapshot is taken where "
                     "the program stands."),
-        option("--mode", type=click.Choice(["auto", "fork", "inline"]), default="auto",
-               help="Where snapshots are written: in a forked child (fork), or in the program's process "
-                    "(inline), which then runs the program's own pickling hooks. auto: fork where it is safe "
-                    "(POSIX, CUDA not initialized). The program goes on while a timer snapshot's child "
-                    "works, and waits for the others'."),
+        option("--mode", type=click.Choice(["auto", "fork", "thread", "inline"]), default="auto",
+               help="Where snapshots are written: in a forked child (fork); copied in a pause and written by "
+                    "a thread of the program's process (thread); or in the program's process (inline). "
+                    "thread and inline run the program's own pickling hooks in the program. auto: fork where "
+                    "it is safe (POSIX, CUDA not initialized), else thread. The program goes on while a "
+                    "timer snapshot is written, and waits for the others."),
         option("--snapshot-timeout", type=_Duration(0.1), default="5m", metavar="TIME",
                help="Stop a snapshot that runs longer (it counts as failed)."),
         option("--overhead", type=click.FloatRange(min=0), default=2.0, metavar="PERCENT",

@@ -213,7 +213,7 @@ class Manifest:
     trigger: str  # timer, signal, explicit, exit, exception, cell
     format: int = FORMAT
     parent: str | None = None  # the snapshot before it (in its run, or the one it resumed)
-    mode: str | None = None  # "inline" (in the program's process) or "fork" (in a forked child)
+    mode: str | None = None  # "inline" (the program's process), "fork" (a child), "thread" (copied, then a thread)
     where: Where | None = None
     frames: list[FrameEntry] = field(default_factory=list)
     globals: dict[str, VariableEntry] = field(default_factory=dict)

@@ -171,3 +171,22 @@ def test_unload_stops_the_snapshots(tmp_path: Path) -> None:
         assert len(kernel.log()) == count + 1  # the load's own cell; nothing in between
     finally:
         kernel.stop()
+
+
+def test_without_fork_cells_are_copied_then_written(tmp_path: Path) -> None:
+    """Where fork cannot be used (CUDA initialized, stood in for here), each cell's snapshot
+    is copied in the kernel and written by a thread while the next cell runs."""
+    pytest.importorskip("numpy")
+    kernel = Kernel(tmp_path)
+    try:
+        kernel.ok("import relive.capture.background as _b\n_b.available = lambda: False")
+        kernel.ok("%load_ext relive")
+        kernel.ok("import numpy as np\nweights = np.arange(3_000_000.0)")
+        kernel.ok("weights[:10] *= 100\nweights[-1] = -1")
+        kernel.ok("%relive undo")
+        assert kernel.value("[weights[:3].tolist(), float(weights[-1])]") == [[0.0, 1.0, 2.0], 2_999_999.0]
+        store = Path(kernel.ok("%relive store").split(" go to ")[1].strip())
+    finally:
+        kernel.stop()
+    cli = Workdir(tmp_path).log("--all", "--store", str(store))
+    assert len(cli) >= 3 and {row["mode"] for row in cli} == {"thread"}

@@ -24,4 +24,5 @@ def test_cells_go_to_an_s3_store_and_come_back(tmp_path: Path, s3_store: str) ->
         kernel.stop()
     rows = Workdir(tmp_path).log("--all", "--store", s3_store)
     assert [r["trigger"] for r in rows] == ["cell"] * 3, rows  # the two cells, and the value() cell
+    assert {r["mode"] for r in rows} == {"thread"}  # no fork beside the kernel's client: copied, then written
     assert [r["cell"]["source"] for r in rows[:2]] == ["rows = [1, 2]\nshared = {'rows': rows}", "rows.append(3)"]

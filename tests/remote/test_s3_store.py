@@ -218,3 +218,29 @@ def test_prune_on_s3_while_a_program_writes(work, s3_store):
     for r in rows:
         shown = _relive(work, "show", r["id"], "--var", "weights", "--store", s3_store)
         assert shown.returncode == 0, shown.stderr
+
+
+def test_copy_then_write_to_s3_copies_only_what_changed(work, s3_store):
+    """--mode thread on a remote store: no fingerprint cache there, so the chunks it holds are
+    found by hash in the pause; a later snapshot copies only the chunks that changed."""
+    work.write("arrays.py", """\
+        import time
+        import numpy as np
+        weights = np.random.default_rng(0).random(2_000_000)   # 16 MB, one corner changes
+        for step in range(40):
+            weights[:1000] += 1
+            time.sleep(0.05)
+        print("done", round(float(weights[:1000].sum()), 3))
+    """)
+    plain = work.python("arrays.py")
+    run = _relive(work, "run", "--store", s3_store, "--every", "0.3", "--overhead", "0", "--mode", "thread",
+                  "arrays.py")
+    assert run.returncode == 0 and run.stdout == plain.stdout, run.stderr
+    timers = [row for row in _log(work, s3_store) if row["trigger"] == "timer"]
+    assert {row["mode"] for row in timers} == {"thread"}
+    timers = [row for row in timers if row["state_bytes"] >= 16_000_000]  # not one taken during imports
+    assert len(timers) >= 2
+    assert timers[0]["memory_bytes"] >= 16_000_000  # the first copies everything
+    assert all(row["memory_bytes"] < 4_000_000 for row in timers[1:])  # later ones: the changed chunk
+    got = _relive(work, "get", timers[-1]["id"], "step", "--store", s3_store)
+    assert got.returncode == 0 and int(got.stdout) < 40

@@ -3,12 +3,13 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyBufferError, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
-use relive_store::{BufferRef, Id, Problem, Store, VerifyReport};
+use relive_store::{BufferRef, Id, Problem, Staged, Store, VerifyReport};
 
 use crate::buffer::{LoadedBuffer, MAPPED_FROM};
 
@@ -19,6 +20,36 @@ use crate::errors::store_error;
 #[pyclass(frozen, name = "Store", module = "relive._native")]
 pub struct PyStore {
     inner: Store,
+}
+
+/// A record copied out of the program, waiting to be written (`Store.stage_record`).
+#[pyclass(frozen, name = "StagedRecord", module = "relive._native")]
+pub struct StagedRecord {
+    staged: Mutex<Option<Staged>>,
+    copied_bytes: u64,
+    raw_bytes: u64,
+}
+
+#[pymethods]
+impl StagedRecord {
+    /// The bytes it copied (payload and changed chunks): the memory it holds until written.
+    #[getter]
+    fn copied_bytes(&self) -> u64 {
+        self.copied_bytes
+    }
+
+    /// The payload's length plus the buffers' lengths.
+    #[getter]
+    fn raw_bytes(&self) -> u64 {
+        self.raw_bytes
+    }
+}
+
+/// The CPU seconds the store's worker threads have used in this process so far: what a
+/// snapshot written by a thread of the program costs beyond that thread's own CPU.
+#[pyfunction]
+pub fn workers_cpu_seconds() -> f64 {
+    relive_store::workers_cpu_seconds()
 }
 
 #[pymethods]
@@ -72,6 +103,46 @@ impl PyStore {
         let outcome = self
             .inner
             .put_record(bytes_of(&payload_view), &slices)
+            .map_err(store_error)?;
+        Ok((outcome.id.to_hex(), outcome.new_bytes, outcome.raw_bytes))
+    }
+
+    /// Copies a record out of the program for `put_staged` to write later (`--mode thread`):
+    /// the payload and the chunks of `buffers` the store does not hold yet; chunks it holds are
+    /// kept by id. Same arguments as `put_record`. The GIL stays held, as in `put_record`, so
+    /// the buffers stand still while they are read; once this returns, the program may change
+    /// them.
+    fn stage_record(
+        &self,
+        payload: &Bound<'_, PyAny>,
+        buffers: Vec<Bound<'_, PyAny>>,
+    ) -> PyResult<StagedRecord> {
+        let payload_view = contiguous(payload, "the payload")?;
+        let views = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| contiguous(b, &format!("buffer {i}")))
+            .collect::<PyResult<Vec<_>>>()?;
+        let slices: Vec<&[u8]> = views.iter().map(bytes_of).collect();
+        let staged = self.inner.stage(bytes_of(&payload_view), &slices);
+        Ok(StagedRecord {
+            copied_bytes: staged.copied_bytes(),
+            raw_bytes: staged.raw_bytes(),
+            staged: Mutex::new(Some(staged)),
+        })
+    }
+
+    /// Writes a record `stage_record` copied, without the GIL: `(id, new_bytes, raw_bytes)`,
+    /// as `put_record` returns. A staged record is written once.
+    fn put_staged(&self, py: Python<'_>, staged: &StagedRecord) -> PyResult<(String, u64, u64)> {
+        let staged = staged
+            .staged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| PyValueError::new_err("this staged record was already written"))?;
+        let outcome = py
+            .detach(|| self.inner.put_staged(staged))
             .map_err(store_error)?;
         Ok((outcome.id.to_hex(), outcome.new_bytes, outcome.raw_bytes))
     }
@@ -378,7 +449,8 @@ fn bytes_of(view: &PyUntypedBuffer) -> &[u8] {
     // SAFETY: a buffer exporter guarantees `buf` points to `len` readable bytes, laid out
     // contiguously (checked by `contiguous`), for as long as the view is held; the returned slice
     // borrows the view, so it cannot outlive it. Nothing mutates the bytes while the slice lives:
-    // it is only used inside `put_record`, which holds the GIL and never calls back into Python,
+    // it is only used inside `put_record` and `stage_record`, which hold the GIL and never call
+    // back into Python,
     // and the module declares `gil_used`, so no Python thread can run in the meantime.
     unsafe { std::slice::from_raw_parts(ptr, len) }
 }

@@ -26,7 +26,9 @@
 //! it depends on is durable: a crash at any moment leaves every earlier snapshot loadable.
 //!
 //! [`Store`] is `Send + Sync`; it runs its own short-lived worker threads (no thread pool, so it
-//! keeps working in a child process after `fork`).
+//! keeps working in a child process after `fork`). Where a snapshot cannot be written by a forked
+//! child, [`Store::stage`] copies a record's changed chunks while the program pauses and
+//! [`Store::put_staged`] writes them later from another thread (see `staged.rs`).
 
 pub mod backend;
 mod config;
@@ -41,6 +43,7 @@ mod record;
 mod repair;
 mod s3;
 mod snapshot;
+mod staged;
 mod store;
 mod transfer;
 mod upload;
@@ -49,9 +52,11 @@ mod verify;
 pub use error::{Error, Result};
 pub use id::Id;
 pub use pack::{BlobInfo, Codec, Kind};
+pub use parallel::workers_cpu_seconds;
 pub use prune::PruneReport;
 pub use record::{BufferRef, Record};
 pub use repair::RepairReport;
+pub use staged::Staged;
 pub use store::{PutOutcome, Store, FORMAT};
 pub use transfer::CopyReport;
 pub use verify::{Problem, VerifyReport};

@@ -1,8 +1,38 @@
 //! Data parallelism on short-lived scoped threads. No pool: a pool's threads do not survive
 //! `fork`, and the store is used in forked children.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
+
+/// The CPU time of every worker thread that has ended, in nanoseconds: what the store's threads
+/// took from the program's cores, beyond the calling thread's own (which the caller measures).
+static WORKERS_CPU_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The CPU seconds the store's worker threads have used in this process so far (a forked child
+/// starts from its parent's count): a snapshot written by a thread of the program is charged
+/// the difference, as a forked one is charged its child's CPU.
+pub fn workers_cpu_seconds() -> f64 {
+    WORKERS_CPU_NS.load(Ordering::Relaxed) as f64 / 1e9
+}
+
+/// This thread's CPU time so far, in nanoseconds (0 where the clock is not there).
+fn thread_cpu_ns() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime only writes the timespec it is given, which lives on this
+        // stack for the whole call; CLOCK_THREAD_CPUTIME_ID is the calling thread's clock.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+        if rc == 0 {
+            return now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64;
+        }
+    }
+    0
+}
 
 /// How many threads the store uses: one per core, at most 8.
 pub(crate) fn workers() -> usize {
@@ -66,7 +96,10 @@ where
     thread::scope(|scope| {
         for _ in 1..threads {
             // A refused thread is no loss: the queue is drained by whoever runs.
-            let _ = thread::Builder::new().spawn_scoped(scope, work);
+            let _ = thread::Builder::new().spawn_scoped(scope, || {
+                work();
+                WORKERS_CPU_NS.fetch_add(thread_cpu_ns(), Ordering::Relaxed);
+            });
         }
         work();
     });

@@ -26,6 +26,14 @@ pub(crate) const DEFAULT_CHUNK_SIZE: usize = 1 << 20;
 /// memory a put needs beyond its input.
 const BATCH_BYTES: usize = 64 << 20;
 
+/// What [`Store::known_chunks`] found: each chunk's fingerprint (with the cache's seed), and
+/// the id of those already stored.
+pub(crate) struct Known {
+    pub(crate) seed: u64,
+    pub(crate) fingerprints: Vec<u128>,
+    pub(crate) ids: Vec<Option<Id>>,
+}
+
 /// What [`Store::put_record`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PutOutcome {
@@ -409,11 +417,27 @@ impl Store {
     /// Stores a record: `payload` plus `buffers`, each cut into chunks. Chunks and records that
     /// are already stored are not written again.
     pub fn put_record(&self, payload: &[u8], buffers: &[&[u8]]) -> Result<PutOutcome> {
-        let chunk_size = self.chunk_size;
-        let pieces: Vec<&[u8]> = buffers.iter().flat_map(|b| b.chunks(chunk_size)).collect();
+        let pieces: Vec<&[u8]> = buffers
+            .iter()
+            .flat_map(|b| b.chunks(self.chunk_size))
+            .collect();
         let ids = self.chunk_ids(&pieces);
         let lens: Vec<u64> = buffers.iter().map(|b| b.len() as u64).collect();
-        let encoded = record::encode(payload, &lens, &ids, chunk_size);
+        let pieces: Vec<Option<&[u8]>> = pieces.into_iter().map(Some).collect();
+        self.put_pieces(payload, &lens, &ids, &pieces)
+    }
+
+    /// Writes a record whose chunk ids are known: the chunks not stored yet (their bytes in
+    /// `pieces`; `None` only for chunks known to be stored), then the record itself.
+    pub(crate) fn put_pieces(
+        &self,
+        payload: &[u8],
+        lens: &[u64],
+        ids: &[Id],
+        pieces: &[Option<&[u8]>],
+    ) -> Result<PutOutcome> {
+        let chunk_size = self.chunk_size;
+        let encoded = record::encode(payload, lens, ids, chunk_size);
         let record_len = u32::try_from(encoded.len()).map_err(|_| {
             Error::Invalid(format!(
                 "a record of {} bytes is too large (the limit is 4 GiB; pass large data as buffers)",
@@ -425,7 +449,7 @@ impl Store {
         // Packs deleted since they were indexed (by hand, or moved aside by `relive repair`)
         // hold nothing any more: what this record needs from them is written again.
         self.forget_vanished_packs(ids.iter().chain([&id]), false);
-        self.pending().record_chunks.insert(id, ids.clone());
+        self.pending().record_chunks.insert(id, ids.to_vec());
 
         let mut writer = self.writer();
         let record_stored = self.read_index().stored(&id) || self.open_pack_contains(&writer, &id);
@@ -449,16 +473,28 @@ impl Store {
                 raw_bytes,
             });
         }
+        let fresh: Vec<(usize, &[u8])> = fresh
+            .into_iter()
+            .map(|i| {
+                pieces[i].map(|piece| (i, piece)).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "chunk {} is no longer in the store (its pack was removed while the \
+                         snapshot was being written)",
+                        ids[i].to_hex()
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
         let mut new_bytes = 0;
         let batch = (BATCH_BYTES / chunk_size).max(parallel::workers());
         for group in fresh.chunks(batch) {
             let stored = parallel::map_with(
                 &mut group.to_vec(),
                 || Compressor::new(pack::CHUNK_LEVEL).ok(),
-                |cctx, i| pack::compress(cctx.as_mut(), pieces[*i]),
+                |cctx, (_, piece)| pack::compress(cctx.as_mut(), piece),
             );
-            for (&i, stored) in group.iter().zip(&stored) {
-                let raw_len = pieces[i].len() as u32; // chunk_size <= 2^30
+            for (&(i, piece), stored) in group.iter().zip(&stored) {
+                let raw_len = piece.len() as u32; // chunk_size <= 2^30
                 new_bytes += self.append(&mut writer, ids[i], Kind::Chunk, stored, raw_len)?;
             }
         }
@@ -478,10 +514,28 @@ impl Store {
     /// stored in a sealed pack, costs only its fingerprint and a spot check (see
     /// [`Store::hit_matches`]); the others are hashed, in parallel either way.
     fn chunk_ids(&self, pieces: &[&[u8]]) -> Vec<Id> {
-        let Some(cache_path) = self.fingerprints_path() else {
+        let Some(known) = self.known_chunks(pieces) else {
             // A remote store: checking a cache hit would cost a request, more than hashing.
             return parallel::map_with(&mut pieces.to_vec(), || (), |_, p| Id::of(p));
         };
+        let mut ids = known.ids;
+        let mut missing: Vec<usize> = (0..pieces.len()).filter(|&i| ids[i].is_none()).collect();
+        let hashed = parallel::map_with(&mut missing, || (), |_, &mut i| (i, Id::of(pieces[i])));
+        for (i, id) in hashed {
+            ids[i] = Some(id);
+        }
+        let ids: Vec<Id> = ids
+            .into_iter()
+            .map(|id| id.expect("every chunk has an id"))
+            .collect();
+        self.remember(known.seed, &known.fingerprints, &ids);
+        ids
+    }
+
+    /// Each chunk's fingerprint, and the id of those the cache knows and the store holds;
+    /// None for a remote store, which keeps no cache.
+    pub(crate) fn known_chunks(&self, pieces: &[&[u8]]) -> Option<Known> {
+        let cache_path = self.fingerprints_path()?;
         let mut cache = self
             .fingerprints
             .lock()
@@ -493,40 +547,49 @@ impl Store {
             || (),
             |_, p| Fingerprints::of(seed, p),
         );
-        let mut ids: Vec<Option<Id>> = {
-            let index = self.read_index();
-            let mut check = HitCheck::new(self.backend.as_ref());
-            let hits: Vec<Option<Id>> = fingerprints
-                .iter()
-                .enumerate()
-                .map(|(i, &fp)| {
-                    let id = fps.get(fp)?;
-                    let (pack, entry) = index.get(&id)?;
-                    Some(id).filter(|_| check.matches(&pack, &entry, fp, pieces[i]))
-                })
-                .collect();
-            if check.failed {
-                // An entry named a blob with other bytes: the cache is wrong (damaged, or made
-                // by hand), so none of it is trusted and every chunk is hashed.
-                fps.forget_known();
-                vec![None; pieces.len()]
-            } else {
-                hits
-            }
-        };
-        let mut missing: Vec<usize> = (0..pieces.len()).filter(|&i| ids[i].is_none()).collect();
-        let hashed = parallel::map_with(&mut missing, || (), |_, &mut i| (i, Id::of(pieces[i])));
-        for (i, id) in hashed {
-            ids[i] = Some(id);
-        }
-        let ids: Vec<Id> = ids
-            .into_iter()
-            .map(|id| id.expect("every chunk has an id"))
+        let index = self.read_index();
+        let mut check = HitCheck::new(self.backend.as_ref());
+        let hits: Vec<Option<Id>> = fingerprints
+            .iter()
+            .enumerate()
+            .map(|(i, &fp)| {
+                let id = fps.get(fp)?;
+                let (pack, entry) = index.get(&id)?;
+                Some(id).filter(|_| check.matches(&pack, &entry, fp, pieces[i]))
+            })
             .collect();
-        for (&fp, &id) in fingerprints.iter().zip(&ids) {
-            fps.insert(fp, id);
+        let ids = if check.failed {
+            // An entry named a blob with other bytes: the cache is wrong (damaged, or made
+            // by hand), so none of it is trusted and every chunk is hashed.
+            fps.forget_known();
+            vec![None; pieces.len()]
+        } else {
+            hits
+        };
+        Some(Known {
+            seed,
+            fingerprints,
+            ids,
+        })
+    }
+
+    /// Adds what was learned (fingerprint `fps[i]` is chunk `ids[i]`) to the cache, unless
+    /// the cache was read again meanwhile with another seed (`refresh`).
+    pub(crate) fn remember(&self, seed: u64, fps: &[u128], ids: &[Id]) {
+        let Some(cache_path) = self.fingerprints_path() else {
+            return;
+        };
+        let mut cache = self
+            .fingerprints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let cache = cache.get_or_insert_with(|| Fingerprints::load(&cache_path));
+        if cache.seed() != seed {
+            return;
         }
-        ids
+        for (&fp, &id) in fps.iter().zip(ids) {
+            cache.insert(fp, id);
+        }
     }
 
     /// The local cache of chunk fingerprints; none for a remote store.

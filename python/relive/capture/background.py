@@ -1,4 +1,4 @@
-"""Background snapshots: the program pauses only to fork.
+"""Background snapshots: the program pauses only to fork (or, without fork, to copy).
 
 At the safe point the program forks; the child holds a copy-on-write image of the whole
 process and does all the pickling, hashing and writing, then exits, while the program
@@ -14,6 +14,9 @@ An exit snapshot's child is detached (``start`` with a marker): it writes its ma
 (a caller reading the program's output through a pipe would wait for it), tells the
 program so, and the program ends at once; the child commits after it, under its own time
 limit (a watchdog thread that records why, then the alarm), and removes its marker.
+
+Without fork (``--mode thread``) the program pauses to pickle and copy (``copying``) and a
+thread of relive's writes the copies: ``start_thread``, one at a time as well.
 """
 
 from __future__ import annotations
@@ -159,6 +162,24 @@ class Background:
         # Unseen: its events would reach the program's `sys.monitoring` tools.
         _thread.start_new_thread(_native.unseen(self._wait_for), (pid, read_end))
         return FORKED
+
+    def start_thread(self, work: Callable[[], dict[str, Any]]) -> None:
+        """Run ``work()`` on a thread of relive's (``--mode thread``: it writes what the
+        program's pause copied); its outcome comes to ``on_done`` as a child's does. A
+        thread cannot be stopped: --snapshot-timeout bounds only how long the program waits
+        for it (``wait``), and --max-memory is kept while it copies (``copying``)."""
+        self._idle.clear()
+        _thread.start_new_thread(_native.unseen(self._run), (work,))  # a bare thread, unseen: see start
+
+    def _run(self, work: Callable[[], dict[str, Any]]) -> None:
+        try:
+            outcome: Outcome = {"ok": True, **work()}
+        except BaseException as exc:  # never a traceback from relive's thread into the program's output
+            outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__}
+        try:
+            self._on_done(outcome)
+        finally:
+            self._idle.set()
 
     def _wait_for(self, pid: int, read_end: int) -> None:
         deadline = time.monotonic() + self._timeout

@@ -12,7 +12,9 @@ class CaptureOptions:
     every: float = 10.0
     exclude: tuple[str, ...] = ()
     signal_wait: float = 2.0  # seconds a signal waits for a line boundary before relive snapshots in place
-    mode: str = "auto"  # snapshots: "fork" (in a child), "inline", or "auto" (fork where it is safe)
+    # Snapshots: "fork" (in a child), "thread" (copied, then written by a thread), "inline",
+    # or "auto" (fork where it is safe, else thread).
+    mode: str = "auto"
     snapshot_timeout: float = 300.0  # a snapshot running longer is stopped and counted as failed
     overhead: float = 2.0  # percent of the program's time that timer snapshots may cost
     max_memory: int | None = None  # bytes of copy-on-write growth a background snapshot may cause

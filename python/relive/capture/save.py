@@ -15,6 +15,7 @@ import time
 import types
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
 from relive import _native
@@ -36,7 +37,7 @@ class SnapshotRequest:
     seq: int
     parent: str | None
     trigger: str
-    mode: str  # "inline" (in the program's process) or "fork" (in a forked child)
+    mode: str  # "inline" (in the program's process), "fork" (a forked child), "thread" (copied, then a thread)
     frames: list[FrameView]
     main_dict: dict[str, Any]
     exclude: tuple[str, ...] = ()
@@ -92,7 +93,29 @@ def _main_names(main_dict: dict[str, Any], exclude: tuple[str, ...]) -> dict[int
     return names
 
 
+@dataclass
+class Prepared:
+    """A snapshot whose records are all put, before its manifest is made and committed."""
+
+    request: SnapshotRequest
+    state: StoredState
+    frames: list[FrameEntry]
+    resume: ResumeEntry
+    started: float  # time.perf_counter() when it began
+    modules: dict[str, str]  # the globals that name modules (``np`` -> ``numpy``)
+    # When and where it was taken: read at the point, not at the commit, which a thread
+    # (--mode thread) makes while the program runs on (and may change directory).
+    time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    cwd: str = field(default_factory=os.getcwd)
+    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
 def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotResult:
+    return finish(store, prepare(store, request, codes))
+
+
+def prepare(store: Any, request: SnapshotRequest, codes: CodeRecords) -> Prepared:
+    """Every record of the snapshot put into ``store``: its roots' values and its frames' code."""
     started = time.perf_counter()
     roots = global_roots(request.main_dict, request.exclude)
     for index, view in enumerate(request.frames):
@@ -111,10 +134,26 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
     resume = _resume_entry(request, resume_entries, state)
     if resume.resumable and resume_entries is not None:
         frames = [replace(frame, resume=entry) for frame, entry in zip(frames, resume_entries)]
-    seconds = time.perf_counter() - started  # up to the commit, which follows
-    snapshot_id = store.commit(_manifest(request, state, frames, resume, seconds).to_json())
+    return Prepared(request, state, frames, resume, started, modules_of(request.main_dict))
+
+
+def finish(store: Any, prepared: Prepared, costs: dict[str, Any] | None = None,
+           resolve: Callable[[bytes], bytes] | None = None) -> SnapshotResult:
+    """Make the snapshot's manifest and commit it. ``costs``: its ``memory_bytes`` and
+    ``cpu_s`` where the writer measured them (a forked child measures its own); ``resolve``:
+    what puts the records' real ids into the manifest (``copying``)."""
+    request, state = prepared.request, prepared.state
+    seconds = time.perf_counter() - prepared.started  # up to the commit, which follows
+    if costs is None and request.mode == "fork":
+        # What a forked child holds alone: pages the program rewrote since the fork (now held
+        # twice) and its own working memory, read at the end, near its peak. And the child's
+        # own CPU (all its threads; a forked process starts from zero): what it took from the
+        # program's cores. The commit and exit that follow are not in it.
+        costs = {"memory_bytes": private_bytes(), "cpu_s": round(time.process_time(), 6)}
+    manifest = _manifest(prepared, seconds, costs or {}).to_json()
+    snapshot_id = store.commit(manifest if resolve is None else resolve(manifest))
     return SnapshotResult(snapshot_id, state.new_bytes, state.state_bytes, len(state.skipped),
-                          time.perf_counter() - started)
+                          time.perf_counter() - prepared.started)
 
 
 def _resume_roots(request: SnapshotRequest, roots: list[Root]) -> list[FrameResume] | None:
@@ -243,38 +282,33 @@ def _frame_entry(index: int, view: FrameView, code_id: str, state: StoredState) 
     )
 
 
-def _manifest(request: SnapshotRequest, state: StoredState, frames: list[FrameEntry], resume: ResumeEntry,
-              seconds: float) -> Manifest:
+def _manifest(prepared: Prepared, seconds: float, costs: dict[str, Any]) -> Manifest:
+    request, state, frames = prepared.request, prepared.state, prepared.frames
     extra = dict(request.extra)
     inner = frames[-1] if frames else None
     where = extra.pop("where", Where(inner.file, inner.line, inner.function) if inner else None)
-    fork = request.mode == "fork"
     return Manifest(
         run=request.run_id,
         seq=request.seq,
         parent=request.parent,
-        time=datetime.now(timezone.utc).isoformat(),
+        time=prepared.time,
         trigger=request.trigger,
         mode=request.mode,
         where=where,
         frames=frames,
         globals=_variables(state, "g:"),
-        modules=modules_of(request.main_dict),
+        modules=prepared.modules,
         skipped=[SkippedEntry(s.scope, s.name, s.reason, s.path or None) for s in state.skipped],
         records=sorted(set(state.records) | {f.code for f in frames if f.code is not None}),
         new_bytes=state.new_bytes,
         state_bytes=state.state_bytes,
-        cwd=os.getcwd(),
-        argv=list(sys.argv),
-        resume=resume,
+        cwd=prepared.cwd,
+        argv=prepared.argv,
+        resume=prepared.resume,
         process=state.variables[PROCESS_KEY]["record"] if PROCESS_KEY in state.variables else None,
         write_s=round(seconds, 6),
         pause_s=round(seconds if request.pause_s is None else request.pause_s, 6),
-        # What a forked child holds alone: pages the program rewrote since the fork (now held
-        # twice) and its own working memory. Read at the end, near its peak.
-        memory_bytes=private_bytes() if fork else None,
-        # The child's own CPU (all its threads; a forked process starts from zero): what it
-        # took from the program's cores. The commit and exit that follow are not in it.
-        cpu_s=round(time.process_time(), 6) if fork else None,
+        memory_bytes=costs.get("memory_bytes"),
+        cpu_s=costs.get("cpu_s"),
         **extra,
     )

@@ -1,4 +1,5 @@
-"""How a snapshot is written: through a forked child where fork is possible, else inline.
+"""How a snapshot is written: by a forked child where fork is possible, else copied then
+written by a thread, or inline.
 
 Where fork is possible, every snapshot is written by a forked child (``background``), so
 that the program's own pickling hooks (``__reduce__``, ``__getstate__``) never run in the
@@ -10,12 +11,14 @@ The exit and exception snapshots' child is detached: the program ends as soon as
 forked, and it commits afterwards, leaving a marker that readers wait for
 (``relive.writing``); with --wait-exit, $RELIVE_WAIT_EXIT=1 or under Slurm (which kills
 a job's processes when it ends) the program waits for it too. Without fork (CUDA is
-initialized, --mode inline) snapshots are written in the program's process. Either way one
-stops at --snapshot-timeout (``time_limit`` for the inline ones). Here too: opening the
-store, each snapshot's request (``save`` writes it), charging timer and --at snapshots to
-the overhead budget (``budget``: it stretches the timer's interval and spaces --at's), and
-reporting each failure once. Called by ``triggers`` with the snapshotting lock held, and by the thread
-that waits for a child.
+initialized, --mode thread) a timer or --at snapshot is copied during a pause and written
+by a thread of relive's (``copying``), and the others are written in the program's process,
+as all are with --mode inline. Each stops at --snapshot-timeout (``time_limit`` for the
+inline ones and for the pause; a thread cannot be stopped, only no longer waited for).
+Here too: opening the store, each snapshot's request (``save`` writes it), charging timer
+and --at snapshots to the overhead budget (``budget``: it stretches the timer's interval and
+spaces --at's), and reporting each failure once. Called by ``triggers`` with the
+snapshotting lock held, and by the thread that waits for a child.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from relive import _native
 from relive.errors import StoreError
 from relive.capture import frames as program_frames
-from relive.capture import background, process, save, streams
+from relive.capture import background, copying, process, save, streams
 from relive.capture.background import Background
 from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
@@ -81,9 +84,12 @@ class Writer:
         self._parent_cost: dict[str, float] | None = None  # what the parent (a forked snapshot) cost the program
         self._stretched_because: str | None = None  # why the timer's interval is past --every
         self._child_trigger = "timer"  # what the running (or last) snapshot child was forked for
+        self._child_mode = "fork"  # and how: a forked child, or a thread writing copies ("thread")
+        self._written_cpu_s = 0.0  # the CPU of relive's writing threads: not the program's own
         self._child_outcome: dict[str, Any] = {}  # the last child's outcome
         self._background = Background(options.snapshot_timeout, options.max_memory, self._background_done)
-        self._budget = Budget(options.every, options.overhead, usable_cores())
+        self._budget = Budget(options.every, options.overhead, usable_cores(),
+                              program_cpu=lambda: time.process_time() - self._written_cpu_s)
         self._at_ready = 0.0  # when the budget allows the next --at snapshot (time.monotonic)
 
     @property
@@ -179,19 +185,77 @@ class Writer:
 
     def _use_fork(self) -> bool:
         mode = self.options.mode
-        if mode == "inline":
+        if mode in ("inline", "thread"):
             return False
         if background.available():
             return True
         if mode == "fork":
-            warn_once("fork", "snapshots are taken in the program's process: fork is unavailable or unsafe "
-                              "here (CUDA is initialized)")
+            warn_once("fork", "fork is unavailable or unsafe here (CUDA is initialized): timer snapshots are "
+                              "copied and written by a thread, the others in the program's process")
         return False
 
     def take_in_background(self, trigger: str, frames: list[program_frames.FrameView], point: Any) -> bool:
-        """Fork a child that writes the snapshot while the program goes on; False if it has to
-        be taken inline instead."""
-        return self._use_fork() and self._start_child(trigger, frames, point, {}) != _NOT_FORKED
+        """Fork a child that writes the snapshot while the program goes on (or, without fork,
+        copy it and have a thread write it); False if it has to be taken inline instead."""
+        if self._use_fork():
+            return self._start_child(trigger, frames, point, {}) != _NOT_FORKED
+        if self._use_thread():
+            self._start_thread(trigger, frames, point)
+            return True
+        return False
+
+    def _use_thread(self) -> bool:
+        """Copy-then-write: asked, or where fork cannot be used and inline was not asked."""
+        return self.options.mode != "inline"
+
+    def _start_thread(self, trigger: str, frames: list[program_frames.FrameView], point: Any) -> None:
+        """Pickle and copy the snapshot now (``copying``), and have a thread of relive's
+        write it while the program goes on. Never raises: a failure is reported once."""
+        started = time.perf_counter()
+        try:
+            store = self._open_store(trigger)
+            if store is None:
+                return
+            if self._store_behind:
+                self._store_behind = False
+                store.refresh()  # what forked snapshots wrote is not written again
+            request = self._request(trigger, frames, "thread", {}, point)
+            staging = copying.Staging(store, self.options.max_memory)
+            budgeted = trigger in _BUDGETED
+            if budgeted:
+                self._budget.forking()
+            with TimeLimit(self.options.snapshot_timeout):
+                prepared = save.prepare(staging, request, self._codes)
+        except SnapshotTimedOut:
+            self._failed(RuntimeError(exceeded(self.options.snapshot_timeout)))
+            return
+        except Exception as exc:  # never into the program: the next snapshot covers this one
+            self._failed(exc, time.perf_counter() - started)
+            return
+        request.pause_s = time.perf_counter() - started
+        prepared.started = started  # its write_s: from the pause's start to the commit, the pause within it
+        # The thread needs only what was copied: the program's frames and objects are not
+        # kept alive by it (a tensor the program drops meanwhile is freed).
+        request.frames, request.main_dict, request.resume, request.process = [], {}, None, None
+        forget = self._to_forget()
+
+        def work() -> dict[str, Any]:
+            cpu = time.thread_time(), _native.workers_cpu_seconds()
+            try:
+                prepared.state.new_bytes += staging.write()
+                cpu_s = time.thread_time() - cpu[0] + _native.workers_cpu_seconds() - cpu[1]
+                costs = {"memory_bytes": staging.copied_bytes, "cpu_s": round(cpu_s, 6)}
+                result = save.finish(store, prepared, costs, staging.resolve)
+                if forget:
+                    _forget(store, forget)
+            except (StoreError, OSError) as exc:
+                return {"ok": False, "store_error": str(exc)}
+            return {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
+                    "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s,
+                    "cpu_s": cpu_s}
+
+        self._child_trigger, self._child_mode = trigger, "thread"
+        self._background.start_thread(work)
 
     def _start_child(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
                      extra: dict[str, Any], signum: int | None = None, detach: bool = False) -> str:
@@ -234,7 +298,7 @@ class Writer:
 
         if budgeted:
             self._budget.forking()
-        self._child_trigger = trigger
+        self._child_trigger, self._child_mode = trigger, "fork"
         forked = self._background.start(work, marker)
         if forked is None:
             return _NOT_FORKED
@@ -268,9 +332,13 @@ class Writer:
 
     def _record_outcome(self, outcome: dict[str, Any]) -> None:
         budgeted = self._child_trigger in _BUDGETED  # only these are charged to the budget
-        copies_s = self._budget.child_ended() if budgeted else 0.0
+        forked = self._child_mode == "fork"
+        # A thread's writing shares the program's process: no page copies, and its CPU is not the program's.
+        copies_s = self._budget.child_ended() if budgeted and forked else 0.0
+        if not forked:
+            self._written_cpu_s += outcome.get("cpu_s", 0.0)
         if outcome.get("ok"):
-            self._store_behind = True
+            self._store_behind = forked
             self._parent = outcome["id"]
             self._kept.append(outcome["id"])
             self.snapshots.append(save.SnapshotResult(

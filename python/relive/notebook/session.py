@@ -8,7 +8,10 @@ holds already, so they cost a hash. It is written by a forked child where fork i
 (``capture.background``: the notebook's own pickling hooks never run in the kernel) while
 the next cell runs: the cell does not wait for it. The snapshot is settled (its id known,
 its warnings said) when the next one starts, or when a ``%relive`` command needs the
-history; else inline, under the same time limit as ``relive run``'s.
+history. Where fork cannot be used (CUDA is initialized, a remote store), the kernel pauses
+to pickle and copy what changed (``capture.copying``) and a thread writes it, also while the
+next cell runs; with mode "inline", the cell waits for all of it. Either way under the same
+time limit as ``relive run``'s.
 
 Every snapshot's parent is the session's ``head``: the last snapshot written, or the one
 ``%relive checkout``/``undo``/``restore`` moved the namespace to, so that cells run after a
@@ -25,10 +28,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 from relive import _native
-from relive.capture import background, save
+from relive.capture import background, copying, save
 from relive.capture.background import Background
 from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
 from relive.manifest import CellEntry, Manifest, Where
@@ -69,7 +73,7 @@ class Session:
     def __init__(self, ip: Any, store: str, mode: str = "auto") -> None:
         self.ip = ip
         self.store = store
-        self.mode = mode  # "fork", "inline", or "auto": fork where it is safe
+        self.mode = mode  # "fork", "thread", "inline", or "auto": fork where it is safe, else thread
         self.run: RunInfo = start_run(["%load_ext", "relive"], notebook_path(ip), False, list(sys.argv), os.getcwd())
         self.head: str | None = None  # the snapshot the namespace is at
         # Whether the namespace is exactly the head's: not after a failed snapshot, nor within
@@ -132,6 +136,9 @@ class Session:
             self.mode == "fork" or (self.mode == "auto" and background.available()))
         if use_fork and self._start_forked(request, cell):
             return None
+        if self.mode != "inline":  # no fork (CUDA is initialized): copied now, written by a thread
+            self._start_copied(store, request, cell)
+            return None
         request.mode = "inline"
         snapshot_id = self._write_inline(store, request)
         self.moved_to(snapshot_id)
@@ -155,7 +162,8 @@ class Session:
             self._lost(cell, outcome.get("error", "the snapshot process failed"))
             return
         snapshot_id = str(outcome["id"])
-        self._native.refresh()  # the child's packs: this handle reads them from now on
+        if outcome.get("forked", True):
+            self._native.refresh()  # the child's packs: this handle reads them from now on
         self.head, self.head_is_current = snapshot_id, self._pending_current
         if self._before == _PENDING:
             self._before = snapshot_id
@@ -236,6 +244,29 @@ class Session:
             return False
         self._pending, self._pending_current = (writer, cell), True
         return True
+
+    def _start_copied(self, store: Any, request: save.SnapshotRequest, cell: CellEntry) -> None:
+        """Pickles and copies the snapshot now (``capture.copying``) and has a thread write it
+        while the next cell runs."""
+        request.mode = "thread"
+        staging = copying.Staging(store)
+        started = time.perf_counter()
+        try:
+            with TimeLimit(SNAPSHOT_TIMEOUT_S):
+                prepared = save.prepare(staging, request, self._codes)
+        except SnapshotTimedOut:
+            raise RuntimeError(exceeded(SNAPSHOT_TIMEOUT_S)) from None
+        request.pause_s = time.perf_counter() - started
+        request.main_dict = {}  # the thread needs only the copies, not the namespace
+
+        def work() -> dict[str, Any]:
+            prepared.state.new_bytes += staging.write()
+            costs = {"memory_bytes": staging.copied_bytes}
+            return {"id": save.finish(store, prepared, costs, staging.resolve).id, "forked": False}
+
+        writer = Background(SNAPSHOT_TIMEOUT_S, None, self._done)
+        writer.start_thread(work)
+        self._pending, self._pending_current = (writer, cell), True
 
     def _done(self, outcome: dict[str, Any]) -> None:
         self._outcome = outcome

@@ -1,0 +1,90 @@
+"""Copy-then-write snapshots (``--mode thread``): the program pauses to pickle and copy, and
+a thread of relive's writes while it runs on.
+
+Where fork is impossible or unsafe (CUDA is initialized: a forked child cannot use it; no
+fork on the platform; ``--mode thread`` asked), a snapshot would otherwise be written
+inline, the program waiting for all of it. Here the program waits only for what needs its
+objects to stand still: the pickling, and a copy of each record (``Store.stage_record``):
+its pickle, and those chunks of its buffers that the store does not hold (their fingerprints,
+taken at memory speed, say which). The hashing, compression and writing of the copies
+then run on a thread of relive's, the store's threads without the GIL.
+
+A record's id is the hash of what it holds, which is the slow part: during the pause each
+record gets a stand-in id (random, never a real one), the snapshot's manifest is made with
+those, and the thread puts the real ids in before it commits (``Staging.resolve``).
+
+What the copies hold is what the program held at the pause: the program may change or free
+its objects at once. Their memory is bounded by ``--max-memory``: a snapshot whose copies
+would pass it is skipped (and said once).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from relive import _native
+from relive.errors import ReliveError
+
+
+class TooMuchMemory(ReliveError):
+    """The copies of one snapshot would pass --max-memory."""
+
+
+class Staging:
+    """The store a snapshot's records are put into during the pause: each is copied
+    (staged) under a stand-in id, and written by ``write`` later, on relive's thread.
+
+    ``put_record`` is ``RecordStore``'s; nothing is read back from it."""
+
+    def __init__(self, store: Any, max_memory: int | None = None) -> None:
+        self._store = store
+        self._max_memory = max_memory
+        self._staged: list[tuple[str, _native.StagedRecord]] = []
+        self.copied_bytes = 0  # what the copies hold: the snapshot's memory until written
+        self._ids: dict[str, str] = {}  # stand-in -> real id, once written
+
+    def put_record(self, payload: Any, buffers: Sequence[Any]) -> tuple[str, int, int]:
+        """Copies the record now; its id is a stand-in until ``write``. New bytes are not
+        known yet (0): ``write`` counts them."""
+        staged = self._store.stage_record(payload, buffers)
+        self.copied_bytes += staged.copied_bytes
+        if self._max_memory is not None and self.copied_bytes > self._max_memory:
+            self._staged.clear()
+            raise TooMuchMemory(f"its copies passed --max-memory ({self._max_memory} bytes), so it was skipped")
+        stand_in = secrets.token_hex(32)  # the length of a real id, never one
+        self._staged.append((stand_in, staged))
+        return stand_in, 0, staged.raw_bytes
+
+    def get_record(self, id: str) -> tuple[bytes, Sequence[Any]]:
+        raise NotImplementedError("records being staged are not read back")
+
+    def write(self) -> int:
+        """On relive's thread: writes every staged record (the GIL released while it hashes,
+        compresses and writes). Returns the bytes newly written."""
+        new_bytes = 0
+        staged, self._staged = self._staged, []
+        for stand_in, record in staged:
+            record_id, written, _ = self._store.put_staged(record)
+            self._ids[stand_in] = record_id
+            new_bytes += written
+        return new_bytes
+
+    def resolve(self, manifest: bytes) -> bytes:
+        """The manifest with each stand-in id replaced by the record's real id (two staged
+        records that hold the same bytes have one id: the manifest lists it once)."""
+        doc = _resolved(json.loads(manifest), self._ids)
+        doc["records"] = sorted(set(doc["records"]))
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _resolved(value: Any, ids: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return ids.get(value, value)
+    if isinstance(value, list):
+        return [_resolved(item, ids) for item in value]
+    if isinstance(value, dict):
+        return {key: _resolved(item, ids) for key, item in value.items()}
+    return value

@@ -1,0 +1,161 @@
+"""Copy-then-write snapshots (--mode thread, and auto where fork cannot be used): the
+program pauses to pickle and copy, a thread of relive's writes, and what is written is the
+state at the pause, whatever the program does meanwhile."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+import relive
+from conftest import Workdir, wait_for_line
+from relive.store import Store
+
+# Stands in for a program with CUDA initialized: fork is then unavailable to relive.
+NO_FORK = "import relive.capture.background as _b\n_b.available = lambda: False\n"
+
+
+def test_thread_snapshots_hold_the_state_at_the_pause_never_torn(work: Workdir) -> None:
+    pytest.importorskip("numpy")
+    work.write("prog.py", """
+        import time
+        import numpy as np
+        arr = np.zeros(5_000_000)          # 40 MB, rewritten whole at every round
+        a = b = 0
+        end = time.time() + 2.5
+        i = 0
+        while time.time() < end:
+            i += 1
+            arr[:] = i
+            a += 1
+            b += 1
+        print("rounds", i > 0)
+    """)
+    plain = work.python("prog.py")
+    proc = work.relive("run", "--every", "0.2", "--overhead", "0", "--mode", "thread", "prog.py", check=True)
+    assert proc.stdout == plain.stdout and proc.stderr == ""
+    log = work.log()
+    timers = [s for s in log if s["trigger"] == "timer"]
+    assert len(timers) >= 3
+    assert all(s["mode"] == "thread" for s in timers)
+    assert log[-1]["trigger"] == "exit" and log[-1]["mode"] == "inline"
+    checked = 0
+    for entry in timers:
+        snap = relive.load(entry["id"], store=str(work.store))
+        if "arr" not in snap:  # taken while numpy was being imported
+            continue
+        checked += 1
+        arr = snap["arr"]
+        assert arr.min() == arr.max()  # the copy taken in the pause: never half of one round
+        assert snap["a"] - snap["b"] in (0, 1)
+        assert entry["pause_s"] < entry["write_s"]  # the program went on while the thread wrote
+        assert 0 < entry["cpu_s"] < 10  # the writing thread's CPU and its workers'
+        assert entry["memory_bytes"] >= 40_000_000  # every round changes the whole array: all copied
+    assert checked >= 2
+
+
+def test_a_thread_snapshot_holds_the_records_a_forked_one_does(work: Workdir) -> None:
+    pytest.importorskip("numpy")
+    work.write("prog.py", """
+        import numpy as np
+        weights = np.arange(3_000_000, dtype=np.float64)   # 24 MB: chunks, most unchanged
+        history = []
+        table = {"name": "run", "sizes": [1, 2, 3]}
+        for epoch in range(3):
+            weights[epoch * 1000] += 1.5
+            history.append({"epoch": epoch, "loss": 1.0 / (epoch + 1)})
+            done = epoch                        # line 9
+        print("done", done)
+    """)
+    records = {}
+    for mode in ("fork", "thread"):
+        store = f".relive-{mode}"
+        run = work.relive("run", "--store", store, "--every", "0", "--overhead", "0", "--mode", mode,
+                          "--at", "prog.py:9", "prog.py", check=True)
+        assert run.stdout == "done 2\n"
+        opened = Store(str(work.path / store))
+        manifests = [s.manifest for s in opened.snapshots if s.manifest.trigger == "at"]
+        assert [m.mode for m in manifests] == [mode] * 3
+        records[mode] = [({name: v.record for name, v in m.globals.items()}, [f.code for f in m.frames],
+                          m.resume.values if m.resume else None) for m in manifests]
+    assert records["thread"] == records["fork"]
+
+
+def test_auto_copies_where_fork_cannot_be_used_and_a_kill_loses_nothing_committed(work: Workdir) -> None:
+    pytest.importorskip("numpy")
+    work.write("prog.py", NO_FORK + """
+import time
+import numpy as np
+weights = np.random.default_rng(0).random(2_000_000)
+for step in range(1000):
+    weights[:1000] += 1
+    print("step", step, flush=True)
+    time.sleep(0.01)
+print("finished", step, round(float(weights[:1000].sum()), 3))
+""")
+    plain = work.python("prog.py")
+    proc = work.start("run", "--every", "0.3", "--overhead", "0", "prog.py")
+    wait_for_line(proc, "step 300")
+    proc.send_signal(signal.SIGKILL)  # whatever the thread was writing is lost, never committed half
+    proc.wait()
+    assert work.relive("verify", check=True).returncode == 0
+    timers = [s for s in work.log() if s["trigger"] == "timer"]
+    assert len(timers) >= 3 and {s["mode"] for s in timers} == {"thread"}
+    resumed = work.relive("resume", check=True)
+    assert resumed.stdout.splitlines()[-1] == plain.stdout.splitlines()[-1]
+
+
+def test_copies_past_max_memory_skip_the_snapshot_and_say_so_once(work: Workdir) -> None:
+    pytest.importorskip("numpy")
+    work.write("prog.py", """
+        import time
+        import numpy as np
+        arr = np.random.default_rng(1).random(1_000_000)    # 8 MB, copied whole the first time
+        for i in range(30):
+            time.sleep(0.03)
+        print("ok")
+    """)
+    run = work.relive("run", "--every", "0.1", "--overhead", "0", "--mode", "thread", "--max-memory", "1MiB",
+                      "prog.py", check=True)
+    assert run.stdout == "ok\n"
+    assert run.stderr.count("--max-memory") == 1, run.stderr
+    log = work.log()
+    assert log[-1]["trigger"] == "exit" and log[-1]["mode"] == "inline"  # the program waits for it: no copies
+    # No timer snapshot holds the array (one taken while numpy was imported may hold the rest).
+    assert all(row["state_bytes"] < 8_000_000 for row in log if row["trigger"] == "timer")
+
+
+def test_cuda_tensors_are_copied_then_written_while_training_goes_on(work: Workdir) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU here: run on a machine with CUDA")
+    work.write("prog.py", """
+        import time
+        import torch
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2048, 2048).cuda()         # 16 MB of weights on the GPU
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        x = torch.randn(256, 2048, device="cuda")
+        counter = torch.zeros(4_000_000, device="cuda")     # 16 MB, all of it rewritten each step
+        end = time.time() + 3
+        step = 0
+        while time.time() < end:
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+            counter += 1
+            step += 1
+            torch.cuda.synchronize()
+        print("trained", step > 0)
+    """)
+    run = work.relive("run", "--every", "0.5", "--overhead", "0", "prog.py", check=True)
+    assert run.stdout == "trained True\n"
+    timers = [s for s in work.log() if s["trigger"] == "timer"]
+    assert len(timers) >= 2 and {s["mode"] for s in timers} == {"thread"}  # CUDA is initialized: no fork
+    for entry in timers:
+        snap = relive.load(entry["id"], store=str(work.store))
+        counter = snap["counter"].cpu()
+        assert counter.min() == counter.max() == snap["step"]  # one moment: the pause's copy
+        assert torch.isfinite(snap["model"].weight).all()
+        assert entry["pause_s"] < entry["write_s"]
