@@ -197,8 +197,10 @@ def _capture_options(resumed: bool = False) -> Callable[[_Command], _Command]:
                     "CPU (as far as the program keeps its cores busy) and the program's page copies while "
                     "it runs."),
         option("--max-memory", type=_Size(), default=None, metavar="SIZE",
-               help="Stop a background snapshot whose extra memory (pages the program rewrites meanwhile, held "
-                    "twice) passes SIZE, e.g. 2GiB or 500MiB; it counts as failed."),
+               help="Stop a forked snapshot whose extra memory (pages the program rewrites meanwhile, held "
+                    "twice) passes SIZE, e.g. 2GiB or 500MiB; it counts as failed. With --mode thread, the "
+                    "copies of one snapshot stay within SIZE (default: half the memory available): what would "
+                    "pass it is written while the program waits."),
         click.option("--at", multiple=True, type=_Place(), metavar="FILE:LINE",
                      help="Also take a snapshot each time line LINE of FILE is about to run (e.g. train.py:88, the "
                           "end of an epoch), as often as --overhead allows (0: every time); repeatable. FILE is "

@@ -14,8 +14,9 @@ record gets a stand-in id (random, never a real one), the snapshot's manifest is
 those, and the thread puts the real ids in before it commits (``Staging.resolve``).
 
 What the copies hold is what the program held at the pause: the program may change or free
-its objects at once. Their memory is bounded by ``--max-memory``: a snapshot whose copies
-would pass it is skipped (and said once).
+its objects at once. Their memory is bounded by ``--max-memory`` (by default, half the
+memory available when the snapshot starts): a record whose copy could pass it is written
+during the pause instead, as an inline snapshot would write it.
 """
 
 from __future__ import annotations
@@ -26,34 +27,59 @@ from collections.abc import Sequence
 from typing import Any
 
 from relive import _native
-from relive.errors import ReliveError
 
 
-class TooMuchMemory(ReliveError):
-    """The copies of one snapshot would pass --max-memory."""
+# Without --max-memory, the copies of one snapshot may take at most this share of the memory
+# the system has available when the snapshot starts (a model on the GPU is copied whole at
+# every snapshot: it may be as large as the host's memory).
+_AVAILABLE_SHARE = 0.5
+
+
+def available_memory() -> int | None:
+    """The memory the system can give without swapping (Linux's MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def copies_limit(max_memory: int | None) -> int | None:
+    """How much one snapshot may copy: --max-memory, else half the memory available now."""
+    if max_memory is not None:
+        return max_memory
+    available = available_memory()
+    return None if available is None else int(available * _AVAILABLE_SHARE)
 
 
 class Staging:
     """The store a snapshot's records are put into during the pause: each is copied
-    (staged) under a stand-in id, and written by ``write`` later, on relive's thread.
+    (staged) under a stand-in id, and written by ``write`` later, on relive's thread. A
+    record whose copy could pass ``limit`` is written at once instead, while the program
+    still waits: the pause grows, the memory does not.
 
     ``put_record`` is ``RecordStore``'s; nothing is read back from it."""
 
-    def __init__(self, store: Any, max_memory: int | None = None) -> None:
+    def __init__(self, store: Any, limit: int | None = None) -> None:
         self._store = store
-        self._max_memory = max_memory
+        self._limit = limit
         self._staged: list[tuple[str, _native.StagedRecord]] = []
         self.copied_bytes = 0  # what the copies hold: the snapshot's memory until written
         self._ids: dict[str, str] = {}  # stand-in -> real id, once written
 
     def put_record(self, payload: Any, buffers: Sequence[Any]) -> tuple[str, int, int]:
-        """Copies the record now; its id is a stand-in until ``write``. New bytes are not
-        known yet (0): ``write`` counts them."""
+        """Copies the record now; its id is a stand-in until ``write``, and its new bytes
+        are counted there. Written now (its real id) where its copy could pass the limit:
+        its whole size is taken as what it would copy, for the copy is not known before."""
+        if self._limit is not None:
+            size = len(memoryview(payload)) + sum(memoryview(b).nbytes for b in buffers)
+            if self.copied_bytes + size > self._limit:
+                return self._store.put_record(payload, buffers)  # type: ignore[no-any-return]
         staged = self._store.stage_record(payload, buffers)
         self.copied_bytes += staged.copied_bytes
-        if self._max_memory is not None and self.copied_bytes > self._max_memory:
-            self._staged.clear()
-            raise TooMuchMemory(f"its copies passed --max-memory ({self._max_memory} bytes), so it was skipped")
         stand_in = secrets.token_hex(32)  # the length of a real id, never one
         self._staged.append((stand_in, staged))
         return stand_in, 0, staged.raw_bytes

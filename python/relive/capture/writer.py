@@ -220,7 +220,7 @@ class Writer:
                 self._store_behind = False
                 store.refresh()  # what forked snapshots wrote is not written again
             request = self._request(trigger, frames, "thread", {}, point)
-            staging = copying.Staging(store, self.options.max_memory)
+            staging = copying.Staging(store, copying.copies_limit(self.options.max_memory))
             budgeted = trigger in _BUDGETED
             if budgeted:
                 self._budget.forking()

@@ -249,7 +249,7 @@ class Session:
         """Pickles and copies the snapshot now (``capture.copying``) and has a thread write it
         while the next cell runs."""
         request.mode = "thread"
-        staging = copying.Staging(store)
+        staging = copying.Staging(store, copying.copies_limit(None))
         started = time.perf_counter()
         try:
             with TimeLimit(SNAPSHOT_TIMEOUT_S):
