@@ -207,8 +207,9 @@ def _capture_options(resumed: bool = False) -> Callable[[_Command], _Command]:
                           "here or on sys.path (torch/optim/adam.py:100)."
                           + (" Default: the resumed run's." if resumed else "")),
         option("--keep-last", type=click.IntRange(min=1), default=None, metavar="N",
-               help="Keep only this run's last N snapshots: forked snapshots forget the older ones as the run goes "
-                    "(as `relive prune` does: their space is reclaimed after its grace period)."),
+               help="Keep only this run's last N snapshots: snapshots written in the background forget the older "
+                    "ones as the run goes (as `relive prune` does: their space is reclaimed after its grace "
+                    "period)."),
         click.option("--wait-exit/--no-wait-exit", default=None,
                      help="Whether the program waits for its exit (or crash) snapshot to be committed before it "
                           "ends. By default it does not: relive exits with the program's status once the snapshot's "
