@@ -23,6 +23,25 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 ENV.pop("RELIVE_STORE", None)
 
 
+# A program that rewrites a 40 MB array whole, and two counters, at every round for 2.5 s:
+# a background snapshot that holds half of one round (or a differs from b by more than one
+# step) was torn by the program writing on.
+REWRITTEN_EACH_ROUND = """
+    import time
+    import numpy as np
+    arr = np.zeros(5_000_000)          # 40 MB, rewritten whole at every round
+    a = b = 0
+    end = time.time() + 2.5
+    i = 0
+    while time.time() < end:
+        i += 1
+        arr[:] = i
+        a += 1
+        b += 1
+    print("rounds", i > 0)
+"""
+
+
 class Workdir:
     """A directory holding a program, its store (.relive) and its outputs."""
 

@@ -5,24 +5,12 @@ from __future__ import annotations
 import pytest
 
 import relive
+from conftest import REWRITTEN_EACH_ROUND
 
 
 def test_timer_snapshots_are_forked_and_consistent(work):
     np = pytest.importorskip("numpy")
-    work.write("prog.py", """
-        import time
-        import numpy as np
-        arr = np.zeros(5_000_000)          # 40 MB, rewritten whole at every round
-        a = b = 0
-        end = time.time() + 2.5
-        i = 0
-        while time.time() < end:
-            i += 1
-            arr[:] = i
-            a += 1
-            b += 1
-        print("rounds", i > 0)
-    """)
+    work.write("prog.py", REWRITTEN_EACH_ROUND)
     proc = work.relive("run", "--every", "0.2", "--overhead", "0", "prog.py", check=True)
     assert proc.stdout == "rounds True\n" and proc.stderr == ""
     log = work.log()

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 import relive
-from conftest import Workdir, wait_for_line
+from conftest import REWRITTEN_EACH_ROUND, Workdir, wait_for_line
 from relive.store import Store
 
 # Stands in for a program with CUDA initialized: fork is then unavailable to relive.
@@ -18,20 +18,7 @@ NO_FORK = "import relive.capture.background as _b\n_b.available = lambda: False\
 
 def test_thread_snapshots_hold_the_state_at_the_pause_never_torn(work: Workdir) -> None:
     pytest.importorskip("numpy")
-    work.write("prog.py", """
-        import time
-        import numpy as np
-        arr = np.zeros(5_000_000)          # 40 MB, rewritten whole at every round
-        a = b = 0
-        end = time.time() + 2.5
-        i = 0
-        while time.time() < end:
-            i += 1
-            arr[:] = i
-            a += 1
-            b += 1
-        print("rounds", i > 0)
-    """)
+    work.write("prog.py", REWRITTEN_EACH_ROUND)
     plain = work.python("prog.py")
     proc = work.relive("run", "--every", "0.2", "--overhead", "0", "--mode", "thread", "prog.py", check=True)
     assert proc.stdout == plain.stdout and proc.stderr == ""

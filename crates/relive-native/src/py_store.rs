@@ -93,17 +93,10 @@ impl PyStore {
         payload: &Bound<'_, PyAny>,
         buffers: Vec<Bound<'_, PyAny>>,
     ) -> PyResult<(String, u64, u64)> {
-        let payload_view = contiguous(payload, "the payload")?;
-        let views = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| contiguous(b, &format!("buffer {i}")))
-            .collect::<PyResult<Vec<_>>>()?;
-        let slices: Vec<&[u8]> = views.iter().map(bytes_of).collect();
-        let outcome = self
-            .inner
-            .put_record(bytes_of(&payload_view), &slices)
-            .map_err(store_error)?;
+        let outcome = with_record_bytes(payload, &buffers, |payload, buffers| {
+            self.inner.put_record(payload, buffers)
+        })?
+        .map_err(store_error)?;
         Ok((outcome.id.to_hex(), outcome.new_bytes, outcome.raw_bytes))
     }
 
@@ -117,14 +110,9 @@ impl PyStore {
         payload: &Bound<'_, PyAny>,
         buffers: Vec<Bound<'_, PyAny>>,
     ) -> PyResult<StagedRecord> {
-        let payload_view = contiguous(payload, "the payload")?;
-        let views = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| contiguous(b, &format!("buffer {i}")))
-            .collect::<PyResult<Vec<_>>>()?;
-        let slices: Vec<&[u8]> = views.iter().map(bytes_of).collect();
-        let staged = self.inner.stage(bytes_of(&payload_view), &slices);
+        let staged = with_record_bytes(payload, &buffers, |payload, buffers| {
+            self.inner.stage(payload, buffers)
+        })?;
         Ok(StagedRecord {
             copied_bytes: staged.copied_bytes(),
             raw_bytes: staged.raw_bytes(),
@@ -441,6 +429,23 @@ fn contiguous(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<PyUntypedBuffer> {
 }
 
 /// The bytes of a C-contiguous view.
+/// `f` over the bytes of a record's `payload` and `buffers` (each C-contiguous), which stand
+/// still while it runs: the GIL is held throughout (see `bytes_of`).
+fn with_record_bytes<R>(
+    payload: &Bound<'_, PyAny>,
+    buffers: &[Bound<'_, PyAny>],
+    f: impl FnOnce(&[u8], &[&[u8]]) -> R,
+) -> PyResult<R> {
+    let payload_view = contiguous(payload, "the payload")?;
+    let views = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| contiguous(b, &format!("buffer {i}")))
+        .collect::<PyResult<Vec<_>>>()?;
+    let slices: Vec<&[u8]> = views.iter().map(bytes_of).collect();
+    Ok(f(bytes_of(&payload_view), &slices))
+}
+
 fn bytes_of(view: &PyUntypedBuffer) -> &[u8] {
     let (ptr, len) = (view.buf_ptr().cast::<u8>().cast_const(), view.len_bytes());
     if len == 0 || ptr.is_null() {
@@ -449,9 +454,9 @@ fn bytes_of(view: &PyUntypedBuffer) -> &[u8] {
     // SAFETY: a buffer exporter guarantees `buf` points to `len` readable bytes, laid out
     // contiguously (checked by `contiguous`), for as long as the view is held; the returned slice
     // borrows the view, so it cannot outlive it. Nothing mutates the bytes while the slice lives:
-    // it is only used inside `put_record` and `stage_record`, which hold the GIL and never call
-    // back into Python,
-    // and the module declares `gil_used`, so no Python thread can run in the meantime.
+    // it is only used inside `with_record_bytes`, whose callers (`put_record`, `stage_record`)
+    // hold the GIL and never call back into Python, and the module declares `gil_used`, so no
+    // Python thread can run in the meantime.
     unsafe { std::slice::from_raw_parts(ptr, len) }
 }
 

@@ -104,10 +104,9 @@ impl Store {
             .iter()
             .flat_map(|b| b.chunks(self.chunk_size()))
             .collect();
-        let known = self.known_chunks(&pieces);
-        let ids = match &known {
-            Some(known) => known.ids.clone(),
-            None => self.stored_by_hash(&pieces),
+        let (ids, fingerprints) = match self.known_chunks(&pieces) {
+            Some(known) => (known.ids, Some((known.seed, known.fingerprints))),
+            None => (self.stored_by_hash(&pieces), None),
         };
         let mut at = 0;
         let chunks: Vec<Chunk> = pieces
@@ -146,7 +145,7 @@ impl Store {
             lens: buffers.iter().map(|b| b.len() as u64).collect(),
             chunks,
             copies,
-            fingerprints: known.map(|k| (k.seed, k.fingerprints)),
+            fingerprints,
         }
     }
 
