@@ -113,8 +113,8 @@ def test_batch_job_form_resumes_or_starts(work):
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_pytorch_training_loop(work, device):
-    """On a GPU the snapshots are taken in the program (fork is unsafe once CUDA is up), the
-    tensors come back on the GPU and the CUDA generator goes on where it was."""
+    """On a GPU the snapshots are copied in the program and written by a thread of relive's
+    (fork is unsafe once CUDA is up), the tensors come back on the GPU and the CUDA generator goes on where it was."""
     torch = pytest.importorskip("torch")
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device here")
@@ -151,7 +151,7 @@ def test_pytorch_training_loop(work, device):
     full_log = (work.path / "train.log").read_text()
     assert _kill_after_snapshots(work, ["run", "--every", "0.1", "--overhead", "0", "train.py", "12", device], 1, 0.1)
     if device == "cuda":
-        assert {s["mode"] for s in work.log()} == {"inline"}
+        assert {s["mode"] for s in work.log()} == {"thread"}
     resumed = work.relive("resume", timeout=180)
     assert resumed.returncode == 0, resumed.stderr
     _check_resumed(work, full.stdout, full_log, resumed.stdout)

@@ -38,6 +38,7 @@ from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
 from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
 from relive.report import warn_once
+from relive.state import gpu_copies
 from relive.writing import Marker
 
 if TYPE_CHECKING:
@@ -88,6 +89,8 @@ class Writer:
         self._written_cpu_s = 0.0  # the CPU of relive's writing threads: not the program's own
         self._child_outcome: dict[str, Any] = {}  # the last child's outcome
         self._background = Background(options.snapshot_timeout, options.max_memory, self._background_done)
+        if options.max_memory is not None:  # the pinned host copies of GPU tensors too
+            gpu_copies.MIRRORS.limit = options.max_memory
         self._budget = Budget(options.every, options.overhead, usable_cores(),
                               program_cpu=lambda: time.process_time() - self._written_cpu_s)
         self._at_ready = 0.0  # when the budget allows the next --at snapshot (time.monotonic)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from relive import _native, report
-from relive.state import deep, describe, unpicklable
+from relive.state import deep, describe, gpu_copies, unpicklable
 from relive.state import torch as torch_state
 from relive.state.pickler import LoadContext, SnapshotGlobals, StatePickler, loads
 
@@ -129,6 +129,7 @@ class RecordWriter:
         self._main_names = main_names
         self._storages: dict[int, Any] = {}
         self._own: set[int] = set()
+        gpu_copies.MIRRORS.start_snapshot()
 
     def _own_values(self, roots: list[Root]) -> set[int]:
         # A class or function of the script is stored by value only under its own global

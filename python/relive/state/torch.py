@@ -23,6 +23,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from relive.state import gpu_copies
+
 # A reducer: (object, the snapshot's storages by key) -> pickle's reduction, or None to
 # pickle the object as pickle would. ``storages`` is shared by all the records of one
 # snapshot, so that tensors viewing one storage share it after loading.
@@ -108,9 +110,12 @@ class StorageRef:
         torch = _imported()
         storage = self.storage
         device = str(storage.device)
-        if storage.device.type != "cpu":
-            storage = storage.cpu()
-        raw = memoryview(torch.empty(0, dtype=torch.uint8).set_(storage).numpy())
+        if storage.device.type == "cuda":
+            raw = gpu_copies.MIRRORS.host_bytes(storage)
+        else:
+            if storage.device.type != "cpu":
+                storage = storage.cpu()
+            raw = memoryview(torch.empty(0, dtype=torch.uint8).set_(storage).numpy())
         return (rebuild_storage, (pickle.PickleBuffer(raw), device))
 
 
