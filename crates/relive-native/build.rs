@@ -1,5 +1,6 @@
 //! Compiles `shim/frame.c` (relive's reads of CPython frame internals) and `shim/unseen.c`
-//! (relive's code in the program's thread, unseen by it; a thread's recursion counters)
+//! (relive's code in the program's thread, unseen by it; a thread's recursion counters) and
+//! `shim/instance.c` (an instance's attributes, read where CPython keeps them)
 //! against the headers of
 //! the interpreter this extension is built for.
 //!
@@ -13,6 +14,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=shim/frame.c");
     println!("cargo:rerun-if-changed=shim/unseen.c");
+    println!("cargo:rerun-if-changed=shim/instance.c");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
     let python = env::var("PYO3_PYTHON")
@@ -39,6 +41,7 @@ fn main() {
     cc::Build::new()
         .file("shim/frame.c")
         .file("shim/unseen.c")
+        .file("shim/instance.c")
         .include(&include)
         .warnings(true)
         .compile("relive_frame_shim");

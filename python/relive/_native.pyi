@@ -35,6 +35,11 @@ __all__ = [
     "InitThen",
     "call_in_main_thread",
     "shared_groups",
+    "entry_fingerprints",
+    "entry_locations",
+    "place_entries",
+    "items_at",
+    "value_fingerprint",
     "deep_call",
     "NULL",
     "frame_stack",
@@ -114,6 +119,8 @@ class Store:
     def chunk_size(self) -> int: ...
     def put_record(self, payload: _BufferLike, buffers: Sequence[_BufferLike]) -> tuple[str, int, int]:
         """Returns ``(id, new_bytes, raw_bytes)``; buffers must be C-contiguous."""
+    def has_record(self, id: str) -> bool:
+        """Whether the store holds the record ``id``."""
     def stage_record(self, payload: _BufferLike, buffers: Sequence[_BufferLike]) -> StagedRecord:
         """Copies the payload and the chunks not stored yet, for ``put_staged`` (--mode thread)."""
     def put_staged(self, staged: StagedRecord) -> tuple[str, int, int]:
@@ -196,7 +203,29 @@ def shared_groups(
     classify: Callable[[type], int],
     inspect: Callable[[Any], tuple[bool, Iterable[object] | None, Iterable[int]]],
     stop: tuple[object, ...],
+    private_entries: Sequence[tuple[dict[Any, Any], bytes]] = ...,
 ) -> list[int]: ...
+
+# -- entries.rs: a large dict's entries, fingerprinted (relive.state.dict_entries) --
+
+def entry_fingerprints(d: dict[Any, Any], class_token: Callable[[type], str | None]) -> tuple[bytes, bytes]:
+    """Each entry's 16-byte fingerprint, and whether each is private (1) or not (0)."""
+
+def entry_locations(fingerprints: bytes, private: bytes, last_fingerprints: bytes,
+                    last_locations: bytes) -> tuple[bytearray, list[int]]:
+    """Each entry's location (reused from the last snapshot where unchanged), and the
+    positions of the entries to pickle now."""
+
+def place_entries(locations: bytearray, positions: list[int], segment: int, ends: list[int],
+                  segments: int) -> list[int]:
+    """Fills in the locations of the entries just pickled into ``segment``; returns the live
+    bytes of each segment."""
+
+def items_at(d: dict[Any, Any], positions: list[int]) -> list[tuple[Any, Any]]:
+    """The items of ``d`` at ``positions`` (ascending)."""
+
+def value_fingerprint(value: object, class_token: Callable[[type], str | None]) -> bytes | None:
+    """The fingerprint of ``value`` whole, or None where it is not private."""
 
 # -- pending.rs, recursion.rs, unseen.rs: relive's code in the program's thread --
 

@@ -16,11 +16,43 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{c_int, c_void};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
+
+/// Hashes the addresses the walk's sets and maps are keyed on. SipHash, the default, guards
+/// against keys chosen by an attacker, which addresses are not, and cost a third of a walk over
+/// a million objects; here an address is multiplied by a large odd constant and its high bits
+/// folded down (addresses are 16-byte aligned: their low bits alone would crowd the buckets).
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let h = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Addresses = BuildHasherDefault<AddressHasher>;
+type AddressSet = HashSet<usize, Addresses>;
 
 const LEAF: u8 = 0;
 const CONTAINER: u8 = 1;
@@ -61,11 +93,13 @@ impl Groups {
 struct Walk<'py> {
     classify: Bound<'py, PyAny>,
     inspect: Bound<'py, PyAny>,
-    stop: HashSet<usize>,
-    kinds: HashMap<usize, u8>,
+    stop: AddressSet,
+    /// Large dicts whose private entries are not walked: their flags, by the dict's address.
+    private: HashMap<usize, Bound<'py, PyBytes>, Addresses>,
+    kinds: HashMap<usize, u8, Addresses>,
     /// Shared objects (and keys) seen so far, and the variable that reached each first.
-    owner: HashMap<usize, usize>,
-    keys: HashMap<u64, usize>,
+    owner: HashMap<usize, usize, Addresses>,
+    keys: HashMap<u64, usize, Addresses>,
     groups: Groups,
 }
 
@@ -113,19 +147,24 @@ impl<'py> Walk<'py> {
         let mut pending = vec![value];
         // Containers are not shared, so they are walked again from each root that reaches
         // them; within one root, once.
-        let mut seen_containers: HashSet<usize> = HashSet::new();
+        let mut seen_containers = AddressSet::default();
         while let Some(obj) = pending.pop() {
             let ptr = obj.as_ptr() as usize;
             match self.kind(&obj)? {
                 LEAF => {}
                 CONTAINER => {
                     if seen_containers.insert(ptr) {
-                        push_referents(&obj, &mut pending);
+                        push_referents(&obj, &self.stop, &mut pending);
                     }
                 }
                 SHARED => {
                     if !self.reach(ptr, root) {
-                        push_referents(&obj, &mut pending);
+                        match self.private.get(&ptr) {
+                            Some(private) => {
+                                push_shared_entries(&obj, private.as_bytes(), &mut pending)
+                            }
+                            None => push_referents(&obj, &self.stop, &mut pending),
+                        }
                     }
                 }
                 _ => {
@@ -150,8 +189,15 @@ impl<'py> Walk<'py> {
     }
 }
 
-/// Pushes the objects `obj` refers to, as the garbage collector sees them.
-fn push_referents<'py>(obj: &Bound<'py, PyAny>, pending: &mut Vec<Bound<'py, PyAny>>) {
+/// Pushes the objects `obj` refers to, as the garbage collector sees them, but for those in
+/// `stop` and the values no walk goes into (str, int, float, bytes, None, bools). Those are
+/// not even referenced: in a forked snapshot's child, every reference count written copies
+/// the page it is on (a large dict's million entries cost 100 ms in page copies).
+fn push_referents<'py>(
+    obj: &Bound<'py, PyAny>,
+    stop: &AddressSet,
+    pending: &mut Vec<Bound<'py, PyAny>>,
+) {
     extern "C" fn visit(child: *mut ffi::PyObject, arg: *mut c_void) -> c_int {
         if !child.is_null() {
             // SAFETY: `arg` is the `Vec` below, alive and exclusively ours for the traversal.
@@ -178,10 +224,56 @@ fn push_referents<'py>(obj: &Bound<'py, PyAny>, pending: &mut Vec<Bound<'py, PyA
     }
     let py = obj.py();
     for child in found {
+        // SAFETY: as below: `child` is alive; its type is only read.
+        if stop.contains(&(child as usize)) || unsafe { is_plain_value(child) } {
+            continue;
+        }
         // SAFETY: `child` was reported by tp_traverse just now, with no Python code run since,
         // so it is alive (`obj` holds it); taking a strong reference keeps it so while walked.
         pending.push(unsafe { Bound::from_borrowed_ptr(py, child) });
     }
+}
+
+/// Pushes the keys and values of `dict`'s entries that are not private (`private[i] == 0`):
+/// the private ones reach nothing anything else refers to (see `entries.rs`).
+fn push_shared_entries<'py>(
+    dict: &Bound<'py, PyAny>,
+    private: &[u8],
+    pending: &mut Vec<Bound<'py, PyAny>>,
+) {
+    let py = dict.py();
+    let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+    let mut flags = private.iter();
+    // SAFETY: attached to the interpreter; `dict` is an exact dict (entry_fingerprints took
+    // only those) that no Python code changes meanwhile; PyDict_Next lends its references, made
+    // strong before they are kept.
+    unsafe {
+        while ffi::PyDict_Next(dict.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+            if flags.next() != Some(&0) {
+                continue;
+            }
+            for child in [key, value] {
+                if !is_plain_value(child) {
+                    pending.push(Bound::from_borrowed_ptr(py, child));
+                }
+            }
+        }
+    }
+}
+
+/// Whether `obj` is a value the walk never goes into: an exact str, int, float or bytes,
+/// None or a bool (what `classify` calls LEAF, without asking it).
+///
+/// # Safety
+/// `obj` is a live object and we are attached to the interpreter.
+unsafe fn is_plain_value(obj: *mut ffi::PyObject) -> bool {
+    let ty = ffi::Py_TYPE(obj);
+    obj == ffi::Py_None()
+        || ty == std::ptr::addr_of_mut!(ffi::PyUnicode_Type)
+        || ty == std::ptr::addr_of_mut!(ffi::PyLong_Type)
+        || ty == std::ptr::addr_of_mut!(ffi::PyFloat_Type)
+        || ty == std::ptr::addr_of_mut!(ffi::PyBytes_Type)
+        || ty == std::ptr::addr_of_mut!(ffi::PyBool_Type)
 }
 
 /// For each value, the index of the first value it shares an object with, through any chain
@@ -190,20 +282,34 @@ fn push_referents<'py>(obj: &Bound<'py, PyAny>, pending: &mut Vec<Bound<'py, PyA
 /// `classify(type)` returns LEAF (0), CONTAINER (1), SHARED (2) or ASK (3); `inspect(obj)`
 /// returns `(shared, children or None, keys)` for ASK objects; `stop` holds objects never
 /// walked (the script's globals dict: functions refer to it, variables do not share it).
+///
+/// `private_entries` holds `(dict, private)` pairs from `entry_fingerprints`: the entries it
+/// found private reach no object anything else refers to, so they are not walked (a large
+/// dict's entries were most of the walk).
 #[pyfunction]
+#[pyo3(signature = (values, classify, inspect, stop, private_entries = Vec::new()))]
 pub fn shared_groups<'py>(
     values: Vec<Bound<'py, PyAny>>,
     classify: Bound<'py, PyAny>,
     inspect: Bound<'py, PyAny>,
     stop: Bound<'py, PyTuple>,
+    private_entries: Vec<(Bound<'py, PyDict>, Bound<'py, PyBytes>)>,
 ) -> PyResult<Vec<usize>> {
+    let mut private = HashMap::default();
+    for (dict, flags) in private_entries {
+        if flags.as_bytes().len() != dict.len() {
+            return Err(PyValueError::new_err("one private flag per entry"));
+        }
+        private.insert(dict.as_ptr() as usize, flags);
+    }
     let mut walk = Walk {
         classify,
         inspect,
         stop: stop.iter().map(|o| o.as_ptr() as usize).collect(),
-        kinds: HashMap::new(),
-        owner: HashMap::new(),
-        keys: HashMap::new(),
+        private,
+        kinds: HashMap::default(),
+        owner: HashMap::default(),
+        keys: HashMap::default(),
         groups: Groups::new(values.len()),
     };
     for (root, value) in values.into_iter().enumerate() {

@@ -5,6 +5,7 @@
 use pyo3::prelude::*;
 
 mod buffer;
+mod entries;
 mod errors;
 mod frame;
 mod graph;
@@ -28,6 +29,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<trampoline::InitThen>()?;
     m.add_function(wrap_pyfunction!(pending::call_in_main_thread, m)?)?;
     m.add_function(wrap_pyfunction!(graph::shared_groups, m)?)?;
+    m.add_function(wrap_pyfunction!(entries::entry_fingerprints, m)?)?;
+    m.add_function(wrap_pyfunction!(entries::entry_locations, m)?)?;
+    m.add_function(wrap_pyfunction!(entries::place_entries, m)?)?;
+    m.add_function(wrap_pyfunction!(entries::items_at, m)?)?;
+    m.add_function(wrap_pyfunction!(entries::value_fingerprint, m)?)?;
     m.add_function(wrap_pyfunction!(recursion::deep_call, m)?)?;
     m.add("NULL", frame::null(m.py())?)?;
     m.add_function(wrap_pyfunction!(frame::frame_stack, m)?)?;

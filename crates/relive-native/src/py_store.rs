@@ -100,6 +100,12 @@ impl PyStore {
         Ok((outcome.id.to_hex(), outcome.new_bytes, outcome.raw_bytes))
     }
 
+    /// Whether the store holds the record `id` (a stored value reused without pickling it
+    /// again must still be there: `relive.state.dict_entries`).
+    fn has_record(&self, id: &str) -> PyResult<bool> {
+        Ok(self.inner.contains(&parse_id(id)?))
+    }
+
     /// Copies a record out of the program for `put_staged` to write later (`--mode thread`):
     /// the payload and the chunks of `buffers` the store does not hold yet; chunks it holds are
     /// kept by id. Same arguments as `put_record`. The GIL stays held, as in `put_record`, so

@@ -24,6 +24,7 @@ from __future__ import annotations
 import _thread
 import fcntl
 import json
+import gc
 import math
 import os
 import select
@@ -306,6 +307,10 @@ def _child(write_end: int, work: Callable[[], dict[str, Any]], timeout: float, m
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.alarm(math.ceil(min(timeout, ALARM_MAX_S)) + ALARM_MARGIN_S)
         _name_process("relive-snapshot")
+        # No collection here: a full one writes to every object the program holds (their
+        # collector headers), and each page written is copied: seconds for millions of
+        # objects. This process lives for one snapshot and frees everything at its exit.
+        gc.disable()
         alone = marker is not None and _detach(write_end, marker, timeout)
         # Normal priority, on purpose: while this child lives, every page the program writes
         # is copied (copy-on-write), so a child slowed down costs the program more. Measured

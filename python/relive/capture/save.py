@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from collections.abc import Callable
 from typing import Any
 
-from relive import _native
+from relive import _native, summaries
 from relive.capture.background import private_bytes
 from relive.interp.names import globals_read
 from relive.interp.read import reducer
@@ -80,6 +80,16 @@ class CodeRecords:
         return record_id, new_bytes
 
 
+def _dict_cache(store: Any) -> str | None:
+    """Where the layouts of large dicts stored entry by entry are kept for ``store``
+    (``state.dict_entries``); None where records are not put straight into a store (copied
+    snapshots: their records' ids are known only once written)."""
+    path = getattr(store, "path", None)
+    if path is None:
+        return None
+    return summaries.local_folder(os.fsdecode(path), "dicts", os.path.join("cache", "dicts"))
+
+
 def _main_names(main_dict: dict[str, Any], exclude: tuple[str, ...]) -> dict[int, str]:
     """The script's own classes and functions that are globals: stored once, by name elsewhere.
 
@@ -124,7 +134,8 @@ def prepare(store: Any, request: SnapshotRequest, codes: CodeRecords) -> Prepare
         roots.append(Root(PROCESS_KEY, "process", "state", request.process))
     resume_entries = _resume_roots(request, roots)
     writer = RecordWriter(store, request.main_dict, _main_names(request.main_dict, request.exclude),
-                          reduce_more=reducer(request.resume), file_positions=request.file_positions)
+                          reduce_more=reducer(request.resume), file_positions=request.file_positions,
+                          dict_cache=_dict_cache(store))
     state = writer.write(roots)
     frames = []
     for index, view in enumerate(request.frames):

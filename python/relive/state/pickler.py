@@ -386,6 +386,29 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
         return reduced
 
 
+class SplitDictPickler(StatePickler):
+    """A record's pickler where some of its large dicts are stored entry by entry: each such
+    dict is pickled as its ``SplitDict`` (``relive.state.dict_entries``), wherever the record
+    refers to it. (A persistent id: pickle asks for it before anything else, even for a dict,
+    where ``reducer_override`` is never asked.)"""
+
+    split_dicts: dict[int, Any] = {}
+
+    def persistent_id(self, obj: Any) -> Any:
+        return self.split_dicts.get(id(obj)) if type(obj) is dict else None
+
+
+class EntryPickler(StatePickler):
+    """Pickles the entries of a large dict one by one (``relive.state.dict_entries``): each
+    class in ``class_ids`` as its index in the record's table of classes (a persistent id),
+    not by name in every entry."""
+
+    class_ids: dict[int, int] = {}
+
+    def persistent_id(self, obj: Any) -> Any:
+        return self.class_ids.get(id(obj)) if type(obj) is type else None
+
+
 _FILE_TYPES = (io.TextIOWrapper, io.BufferedWriter, io.BufferedReader, io.BufferedRandom, io.FileIO)
 
 
@@ -433,11 +456,28 @@ class StateUnpickler(pickle.Unpickler):
     """Resolves the script's own classes and functions against the snapshot being loaded, and
     relive's own under their current names (``RENAMED``)."""
 
+    def persistent_load(self, pid: Any) -> Any:
+        # A large dict stored entry by entry: its SplitDict loaded as the dict (SplitDictPickler).
+        if type(pid) is dict:
+            return pid
+        raise pickle.UnpicklingError(f"a persistent id of type {type(pid).__name__} is not relive's")
+
     def find_class(self, module: str, name: str) -> Any:
         if module == "__main__" and _loading.context is not None:
             return _loading.context.load_global(name)
         module, name = RENAMED.get((module, name), (module, name))
         return super().find_class(module, name)
+
+
+class EntryUnpickler(StateUnpickler):
+    """Loads one entry ``EntryPickler`` pickled: its classes from the record's ``classes``."""
+
+    classes: tuple[Any, ...] = ()
+
+    def persistent_load(self, pid: Any) -> Any:
+        if type(pid) is int and 0 <= pid < len(self.classes):
+            return self.classes[pid]
+        raise pickle.UnpicklingError(f"an entry refers to class {pid!r}, which its record lacks")
 
 
 def loads(payload: bytes, buffers: list[Any], context: LoadContext) -> Any:

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from relive import _native, report
-from relive.state import deep, describe, gpu_copies, unpicklable
+from relive.state import deep, describe, dict_entries, gpu_copies, unpicklable
 from relive.state import torch as torch_state
-from relive.state.pickler import LoadContext, SnapshotGlobals, StatePickler, loads
+from relive.state.pickler import (EntryPickler, LoadContext, SnapshotGlobals, SplitDictPickler, StatePickler,
+                                  loads)
 
 if TYPE_CHECKING:
     from relive.store import RecordStore
@@ -121,7 +122,8 @@ class RecordWriter:
     """Pickles the roots of one snapshot into records and puts them into a store."""
 
     def __init__(self, store: RecordStore, main_dict: dict[str, Any], main_names: dict[int, str],
-                 reduce_more: Any = None, file_positions: dict[int, int] | None = None) -> None:
+                 reduce_more: Any = None, file_positions: dict[int, int] | None = None,
+                 dict_cache: str | None = None) -> None:
         self._store = store
         self._file_positions = file_positions or {}
         self._reduce_more = reduce_more
@@ -130,6 +132,10 @@ class RecordWriter:
         self._storages: dict[int, Any] = {}
         self._own: set[int] = set()
         gpu_copies.MIRRORS.start_snapshot()
+        # Large dicts stored entry by entry, where the store's folder can keep their layouts.
+        self._dicts = None if dict_cache is None else dict_entries.DictWriter(
+            store, dict_entries.LayoutCache(dict_cache), main_names,
+            lambda out, buffers: self._pickler([], out, buffers, kind=EntryPickler))
 
     def _own_values(self, roots: list[Root]) -> set[int]:
         # A class or function of the script is stored by value only under its own global
@@ -153,12 +159,14 @@ class RecordWriter:
         # are stored together.
         return True, (getattr(obj, "__dict__", None),), torch_state.storage_keys(obj)
 
-    def _groups(self, roots: list[Root]) -> list[list[Root]]:
-        """The roots, grouped by the objects they share (each root in exactly one group)."""
+    def _groups(self, roots: list[Root], prints: dict[int, dict_entries.Fingerprints]) -> list[list[Root]]:
+        """The roots, grouped by the objects they share (each root in exactly one group).
+        The private entries of the large dicts in ``prints`` share nothing: not walked."""
         self._own = self._own_values(roots)
+        private = [(r.value, prints[id(r.value)].private) for r in roots if id(r.value) in prints]
         try:
             labels = _native.shared_groups([r.value for r in roots], _classify, self._inspect,
-                                           (self._main_dict, builtins.__dict__))
+                                           (self._main_dict, builtins.__dict__), private)
         except Exception as exc:  # a walk that fails must not cost the snapshot
             report.warn_once("graph-walk", f"cannot find shared objects ({_reason(exc)}): "
                              "every variable is stored on its own")
@@ -169,14 +177,21 @@ class RecordWriter:
         return list(groups.values())
 
     def _pickler(self, roots: list[Root], out: io.BytesIO, buffers: list[pickle.PickleBuffer],
-                 splitter: deep.Splitter | None = None) -> StatePickler:
-        return StatePickler(out, main_dict=self._main_dict, own=self._own_values(roots), main_names=self._main_names,
-                            storages=self._storages, buffers=buffers, reduce_more=self._reduce_more,
-                            file_positions=self._file_positions, splitter=splitter)
+                 splitter: deep.Splitter | None = None,
+                 dicts: dict[int, dict_entries.SplitDict] | None = None,
+                 kind: type[StatePickler] = StatePickler) -> StatePickler:
+        if dicts:
+            kind = SplitDictPickler
+        pickler = kind(out, main_dict=self._main_dict, own=self._own_values(roots), main_names=self._main_names,
+                       storages=self._storages, buffers=buffers, reduce_more=self._reduce_more,
+                       file_positions=self._file_positions, splitter=splitter)
+        if dicts:
+            pickler.split_dicts = dicts
+        return pickler
 
-    def _pickle(self, roots: list[Root]) -> _Pickled:
+    def _pickle(self, roots: list[Root], dicts: dict[int, dict_entries.SplitDict] | None = None) -> _Pickled:
         try:
-            return self._pickle_here(roots)
+            return self._pickle_here(roots, dicts=dicts)
         except Exception as exc:
             if not deep.is_too_deep(exc):
                 raise
@@ -184,7 +199,8 @@ class RecordWriter:
         # split where even that room would not do.
         return deep.call(lambda: self._pickle_here(roots, split=True))
 
-    def _pickle_here(self, roots: list[Root], split: bool = False) -> _Pickled:
+    def _pickle_here(self, roots: list[Root], split: bool = False,
+                     dicts: dict[int, dict_entries.SplitDict] | None = None) -> _Pickled:
         values = {r.key: r.value for r in roots}
         buffers: list[pickle.PickleBuffer] = []
         out = io.BytesIO()
@@ -192,8 +208,44 @@ class RecordWriter:
             splitter = deep.Splitter()
             splitter.dump(self._pickler(roots, out, buffers, splitter), values)
         else:
-            self._pickler(roots, out, buffers).dump(values)
+            self._pickler(roots, out, buffers, dicts=dicts).dump(values)
         return _Pickled(out.getvalue(), buffers)
+
+    def _fingerprint_dicts(self, roots: list[Root]) -> dict[int, dict_entries.Fingerprints]:
+        """The large dicts among the roots' values, fingerprinted entry by entry (none where
+        the store keeps no layouts)."""
+        if self._dicts is None:
+            return {}
+        found: dict[int, dict_entries.Fingerprints] = {}
+        for root in roots:
+            value = root.value
+            if id(value) in found or type(value) is not dict or len(value) < dict_entries.MIN_ENTRIES \
+                    or value is self._main_dict:
+                continue
+            try:
+                found[id(value)] = self._dicts.fingerprint(value)
+            except Exception as exc:  # stored whole, as before
+                self._dict_failed(exc)
+        return found
+
+    def _split_dicts(self, group: list[Root],
+                     prints: dict[int, dict_entries.Fingerprints]) -> dict[int, dict_entries.SplitDict]:
+        """The large dicts among ``group``'s variables, split into entries (``dict_entries``)."""
+        found: dict[int, dict_entries.SplitDict] = {}
+        for root in group:
+            value = root.value
+            if id(value) not in prints or id(value) in found:
+                continue
+            try:
+                assert self._dicts is not None
+                found[id(value)] = self._dicts.split(root.key, value, prints[id(value)])
+            except Exception as exc:  # stored whole, as before
+                self._dict_failed(exc)
+        return found
+
+    @staticmethod
+    def _dict_failed(exc: BaseException, what: str = "store a large dict entry by entry") -> None:
+        report.warn_once("dict-entries", f"cannot {what} ({_reason(exc)}): it is pickled whole at each snapshot")
 
     def _skipped(self, root: Root, exc: BaseException) -> Skipped:
         """Why ``root`` was not stored, naming where inside it the object that failed is."""
@@ -210,7 +262,24 @@ class RecordWriter:
 
     def write(self, roots: list[Root]) -> StoredState:
         result = StoredState()
-        for group in self._groups(roots):
+        prints = self._fingerprint_dicts(roots)
+        for group in self._groups(roots, prints):
+            dicts = self._split_dicts(group, prints)
+            if dicts:
+                try:
+                    data = self._pickle(group, dicts)
+                except Exception as exc:
+                    self._dict_failed(exc)
+                else:
+                    record = self._put(group, data, result)
+                    for split in dicts.values():
+                        assert self._dicts is not None
+                        self._dicts.stored(split, record, data.buffers)
+                    continue
+            whole = self._unchanged(group, prints)
+            if whole is not None and whole[1] is not None:
+                self._reuse(group[0], whole[1], result)
+                continue
             try:
                 data = self._pickle(group)
             except Exception as exc:  # anything a reducer raises: skip as little as possible
@@ -227,10 +296,33 @@ class RecordWriter:
                         continue
                     self._put([root], alone, result)
                 continue
-            self._put(group, data, result)  # a store error fails the snapshot: not caught here
+            record = self._put(group, data, result)  # a store error fails the snapshot: not caught here
+            if whole is not None and self._dicts is not None:
+                self._dicts.stored_whole(group[0].key, dict_entries.StoredValue(whole[0], record, data.size, data.size))
         return result
 
-    def _put(self, group: list[Root], data: _Pickled, result: StoredState) -> None:
+    def _unchanged(self, group: list[Root],
+                   prints: dict[int, dict_entries.Fingerprints]) -> tuple[str, Any] | None:
+        """For a large container alone in its group: its fingerprint, and its last record if
+        it has not changed since (``DictWriter.unchanged``): no need to pickle it again."""
+        if self._dicts is None or len(group) != 1:
+            return None
+        value = group[0].value
+        if type(value) not in (list, tuple, dict) or len(value) < dict_entries.MIN_ITEMS or id(value) in prints:
+            return None
+        try:
+            return self._dicts.unchanged(group[0].key, value)
+        except Exception as exc:  # pickled as before
+            self._dict_failed(exc, "tell whether a large value changed")
+            return None
+
+    def _reuse(self, root: Root, stored: dict_entries.StoredValue, result: StoredState) -> None:
+        result.records.append(stored.record)
+        result.state_bytes += stored.raw_bytes
+        result.variables[root.key] = {"record": stored.record, "type": describe.type_name(root.value),
+                                      "summary": describe.summary(root.value), "size": stored.size}
+
+    def _put(self, group: list[Root], data: _Pickled, result: StoredState) -> str:
         record_id, new_bytes, raw_bytes = self._store.put_record(data.payload, [b.raw() for b in data.buffers])
         result.records.append(record_id)
         result.new_bytes += new_bytes
@@ -247,6 +339,7 @@ class RecordWriter:
                 "size": data.size,
                 **({"shared_with": others} if others else {}),
             }
+        return record_id
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,0 +1,332 @@
+"""A large dict stored entry by entry: the pickles of its unchanged entries are reused.
+
+A program that holds a million small objects in a dict (a cache, an index) and changes 1%
+of them between two snapshots paid, at each snapshot, for pickling the whole dict again:
+seconds. Here a variable holding such a dict (``MIN_ENTRIES`` entries or more) is stored as:
+
+- each entry's fingerprint, computed natively without pickling it (``_native.
+  entry_fingerprints``: everything its pickle would hold, or "not private" where the entry
+  cannot be pickled on its own: it shares an object, or holds what the walk cannot encode);
+- *segments*: buffers of the record holding entry pickles one after the other. An entry whose
+  fingerprint is the last snapshot's keeps its pickle where it is, in a segment of the last
+  record, which this record holds again (its chunks are already stored: nothing is written
+  for them); the entries that changed are pickled into one new segment;
+- *locations*: per entry, its segment, offset and length; the entries that are not private
+  are pickled with the rest of the record, as before.
+
+What the last snapshot's record of the variable held (its id, fingerprints, locations,
+classes) is kept in a cache file beside the store (``cache/dicts``, local: a remote store's
+is under ~/.cache): a forked snapshot's child writes it, the next child reads it. Without it
+(a first snapshot, a new machine, a damaged file), every entry is pickled. The segments are
+read back from the store, which checks their hashes. Dead bytes (the old pickles of changed
+entries) stay in the segments until they outweigh the live ones, or there are
+``MAX_SEGMENTS``; the dict is then pickled whole into one segment again.
+
+A large container stored whole (a list, tuple or dict of ``MIN_ITEMS`` items or more that
+shares nothing with other variables: ``keys = list(graph)``) is fingerprinted whole the same
+way (``_native.value_fingerprint``); unchanged since the last snapshot, its last record is
+the snapshot's again, without pickling it (``StoredValue``, in the same folder).
+
+Each entry refers to the classes of its objects by their index in the record's table of
+classes (``classes``, stored once; a persistent id), not by name, so that an entry's pickle
+is a few bytes more than its share of a whole pickle. A class's index stays the same from
+one snapshot to the next.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import hashlib
+import io
+import json
+import os
+import pickle
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from relive import _native
+
+MIN_ENTRIES = 10_000
+MIN_ITEMS = 1_000  # a container this large, alone in its record, is fingerprinted whole
+MAX_SEGMENTS = 32
+LOCATION = struct.Struct("<IIQ")  # segment, length, offset (as _native writes them)
+TO_PICKLE = 0xFFFF_FFFF
+NOT_PRIVATE = 0xFFFF_FFFE
+_CACHE_FORMAT = 1
+
+
+class _Plain:
+    pass
+
+
+def _slotted(t: type) -> bool:
+    return any("__slots__" in vars(base) for base in t.__mro__)
+
+
+_DEFAULTS = ("__reduce_ex__", "__reduce__", "__getstate__", "__getnewargs_ex__", "__getnewargs__")
+
+
+def plain_class(t: type, dispatch_table: Any) -> bool:
+    """Whether ``t``'s instances pickle as their class and ``__dict__`` alone: a Python class
+    with no slots, no C-level fields and pickle's default reduction."""
+    try:
+        return (type(t) is type and t.__module__ != "builtins" and t.__basicsize__ == _Plain.__basicsize__
+                and t.__itemsize__ == 0 and t.__dictoffset__ != 0 and not _slotted(t)
+                and t not in copyreg.dispatch_table and t not in dispatch_table
+                and all(getattr(t, name, None) is getattr(object, name, None) for name in _DEFAULTS))
+    except Exception:  # an odd class: not plain
+        return False
+
+
+@dataclass
+class Layout:
+    """The last record of a dict variable, as the cache file keeps it."""
+
+    record: str
+    first_buffer: int  # the record's buffer holding the locations; the segments follow it
+    fingerprints: bytes
+    locations: bytes
+    segments: list[int]  # each segment's size
+    classes: list[str]  # class tokens, by memo index
+
+
+@dataclass
+class StoredValue:
+    """A variable's value as the last snapshot stored it whole: the record holds it alone."""
+
+    fingerprint: str  # hex, of the value (``_native.value_fingerprint``)
+    record: str
+    size: int
+    raw_bytes: int
+
+
+class LayoutCache:
+    """The cache files of the dict variables of the store whose local folder is ``folder``,
+    and of the values stored whole that are fingerprinted (``StoredValue``)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def _path(self, key: str, kind: str = "") -> str:
+        return os.path.join(self.folder, kind + hashlib.sha256(key.encode()).hexdigest()[:32])
+
+    def read_value(self, key: str) -> StoredValue | None:
+        try:
+            with open(self._path(key, "v-"), "rb") as f:
+                doc = json.loads(f.read())
+            if doc["key"] != key:
+                return None
+            return StoredValue(doc["fingerprint"], doc["record"], doc["size"], doc["raw_bytes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write_value(self, key: str, value: StoredValue) -> None:
+        self._replace(self._path(key, "v-"), json.dumps({"key": key, **vars(value)}).encode())
+
+    def _replace(self, path: str, data: bytes) -> None:
+        """Replaces the file at once (a reader sees the old one or the new one, whole)."""
+        os.makedirs(self.folder, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+
+    def read(self, key: str) -> Layout | None:
+        try:
+            with open(self._path(key), "rb") as f:
+                head = json.loads(f.readline())
+                n = head["entries"]
+                fingerprints, locations = f.read(16 * n), f.read(LOCATION.size * n)
+            # Another relive's, or cut short: every entry is pickled again. (Other damage is
+            # found by DictWriter._last: the locations must be the record's, and a wrong
+            # fingerprint only has that entry pickled again.)
+            if head["format"] != _CACHE_FORMAT or head["key"] != key or len(fingerprints) != 16 * n \
+                    or len(locations) != LOCATION.size * n:
+                return None
+            return Layout(head["record"], head["first_buffer"], fingerprints, locations, head["segments"],
+                          head["classes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, key: str, layout: Layout) -> None:
+        head = {"format": _CACHE_FORMAT, "key": key, "record": layout.record, "first_buffer": layout.first_buffer,
+                "entries": len(layout.fingerprints) // 16, "segments": layout.segments, "classes": layout.classes}
+        self._replace(self._path(key), json.dumps(head).encode() + b"\n" + layout.fingerprints + layout.locations)
+
+
+@dataclass
+class Fingerprints:
+    """A dict's entries, fingerprinted: 16 bytes each, whether each is private (1 or 0), and
+    the plain classes met, by token."""
+
+    fingerprints: bytes
+    private: bytes
+    seen: dict[str, type]
+
+
+class SplitDict:
+    """Stands, in a record's pickle, for a dict stored entry by entry (the pickler's
+    ``persistent_id`` returns it for the dict: every reference to the dict in the record
+    loads as the one dict ``rebuild_dict`` makes)."""
+
+    def __init__(self, key: str, locations: bytearray, segments: list[Any], shared: list[tuple[Any, Any]],
+                 classes: tuple[Any, ...], layout: Layout) -> None:
+        self.key = key
+        self.locations = pickle.PickleBuffer(locations)
+        # Read-only, whether made now or read back from the store: pickle marks which (one
+        # byte), and an unchanged dict must pickle to the same record.
+        self.segments = [pickle.PickleBuffer(memoryview(s).toreadonly()) for s in segments]
+        self.shared, self.classes, self.layout = shared, classes, layout
+        self._reduced = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._reduced:  # reached again before it was stored: from inside itself
+            raise pickle.PicklingError("the dict holds an object that refers back to it")
+        self._reduced = True
+        return (rebuild_dict, (self.locations, tuple(self.segments), self.shared, self.classes))
+
+
+def rebuild_dict(locations: Any, segments: tuple[Any, ...], shared: list[tuple[Any, Any]],
+                 classes: tuple[Any, ...]) -> dict[Any, Any]:
+    """The dict a ``SplitDict`` stood for (called by pickle while loading: its name is part
+    of the format)."""
+    from relive.state.pickler import EntryUnpickler
+
+    streams = [io.BytesIO(segment) for segment in segments]
+    others = iter(shared)
+    out: dict[Any, Any] = {}
+    for segment, _, offset in LOCATION.iter_unpack(locations):
+        if segment == NOT_PRIVATE:
+            key, value = next(others)
+        else:
+            stream = streams[segment]
+            stream.seek(offset)
+            # One unpickler per entry: an unpickler's memo cannot be reset between two loads
+            # (CPython's setter leaves its count behind).
+            reader = EntryUnpickler(stream)
+            reader.classes = classes
+            key, value = reader.load()
+        out[key] = value
+    return out
+
+
+class DictWriter:
+    """Splits the large dicts of one snapshot's records into entries (``split``), and keeps
+    each one's layout once its record is stored (``stored``).
+
+    ``entry_pickler(file, buffers)`` makes a pickler of entries, as records' are made."""
+
+    def __init__(self, store: Any, cache: LayoutCache, main_names: dict[int, str],
+                 entry_pickler: Callable[[io.BytesIO, list[pickle.PickleBuffer]], Any]) -> None:
+        self._store = store
+        self._cache = cache
+        self._main_names = main_names
+        self._entry_pickler = entry_pickler
+        self._dispatch_table = entry_pickler(io.BytesIO(), []).dispatch_table
+
+    def _class_token(self, seen: dict[str, type]) -> Callable[[type], str | None]:
+        """What the fingerprints call for each class met: its token where it is plain (and
+        ``seen`` notes it), None where its instances cannot be fingerprinted."""
+        def class_token(t: type) -> str | None:
+            if not plain_class(t, self._dispatch_table):
+                return None
+            token = f"{t.__module__}:{t.__qualname__}:{self._main_names.get(id(t), '')}"
+            seen[token] = t
+            return token
+
+        return class_token
+
+    def fingerprint(self, value: dict[Any, Any]) -> Fingerprints:
+        """Each entry's fingerprint, and which entries are private (``_native.entry_fingerprints``)."""
+        seen: dict[str, type] = {}
+        fingerprints, private = _native.entry_fingerprints(value, self._class_token(seen))
+        return Fingerprints(fingerprints, private, seen)
+
+    def unchanged(self, key: str, value: Any) -> tuple[str, StoredValue | None] | None:
+        """For a variable stored whole: its value's fingerprint (hex; None where it cannot be
+        fingerprinted), and what the last snapshot stored where that fingerprint is the same
+        and the store still holds its record: that record holds the value as it is now."""
+        fingerprint = _native.value_fingerprint(value, self._class_token({}))
+        if fingerprint is None:
+            return None
+        last = self._cache.read_value(key)
+        if last is None or last.fingerprint != fingerprint.hex() or not self._store.has_record(last.record):
+            return fingerprint.hex(), None
+        return fingerprint.hex(), last
+
+    def stored_whole(self, key: str, stored: StoredValue) -> None:
+        self._cache.write_value(key, stored)
+
+    def split(self, key: str, value: dict[Any, Any], prints: Fingerprints) -> SplitDict:
+        split = self._split(key, value, prints, self._last(key))
+        # Too much dead weight in the last segments: all pickled again, into one.
+        return split or self._split(key, value, prints, None)  # type: ignore[return-value]
+
+    def stored(self, split: SplitDict, record: str, buffers: list[pickle.PickleBuffer]) -> None:
+        """``split``'s record is stored as ``record``, with ``buffers``: its layout is kept."""
+        first = next((i for i, b in enumerate(buffers) if b is split.locations), None)
+        if first is None:  # pickled without it after all (too deep for the split's pickler)
+            return
+        split.layout.record, split.layout.first_buffer = record, first
+        self._cache.write(split.key, split.layout)
+
+    def _last(self, key: str) -> tuple[Layout, list[Any]] | None:
+        """The last record's layout and segments, where the cache and the store have them."""
+        layout = self._cache.read(key)
+        if layout is None or len(layout.segments) >= MAX_SEGMENTS:
+            return None
+        try:
+            _, buffers = self._store.get_record(layout.record)
+        except Exception:  # pruned, damaged, another store's: pickle it all
+            return None
+        first = layout.first_buffer
+        segments = list(buffers[first + 1:first + 1 + len(layout.segments)])
+        # The record is the store's (its hashes checked): the layout must say what it holds.
+        if first >= len(buffers) or memoryview(buffers[first]) != layout.locations \
+                or [memoryview(s).nbytes for s in segments] != layout.segments:
+            return None
+        return layout, segments
+
+    def _split(self, key: str, value: dict[Any, Any], prints: Fingerprints,
+               last: tuple[Layout, list[Any]] | None) -> SplitDict | None:
+        fingerprints, private, seen = prints.fingerprints, prints.private, prints.seen
+        layout, segments = last if last is not None else (Layout("", 0, b"", b"", [], []), [])
+        locations, to_pickle = _native.entry_locations(fingerprints, private, layout.fingerprints, layout.locations)
+        tokens = list(layout.classes) + [t for t in seen if t not in layout.classes]
+        classes = tuple(seen.get(token) for token in tokens)
+        new_segment, ends = self._pickle_entries(_native.items_at(value, to_pickle), classes)
+        if ends:
+            segments = [*segments, new_segment]
+        live = _native.place_entries(locations, to_pickle, len(segments) - 1 if ends else 0, ends, len(segments))
+        if last is not None and sum(live) * 2 < sum(memoryview(s).nbytes for s in segments):
+            return None
+        shared = _native.items_at(value, _not_private(private))
+        return SplitDict(key, locations, segments, shared, classes,
+                         Layout("", 0, fingerprints, bytes(locations), [memoryview(s).nbytes for s in segments],
+                                tokens))
+
+    def _pickle_entries(self, items: list[tuple[Any, Any]], classes: tuple[Any, ...]) -> tuple[bytes, list[int]]:
+        """The pickles of ``items``, one after the other, and where each ends."""
+        out = io.BytesIO()
+        buffers: list[pickle.PickleBuffer] = []
+        pickler = self._entry_pickler(out, buffers)
+        pickler.class_ids = {id(cls): i for i, cls in enumerate(classes) if cls is not None}
+        ends = []
+        for item in items:
+            pickler.clear_memo()  # each entry loads on its own
+            pickler.dump(item)
+            ends.append(out.tell())
+        if buffers:  # a private entry holds only values pickled in band
+            raise pickle.PicklingError("an entry's pickle left buffers out of band")
+        return out.getvalue(), ends
+
+
+def _not_private(private: bytes) -> list[int]:
+    positions = []
+    at = private.find(0)
+    while at != -1:
+        positions.append(at)
+        at = private.find(0, at + 1)
+    return positions

@@ -1,0 +1,243 @@
+"""Large dicts stored entry by entry (relive.state.dict_entries): a snapshot pickles only the
+entries that changed since the last one, and every snapshot loads back exactly as the
+program held it, whatever the program did to the dict in between."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+
+import relive
+from relive import _native
+from relive.state import dict_entries
+
+# The program edits its dict in every way between checkpoints; after each, it pickles its
+# own state with plain pickle (the reference), and relive.checkpoint() takes a snapshot.
+PROGRAM = """
+import pickle, random, relive
+
+class Record:
+    def __init__(self, key):
+        self.key = key
+        self.count = 0
+        self.score = random.random()
+        self.tags = ["t%d" % (key % 7), ("u", key % 13)]
+        self.extra = {"seen": None, "ok": True, "raw": b"x" * (key % 5)}
+
+random.seed(0)
+graph = {f"k{i}": Record(i) for i in range(12000)}
+alias = graph["k5"]          # an entry another variable holds too
+same = graph                 # the dict itself, twice
+big = graph["k6"]
+big.count = 10 ** 30         # an int past 64 bits: that entry is pickled with the record
+graph["k7"].tags.append(graph["k8"].tags)  # two entries share a list
+keys = list(graph)
+
+def checkpoint(n):
+    with open(f"expected-{n}.pickle", "wb") as f:
+        pickle.dump({"graph": graph, "alias": alias}, f)
+    relive.checkpoint()
+
+checkpoint(0)
+for key in random.sample(keys, 120):          # 1% of the entries change
+    graph[key].count += 1
+    graph[key].score = -graph[key].score      # the sign bit alone
+checkpoint(1)
+del graph["k100"]                             # every later entry moves up one place
+graph["new"] = Record(99999)
+graph["k200"].tags.append([1, 2.5, None])
+del graph["k300"].extra                       # an attribute removed
+graph["k301"].later = float("nan")            # an attribute added
+checkpoint(2)
+checkpoint(3)                                 # nothing changed
+print("done")
+"""
+
+
+def _canon(value, seen=None):
+    """A structure equal for equal states: instances as their class name and attributes."""
+    if isinstance(value, dict):
+        return ("dict", [(_canon(k), _canon(v)) for k, v in value.items()])
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [_canon(v) for v in value])
+    if isinstance(value, float) and math.isnan(value):
+        return ("nan",)
+    if isinstance(value, float):
+        return ("float", value.hex())
+    if hasattr(value, "__dict__"):
+        return (type(value).__name__.lstrip("_"), _canon(vars(value)))
+    return value
+
+
+class _Record:  # stands for the program's class when its reference pickles load here
+    pass
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        return _Record if module == "__main__" else super().find_class(module, name)
+
+
+def test_each_snapshot_loads_as_the_program_held_it(work):
+    work.write("prog.py", PROGRAM)
+    run = work.relive("run", "prog.py", check=True)
+    assert run.stdout == "done\n" and run.stderr == ""
+    snaps = [s for s in work.log() if s["trigger"] == "explicit"]
+    assert len(snaps) == 4
+    for n, entry in enumerate(snaps):
+        snap = relive.load(entry["id"], store=str(work.store))
+        with open(work.path / f"expected-{n}.pickle", "rb") as f:
+            expected = _Unpickler(f).load()
+        assert _canon(snap["graph"]) == _canon(expected["graph"])
+        assert list(snap["graph"]) == list(expected["graph"])  # the order too
+        assert snap["alias"] is snap["graph"]["k5"] and snap["same"] is snap["graph"]
+        assert snap["graph"]["k7"].tags[-1] is snap["graph"]["k8"].tags
+    # The dict was stored entry by entry: later snapshots wrote a fraction of the first.
+    assert snaps[1]["new_bytes"] < snaps[0]["new_bytes"] / 5
+    assert snaps[3]["new_bytes"] < snaps[0]["new_bytes"] / 5
+    layouts = [f for f in os.listdir(work.store / "cache" / "dicts") if not f.startswith("v-")]
+    assert len(layouts) == 1  # the dict's (`keys`, a list stored whole, has a "v-" file)
+
+
+def test_a_damaged_layout_costs_a_full_pickle_not_a_wrong_snapshot(work):
+    work.write("prog.py", """
+        import relive
+        d = {i: [i, str(i)] for i in range(20000)}
+        relive.checkpoint()
+        d[5][0] = -5
+        relive.checkpoint()
+        d[6][0] = -6
+        relive.checkpoint()
+    """)
+    # Between the runs' snapshots nothing can be damaged by hand: run, damage, run again.
+    work.relive("run", "prog.py", check=True)
+    folder = work.store / "cache" / "dicts"
+    (layout,) = folder.iterdir()
+    data = bytearray(layout.read_bytes())
+    data[-100:] = bytes(100)  # locations zeroed: they point at segment 0, offset 0
+    layout.write_bytes(bytes(data))
+    run = work.relive("run", "prog.py", check=True)
+    assert run.stderr == ""
+    last = [s for s in work.log() if s["trigger"] == "explicit"][-1]
+    d = relive.load(last["id"], store=str(work.store))["d"]
+    assert d[5] == [-5, "5"] and d[6] == [-6, "6"] and d[19999] == [19999, "19999"]
+
+
+class Plain:
+    def __init__(self, x):
+        self.x = x
+
+
+def _prints(d):
+    fps, private = _native.entry_fingerprints(d, lambda t: "Plain" if t is Plain else None)
+    return [fps[i * 16:i * 16 + 16] for i in range(len(d))], list(private)
+
+
+def test_fingerprints_change_with_anything_pickled():
+    d = {"a": Plain(0.0), "b": [1, (2, "x")], "c": {"k": b"v"}, "d": Plain([True, None])}
+    before, private = _prints(d)
+    assert private == [1, 1, 1, 1]
+    d["a"].x = -0.0  # only the sign bit
+    d["b"][1] = (2, "y")
+    d["c"]["k2"] = None
+    d["d"].y = 1  # an attribute added
+    after, _ = _prints(d)
+    assert all(x != y for x, y in zip(before, after))
+    del d["d"].y
+    assert _prints(d)[0][3] == before[3]
+
+
+def test_shared_and_foreign_objects_make_an_entry_not_private():
+    import array
+
+    shared = [1]
+    d = {"shared": shared, "foreign": array.array("i", [1]), "big": 2 ** 80, "plain": [2], "cls": Plain}
+    assert _prints(d)[1] == [0, 0, 0, 1, 0]
+
+
+def test_plain_classes():
+    class Slotted:
+        __slots__ = ("x",)
+
+    class Reduced:
+        def __reduce__(self):
+            return (Reduced, ())
+
+    class Dictish(dict):
+        pass
+
+    table: dict = {}
+    assert dict_entries.plain_class(Plain, table)
+    assert not any(dict_entries.plain_class(t, table) for t in (Slotted, Reduced, Dictish, int, type(None)))
+
+
+def test_fingerprints_read_attributes_without_making_dicts():
+    """CPython keeps most instances' attributes inline and makes a __dict__ only when asked;
+    asking for 20,000 would allocate 20,000 dicts (in a forked child: copy their pages)."""
+    import tracemalloc
+
+    d = {i: Plain(i) for i in range(20_000)}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        prints = _native.entry_fingerprints(d, lambda t: "Plain" if t is Plain else None)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert set(prints[1]) == {1}
+    assert grown < 20_000 * 16 + 20_000 + 100_000  # the results alone, not a dict per object
+
+
+def test_an_unchanged_large_list_keeps_its_record(work):
+    work.write("prog.py", """
+        import relive
+        names = [str(i) * 3 for i in range(5000)]    # alone in its record, unchanged twice
+        relive.checkpoint()
+        relive.checkpoint()
+        names[3] = "changed"
+        relive.checkpoint()
+    """)
+    work.relive("run", "prog.py", check=True)
+    from relive.store import Store
+
+    store = Store(str(work.store))
+    snaps = [s for s in work.log() if s["trigger"] == "explicit"]
+    records = [store.manifest(s["id"]).globals["names"].record for s in snaps]
+    assert records[0] == records[1] != records[2]
+    assert [f for f in os.listdir(work.store / "cache" / "dicts") if f.startswith("v-")]
+    loaded = [relive.load(s["id"], store=str(work.store))["names"] for s in snaps]
+    assert loaded[1][3] == "333" and loaded[2][3] == "changed" and loaded[2][4999] == "4999" * 3
+
+
+class _WithTable(pickle.Pickler):
+    dispatch_table: dict = {}
+
+
+class _FakeStore:
+    def __init__(self, records):
+        self.records = records
+
+    def has_record(self, id):
+        return id in self.records
+
+
+def test_a_value_is_reused_only_where_its_fingerprint_and_record_are(tmp_path):
+    import io
+
+    cache = dict_entries.LayoutCache(str(tmp_path))
+    store = _FakeStore({"r1"})
+    writer = dict_entries.DictWriter(store, cache, {}, lambda out, buffers: _WithTable(out))
+    value = [Plain(i) for i in range(3)]
+    fingerprint, last = writer.unchanged("g:value", value)
+    assert last is None
+    writer.stored_whole("g:value", dict_entries.StoredValue(fingerprint, "r1", 10, 10))
+    assert writer.unchanged("g:value", value)[1].record == "r1"
+    value[1].x = -1
+    assert writer.unchanged("g:value", value)[1] is None  # changed
+    value[1].x = 1
+    store.records.clear()
+    assert writer.unchanged("g:value", value)[1] is None  # its record is gone
+    shared = value[0]
+    assert writer.unchanged("g:value", value) is None  # an item held elsewhere: not private
+    del shared, io
