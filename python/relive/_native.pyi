@@ -121,6 +121,14 @@ class Store:
         """Returns ``(id, new_bytes, raw_bytes)``; buffers must be C-contiguous."""
     def has_record(self, id: str) -> bool:
         """Whether the store holds the record ``id``."""
+    def put_record_from(self, payload: _BufferLike,
+                        buffers: Sequence[_BufferLike | tuple[str, int]]) -> tuple[str, int, int]:
+        """As ``put_record``; a ``(record_id, index)`` item is that buffer of a stored record,
+        referred to by its chunks, not read."""
+    def record_buffer_lens(self, id: str) -> list[int]:
+        """The lengths of a stored record's buffers."""
+    def record_buffer(self, id: str, index: int) -> Buffer:
+        """One buffer of a stored record, read and checked."""
     def stage_record(self, payload: _BufferLike, buffers: Sequence[_BufferLike]) -> StagedRecord:
         """Copies the payload and the chunks not stored yet, for ``put_staged`` (--mode thread)."""
     def put_staged(self, staged: StagedRecord) -> tuple[str, int, int]:
@@ -212,7 +220,7 @@ def entry_fingerprints(d: dict[Any, Any], class_token: Callable[[type], str | No
     """Each entry's 16-byte fingerprint, and whether each is private (1) or not (0)."""
 
 def entry_locations(fingerprints: bytes, private: bytes, last_fingerprints: bytes,
-                    last_locations: bytes) -> tuple[bytearray, list[int]]:
+                    last_locations: bytes | bytearray) -> tuple[bytearray, list[int]]:
     """Each entry's location (reused from the last snapshot where unchanged), and the
     positions of the entries to pickle now."""
 

@@ -54,12 +54,18 @@ struct Fingerprinter<'py> {
     top: *mut ffi::PyObject,
     /// Per type: the fingerprint of its token, or None where its instances are not plain.
     classes: HashMap<usize, Option<u128>>,
+    last_class: (usize, Option<u128>),
     scratch: Vec<u8>,
 }
 
 impl<'py> Fingerprinter<'py> {
     fn class(&mut self, ty: *mut ffi::PyTypeObject) -> PyResult<Option<u128>> {
+        // A large dict's entries are mostly of one class: asked for again and again.
+        if self.last_class.0 == ty as usize {
+            return Ok(self.last_class.1);
+        }
         if let Some(&known) = self.classes.get(&(ty as usize)) {
+            self.last_class = (ty as usize, known);
             return Ok(known);
         }
         // SAFETY: `ty` is the type of a live object, so a live type object; the bound
@@ -72,6 +78,7 @@ impl<'py> Fingerprinter<'py> {
             Some(xxh3_128(token.extract::<String>()?.as_bytes()))
         };
         self.classes.insert(ty as usize, known);
+        self.last_class = (ty as usize, known);
         Ok(known)
     }
 
@@ -261,6 +268,7 @@ pub fn entry_fingerprints<'py>(
         class_token,
         top: std::ptr::null_mut(),
         classes: HashMap::new(),
+        last_class: (0, None),
         scratch: Vec::with_capacity(4096),
     };
     let n = d.len();
@@ -303,6 +311,7 @@ pub fn value_fingerprint<'py>(
         class_token,
         top: value.as_ptr(),
         classes: HashMap::new(),
+        last_class: (0, None),
         scratch: Vec::with_capacity(1 << 16),
     };
     // SAFETY: the GIL is held (`py`) and `value` is alive; see entry_fingerprints.

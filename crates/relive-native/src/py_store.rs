@@ -9,7 +9,7 @@ use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyBufferError, PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
-use relive_store::{BufferRef, Id, Problem, Staged, Store, VerifyReport};
+use relive_store::{BufferRef, BufferSource, Id, Problem, Staged, Store, VerifyReport};
 
 use crate::buffer::{LoadedBuffer, MAPPED_FROM};
 
@@ -98,6 +98,81 @@ impl PyStore {
         })?
         .map_err(store_error)?;
         Ok((outcome.id.to_hex(), outcome.new_bytes, outcome.raw_bytes))
+    }
+
+    /// Like `put_record`, but an item of `buffers` may be `(record_id, index)`: that buffer
+    /// of a stored record, whose chunks the new record refers to without reading them
+    /// (`relive.state.dict_entries` keeps a large dict's unchanged segments so).
+    fn put_record_from(
+        &self,
+        payload: &Bound<'_, PyAny>,
+        buffers: Vec<Bound<'_, PyAny>>,
+    ) -> PyResult<(String, u64, u64)> {
+        let mut stored = Vec::with_capacity(buffers.len());
+        let mut bytes = Vec::new();
+        let mut records = std::collections::HashMap::new(); // each record read once
+        for buffer in &buffers {
+            match buffer.extract::<(String, usize)>() {
+                Ok((record, index)) => {
+                    let found = match records.entry(record.clone()) {
+                        std::collections::hash_map::Entry::Occupied(found) => found.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(slot) => slot.insert(
+                            self.inner
+                                .get_record(&parse_id(&record)?)
+                                .map_err(store_error)?,
+                        ),
+                    };
+                    let buffer = found.buffers.get(index).cloned().ok_or_else(|| {
+                        PyValueError::new_err(format!("record {record} has no buffer {index}"))
+                    })?;
+                    stored.push(Some(buffer));
+                }
+                Err(_) => {
+                    stored.push(None);
+                    bytes.push(buffer.clone());
+                }
+            }
+        }
+        let outcome = with_record_bytes(payload, &bytes, |payload, slices| {
+            let mut slices = slices.iter();
+            let sources: Vec<BufferSource<'_>> = stored
+                .into_iter()
+                .map(|s| match s {
+                    Some(buffer) => BufferSource::Stored(buffer),
+                    None => BufferSource::Bytes(slices.next().expect("one slice per buffer")),
+                })
+                .collect();
+            self.inner.put_record_from(payload, &sources)
+        })?
+        .map_err(store_error)?;
+        Ok((outcome.id.to_hex(), outcome.new_bytes, outcome.raw_bytes))
+    }
+
+    /// The lengths of a stored record's buffers, read from the record alone.
+    fn record_buffer_lens(&self, py: Python<'_>, id: &str) -> PyResult<Vec<u64>> {
+        let id = parse_id(id)?;
+        let record = py
+            .detach(|| self.inner.get_record(&id))
+            .map_err(store_error)?;
+        Ok(record.buffers.iter().map(|b| b.len).collect())
+    }
+
+    /// One buffer of a stored record (its chunks read and checked), as `get_record` gives it.
+    fn record_buffer<'py>(
+        &self,
+        py: Python<'py>,
+        id: &str,
+        index: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = parse_id(id)?;
+        let record = py
+            .detach(|| self.inner.get_record(&id))
+            .map_err(store_error)?;
+        let buffer = record
+            .buffers
+            .get(index)
+            .ok_or_else(|| PyValueError::new_err(format!("the record has no buffer {index}")))?;
+        self.load_buffer(py, buffer)
     }
 
     /// Whether the store holds the record `id` (a stored value reused without pickling it

@@ -57,6 +57,6 @@ pub use prune::PruneReport;
 pub use record::{BufferRef, Record};
 pub use repair::RepairReport;
 pub use staged::Staged;
-pub use store::{PutOutcome, Store, FORMAT};
+pub use store::{BufferSource, PutOutcome, Store, FORMAT};
 pub use transfer::CopyReport;
 pub use verify::{Problem, VerifyReport};

@@ -34,6 +34,13 @@ pub(crate) struct Known {
     pub(crate) ids: Vec<Option<Id>>,
 }
 
+/// One buffer of a record to store (`Store::put_record_from`): its bytes, or a buffer of a
+/// record already stored, whose chunks the new record refers to as they are.
+pub enum BufferSource<'a> {
+    Bytes(&'a [u8]),
+    Stored(BufferRef),
+}
+
 /// What [`Store::put_record`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PutOutcome {
@@ -424,6 +431,46 @@ impl Store {
         let ids = self.chunk_ids(&pieces);
         let lens: Vec<u64> = buffers.iter().map(|b| b.len() as u64).collect();
         let pieces: Vec<Option<&[u8]>> = pieces.into_iter().map(Some).collect();
+        self.put_pieces(payload, &lens, &ids, &pieces)
+    }
+
+    /// Stores a record some of whose buffers are buffers of records already stored
+    /// (`BufferSource::Stored`): their chunks are referenced by id, neither read nor hashed.
+    /// Fails, as `put_pieces` does, where one of those chunks is no longer stored.
+    pub fn put_record_from(
+        &self,
+        payload: &[u8],
+        buffers: &[BufferSource<'_>],
+    ) -> Result<PutOutcome> {
+        let mut lens = Vec::with_capacity(buffers.len());
+        let mut ids: Vec<Option<Id>> = Vec::new();
+        let mut pieces: Vec<Option<&[u8]>> = Vec::new();
+        let mut to_hash: Vec<(usize, &[u8])> = Vec::new();
+        for buffer in buffers {
+            match buffer {
+                BufferSource::Bytes(bytes) => {
+                    lens.push(bytes.len() as u64);
+                    for chunk in bytes.chunks(self.chunk_size) {
+                        to_hash.push((ids.len(), chunk));
+                        ids.push(None);
+                        pieces.push(Some(chunk));
+                    }
+                }
+                BufferSource::Stored(stored) => {
+                    lens.push(stored.len);
+                    ids.extend(stored.chunks.iter().copied().map(Some));
+                    pieces.extend(stored.chunks.iter().map(|_| None));
+                }
+            }
+        }
+        let hashed = self.chunk_ids(&to_hash.iter().map(|&(_, chunk)| chunk).collect::<Vec<_>>());
+        for (&(i, _), id) in to_hash.iter().zip(hashed) {
+            ids[i] = Some(id);
+        }
+        let ids: Vec<Id> = ids
+            .into_iter()
+            .map(|id| id.expect("every chunk has an id"))
+            .collect();
         self.put_pieces(payload, &lens, &ids, &pieces)
     }
 

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{noise, read_all, store, text};
-use relive_store::{Codec, Kind, Store};
+use relive_store::{BufferSource, Codec, Kind, Store};
 
 #[test]
 fn store_is_send_and_sync() {
@@ -298,4 +298,41 @@ fn a_damaged_fingerprint_cache_is_ignored() {
     std::fs::write(root.join("cache").join("fingerprints"), b"garbage").unwrap();
     let again = Store::open(&root).unwrap();
     assert_eq!(again.put_record(b"", &[&data]).unwrap().id, put.id);
+}
+
+#[test]
+fn a_record_can_refer_to_a_stored_records_buffer_without_its_bytes() {
+    let (_dir, store) = store(1000);
+    let old = noise(4, 3500);
+    let first = store.put_record(b"first", &[&old, b"small"]).unwrap();
+    let stored = store.get_record(&first.id).unwrap().buffers[0].clone();
+    let new = noise(5, 1200);
+    let put = store
+        .put_record_from(
+            b"second",
+            &[BufferSource::Stored(stored), BufferSource::Bytes(&new)],
+        )
+        .unwrap();
+    assert_eq!(put.raw_bytes, 6 + 3500 + 1200);
+    assert!(put.new_bytes < 3500, "the old chunks are not written again");
+    assert_eq!(
+        read_all(&store, &put.id),
+        (b"second".to_vec(), vec![old, new.clone()])
+    );
+    // The same record, put from the bytes, is the same record.
+    let again = store
+        .put_record(b"second", &[&noise(4, 3500), &new])
+        .unwrap();
+    assert_eq!(again.id, put.id);
+}
+
+#[test]
+fn a_reference_to_a_chunk_no_longer_stored_fails() {
+    let (_dir, store) = store(1000);
+    let (_other_dir, other) = common::store(1000);
+    let put = other.put_record(b"elsewhere", &[&noise(6, 2000)]).unwrap();
+    let foreign = other.get_record(&put.id).unwrap().buffers[0].clone();
+    assert!(store
+        .put_record_from(b"x", &[BufferSource::Stored(foreign)])
+        .is_err());
 }

@@ -9,16 +9,17 @@ seconds. Here a variable holding such a dict (``MIN_ENTRIES`` entries or more) i
   cannot be pickled on its own: it shares an object, or holds what the walk cannot encode);
 - *segments*: buffers of the record holding entry pickles one after the other. An entry whose
   fingerprint is the last snapshot's keeps its pickle where it is, in a segment of the last
-  record, which this record holds again (its chunks are already stored: nothing is written
-  for them); the entries that changed are pickled into one new segment;
+  record, which this record holds again by reference (its chunks are neither read nor
+  written again); the entries that changed are pickled into one new segment;
 - *locations*: per entry, its segment, offset and length; the entries that are not private
   are pickled with the rest of the record, as before.
 
 What the last snapshot's record of the variable held (its id, fingerprints, locations,
 classes) is kept in a cache file beside the store (``cache/dicts``, local: a remote store's
 is under ~/.cache): a forked snapshot's child writes it, the next child reads it. Without it
-(a first snapshot, a new machine, a damaged file), every entry is pickled. The segments are
-read back from the store, which checks their hashes. Dead bytes (the old pickles of changed
+(a first snapshot, a new machine, a damaged file), every entry is pickled. The layout is
+checked against the last record (its locations buffer, read back and checked by the store,
+and its segments' sizes). Dead bytes (the old pickles of changed
 entries) stay in the segments until they outweigh the live ones, or there are
 ``MAX_SEGMENTS``; the dict is then pickled whole into one segment again.
 
@@ -42,7 +43,7 @@ import json
 import os
 import pickle
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +88,7 @@ class Layout:
     record: str
     first_buffer: int  # the record's buffer holding the locations; the segments follow it
     fingerprints: bytes
-    locations: bytes
+    locations: bytes | bytearray
     segments: list[int]  # each segment's size
     classes: list[str]  # class tokens, by memo index
 
@@ -156,6 +157,10 @@ class LayoutCache:
         self._replace(self._path(key), json.dumps(head).encode() + b"\n" + layout.fingerprints + layout.locations)
 
 
+# A segment: its bytes (new), or (record, buffer index) for one the last record holds.
+Segment = Any
+
+
 @dataclass
 class Fingerprints:
     """A dict's entries, fingerprinted: 16 bytes each, whether each is private (1 or 0), and
@@ -171,13 +176,17 @@ class SplitDict:
     ``persistent_id`` returns it for the dict: every reference to the dict in the record
     loads as the one dict ``rebuild_dict`` makes)."""
 
-    def __init__(self, key: str, locations: bytearray, segments: list[Any], shared: list[tuple[Any, Any]],
+    def __init__(self, key: str, locations: bytearray, segments: list[Segment], shared: list[tuple[Any, Any]],
                  classes: tuple[Any, ...], layout: Layout) -> None:
         self.key = key
         self.locations = pickle.PickleBuffer(locations)
-        # Read-only, whether made now or read back from the store: pickle marks which (one
-        # byte), and an unchanged dict must pickle to the same record.
-        self.segments = [pickle.PickleBuffer(memoryview(s).toreadonly()) for s in segments]
+        # A segment of the last record stands in the pickle as an empty buffer (the pickle
+        # holds no buffer's bytes, only its place): ``sources`` hands the store the reference.
+        # All read-only: pickle marks which (one byte), and an unchanged dict must pickle
+        # to the same record.
+        self.segments = [pickle.PickleBuffer(memoryview(b"" if isinstance(s, tuple) else s).toreadonly())
+                         for s in segments]
+        self.references = {id(buffer): s for buffer, s in zip(self.segments, segments) if isinstance(s, tuple)}
         self.shared, self.classes, self.layout = shared, classes, layout
         self._reduced = False
 
@@ -264,6 +273,15 @@ class DictWriter:
         # Too much dead weight in the last segments: all pickled again, into one.
         return split or self._split(key, value, prints, None)  # type: ignore[return-value]
 
+    def put(self, payload: bytes, buffers: list[pickle.PickleBuffer],
+            splits: Iterable[SplitDict]) -> tuple[str, int, int]:
+        """Puts a record holding ``splits``: their last records' segments by reference."""
+        references: dict[int, Segment] = {}
+        for split in splits:
+            references.update(split.references)
+        sources = [references.get(id(b)) or b.raw() for b in buffers]
+        return self._store.put_record_from(payload, sources)  # type: ignore[no-any-return]
+
     def stored(self, split: SplitDict, record: str, buffers: list[pickle.PickleBuffer]) -> None:
         """``split``'s record is stored as ``record``, with ``buffers``: its layout is kept."""
         first = next((i for i, b in enumerate(buffers) if b is split.locations), None)
@@ -272,40 +290,41 @@ class DictWriter:
         split.layout.record, split.layout.first_buffer = record, first
         self._cache.write(split.key, split.layout)
 
-    def _last(self, key: str) -> tuple[Layout, list[Any]] | None:
-        """The last record's layout and segments, where the cache and the store have them."""
+    def _last(self, key: str) -> tuple[Layout, list[Segment]] | None:
+        """The last record's layout, and its segments as references, where the cache and the
+        store have them. The segments are not read: the new record refers to their chunks."""
         layout = self._cache.read(key)
         if layout is None or len(layout.segments) >= MAX_SEGMENTS:
             return None
+        first, count = layout.first_buffer, len(layout.segments)
         try:
-            _, buffers = self._store.get_record(layout.record)
+            lens = self._store.record_buffer_lens(layout.record)
+            # The record is the store's (its chunks checked): the layout must say what it holds.
+            if lens[first + 1:first + 1 + count] != layout.segments \
+                    or memoryview(self._store.record_buffer(layout.record, first)) != memoryview(layout.locations):
+                return None
         except Exception:  # pruned, damaged, another store's: pickle it all
             return None
-        first = layout.first_buffer
-        segments = list(buffers[first + 1:first + 1 + len(layout.segments)])
-        # The record is the store's (its hashes checked): the layout must say what it holds.
-        if first >= len(buffers) or memoryview(buffers[first]) != layout.locations \
-                or [memoryview(s).nbytes for s in segments] != layout.segments:
-            return None
-        return layout, segments
+        return layout, [(layout.record, first + 1 + i) for i in range(count)]
 
     def _split(self, key: str, value: dict[Any, Any], prints: Fingerprints,
-               last: tuple[Layout, list[Any]] | None) -> SplitDict | None:
+               last: tuple[Layout, list[Segment]] | None) -> SplitDict | None:
         fingerprints, private, seen = prints.fingerprints, prints.private, prints.seen
         layout, segments = last if last is not None else (Layout("", 0, b"", b"", [], []), [])
         locations, to_pickle = _native.entry_locations(fingerprints, private, layout.fingerprints, layout.locations)
         tokens = list(layout.classes) + [t for t in seen if t not in layout.classes]
         classes = tuple(seen.get(token) for token in tokens)
         new_segment, ends = self._pickle_entries(_native.items_at(value, to_pickle), classes)
+        sizes = list(layout.segments)
         if ends:
             segments = [*segments, new_segment]
+            sizes.append(len(new_segment))
         live = _native.place_entries(locations, to_pickle, len(segments) - 1 if ends else 0, ends, len(segments))
-        if last is not None and sum(live) * 2 < sum(memoryview(s).nbytes for s in segments):
+        if last is not None and sum(live) * 2 < sum(sizes):
             return None
         shared = _native.items_at(value, _not_private(private))
         return SplitDict(key, locations, segments, shared, classes,
-                         Layout("", 0, fingerprints, bytes(locations), [memoryview(s).nbytes for s in segments],
-                                tokens))
+                         Layout("", 0, fingerprints, locations, sizes, tokens))
 
     def _pickle_entries(self, items: list[tuple[Any, Any]], classes: tuple[Any, ...]) -> tuple[bytes, list[int]]:
         """The pickles of ``items``, one after the other, and where each ends."""

@@ -271,7 +271,7 @@ class RecordWriter:
                 except Exception as exc:
                     self._dict_failed(exc)
                 else:
-                    record = self._put(group, data, result)
+                    record = self._put(group, data, result, dicts)
                     for split in dicts.values():
                         assert self._dicts is not None
                         self._dicts.stored(split, record, data.buffers)
@@ -322,8 +322,12 @@ class RecordWriter:
         result.variables[root.key] = {"record": stored.record, "type": describe.type_name(root.value),
                                       "summary": describe.summary(root.value), "size": stored.size}
 
-    def _put(self, group: list[Root], data: _Pickled, result: StoredState) -> str:
-        record_id, new_bytes, raw_bytes = self._store.put_record(data.payload, [b.raw() for b in data.buffers])
+    def _put(self, group: list[Root], data: _Pickled, result: StoredState,
+             dicts: dict[int, dict_entries.SplitDict] | None = None) -> str:
+        if dicts and self._dicts is not None:  # with segments of the last record, by reference
+            record_id, new_bytes, raw_bytes = self._dicts.put(data.payload, data.buffers, dicts.values())
+        else:
+            record_id, new_bytes, raw_bytes = self._store.put_record(data.payload, [b.raw() for b in data.buffers])
         result.records.append(record_id)
         result.new_bytes += new_bytes
         result.state_bytes += raw_bytes
@@ -336,7 +340,7 @@ class RecordWriter:
                 "type": describe.type_name(root.value),
                 "summary": describe.summary(root.value),
                 # Variables stored together have one size: their record's.
-                "size": data.size,
+                "size": raw_bytes,
                 **({"shared_with": others} if others else {}),
             }
         return record_id
