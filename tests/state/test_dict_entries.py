@@ -241,3 +241,27 @@ def test_a_value_is_reused_only_where_its_fingerprint_and_record_are(tmp_path):
     shared = value[0]
     assert writer.unchanged("g:value", value) is None  # an item held elsewhere: not private
     del shared, io
+
+
+def test_no_borrowed_reference_outlives_the_class_callback():
+    """The callback runs Python code, which may let the program's other threads run and
+    change the dict: the walk holds no borrowed reference across it, and refuses a dict that
+    changed size meanwhile."""
+    import pytest
+
+    d = {i: Plain(i) for i in range(100)}
+
+    def replacing(t):
+        d[0] = Plain(-1)  # the entry being walked, replaced (its old value freed)
+        return "Plain" if t is Plain else None
+
+    fps, private = _native.entry_fingerprints(d, replacing)
+    assert set(private) == {1}
+    assert fps == _native.entry_fingerprints(d, lambda t: "Plain" if t is Plain else None)[0]
+
+    def shrinking(t):
+        d.pop(50, None)
+        return "Plain" if t is Plain else None
+
+    with pytest.raises(RuntimeError, match="changed size"):
+        _native.entry_fingerprints(d, shrinking)

@@ -55,31 +55,46 @@ struct Fingerprinter<'py> {
     /// Per type: the fingerprint of its token, or None where its instances are not plain.
     classes: HashMap<usize, Option<u128>>,
     last_class: (usize, Option<u128>),
+    /// A class met that `classes` does not know yet (see `class`).
+    unknown: Option<Py<PyAny>>,
     scratch: Vec<u8>,
 }
 
 impl<'py> Fingerprinter<'py> {
-    fn class(&mut self, ty: *mut ffi::PyTypeObject) -> PyResult<Option<u128>> {
+    /// The token's fingerprint of class `ty`, where it is known; where it is not, `ty` is
+    /// noted in `unknown` (a strong reference) and the walk of this entry stops as if it were
+    /// not private: `ask` then runs the Python callback, with no borrowed reference held (the
+    /// callback may let the program's other threads run), and the entry is walked again.
+    fn class(&mut self, ty: *mut ffi::PyTypeObject) -> Option<Option<u128>> {
         // A large dict's entries are mostly of one class: asked for again and again.
         if self.last_class.0 == ty as usize {
-            return Ok(self.last_class.1);
+            return Some(self.last_class.1);
         }
         if let Some(&known) = self.classes.get(&(ty as usize)) {
             self.last_class = (ty as usize, known);
-            return Ok(known);
+            return Some(known);
         }
-        // SAFETY: `ty` is the type of a live object, so a live type object; the bound
-        // reference taken here keeps it alive while the callback runs.
-        let t = unsafe { Bound::from_borrowed_ptr(self.class_token.py(), ty.cast()) };
-        let token = self.class_token.call1((t,))?;
+        // SAFETY: `ty` is the type of a live object, so a live type object; the strong
+        // reference taken here keeps it alive until `ask` has asked about it.
+        self.unknown =
+            Some(unsafe { Bound::from_borrowed_ptr(self.class_token.py(), ty.cast()) }.unbind());
+        None
+    }
+
+    /// Asks the callback about the class `class` met (see `class`); false when there was none.
+    fn ask(&mut self) -> PyResult<bool> {
+        let Some(ty) = self.unknown.take() else {
+            return Ok(false);
+        };
+        let py = self.class_token.py();
+        let token = self.class_token.call1((ty.bind(py),))?;
         let known = if token.is_none() {
             None
         } else {
             Some(xxh3_128(token.extract::<String>()?.as_bytes()))
         };
-        self.classes.insert(ty as usize, known);
-        self.last_class = (ty as usize, known);
-        Ok(known)
+        self.classes.insert(ty.as_ptr() as usize, known);
+        Ok(true)
     }
 
     /// Whether nothing but the reference that led here refers to `obj`.
@@ -187,8 +202,8 @@ impl<'py> Fingerprinter<'py> {
         ty: *mut ffi::PyTypeObject,
         depth: u32,
     ) -> PyResult<Option<bool>> {
-        let Some(token) = self.class(ty)? else {
-            return Ok(None);
+        let Some(Some(token)) = self.class(ty) else {
+            return Ok(None); // not plain, or not known yet (`ask`)
         };
         if !self.owned(obj) {
             return Ok(None);
@@ -269,6 +284,7 @@ pub fn entry_fingerprints<'py>(
         top: std::ptr::null_mut(),
         classes: HashMap::new(),
         last_class: (0, None),
+        unknown: None,
         scratch: Vec::with_capacity(4096),
     };
     let n = d.len();
@@ -277,21 +293,30 @@ pub fn entry_fingerprints<'py>(
     let mut pos: ffi::Py_ssize_t = 0;
     let mut key = std::ptr::null_mut();
     let mut value = std::ptr::null_mut();
-    // SAFETY: the GIL is held (`py`); `d` is a live dict, and PyDict_Next hands out borrowed
-    // references that stay valid while nothing runs that could change it: only the
-    // `class_token` callback runs Python code, and it reads a class.
+    // SAFETY: the GIL is held (`py`) and no Python code runs while borrowed references are
+    // held (the callback runs in `ask`, between two entries), so no other thread runs and
+    // nothing changes `d` or what it reaches: PyDict_Next's borrowed references stay valid.
     unsafe {
+        let mut at = pos;
         while ffi::PyDict_Next(d.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
             walk.scratch.clear();
             let ok = walk.feed(key, 0)?.is_some() && {
                 walk.scratch.push(0xff);
                 walk.feed(value, 0)?.is_some()
             };
+            if walk.ask()? {
+                if d.len() != n {
+                    break; // changed by another thread meanwhile: reported below
+                }
+                pos = at; // this entry again, now that its class is known
+                continue;
+            }
             fps.extend_from_slice(&xxh3_128(&walk.scratch).to_le_bytes());
             private.push(ok as u8);
+            at = pos;
         }
     }
-    if private.len() != n {
+    if private.len() != n || d.len() != n {
         return Err(pyo3::exceptions::PyRuntimeError::new_err(
             "the dict changed size while it was fingerprinted",
         ));
@@ -312,10 +337,18 @@ pub fn value_fingerprint<'py>(
         top: value.as_ptr(),
         classes: HashMap::new(),
         last_class: (0, None),
+        unknown: None,
         scratch: Vec::with_capacity(1 << 16),
     };
-    // SAFETY: the GIL is held (`py`) and `value` is alive; see entry_fingerprints.
-    let private = unsafe { walk.feed(value.as_ptr(), 0)? }.is_some();
+    // SAFETY: the GIL is held (`py`) and `value` is alive; no Python code runs during a walk
+    // (see entry_fingerprints): the walk is repeated once per class it meets for the first time.
+    let private = loop {
+        walk.scratch.clear();
+        let private = unsafe { walk.feed(value.as_ptr(), 0)? }.is_some();
+        if !walk.ask()? {
+            break private;
+        }
+    };
     Ok(private.then(|| PyBytes::new(py, &xxh3_128(&walk.scratch).to_le_bytes())))
 }
 
