@@ -424,14 +424,9 @@ impl Store {
     /// Stores a record: `payload` plus `buffers`, each cut into chunks. Chunks and records that
     /// are already stored are not written again.
     pub fn put_record(&self, payload: &[u8], buffers: &[&[u8]]) -> Result<PutOutcome> {
-        let pieces: Vec<&[u8]> = buffers
-            .iter()
-            .flat_map(|b| b.chunks(self.chunk_size))
-            .collect();
-        let ids = self.chunk_ids(&pieces);
-        let lens: Vec<u64> = buffers.iter().map(|b| b.len() as u64).collect();
-        let pieces: Vec<Option<&[u8]>> = pieces.into_iter().map(Some).collect();
-        self.put_pieces(payload, &lens, &ids, &pieces)
+        let sources: Vec<BufferSource<'_>> =
+            buffers.iter().map(|b| BufferSource::Bytes(b)).collect();
+        self.put_record_from(payload, &sources)
     }
 
     /// Stores a record some of whose buffers are buffers of records already stored
