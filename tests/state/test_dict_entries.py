@@ -231,7 +231,7 @@ def test_a_value_is_reused_only_where_its_fingerprint_and_record_are(tmp_path):
     value = [Plain(i) for i in range(3)]
     fingerprint, last = writer.unchanged("g:value", value)
     assert last is None
-    writer.stored_whole("g:value", dict_entries.StoredValue(fingerprint, "r1", 10, 10))
+    writer.stored_whole("g:value", dict_entries.StoredValue(fingerprint, "r1", 10))
     assert writer.unchanged("g:value", value)[1].record == "r1"
     value[1].x = -1
     assert writer.unchanged("g:value", value)[1] is None  # changed

@@ -99,8 +99,7 @@ class StoredValue:
 
     fingerprint: str  # hex, of the value (``_native.value_fingerprint``)
     record: str
-    size: int
-    raw_bytes: int
+    size: int  # the record's raw bytes
 
 
 class LayoutCache:
@@ -119,7 +118,7 @@ class LayoutCache:
                 doc = json.loads(f.read())
             if doc["key"] != key:
                 return None
-            return StoredValue(doc["fingerprint"], doc["record"], doc["size"], doc["raw_bytes"])
+            return StoredValue(doc["fingerprint"], doc["record"], doc["size"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
 

@@ -277,8 +277,8 @@ class RecordWriter:
                         self._dicts.stored(split, record, data.buffers)
                     continue
             whole = self._unchanged(group, prints)
-            if whole is not None and whole[1] is not None:
-                self._reuse(group[0], whole[1], result)
+            if whole is not None and whole[1] is not None:  # its last record, as it is
+                self._record(group, whole[1].record, 0, whole[1].size, result)
                 continue
             try:
                 data = self._pickle(group)
@@ -298,7 +298,7 @@ class RecordWriter:
                 continue
             record = self._put(group, data, result)  # a store error fails the snapshot: not caught here
             if whole is not None and self._dicts is not None:
-                self._dicts.stored_whole(group[0].key, dict_entries.StoredValue(whole[0], record, data.size, data.size))
+                self._dicts.stored_whole(group[0].key, dict_entries.StoredValue(whole[0], record, data.size))
         return result
 
     def _unchanged(self, group: list[Root],
@@ -316,18 +316,18 @@ class RecordWriter:
             self._dict_failed(exc, "tell whether a large value changed")
             return None
 
-    def _reuse(self, root: Root, stored: dict_entries.StoredValue, result: StoredState) -> None:
-        result.records.append(stored.record)
-        result.state_bytes += stored.raw_bytes
-        result.variables[root.key] = {"record": stored.record, "type": describe.type_name(root.value),
-                                      "summary": describe.summary(root.value), "size": stored.size}
-
     def _put(self, group: list[Root], data: _Pickled, result: StoredState,
              dicts: dict[int, dict_entries.SplitDict] | None = None) -> str:
         if dicts and self._dicts is not None:  # with segments of the last record, by reference
             record_id, new_bytes, raw_bytes = self._dicts.put(data.payload, data.buffers, dicts.values())
         else:
             record_id, new_bytes, raw_bytes = self._store.put_record(data.payload, [b.raw() for b in data.buffers])
+        self._record(group, record_id, new_bytes, raw_bytes, result)
+        return record_id
+
+    @staticmethod
+    def _record(group: list[Root], record_id: str, new_bytes: int, raw_bytes: int, result: StoredState) -> None:
+        """``group``'s variables are in record ``record_id``, of ``raw_bytes``."""
         result.records.append(record_id)
         result.new_bytes += new_bytes
         result.state_bytes += raw_bytes
@@ -343,7 +343,6 @@ class RecordWriter:
                 "size": raw_bytes,
                 **({"shared_with": others} if others else {}),
             }
-        return record_id
 
 
 def _reason(exc: BaseException) -> str:
