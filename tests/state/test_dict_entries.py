@@ -265,3 +265,16 @@ def test_no_borrowed_reference_outlives_the_class_callback():
 
     with pytest.raises(RuntimeError, match="changed size"):
         _native.entry_fingerprints(d, shrinking)
+
+
+def test_a_cache_that_cannot_be_written_costs_no_snapshot(tmp_path):
+    blocked = tmp_path / "dicts"
+    blocked.write_text("a file where the folder would be")
+    cache = dict_entries.LayoutCache(str(blocked))
+    cache.write_value("g:value", dict_entries.StoredValue("00", "r1", 10))  # no error raised
+    assert cache.read_value("g:value") is None
+    cache = dict_entries.LayoutCache(str(tmp_path / "ok"))
+    cache.write_value("g:value", dict_entries.StoredValue("00", "r1", 10))
+    assert cache.read_value("g:value") == dict_entries.StoredValue("00", "r1", 10)
+    (path,) = (tmp_path / "ok").iterdir()
+    assert path.stat().st_mode & 0o777 == 0o600 and (tmp_path / "ok").stat().st_mode & 0o777 == 0o700

@@ -42,6 +42,7 @@ import io
 import json
 import os
 import pickle
+import secrets
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -126,12 +127,21 @@ class LayoutCache:
         self._replace(self._path(key, "v-"), json.dumps({"key": key, **vars(value)}).encode())
 
     def _replace(self, path: str, data: bytes) -> None:
-        """Replaces the file at once (a reader sees the old one or the new one, whole)."""
-        os.makedirs(self.folder, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        """Replaces the file at once (a reader sees the old one or the new one, whole), owner
+        only as the store's files are. Best effort, as the summaries cache is written: a cache
+        that cannot be written costs the next snapshot a full pickle, not this one its commit."""
+        temporary = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        try:
+            os.makedirs(self.folder, mode=0o700, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(temporary, path)
+        except OSError:
+            try:
+                os.remove(temporary)
+            except OSError:
+                pass
 
     def read(self, key: str) -> Layout | None:
         try:
