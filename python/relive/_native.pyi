@@ -212,6 +212,7 @@ def shared_groups(
     inspect: Callable[[Any], tuple[bool, Iterable[object] | None, Iterable[int]]],
     stop: tuple[object, ...],
     private_entries: Sequence[tuple[dict[Any, Any], bytes]] = ...,
+    private_values: Sequence[object] = ...,
 ) -> list[int]: ...
 
 # -- entries.rs: a large dict's entries, fingerprinted (relive.state.dict_entries) --

@@ -92,3 +92,19 @@ relive_instance_attributes(PyObject *obj, PyObject **dict, PyObject **keys, PyOb
     return inline_attributes(tp, values, prefix[-2], prefix - 3, -1, keys, vals, max);
 #endif
 }
+
+/* Whether the exact dict `d` holds its items in entries 0..n with no deleted entry among
+ * them (a combined table: a dict made by a program, not an instance's split one). Then in
+ * 3.11-3.13 PyDict_Next's position is the entry's index, and the i-th item is entry i
+ * (entries.rs, items_at). 0 where not, or where the version's layout is not known here. */
+int
+relive_dict_dense(PyObject *d)
+{
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+    PyDictObject *mp = (PyDictObject *)d;
+    return mp->ma_values == NULL && mp->ma_keys->dk_nentries == mp->ma_used;
+#else
+    (void)d;
+    return 0;
+#endif
+}

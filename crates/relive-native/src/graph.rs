@@ -96,6 +96,9 @@ struct Walk<'py> {
     stop: AddressSet,
     /// Large dicts whose private entries are not walked: their flags, by the dict's address.
     private: HashMap<usize, Bound<'py, PyBytes>, Addresses>,
+    /// Values private as a whole (`entries::value_fingerprint`): only the value itself may
+    /// be shared (another variable naming it), nothing it reaches. Not walked into.
+    whole: AddressSet,
     kinds: HashMap<usize, u8, Addresses>,
     /// Shared objects (and keys) seen so far, and the variable that reached each first.
     owner: HashMap<usize, usize, Addresses>,
@@ -150,6 +153,10 @@ impl<'py> Walk<'py> {
         let mut seen_containers = AddressSet::default();
         while let Some(obj) = pending.pop() {
             let ptr = obj.as_ptr() as usize;
+            if self.whole.contains(&ptr) {
+                self.reach(ptr, root);
+                continue;
+            }
             match self.kind(&obj)? {
                 LEAF => {}
                 CONTAINER => {
@@ -225,7 +232,8 @@ fn push_referents<'py>(
     let py = obj.py();
     for child in found {
         // SAFETY: as below: `child` is alive; its type is only read.
-        if stop.contains(&(child as usize)) || unsafe { is_plain_value(child) } {
+        // The type first: a list of a million strings asks the set about none of them.
+        if unsafe { is_plain_value(child) } || stop.contains(&(child as usize)) {
             continue;
         }
         // SAFETY: `child` was reported by tp_traverse just now, with no Python code run since,
@@ -285,15 +293,18 @@ unsafe fn is_plain_value(obj: *mut ffi::PyObject) -> bool {
 ///
 /// `private_entries` holds `(dict, private)` pairs from `entry_fingerprints`: the entries it
 /// found private reach no object anything else refers to, so they are not walked (a large
-/// dict's entries were most of the walk).
+/// dict's entries were most of the walk). `private_values` holds values found private as a
+/// whole (`value_fingerprint`): each may be another variable's too, but nothing it reaches is
+/// anything else's, so it is not walked into (a list of a million strings was the rest).
 #[pyfunction]
-#[pyo3(signature = (values, classify, inspect, stop, private_entries = Vec::new()))]
+#[pyo3(signature = (values, classify, inspect, stop, private_entries = Vec::new(), private_values = Vec::new()))]
 pub fn shared_groups<'py>(
     values: Vec<Bound<'py, PyAny>>,
     classify: Bound<'py, PyAny>,
     inspect: Bound<'py, PyAny>,
     stop: Bound<'py, PyTuple>,
     private_entries: Vec<(Bound<'py, PyDict>, Bound<'py, PyBytes>)>,
+    private_values: Vec<Bound<'py, PyAny>>,
 ) -> PyResult<Vec<usize>> {
     let mut private = HashMap::default();
     for (dict, flags) in private_entries {
@@ -307,6 +318,7 @@ pub fn shared_groups<'py>(
         inspect,
         stop: stop.iter().map(|o| o.as_ptr() as usize).collect(),
         private,
+        whole: private_values.iter().map(|o| o.as_ptr() as usize).collect(),
         kinds: HashMap::default(),
         owner: HashMap::default(),
         keys: HashMap::default(),
