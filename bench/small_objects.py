@@ -120,6 +120,7 @@ def main() -> None:
     print(f"  first snapshot: {what}       {cost_of(timer[0]) * 1000:8.0f} ms")
     print(f"  later snapshots: {what}      {cost * 1000:8.0f} ms  (median of {len(later)}; "
           f"pause {pause * 1000:.0f} ms, {written / 1e6:.1f} MB new)")
+    print("  each later snapshot: " + " ".join(f"{cost_of(s) * 1000:.0f}" for s in later) + " ms")
     print(f"  later / full pickle             {cost / full_s:8.2f}    goal: <= 0.20")
 
 

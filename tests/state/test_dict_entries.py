@@ -8,6 +8,8 @@ import math
 import os
 import pickle
 
+import pytest
+
 import relive
 from relive import _native
 from relive.state import dict_entries
@@ -115,7 +117,7 @@ def test_a_damaged_layout_costs_a_full_pickle_not_a_wrong_snapshot(work):
     folder = work.store / "cache" / "dicts"
     (layout,) = folder.iterdir()
     data = bytearray(layout.read_bytes())
-    data[-100:] = bytes(100)  # locations zeroed: they point at segment 0, offset 0
+    data[-100:] = bytes(100)  # the last entries' fingerprints zeroed: those are pickled again
     layout.write_bytes(bytes(data))
     run = work.relive("run", "prog.py", check=True)
     assert run.stderr == ""
@@ -210,8 +212,39 @@ def test_an_unchanged_large_list_keeps_its_record(work):
     assert loaded[1][3] == "333" and loaded[2][3] == "changed" and loaded[2][4999] == "4999" * 3
 
 
-class _WithTable(pickle.Pickler):
-    dispatch_table: dict = {}
+def test_what_a_large_private_value_holds_is_not_walked_and_aliases_still_load_as_one(work):
+    """The graph walk does not go into a large value private as a whole: only the value
+    itself may be another variable's too, and nothing it holds can be."""
+    work.write("prog.py", """
+        import relive
+        names = [str(i) * 3 for i in range(5000)]   # private as a whole
+        alias = names                                # the same list, under another name
+        pairs = tuple((i, str(i)) for i in range(3000))
+        cells = [[i] for i in range(3000)]          # not private: one item is held elsewhere
+        seventh = cells[7]
+        relive.checkpoint()
+        names.append("more")
+        seventh.append(-7)
+        relive.checkpoint()
+    """)
+    work.relive("run", "prog.py", check=True)
+    for n, entry in enumerate(s for s in work.log() if s["trigger"] == "explicit"):
+        snap = relive.load(entry["id"], store=str(work.store))
+        assert snap["alias"] is snap["names"] and len(snap["names"]) == 5000 + n
+        assert snap["seventh"] is snap["cells"][7] and snap["seventh"] == ([7, -7] if n else [7])
+        assert snap["pairs"][2999] == (2999, "2999")
+
+
+def test_items_at_positions_with_and_without_deleted_entries():
+    dense = {i: str(i) for i in range(1000)}
+    holed = dict(dense)
+    for i in range(0, 1000, 3):
+        del holed[i]  # the deleted entries stay as holes until the dict is resized
+    for d in (dense, holed):
+        positions = [0, 1, 2, 17, len(d) - 1]
+        assert _native.items_at(d, positions) == [list(d.items())[p] for p in positions]
+        with pytest.raises(IndexError):
+            _native.items_at(d, [len(d)])
 
 
 class _FakeStore:
@@ -223,24 +256,22 @@ class _FakeStore:
 
 
 def test_a_value_is_reused_only_where_its_fingerprint_and_record_are(tmp_path):
-    import io
-
     cache = dict_entries.LayoutCache(str(tmp_path))
     store = _FakeStore({"r1"})
-    writer = dict_entries.DictWriter(store, cache, {}, lambda out, buffers: _WithTable(out))
+    writer = dict_entries.DictWriter(store, cache, {}, {})
     value = [Plain(i) for i in range(3)]
-    fingerprint, last = writer.unchanged("g:value", value)
-    assert last is None
+    fingerprint = writer.value_fingerprint(value)
+    assert writer.unchanged("g:value", fingerprint) is None
     writer.stored_whole("g:value", dict_entries.StoredValue(fingerprint, "r1", 10))
-    assert writer.unchanged("g:value", value)[1].record == "r1"
+    assert writer.unchanged("g:value", writer.value_fingerprint(value)).record == "r1"
     value[1].x = -1
-    assert writer.unchanged("g:value", value)[1] is None  # changed
+    assert writer.unchanged("g:value", writer.value_fingerprint(value)) is None  # changed
     value[1].x = 1
     store.records.clear()
-    assert writer.unchanged("g:value", value)[1] is None  # its record is gone
+    assert writer.unchanged("g:value", writer.value_fingerprint(value)) is None  # its record is gone
     shared = value[0]
-    assert writer.unchanged("g:value", value) is None  # an item held elsewhere: not private
-    del shared, io
+    assert writer.value_fingerprint(value) is None  # an item held elsewhere: not private
+    del shared
 
 
 def test_no_borrowed_reference_outlives_the_class_callback():

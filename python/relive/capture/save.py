@@ -9,13 +9,15 @@ interrupted anywhere before that leaves no trace but unreferenced packs.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from relive import _native, summaries
@@ -136,7 +138,8 @@ def prepare(store: Any, request: SnapshotRequest, codes: CodeRecords) -> Prepare
     writer = RecordWriter(store, request.main_dict, _main_names(request.main_dict, request.exclude),
                           reduce_more=reducer(request.resume), file_positions=request.file_positions,
                           dict_cache=_dict_cache(store))
-    state = writer.write(roots)
+    with _no_collection():
+        state = writer.write(roots)
     frames = []
     for index, view in enumerate(request.frames):
         code_id, code_bytes = codes.record_id(store, view.code)
@@ -165,6 +168,22 @@ def finish(store: Any, prepared: Prepared, costs: dict[str, Any] | None = None,
     snapshot_id = store.commit(manifest if resolve is None else resolve(manifest))
     return SnapshotResult(snapshot_id, state.new_bytes, state.state_bytes, len(state.skipped),
                           time.perf_counter() - prepared.started)
+
+
+@contextmanager
+def _no_collection() -> Iterator[None]:
+    """No garbage collection while a snapshot's records are written, in the program's process
+    too (inline, or the pause of --mode thread): pickling a large state allocates millions of
+    objects, and each few thousand would set off a collection that walks everything the
+    program holds (1.2 s of a 5 s snapshot of a dict of 10^6 objects). Nothing the snapshot
+    makes is garbage in a cycle: what it allocates is freed by reference counts."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _resume_roots(request: SnapshotRequest, roots: list[Root]) -> list[FrameResume] | None:

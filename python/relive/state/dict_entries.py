@@ -14,12 +14,13 @@ seconds. Here a variable holding such a dict (``MIN_ENTRIES`` entries or more) i
 - *locations*: per entry, its segment, offset and length; the entries that are not private
   are pickled with the rest of the record, as before.
 
-What the last snapshot's record of the variable held (its id, fingerprints, locations,
-classes) is kept in a cache file beside the store (``cache/dicts``, local: a remote store's
-is under ~/.cache): a forked snapshot's child writes it, the next child reads it. Without it
-(a first snapshot, a new machine, a damaged file), every entry is pickled. The layout is
-checked against the last record (its locations buffer, read back and checked by the store,
-and its segments' sizes). Dead bytes (the old pickles of changed
+What the last snapshot's record of the variable held (its id, fingerprints, classes, its
+segments' sizes) is kept in a cache file beside the store (``cache/dicts``, local: a remote
+store's is under ~/.cache): a forked snapshot's child writes it, the next child reads it.
+Without it (a first snapshot, a new machine, a damaged file), every entry is pickled. The
+locations are not in it: they are read back from the last record (the store checks their
+chunks), and must match the cache (one per fingerprint, the segments' sizes the record's).
+Dead bytes (the old pickles of changed
 entries) stay in the segments until they outweigh the live ones, or there are
 ``MAX_SEGMENTS``; the dict is then pickled whole into one segment again.
 
@@ -49,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relive import _native
+from relive.state.pickler import EntryPickler, EntryUnpickler
 
 MIN_ENTRIES = 10_000
 MIN_ITEMS = 1_000  # a container this large, alone in its record, is fingerprinted whole
@@ -56,7 +58,7 @@ MAX_SEGMENTS = 32
 LOCATION = struct.Struct("<IIQ")  # segment, length, offset (as _native writes them)
 TO_PICKLE = 0xFFFF_FFFF
 NOT_PRIVATE = 0xFFFF_FFFE
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: the locations are read from the record, not kept here
 
 
 class _Plain:
@@ -84,7 +86,7 @@ def plain_class(t: type, dispatch_table: Any) -> bool:
 
 @dataclass
 class Layout:
-    """The last record of a dict variable, as the cache file keeps it."""
+    """The last record of a dict variable: the cache file keeps all but its locations."""
 
     record: str
     first_buffer: int  # the record's buffer holding the locations; the segments follow it
@@ -126,7 +128,7 @@ class LayoutCache:
     def write_value(self, key: str, value: StoredValue) -> None:
         self._replace(self._path(key, "v-"), json.dumps({"key": key, **vars(value)}).encode())
 
-    def _replace(self, path: str, data: bytes) -> None:
+    def _replace(self, path: str, *parts: bytes) -> None:
         """Replaces the file at once (a reader sees the old one or the new one, whole), owner
         only as the store's files are. Best effort, as the summaries cache is written: a cache
         that cannot be written costs the next snapshot a full pickle, not this one its commit."""
@@ -135,7 +137,8 @@ class LayoutCache:
             os.makedirs(self.folder, mode=0o700, exist_ok=True)
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                for part in parts:  # not joined: a dict's fingerprints are megabytes
+                    f.write(part)
             os.replace(temporary, path)
         except OSError:
             try:
@@ -148,14 +151,12 @@ class LayoutCache:
             with open(self._path(key), "rb") as f:
                 head = json.loads(f.readline())
                 n = head["entries"]
-                fingerprints, locations = f.read(16 * n), f.read(LOCATION.size * n)
+                fingerprints = f.read(16 * n)
             # Another relive's, or cut short: every entry is pickled again. (Other damage is
-            # found by DictWriter._last: the locations must be the record's, and a wrong
-            # fingerprint only has that entry pickled again.)
-            if head["format"] != _CACHE_FORMAT or head["key"] != key or len(fingerprints) != 16 * n \
-                    or len(locations) != LOCATION.size * n:
+            # found by DictWriter._last: the record's locations must be one per fingerprint.)
+            if head["format"] != _CACHE_FORMAT or head["key"] != key or len(fingerprints) != 16 * n:
                 return None
-            return Layout(head["record"], head["first_buffer"], fingerprints, locations, head["segments"],
+            return Layout(head["record"], head["first_buffer"], fingerprints, b"", head["segments"],
                           head["classes"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -163,7 +164,7 @@ class LayoutCache:
     def write(self, key: str, layout: Layout) -> None:
         head = {"format": _CACHE_FORMAT, "key": key, "record": layout.record, "first_buffer": layout.first_buffer,
                 "entries": len(layout.fingerprints) // 16, "segments": layout.segments, "classes": layout.classes}
-        self._replace(self._path(key), json.dumps(head).encode() + b"\n" + layout.fingerprints + layout.locations)
+        self._replace(self._path(key), json.dumps(head).encode() + b"\n", layout.fingerprints)
 
 
 # A segment: its bytes (new), or (record, buffer index) for one the last record holds.
@@ -210,8 +211,6 @@ def rebuild_dict(locations: Any, segments: tuple[Any, ...], shared: list[tuple[A
                  classes: tuple[Any, ...]) -> dict[Any, Any]:
     """The dict a ``SplitDict`` stood for (called by pickle while loading: its name is part
     of the format)."""
-    from relive.state.pickler import EntryUnpickler
-
     streams = [io.BytesIO(segment) for segment in segments]
     others = iter(shared)
     out: dict[Any, Any] = {}
@@ -234,15 +233,14 @@ class DictWriter:
     """Splits the large dicts of one snapshot's records into entries (``split``), and keeps
     each one's layout once its record is stored (``stored``).
 
-    ``entry_pickler(file, buffers)`` makes a pickler of entries, as records' are made."""
+    ``dispatch_table`` is the record pickler's: a class it reduces its own way is not plain."""
 
     def __init__(self, store: Any, cache: LayoutCache, main_names: dict[int, str],
-                 entry_pickler: Callable[[io.BytesIO, list[pickle.PickleBuffer]], Any]) -> None:
+                 dispatch_table: Any) -> None:
         self._store = store
         self._cache = cache
         self._main_names = main_names
-        self._entry_pickler = entry_pickler
-        self._dispatch_table = entry_pickler(io.BytesIO(), []).dispatch_table
+        self._dispatch_table = dispatch_table
 
     def _class_token(self, seen: dict[str, type]) -> Callable[[type], str | None]:
         """What the fingerprints call for each class met: its token where it is plain (and
@@ -262,17 +260,20 @@ class DictWriter:
         fingerprints, private = _native.entry_fingerprints(value, self._class_token(seen))
         return Fingerprints(fingerprints, private, seen)
 
-    def unchanged(self, key: str, value: Any) -> tuple[str, StoredValue | None] | None:
-        """For a variable stored whole: its value's fingerprint (hex; None where it cannot be
-        fingerprinted), and what the last snapshot stored where that fingerprint is the same
-        and the store still holds its record: that record holds the value as it is now."""
+    def value_fingerprint(self, value: Any) -> str | None:
+        """A value's fingerprint as a whole (hex), or None where it is not private: it
+        reaches an object something else refers to, or one the walk cannot encode."""
         fingerprint = _native.value_fingerprint(value, self._class_token({}))
-        if fingerprint is None:
-            return None
+        return None if fingerprint is None else fingerprint.hex()
+
+    def unchanged(self, key: str, fingerprint: str) -> StoredValue | None:
+        """For a variable stored whole, its value's fingerprint ``fingerprint``: what the last
+        snapshot stored where its fingerprint was the same and the store still holds its
+        record, which then holds the value as it is now."""
         last = self._cache.read_value(key)
-        if last is None or last.fingerprint != fingerprint.hex() or not self._store.has_record(last.record):
-            return fingerprint.hex(), None
-        return fingerprint.hex(), last
+        if last is None or last.fingerprint != fingerprint or not self._store.has_record(last.record):
+            return None
+        return last
 
     def stored_whole(self, key: str, stored: StoredValue) -> None:
         self._cache.write_value(key, stored)
@@ -310,8 +311,9 @@ class DictWriter:
             lens = self._store.record_buffer_lens(layout.record)
             # The record is the store's (its chunks checked): the layout must say what it holds.
             if lens[first + 1:first + 1 + count] != layout.segments \
-                    or memoryview(self._store.record_buffer(layout.record, first)) != memoryview(layout.locations):
+                    or lens[first] != LOCATION.size * (len(layout.fingerprints) // 16):
                 return None
+            layout.locations = bytes(memoryview(self._store.record_buffer(layout.record, first)))
         except Exception:  # pruned, damaged, another store's: pickle it all
             return None
         return layout, [(layout.record, first + 1 + i) for i in range(count)]
@@ -338,16 +340,12 @@ class DictWriter:
     def _pickle_entries(self, items: list[tuple[Any, Any]], classes: tuple[Any, ...]) -> tuple[bytes, list[int]]:
         """The pickles of ``items``, one after the other, and where each ends."""
         out = io.BytesIO()
-        buffers: list[pickle.PickleBuffer] = []
-        pickler = self._entry_pickler(out, buffers)
-        pickler.class_ids = {id(cls): i for i, cls in enumerate(classes) if cls is not None}
+        pickler = EntryPickler(out, {id(cls): i for i, cls in enumerate(classes) if cls is not None})
         ends = []
         for item in items:
             pickler.clear_memo()  # each entry loads on its own
             pickler.dump(item)
             ends.append(out.tell())
-        if buffers:  # a private entry holds only values pickled in band
-            raise pickle.PicklingError("an entry's pickle left buffers out of band")
         return out.getvalue(), ends
 
 

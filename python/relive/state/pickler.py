@@ -398,12 +398,21 @@ class SplitDictPickler(StatePickler):
         return self.split_dicts.get(id(obj)) if type(obj) is dict else None
 
 
-class EntryPickler(StatePickler):
+class EntryPickler(pickle.Pickler):
     """Pickles the entries of a large dict one by one (``relive.state.dict_entries``): each
     class in ``class_ids`` as its index in the record's table of classes (a persistent id),
-    not by name in every entry."""
+    not by name in every entry.
 
-    class_ids: dict[int, int] = {}
+    The C pickler alone, without relive's or cloudpickle's reductions: an entry is pickled
+    here only where ``_native.entry_fingerprints`` found it private, so it holds nothing but
+    None, bools, ints, floats, strings, bytes, tuples, lists, dicts and instances of plain
+    classes (``dict_entries.plain_class``), for which those reductions change nothing. Asking
+    them (a Python call per object) made the first snapshot of a large dict cost twice what
+    the C pickler does."""
+
+    def __init__(self, file: io.BytesIO, class_ids: dict[int, int]) -> None:
+        super().__init__(file, protocol=PROTOCOL)
+        self.class_ids = class_ids
 
     def persistent_id(self, obj: Any) -> Any:
         return self.class_ids.get(id(obj)) if type(obj) is type else None

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from relive import _native, report
 from relive.state import deep, describe, dict_entries, gpu_copies, unpicklable
 from relive.state import torch as torch_state
-from relive.state.pickler import (EntryPickler, LoadContext, SnapshotGlobals, SplitDictPickler, StatePickler,
+from relive.state.pickler import (LoadContext, SnapshotGlobals, SplitDictPickler, StatePickler,
                                   loads)
 
 if TYPE_CHECKING:
@@ -134,8 +134,7 @@ class RecordWriter:
         gpu_copies.MIRRORS.start_snapshot()
         # Large dicts stored entry by entry, where the store's folder can keep their layouts.
         self._dicts = None if dict_cache is None else dict_entries.DictWriter(
-            store, dict_entries.LayoutCache(dict_cache), main_names,
-            lambda out, buffers: self._pickler([], out, buffers, kind=EntryPickler))
+            store, dict_entries.LayoutCache(dict_cache), main_names, StatePickler.dispatch_table)
 
     def _own_values(self, roots: list[Root]) -> set[int]:
         # A class or function of the script is stored by value only under its own global
@@ -159,14 +158,17 @@ class RecordWriter:
         # are stored together.
         return True, (getattr(obj, "__dict__", None),), torch_state.storage_keys(obj)
 
-    def _groups(self, roots: list[Root], prints: dict[int, dict_entries.Fingerprints]) -> list[list[Root]]:
+    def _groups(self, roots: list[Root], prints: dict[int, dict_entries.Fingerprints],
+                wholes: dict[int, str]) -> list[list[Root]]:
         """The roots, grouped by the objects they share (each root in exactly one group).
-        The private entries of the large dicts in ``prints`` share nothing: not walked."""
+        The private entries of the large dicts in ``prints``, and what the values in
+        ``wholes`` hold, share nothing: not walked."""
         self._own = self._own_values(roots)
         private = [(r.value, prints[id(r.value)].private) for r in roots if id(r.value) in prints]
         try:
             labels = _native.shared_groups([r.value for r in roots], _classify, self._inspect,
-                                           (self._main_dict, builtins.__dict__), private)
+                                           (self._main_dict, builtins.__dict__), private,
+                                           [r.value for r in roots if id(r.value) in wholes])
         except Exception as exc:  # a walk that fails must not cost the snapshot
             report.warn_once("graph-walk", f"cannot find shared objects ({_reason(exc)}): "
                              "every variable is stored on its own")
@@ -263,7 +265,8 @@ class RecordWriter:
     def write(self, roots: list[Root]) -> StoredState:
         result = StoredState()
         prints = self._fingerprint_dicts(roots)
-        for group in self._groups(roots, prints):
+        wholes = self._fingerprint_values(roots, prints)
+        for group in self._groups(roots, prints, wholes):
             dicts = self._split_dicts(group, prints)
             if dicts:
                 try:
@@ -276,9 +279,10 @@ class RecordWriter:
                         assert self._dicts is not None
                         self._dicts.stored(split, record, data.buffers)
                     continue
-            whole = self._unchanged(group, prints)
-            if whole is not None and whole[1] is not None:  # its last record, as it is
-                self._record(group, whole[1].record, 0, whole[1].size, result)
+            whole = wholes.get(id(group[0].value)) if len(group) == 1 else None
+            last = self._unchanged(group[0].key, whole) if whole is not None else None
+            if last is not None:  # its last record holds it as it is
+                self._record(group, last.record, 0, last.size, result)
                 continue
             try:
                 data = self._pickle(group)
@@ -298,20 +302,36 @@ class RecordWriter:
                 continue
             record = self._put(group, data, result)  # a store error fails the snapshot: not caught here
             if whole is not None and self._dicts is not None:
-                self._dicts.stored_whole(group[0].key, dict_entries.StoredValue(whole[0], record, data.size))
+                self._dicts.stored_whole(group[0].key, dict_entries.StoredValue(whole, record, data.size))
         return result
 
-    def _unchanged(self, group: list[Root],
-                   prints: dict[int, dict_entries.Fingerprints]) -> tuple[str, Any] | None:
-        """For a large container alone in its group: its fingerprint, and its last record if
-        it has not changed since (``DictWriter.unchanged``): no need to pickle it again."""
-        if self._dicts is None or len(group) != 1:
-            return None
-        value = group[0].value
-        if type(value) not in (list, tuple, dict) or len(value) < dict_entries.MIN_ITEMS or id(value) in prints:
-            return None
+    def _fingerprint_values(self, roots: list[Root], prints: dict[int, dict_entries.Fingerprints]) -> dict[int, str]:
+        """The large containers among the roots' values (a list, tuple or dict of MIN_ITEMS
+        items or more, not split into entries) that are private as a whole, by id: their
+        fingerprints (``DictWriter.value_fingerprint``). The graph walk does not go into them,
+        and one alone in its group is not pickled again while its fingerprint stays the same."""
+        found: dict[int, str] = {}
+        if self._dicts is None:
+            return found
+        for root in roots:
+            value = root.value
+            if type(value) not in (list, tuple, dict) or len(value) < dict_entries.MIN_ITEMS \
+                    or id(value) in prints or id(value) in found or value is self._main_dict:
+                continue
+            try:
+                fingerprint = self._dicts.value_fingerprint(value)
+            except Exception as exc:  # pickled as before
+                self._dict_failed(exc, "tell whether a large value changed")
+                continue
+            if fingerprint is not None:
+                found[id(value)] = fingerprint
+        return found
+
+    def _unchanged(self, key: str, fingerprint: str) -> dict_entries.StoredValue | None:
+        """The last record of variable ``key``, where it holds the value as it is now."""
         try:
-            return self._dicts.unchanged(group[0].key, value)
+            assert self._dicts is not None
+            return self._dicts.unchanged(key, fingerprint)
         except Exception as exc:  # pickled as before
             self._dict_failed(exc, "tell whether a large value changed")
             return None
