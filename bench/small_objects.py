@@ -1,6 +1,6 @@
 """Many small objects: what a later snapshot costs against pickling the whole graph once.
 
-    python bench/small_objects.py [--objects 1000000] [--changed 0.01] [--seconds 20] [--mode fork|inline]
+    python bench/small_objects.py [--objects 1000000] [--changed 0.01] [--seconds 20] [--mode fork|inline|thread]
 
 Issue 15's goal 5: a pure-Python program holding a graph of N small objects (a dict of
 records, each an instance with a few attributes and a list, as a cache or an index is) of
@@ -82,9 +82,10 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=1_000_000)
     parser.add_argument("--changed", type=float, default=0.01, help="fraction of the objects edited per second")
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--mode", choices=("fork", "inline"), default="fork",
+    parser.add_argument("--mode", choices=("fork", "inline", "thread"), default="fork",
                         help="relive run --mode: inline takes each snapshot in the program's process, "
-                             "its cost the program's pause (wall time: fsync waits included)")
+                             "its cost the program's pause (wall time: fsync waits included); thread "
+                             "pauses to fingerprint and pickle what changed, its cost that pause too")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     options = {"objects": args.objects, "changed": args.changed, "seconds": args.seconds}
@@ -111,7 +112,8 @@ def main() -> None:
     if not later:
         print("  no later snapshot to measure")
         return
-    # A forked snapshot costs its child's CPU; an inline one, the program's whole pause.
+    # A forked snapshot costs its child's CPU; an inline one, the program's whole pause; a
+    # thread one, the pause (its thread's writing, `cpu_s`, runs beside the program).
     cost_of = (lambda s: s["cpu_s"] or 0.0) if args.mode == "fork" else (lambda s: s["pause_s"])
     what = "child CPU" if args.mode == "fork" else "pause    "
     cost = statistics.median(cost_of(s) for s in later)

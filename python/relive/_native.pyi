@@ -131,6 +131,9 @@ class Store:
         """One buffer of a stored record, read and checked."""
     def stage_record(self, payload: _BufferLike, buffers: Sequence[_BufferLike]) -> StagedRecord:
         """Copies the payload and the chunks not stored yet, for ``put_staged`` (--mode thread)."""
+    def stage_record_from(self, payload: _BufferLike,
+                          buffers: Sequence[_BufferLike | tuple[str, int]]) -> StagedRecord:
+        """``stage_record`` where a buffer may be ``(record_id, index)``: referred to, not copied."""
     def put_staged(self, staged: StagedRecord) -> tuple[str, int, int]:
         """Writes a staged record without the GIL: ``(id, new_bytes, raw_bytes)``, as put_record."""
     def get_record(self, id: str) -> tuple[bytes, list[bytearray | Buffer]]:

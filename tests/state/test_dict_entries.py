@@ -102,6 +102,51 @@ def test_each_snapshot_loads_as_the_program_held_it(work):
     assert len(layouts) == 1  # the dict's (`keys`, a list stored whole, has a "v-" file)
 
 
+def test_thread_mode_stores_a_large_dict_entry_by_entry_and_each_snapshot_loads_whole(work):
+    """--mode thread (CUDA programs): the entries are fingerprinted and the changed ones
+    pickled in the pause, the unchanged ones referred to in the last record, and the layout
+    kept under the real record id once relive's thread has written it."""
+    work.write("prog.py", """
+        import time
+
+        class Record:
+            def __init__(self, i):
+                self.i, self.step, self.name = i, 0, "r%d" % i
+
+        graph = {i: Record(i) for i in range(12000)}
+        step = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 3:
+            step += 1
+            for i in range(step % 100, 12000, 100):   # 1% of the entries, in place
+                graph[i].step = step
+                graph[i].name = "r%d-%d" % (i, step)
+            time.sleep(0.1)
+        print("done")
+    """)
+    run = work.relive("run", "--every", "0.3", "--overhead", "0", "--mode", "thread", "prog.py", check=True)
+    assert run.stdout == "done\n" and run.stderr == ""
+    timers = [s for s in work.log() if s["trigger"] == "timer" and s["function"] == "<module>"]
+    assert len(timers) >= 3 and all(s["mode"] == "thread" for s in timers)
+    checked = []
+    for entry in timers:
+        snap = relive.load(entry["id"], store=str(work.store))
+        if "step" not in snap:  # taken before the loop began (the dict being built)
+            continue
+        step, graph = snap["step"], snap["graph"]
+        assert list(graph) == list(range(12000))
+        for i, record in graph.items():  # each entry as the pause saw it: the last step that wrote it
+            last = max((s for s in range(1, step + 1) if s % 100 == i % 100), default=0)
+            assert (record.i, record.step) == (i, last)
+            assert record.name == ("r%d-%d" % (i, last) if last else "r%d" % i)
+        checked.append(entry)
+    assert len(checked) >= 3
+    # The first wrote every entry; later ones the few that changed (3 steps' worth: 3%), and
+    # the entries' locations (pickled whole, each snapshot would write as much as the first).
+    assert max(s["new_bytes"] for s in checked[1:]) < checked[0]["new_bytes"] / 2
+    assert [f for f in os.listdir(work.store / "cache" / "dicts") if not f.startswith("v-")]
+
+
 def test_a_damaged_layout_costs_a_full_pickle_not_a_wrong_snapshot(work):
     work.write("prog.py", """
         import relive

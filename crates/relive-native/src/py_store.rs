@@ -108,43 +108,11 @@ impl PyStore {
         payload: &Bound<'_, PyAny>,
         buffers: Vec<Bound<'_, PyAny>>,
     ) -> PyResult<(String, u64, u64)> {
-        let mut stored = Vec::with_capacity(buffers.len());
-        let mut bytes = Vec::new();
-        let mut records = std::collections::HashMap::new(); // each record read once
-        for buffer in &buffers {
-            match buffer.extract::<(String, usize)>() {
-                Ok((record, index)) => {
-                    let found = match records.entry(record.clone()) {
-                        std::collections::hash_map::Entry::Occupied(found) => found.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(slot) => slot.insert(
-                            self.inner
-                                .get_record(&parse_id(&record)?)
-                                .map_err(store_error)?,
-                        ),
-                    };
-                    let buffer = found.buffers.get(index).cloned().ok_or_else(|| {
-                        PyValueError::new_err(format!("record {record} has no buffer {index}"))
-                    })?;
-                    stored.push(Some(buffer));
-                }
-                Err(_) => {
-                    stored.push(None);
-                    bytes.push(buffer.clone());
-                }
-            }
-        }
-        let outcome = with_record_bytes(payload, &bytes, |payload, slices| {
-            let mut slices = slices.iter();
-            let sources: Vec<BufferSource<'_>> = stored
-                .into_iter()
-                .map(|s| match s {
-                    Some(buffer) => BufferSource::Stored(buffer),
-                    None => BufferSource::Bytes(slices.next().expect("one slice per buffer")),
-                })
-                .collect();
-            self.inner.put_record_from(payload, &sources)
-        })?
-        .map_err(store_error)?;
+        let outcome = self
+            .with_sources(payload, &buffers, |payload, sources| {
+                self.inner.put_record_from(payload, sources)
+            })?
+            .map_err(store_error)?;
         Ok((outcome.id.to_hex(), outcome.new_bytes, outcome.raw_bytes))
     }
 
@@ -193,6 +161,23 @@ impl PyStore {
     ) -> PyResult<StagedRecord> {
         let staged = with_record_bytes(payload, &buffers, |payload, buffers| {
             self.inner.stage(payload, buffers)
+        })?;
+        Ok(StagedRecord {
+            copied_bytes: staged.copied_bytes(),
+            raw_bytes: staged.raw_bytes(),
+            staged: Mutex::new(Some(staged)),
+        })
+    }
+
+    /// `stage_record` where an item of `buffers` may be `(record_id, index)`, as in
+    /// `put_record_from`: that stored buffer is referred to by its chunks, not copied.
+    fn stage_record_from(
+        &self,
+        payload: &Bound<'_, PyAny>,
+        buffers: Vec<Bound<'_, PyAny>>,
+    ) -> PyResult<StagedRecord> {
+        let staged = self.with_sources(payload, &buffers, |payload, sources| {
+            self.inner.stage_from(payload, sources)
         })?;
         Ok(StagedRecord {
             copied_bytes: staged.copied_bytes(),
@@ -460,7 +445,6 @@ fn problem_list<'py>(py: Python<'py>, problems: &[Problem]) -> PyResult<Bound<'p
     Ok(list)
 }
 
-/// A buffer-protocol view of `obj`, which must be C-contiguous.
 impl PyStore {
     fn load_buffer<'py>(&self, py: Python<'py>, buffer: &BufferRef) -> PyResult<Bound<'py, PyAny>> {
         let len = usize::try_from(buffer.len).map_err(|_| {
@@ -486,6 +470,7 @@ impl PyStore {
     }
 }
 
+/// A buffer-protocol view of `obj`, which must be C-contiguous.
 fn contiguous(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<PyUntypedBuffer> {
     let view = PyUntypedBuffer::get(obj).map_err(|e| {
         if !e.is_instance_of::<PyTypeError>(obj.py()) {
@@ -509,7 +494,55 @@ fn contiguous(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<PyUntypedBuffer> {
     Ok(view)
 }
 
-/// The bytes of a C-contiguous view.
+impl PyStore {
+    /// Calls `f` with the payload's bytes and each of `buffers` as a `BufferSource`: a
+    /// `(record_id, index)` pair names a stored record's buffer (each record read once), any
+    /// other item is bytes. As `with_record_bytes`, within which `f` runs.
+    fn with_sources<R>(
+        &self,
+        payload: &Bound<'_, PyAny>,
+        buffers: &[Bound<'_, PyAny>],
+        f: impl FnOnce(&[u8], &[BufferSource<'_>]) -> R,
+    ) -> PyResult<R> {
+        let mut stored = Vec::with_capacity(buffers.len());
+        let mut bytes = Vec::new();
+        let mut records = std::collections::HashMap::new();
+        for buffer in buffers {
+            match buffer.extract::<(String, usize)>() {
+                Ok((record, index)) => {
+                    let found = match records.entry(record.clone()) {
+                        std::collections::hash_map::Entry::Occupied(found) => found.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(slot) => slot.insert(
+                            self.inner
+                                .get_record(&parse_id(&record)?)
+                                .map_err(store_error)?,
+                        ),
+                    };
+                    let buffer = found.buffers.get(index).cloned().ok_or_else(|| {
+                        PyValueError::new_err(format!("record {record} has no buffer {index}"))
+                    })?;
+                    stored.push(Some(buffer));
+                }
+                Err(_) => {
+                    stored.push(None);
+                    bytes.push(buffer.clone());
+                }
+            }
+        }
+        with_record_bytes(payload, &bytes, |payload, slices| {
+            let mut slices = slices.iter();
+            let sources: Vec<BufferSource<'_>> = stored
+                .into_iter()
+                .map(|s| match s {
+                    Some(buffer) => BufferSource::Stored(buffer),
+                    None => BufferSource::Bytes(slices.next().expect("one slice per buffer")),
+                })
+                .collect();
+            f(payload, &sources)
+        })
+    }
+}
+
 /// `f` over the bytes of a record's `payload` and `buffers` (each C-contiguous), which stand
 /// still while it runs: the GIL is held throughout (see `bytes_of`).
 fn with_record_bytes<R>(
@@ -527,6 +560,7 @@ fn with_record_bytes<R>(
     Ok(f(bytes_of(&payload_view), &slices))
 }
 
+/// The bytes of a C-contiguous view.
 fn bytes_of(view: &PyUntypedBuffer) -> &[u8] {
     let (ptr, len) = (view.buf_ptr().cast::<u8>().cast_const(), view.len_bytes());
     if len == 0 || ptr.is_null() {

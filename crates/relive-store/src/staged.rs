@@ -13,7 +13,7 @@ use memmap2::MmapMut;
 use crate::error::Result;
 use crate::id::Id;
 use crate::parallel;
-use crate::store::{PutOutcome, Store};
+use crate::store::{BufferSource, PutOutcome, Store};
 
 /// Copies of at least this size get a mapping of their own, asked for huge pages: copying into
 /// fresh 4 KiB pages is bound by the page faults (about half the copy's time here), and writing
@@ -34,8 +34,11 @@ pub struct Staged {
 
 #[derive(Clone, Copy)]
 enum Chunk {
-    /// Already in the store: only its id is kept.
+    /// Already in the store, found by its fingerprint: only its id is kept.
     Stored(Id),
+    /// A chunk of a stored buffer the record refers to (`BufferSource::Stored`): no
+    /// fingerprint of it was taken.
+    Referenced(Id),
     /// New or changed: its bytes, copied to `copies[start..start + len]`.
     Copied { start: usize, len: usize },
 }
@@ -90,7 +93,7 @@ impl Staged {
     fn piece(&self, chunk: &Chunk) -> Option<&[u8]> {
         match *chunk {
             Chunk::Copied { start, len } => Some(&self.copies.bytes()[start..start + len]),
-            Chunk::Stored(_) => None,
+            Chunk::Stored(_) | Chunk::Referenced(_) => None,
         }
     }
 }
@@ -100,29 +103,51 @@ impl Store {
     /// the store does not hold (a chunk whose fingerprint names a stored chunk is kept by id).
     /// Fast: one fingerprint pass over the buffers and a copy of what changed, in parallel.
     pub fn stage(&self, payload: &[u8], buffers: &[&[u8]]) -> Staged {
+        let sources: Vec<BufferSource<'_>> =
+            buffers.iter().map(|b| BufferSource::Bytes(b)).collect();
+        self.stage_from(payload, &sources)
+    }
+
+    /// [`Store::stage`] where some buffers are already stored (a large dict's segments of the
+    /// last record, `BufferSource::Stored`): those are kept by their chunk ids, as
+    /// [`Store::put_record_from`] keeps them, neither fingerprinted nor copied.
+    pub fn stage_from(&self, payload: &[u8], buffers: &[BufferSource<'_>]) -> Staged {
         let pieces: Vec<&[u8]> = buffers
             .iter()
-            .flat_map(|b| b.chunks(self.chunk_size()))
+            .filter_map(|b| match b {
+                BufferSource::Bytes(bytes) => Some(bytes.chunks(self.chunk_size())),
+                BufferSource::Stored(_) => None,
+            })
+            .flatten()
             .collect();
         let (ids, fingerprints) = match self.known_chunks(&pieces) {
             Some(known) => (known.ids, Some((known.seed, known.fingerprints))),
             None => (self.stored_by_hash(&pieces), None),
         };
         let mut at = 0;
-        let chunks: Vec<Chunk> = pieces
-            .iter()
-            .zip(&ids)
-            .map(|(piece, id)| match id {
-                Some(id) => Chunk::Stored(*id),
-                None => {
-                    at += piece.len();
-                    Chunk::Copied {
-                        start: at - piece.len(),
-                        len: piece.len(),
+        let mut found = pieces.iter().zip(&ids);
+        let mut chunks: Vec<Chunk> = Vec::new();
+        for buffer in buffers {
+            match buffer {
+                BufferSource::Stored(stored) => {
+                    chunks.extend(stored.chunks.iter().map(|&id| Chunk::Referenced(id)))
+                }
+                BufferSource::Bytes(bytes) => {
+                    for (piece, id) in found.by_ref().take(bytes.chunks(self.chunk_size()).len()) {
+                        chunks.push(match id {
+                            Some(id) => Chunk::Stored(*id),
+                            None => {
+                                at += piece.len();
+                                Chunk::Copied {
+                                    start: at - piece.len(),
+                                    len: piece.len(),
+                                }
+                            }
+                        });
                     }
                 }
-            })
-            .collect();
+            }
+        }
         let mut copies = Copies::new(at);
         // Each copied chunk's place in `copies`, split off in order, paired with its source.
         let mut rest = copies.bytes_mut();
@@ -142,7 +167,13 @@ impl Store {
         drop(work);
         Staged {
             payload: payload.to_vec(),
-            lens: buffers.iter().map(|b| b.len() as u64).collect(),
+            lens: buffers
+                .iter()
+                .map(|b| match b {
+                    BufferSource::Bytes(bytes) => bytes.len() as u64,
+                    BufferSource::Stored(stored) => stored.len,
+                })
+                .collect(),
             chunks,
             copies,
             fingerprints,
@@ -168,12 +199,20 @@ impl Store {
             &mut chunks,
             || (),
             |_, chunk| match *chunk {
-                Chunk::Stored(id) => id,
+                Chunk::Stored(id) | Chunk::Referenced(id) => id,
                 Chunk::Copied { start, len } => Id::of(&staged.copies.bytes()[start..start + len]),
             },
         );
         if let Some((seed, fps)) = &staged.fingerprints {
-            self.remember(*seed, fps, &ids);
+            // The fingerprints are the given bytes' chunks', in order.
+            let fingerprinted: Vec<Id> = staged
+                .chunks
+                .iter()
+                .zip(&ids)
+                .filter(|(chunk, _)| !matches!(chunk, Chunk::Referenced(_)))
+                .map(|(_, &id)| id)
+                .collect();
+            self.remember(*seed, fps, &fingerprinted);
         }
         let pieces: Vec<Option<&[u8]>> = staged.chunks.iter().map(|c| staged.piece(c)).collect();
         self.put_pieces(&staged.payload, &staged.lens, &ids, &pieces)
@@ -220,6 +259,29 @@ mod tests {
         assert_eq!(put.new_bytes, direct.new_bytes);
         let record = a.get_record(&put.id).unwrap();
         assert_eq!(record.payload, b"payload");
+    }
+
+    #[test]
+    fn a_stored_buffer_is_referred_to_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (old, new) = (data(5000, 3), data(3000, 4));
+        let first = s.put_record(b"p", &[&old]).unwrap();
+        let stored = s.get_record(&first.id).unwrap().buffers[0].clone();
+        let sources = [
+            BufferSource::Stored(stored.clone()),
+            BufferSource::Bytes(&new),
+        ];
+        let staged = s.stage_from(b"q", &sources);
+        assert_eq!(staged.copied_bytes(), 1 + 3000); // the new buffer only
+        assert_eq!(staged.raw_bytes(), 1 + 5000 + 3000);
+        let put = s.put_staged(staged).unwrap();
+        let direct = s.put_record_from(b"q", &sources).unwrap();
+        assert_eq!(put.id, direct.id);
+        let record = s.get_record(&put.id).unwrap();
+        let mut out = vec![0u8; 5000];
+        s.read_buffer_into(&record.buffers[0], &mut out).unwrap();
+        assert_eq!(out, old);
     }
 
     #[test]

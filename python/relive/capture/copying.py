@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from relive import _native
@@ -61,7 +61,9 @@ class Staging:
     record whose copy could pass ``limit`` is written at once instead, while the program
     still waits: the pause grows, the memory does not.
 
-    ``put_record`` is ``RecordStore``'s; nothing is read back from it."""
+    ``put_record`` and ``put_record_from`` are ``RecordStore``'s; records being staged are
+    not read back, but the store's own are (a large dict's last record, ``dict_entries``),
+    and what must know a staged record's real id asks for it (``when_written``)."""
 
     def __init__(self, store: Any, limit: int | None = None) -> None:
         self._store = store
@@ -69,23 +71,51 @@ class Staging:
         self._staged: list[tuple[str, _native.StagedRecord]] = []
         self.copied_bytes = 0  # what the copies hold: the snapshot's memory until written
         self._ids: dict[str, str] = {}  # stand-in -> real id, once written
+        self._then: dict[str, list[Callable[[str], None]]] = {}  # stand-in -> what waits for its id
+        self.path = getattr(store, "path", None)  # where the store's local caches are
 
     def put_record(self, payload: Any, buffers: Sequence[Any]) -> tuple[str, int, int]:
         """Copies the record now; its id is a stand-in until ``write``, and its new bytes
         are counted there. Written now (its real id) where its copy could pass the limit:
         its whole size is taken as what it would copy, for the copy is not known before."""
+        return self._stage(payload, buffers, self._store.put_record, self._store.stage_record)
+
+    def put_record_from(self, payload: Any, sources: Sequence[Any]) -> tuple[str, int, int]:
+        """``put_record`` where a source may be ``(record_id, index)``: a buffer of a record
+        the store holds, referred to by its chunks, neither copied nor counted."""
+        return self._stage(payload, sources, self._store.put_record_from, self._store.stage_record_from)
+
+    def _stage(self, payload: Any, buffers: Sequence[Any], put: Callable[..., tuple[str, int, int]],
+               stage: Callable[..., _native.StagedRecord]) -> tuple[str, int, int]:
         if self._limit is not None:
-            size = len(memoryview(payload)) + sum(memoryview(b).nbytes for b in buffers)
+            size = len(memoryview(payload)) + sum(memoryview(b).nbytes for b in buffers if not isinstance(b, tuple))
             if self.copied_bytes + size > self._limit:
-                return self._store.put_record(payload, buffers)  # type: ignore[no-any-return]
-        staged = self._store.stage_record(payload, buffers)
+                return put(payload, buffers)
+        staged = stage(payload, buffers)
         self.copied_bytes += staged.copied_bytes
         stand_in = secrets.token_hex(32)  # the length of a real id, never one
         self._staged.append((stand_in, staged))
         return stand_in, 0, staged.raw_bytes
 
+    def when_written(self, record_id: str, then: Callable[[str], None]) -> None:
+        """Calls ``then`` with the record's real id: at once where ``record_id`` is one, after
+        ``write`` has written it where it is a stand-in (on relive's thread)."""
+        if any(stand_in == record_id for stand_in, _ in self._staged):
+            self._then.setdefault(record_id, []).append(then)
+        else:
+            then(self._ids.get(record_id, record_id))
+
     def get_record(self, id: str) -> tuple[bytes, Sequence[Any]]:
         raise NotImplementedError("records being staged are not read back")
+
+    def has_record(self, id: str) -> bool:
+        return self._store.has_record(id)  # type: ignore[no-any-return]
+
+    def record_buffer_lens(self, id: str) -> list[int]:
+        return self._store.record_buffer_lens(id)  # type: ignore[no-any-return]
+
+    def record_buffer(self, id: str, index: int) -> Any:
+        return self._store.record_buffer(id, index)
 
     def write(self) -> int:
         """On relive's thread: writes every staged record (the GIL released while it hashes,
@@ -96,6 +126,8 @@ class Staging:
             record_id, written, _ = self._store.put_staged(record)
             self._ids[stand_in] = record_id
             new_bytes += written
+            for then in self._then.pop(stand_in, []):
+                then(record_id)
         return new_bytes
 
     def resolve(self, manifest: bytes) -> bytes:

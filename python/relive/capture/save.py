@@ -84,8 +84,8 @@ class CodeRecords:
 
 def _dict_cache(store: Any) -> str | None:
     """Where the layouts of large dicts stored entry by entry are kept for ``store``
-    (``state.dict_entries``); None where records are not put straight into a store (copied
-    snapshots: their records' ids are known only once written)."""
+    (``state.dict_entries``; a copied snapshot's ``Staging`` has its store's path); None for
+    a store without a folder."""
     path = getattr(store, "path", None)
     if path is None:
         return None

@@ -46,7 +46,7 @@ import pickle
 import secrets
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from relive import _native
@@ -276,7 +276,17 @@ class DictWriter:
         return last
 
     def stored_whole(self, key: str, stored: StoredValue) -> None:
-        self._cache.write_value(key, stored)
+        self._when_written(stored.record, lambda record: self._cache.write_value(key, replace(stored, record=record)))
+
+    def _when_written(self, record: str, then: Callable[[str], None]) -> None:
+        """``then(real id)`` once record ``record`` is written: at once where the store
+        writes records as they are put; after the write where it copies them to write later
+        (``--mode thread``: ``copying.Staging``)."""
+        when_written = getattr(self._store, "when_written", None)
+        if when_written is None:
+            then(record)
+        else:
+            when_written(record, then)
 
     def split(self, key: str, value: dict[Any, Any], prints: Fingerprints) -> SplitDict:
         split = self._split(key, value, prints, self._last(key))
@@ -297,8 +307,13 @@ class DictWriter:
         first = next((i for i, b in enumerate(buffers) if b is split.locations), None)
         if first is None:  # pickled without it after all (too deep for the split's pickler)
             return
-        split.layout.record, split.layout.first_buffer = record, first
-        self._cache.write(split.key, split.layout)
+        split.layout.first_buffer = first
+
+        def keep(real: str) -> None:
+            split.layout.record = real
+            self._cache.write(split.key, split.layout)
+
+        self._when_written(record, keep)
 
     def _last(self, key: str) -> tuple[Layout, list[Segment]] | None:
         """The last record's layout, and its segments as references, where the cache and the
