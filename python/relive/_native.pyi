@@ -236,6 +236,11 @@ def place_entries(locations: bytearray, positions: list[int], segment: int, ends
 def items_at(d: dict[Any, Any], positions: list[int]) -> list[tuple[Any, Any]]:
     """The items of ``d`` at ``positions`` (ascending)."""
 
+def pickle_entries(d: dict[Any, Any], positions: Sequence[int],
+                   classes: Sequence[tuple[type, int]]) -> tuple[bytes, list[int]] | None:
+    """The pickles of the private entries at ``positions`` as ``(key, value)`` tuples, one
+    after the other, and where each ends; None where one must go to the C pickler."""
+
 def value_fingerprint(value: object, class_token: Callable[[type], str | None]) -> bytes | None:
     """The fingerprint of ``value`` whole, or None where it is not private."""
 

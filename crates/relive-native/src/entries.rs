@@ -34,7 +34,7 @@ const MAX_DEPTH: u32 = 64;
 const MAX_INLINE: usize = 64;
 
 extern "C" {
-    fn relive_instance_attributes(
+    pub(crate) fn relive_instance_attributes(
         obj: *mut ffi::PyObject,
         dict: *mut *mut ffi::PyObject,
         keys: *mut *mut ffi::PyObject,
@@ -44,6 +44,9 @@ extern "C" {
     /// 1 where the i-th item of the exact dict is its entry i, PyDict_Next's position i.
     fn relive_dict_dense(d: *mut ffi::PyObject) -> std::ffi::c_int;
 }
+
+/// Most attributes an instance may have to be read inline (see `relive_instance_attributes`).
+pub(crate) const INSTANCE_ATTRIBUTES: usize = MAX_INLINE;
 
 /// Each location is `segment:u32 len:u32 offset:u64`, little-endian (`dict_entries.LOCATION`).
 const LOCATION: usize = 16;
@@ -504,6 +507,45 @@ pub fn place_entries(
     Ok(live)
 }
 
+/// Calls `f` with the key and value of each item of the exact dict `d` at `positions`
+/// (ascending, checked by the caller), borrowed; stops where `f` returns false or at the
+/// dict's end (the caller counts what it got). Where the dict has no deleted entry, the
+/// i-th item is PyDict_Next's position i (`relive_dict_dense`): no scan from the start.
+///
+/// # Safety
+/// Attached to the interpreter; `d` is a live dict and `f` runs no Python code, so the
+/// borrowed references stay valid while it runs.
+pub(crate) unsafe fn each_item_at(
+    d: *mut ffi::PyObject,
+    positions: &[usize],
+    mut f: impl FnMut(*mut ffi::PyObject, *mut ffi::PyObject) -> bool,
+) {
+    let (mut key, mut value) = (std::ptr::null_mut(), std::ptr::null_mut());
+    if relive_dict_dense(d) == 1 {
+        for &at in positions {
+            let mut pos = at as ffi::Py_ssize_t;
+            if ffi::PyDict_Next(d, &mut pos, &mut key, &mut value) == 0
+                || pos != at as ffi::Py_ssize_t + 1
+                || !f(key, value)
+            {
+                return;
+            }
+        }
+        return;
+    }
+    let mut wanted = positions.iter().copied().peekable();
+    let (mut pos, mut i) = (0, 0);
+    while wanted.peek().is_some() && ffi::PyDict_Next(d, &mut pos, &mut key, &mut value) != 0 {
+        if wanted.peek() == Some(&i) {
+            wanted.next();
+            if !f(key, value) {
+                return;
+            }
+        }
+        i += 1;
+    }
+}
+
 /// The `(key, value)` items of `d` at `positions` (ascending), without taking a reference to
 /// the others (in a forked child, writing their reference counts would copy their pages).
 #[pyfunction]
@@ -518,44 +560,16 @@ pub fn items_at<'py>(
     }
     let py = d.py();
     let mut out = Vec::with_capacity(positions.len());
-    // SAFETY: attached to the interpreter (`py`); PyDict_Next lends references to a live dict
-    // that no Python code changes meanwhile; those kept are made strong at once.
+    // SAFETY: attached to the interpreter (`py`); the borrowed references are made strong at
+    // once, and no Python code runs meanwhile.
     unsafe {
-        if relive_dict_dense(d.as_ptr()) == 1 {
-            // The item at position i is entry i: PyDict_Next goes straight to it.
-            for &at in &positions {
-                let (mut pos, mut key, mut value) = (
-                    at as ffi::Py_ssize_t,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                );
-                if ffi::PyDict_Next(d.as_ptr(), &mut pos, &mut key, &mut value) == 0
-                    || pos != at as ffi::Py_ssize_t + 1
-                {
-                    break; // past the end: reported below
-                }
-                out.push((
-                    Bound::from_borrowed_ptr(py, key),
-                    Bound::from_borrowed_ptr(py, value),
-                ));
-            }
-        } else {
-            let mut wanted = positions.iter().copied().peekable();
-            let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
-            let mut i = 0;
-            while wanted.peek().is_some()
-                && ffi::PyDict_Next(d.as_ptr(), &mut pos, &mut key, &mut value) != 0
-            {
-                if wanted.peek() == Some(&i) {
-                    wanted.next();
-                    out.push((
-                        Bound::from_borrowed_ptr(py, key),
-                        Bound::from_borrowed_ptr(py, value),
-                    ));
-                }
-                i += 1;
-            }
-        }
+        each_item_at(d.as_ptr(), &positions, |key, value| {
+            out.push((
+                Bound::from_borrowed_ptr(py, key),
+                Bound::from_borrowed_ptr(py, value),
+            ));
+            true
+        });
     }
     if out.len() != positions.len() {
         return Err(pyo3::exceptions::PyIndexError::new_err(

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 mod buffer;
 mod entries;
+mod entry_pickles;
 mod errors;
 mod frame;
 mod graph;
@@ -33,6 +34,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(entries::entry_locations, m)?)?;
     m.add_function(wrap_pyfunction!(entries::place_entries, m)?)?;
     m.add_function(wrap_pyfunction!(entries::items_at, m)?)?;
+    m.add_function(wrap_pyfunction!(entry_pickles::pickle_entries, m)?)?;
     m.add_function(wrap_pyfunction!(entries::value_fingerprint, m)?)?;
     m.add_function(wrap_pyfunction!(recursion::deep_call, m)?)?;
     m.add("NULL", frame::null(m.py())?)?;

@@ -340,7 +340,7 @@ class DictWriter:
         locations, to_pickle = _native.entry_locations(fingerprints, private, layout.fingerprints, layout.locations)
         tokens = list(layout.classes) + [t for t in seen if t not in layout.classes]
         classes = tuple(seen.get(token) for token in tokens)
-        new_segment, ends = self._pickle_entries(_native.items_at(value, to_pickle), classes)
+        new_segment, ends = self._pickle_entries(value, to_pickle, classes)
         sizes = list(layout.segments)
         if ends:
             segments = [*segments, new_segment]
@@ -352,8 +352,19 @@ class DictWriter:
         return SplitDict(key, locations, segments, shared, classes,
                          Layout("", 0, fingerprints, locations, sizes, tokens))
 
-    def _pickle_entries(self, items: list[tuple[Any, Any]], classes: tuple[Any, ...]) -> tuple[bytes, list[int]]:
-        """The pickles of ``items``, one after the other, and where each ends."""
+    def _pickle_entries(self, value: dict[Any, Any], positions: list[int],
+                        classes: tuple[Any, ...]) -> tuple[bytes, list[int]]:
+        """The pickles of the entries of ``value`` at ``positions``, one after the other, and
+        where each ends: written natively (``_native.pickle_entries``: no reference count of
+        the program's is written, which in a forked child would copy each object's page),
+        else by the C pickler (an entry that changed since it was fingerprinted)."""
+        if not positions:
+            return b"", []
+        pickled = _native.pickle_entries(value, positions,
+                                         [(cls, i) for i, cls in enumerate(classes) if cls is not None])
+        if pickled is not None:
+            return pickled
+        items = _native.items_at(value, positions)
         out = io.BytesIO()
         pickler = EntryPickler(out, {id(cls): i for i, cls in enumerate(classes) if cls is not None})
         ends = []
