@@ -281,3 +281,14 @@ def test_a_time_limit_longer_than_the_alarm_can_hold_means_none(work):
                        check=True)
     assert proc.stderr == ""
     assert any(s["mode"] == "fork" for s in work.log())
+
+
+def test_a_childs_memory_is_measured_only_where_the_count_is_cheap(monkeypatch):
+    """The kernel's count of a process's private pages walks all of its page table: a
+    program past MEASURED_UP_TO gets no `memory_bytes` rather than a costly snapshot."""
+    from relive.capture import background
+
+    measured = background.snapshot_memory()
+    assert measured is not None and measured > 0  # this test process is small
+    monkeypatch.setattr(background, "MEASURED_UP_TO", 0)
+    assert background.snapshot_memory() is None

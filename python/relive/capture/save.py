@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from relive import _native, summaries
-from relive.capture.background import private_bytes
+from relive.capture.background import snapshot_memory
 from relive.interp.names import globals_read
 from relive.interp.read import reducer
 from relive.capture.frames import FrameView, global_roots, local_roots, modules_of
@@ -160,10 +160,11 @@ def finish(store: Any, prepared: Prepared, costs: dict[str, Any] | None = None,
     seconds = time.perf_counter() - prepared.started  # up to the commit, which follows
     if costs is None and request.mode == "fork":
         # What a forked child holds alone: pages the program rewrote since the fork (now held
-        # twice) and its own working memory, read at the end, near its peak. And the child's
+        # twice) and its own working memory, read at the end, near its peak (not for a program
+        # of more than background.MEASURED_UP_TO: the count would cost too much). The child's
         # own CPU (all its threads; a forked process starts from zero): what it took from the
         # program's cores. The commit and exit that follow are not in it.
-        costs = {"memory_bytes": private_bytes(), "cpu_s": round(time.process_time(), 6)}
+        costs = {"memory_bytes": snapshot_memory(), "cpu_s": round(time.process_time(), 6)}
     manifest = _manifest(prepared, seconds, costs or {}).to_json()
     snapshot_id = store.commit(manifest if resolve is None else resolve(manifest))
     return SnapshotResult(snapshot_id, state.new_bytes, state.state_bytes, len(state.skipped),
