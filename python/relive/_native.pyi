@@ -37,6 +37,7 @@ __all__ = [
     "shared_groups",
     "entry_fingerprints",
     "entry_locations",
+    "pickle_entries",
     "place_entries",
     "items_at",
     "value_fingerprint",
