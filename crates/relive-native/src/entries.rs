@@ -34,7 +34,7 @@ const MAX_DEPTH: u32 = 64;
 const MAX_INLINE: usize = 64;
 
 extern "C" {
-    pub(crate) fn relive_instance_attributes(
+    fn relive_instance_attributes(
         obj: *mut ffi::PyObject,
         dict: *mut *mut ffi::PyObject,
         keys: *mut *mut ffi::PyObject,
@@ -45,14 +45,52 @@ extern "C" {
     fn relive_dict_dense(d: *mut ffi::PyObject) -> std::ffi::c_int;
 }
 
-/// Most attributes an instance may have to be read inline (see `relive_instance_attributes`).
-pub(crate) const INSTANCE_ATTRIBUTES: usize = MAX_INLINE;
-
 /// Each location is `segment:u32 len:u32 offset:u64`, little-endian (`dict_entries.LOCATION`).
 const LOCATION: usize = 16;
 /// The segment of an entry to be pickled now, and of one stored with the rest of the record.
 const TO_PICKLE: u32 = u32::MAX;
 const NOT_PRIVATE: u32 = u32::MAX - 1;
+
+/// The keys and values of an instance's inline attributes, filled by `Attributes::read`: on
+/// the stack of each instance's walk (an instance inside another has its own).
+pub(crate) type Inline = [*mut ffi::PyObject; MAX_INLINE];
+pub(crate) const NO_ATTRIBUTES: Inline = [std::ptr::null_mut(); MAX_INLINE];
+
+/// Where an instance's attributes are (`shim/instance.c`), read without writing anything.
+pub(crate) enum Attributes {
+    /// Inline: the first `n` of the keys and values given to `read` (borrowed), in order.
+    Inline(usize),
+    /// In its `__dict__` (borrowed), or nowhere (null: it has none).
+    Dict(*mut ffi::PyObject),
+    /// More than `MAX_INLINE` inline, or a layout the shim does not know.
+    Unknown,
+}
+
+impl Attributes {
+    /// Reads `obj`'s attributes where CPython keeps them; inline ones into `keys`, `values`.
+    ///
+    /// # Safety
+    /// `obj` is a live object and the GIL is held; the references are borrowed from it.
+    pub(crate) unsafe fn read(
+        obj: *mut ffi::PyObject,
+        keys: &mut Inline,
+        values: &mut Inline,
+    ) -> Attributes {
+        let mut dict = std::ptr::null_mut();
+        let n = relive_instance_attributes(
+            obj,
+            &mut dict,
+            keys.as_mut_ptr(),
+            values.as_mut_ptr(),
+            MAX_INLINE as ffi::Py_ssize_t,
+        );
+        match n {
+            -1 => Attributes::Dict(dict),
+            n if n >= 0 => Attributes::Inline(n as usize),
+            _ => Attributes::Unknown,
+        }
+    }
+}
 
 struct Fingerprinter<'py> {
     class_token: Bound<'py, PyAny>,
@@ -217,47 +255,44 @@ impl<'py> Fingerprinter<'py> {
         if !self.owned(obj) {
             return Ok(None);
         }
-        let mut dict = std::ptr::null_mut();
-        let mut keys = [std::ptr::null_mut(); MAX_INLINE];
-        let mut values = [std::ptr::null_mut(); MAX_INLINE];
-        let n = relive_instance_attributes(
-            obj,
-            &mut dict,
-            keys.as_mut_ptr(),
-            values.as_mut_ptr(),
-            MAX_INLINE as ffi::Py_ssize_t,
-        );
+        let (mut keys, mut values) = (NO_ATTRIBUTES, NO_ATTRIBUTES);
+        let attributes = Attributes::read(obj, &mut keys, &mut values);
         self.scratch.push(10);
         self.scratch.extend_from_slice(&token.to_le_bytes());
         self.scratch
             .extend_from_slice(&(ty as usize as u64).to_le_bytes());
         // The attributes as marked pairs: the same bytes whether they are inline or in a dict.
-        if n >= 0 {
-            for &value in &values[..n as usize] {
-                prefetch(value);
-            }
-            for i in 0..n as usize {
-                self.scratch.push(1);
-                if self.feed(keys[i], depth + 1)?.is_none()
-                    || self.feed(values[i], depth + 1)?.is_none()
-                {
-                    return Ok(None);
+        match attributes {
+            Attributes::Inline(n) => {
+                for &value in &values[..n] {
+                    prefetch(value);
+                }
+                for (&key, &value) in keys[..n].iter().zip(&values[..n]) {
+                    self.scratch.push(1);
+                    if self.feed(key, depth + 1)?.is_none()
+                        || self.feed(value, depth + 1)?.is_none()
+                    {
+                        return Ok(None);
+                    }
                 }
             }
-        } else if n == -1 && !dict.is_null() {
-            // Held by the instance alone (`d = obj.__dict__` would share it).
-            if ffi::PyDict_CheckExact(dict) == 0 || ffi::Py_REFCNT(dict) != 1 {
-                return Ok(None);
-            }
-            let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
-            while ffi::PyDict_Next(dict, &mut pos, &mut key, &mut value) != 0 {
-                self.scratch.push(1);
-                if self.feed(key, depth + 1)?.is_none() || self.feed(value, depth + 1)?.is_none() {
+            Attributes::Dict(dict) if !dict.is_null() => {
+                // Held by the instance alone (`d = obj.__dict__` would share it).
+                if ffi::PyDict_CheckExact(dict) == 0 || ffi::Py_REFCNT(dict) != 1 {
                     return Ok(None);
                 }
+                let (mut pos, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+                while ffi::PyDict_Next(dict, &mut pos, &mut key, &mut value) != 0 {
+                    self.scratch.push(1);
+                    if self.feed(key, depth + 1)?.is_none()
+                        || self.feed(value, depth + 1)?.is_none()
+                    {
+                        return Ok(None);
+                    }
+                }
             }
-        } else if n != -1 {
-            return Ok(None);
+            Attributes::Dict(_) => {} // none
+            Attributes::Unknown => return Ok(None),
         }
         self.scratch.push(0);
         Ok(Some(true))
@@ -508,8 +543,8 @@ pub fn place_entries(
 }
 
 /// Calls `f` with the key and value of each item of the exact dict `d` at `positions`
-/// (ascending, checked by the caller), borrowed; stops where `f` returns false or at the
-/// dict's end (the caller counts what it got). Where the dict has no deleted entry, the
+/// (ascending, else an error), borrowed; stops where `f` returns false or at the dict's
+/// end (the caller counts what it got). Where the dict has no deleted entry, the
 /// i-th item is PyDict_Next's position i (`relive_dict_dense`): no scan from the start.
 ///
 /// # Safety
@@ -519,7 +554,12 @@ pub(crate) unsafe fn each_item_at(
     d: *mut ffi::PyObject,
     positions: &[usize],
     mut f: impl FnMut(*mut ffi::PyObject, *mut ffi::PyObject) -> bool,
-) {
+) -> PyResult<()> {
+    if positions.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "positions must be ascending",
+        ));
+    }
     let (mut key, mut value) = (std::ptr::null_mut(), std::ptr::null_mut());
     if relive_dict_dense(d) == 1 {
         for &at in positions {
@@ -528,10 +568,10 @@ pub(crate) unsafe fn each_item_at(
                 || pos != at as ffi::Py_ssize_t + 1
                 || !f(key, value)
             {
-                return;
+                return Ok(());
             }
         }
-        return;
+        return Ok(());
     }
     let mut wanted = positions.iter().copied().peekable();
     let (mut pos, mut i) = (0, 0);
@@ -539,11 +579,12 @@ pub(crate) unsafe fn each_item_at(
         if wanted.peek() == Some(&i) {
             wanted.next();
             if !f(key, value) {
-                return;
+                return Ok(());
             }
         }
         i += 1;
     }
+    Ok(())
 }
 
 /// The `(key, value)` items of `d` at `positions` (ascending), without taking a reference to
@@ -553,11 +594,6 @@ pub fn items_at<'py>(
     d: &Bound<'py, PyDict>,
     positions: Vec<usize>,
 ) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
-    if positions.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "positions must be ascending",
-        ));
-    }
     let py = d.py();
     let mut out = Vec::with_capacity(positions.len());
     // SAFETY: attached to the interpreter (`py`); the borrowed references are made strong at
@@ -569,7 +605,7 @@ pub fn items_at<'py>(
                 Bound::from_borrowed_ptr(py, value),
             ));
             true
-        });
+        })?;
     }
     if out.len() != positions.len() {
         return Err(pyo3::exceptions::PyIndexError::new_err(

@@ -21,7 +21,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::entries::{each_item_at, relive_instance_attributes, INSTANCE_ATTRIBUTES};
+use crate::entries::{each_item_at, Attributes, NO_ATTRIBUTES};
 
 /// Deeper than this, the entry is left to the C pickler (the fingerprints stop at 64).
 const MAX_DEPTH: u32 = 64;
@@ -198,38 +198,35 @@ impl Writer {
         let Some(&class) = self.classes.get(&(ty as usize)) else {
             return false; // not one of the record's plain classes
         };
-        let mut dict = std::ptr::null_mut();
-        let mut keys = [std::ptr::null_mut(); INSTANCE_ATTRIBUTES];
-        let mut values = [std::ptr::null_mut(); INSTANCE_ATTRIBUTES];
-        let n = relive_instance_attributes(
-            obj,
-            &mut dict,
-            keys.as_mut_ptr(),
-            values.as_mut_ptr(),
-            INSTANCE_ATTRIBUTES as ffi::Py_ssize_t,
-        );
+        let (mut keys, mut values) = (NO_ATTRIBUTES, NO_ATTRIBUTES);
+        let attributes = Attributes::read(obj, &mut keys, &mut values);
+        if matches!(attributes, Attributes::Unknown) {
+            return false;
+        }
         self.int(i64::from(class));
         self.out.extend_from_slice(b"Q)\x81"); // BINPERSID, EMPTY_TUPLE, NEWOBJ
-        if n > 0 {
-            self.out.extend_from_slice(b"}(");
-            for i in 0..n as usize {
-                if !self.value(keys[i], depth + 1) || !self.value(values[i], depth + 1) {
+        match attributes {
+            Attributes::Inline(n) if n > 0 => {
+                self.out.extend_from_slice(b"}(");
+                for (&key, &value) in keys[..n].iter().zip(&values[..n]) {
+                    if !self.value(key, depth + 1) || !self.value(value, depth + 1) {
+                        return false;
+                    }
+                }
+                self.out.extend_from_slice(b"ub"); // SETITEMS, BUILD
+            }
+            Attributes::Dict(dict) if !dict.is_null() => {
+                if ffi::PyDict_CheckExact(dict) == 0 {
                     return false;
                 }
-            }
-            self.out.extend_from_slice(b"ub"); // SETITEMS, BUILD
-        } else if n == -1 && !dict.is_null() {
-            if ffi::PyDict_CheckExact(dict) == 0 {
-                return false;
-            }
-            if ffi::PyDict_Size(dict) > 0 {
-                if !self.dict(dict, depth) {
-                    return false;
+                if ffi::PyDict_Size(dict) > 0 {
+                    if !self.dict(dict, depth) {
+                        return false;
+                    }
+                    self.out.push(b'b');
                 }
-                self.out.push(b'b');
             }
-        } else if n < -1 {
-            return false;
+            _ => {} // no attribute: no BUILD, as `object.__getstate__` gives None
         }
         true
     }
@@ -246,11 +243,6 @@ pub fn pickle_entries<'py>(
     positions: Vec<usize>,
     classes: Vec<(Bound<'py, PyAny>, u32)>,
 ) -> PyResult<Option<(Bound<'py, PyBytes>, Vec<usize>)>> {
-    if positions.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "positions must be ascending",
-        ));
-    }
     let mut writer = Writer {
         out: Vec::with_capacity(positions.len() * 64),
         classes: classes
@@ -268,7 +260,7 @@ pub fn pickle_entries<'py>(
             writer.out.extend_from_slice(b"\x86."); // TUPLE2, STOP
             ends.push(writer.out.len());
             whole
-        });
+        })?;
     }
     if !whole || ends.len() != positions.len() {
         return Ok(None);

@@ -30,6 +30,16 @@ pub struct StagedRecord {
     raw_bytes: u64,
 }
 
+impl StagedRecord {
+    fn holding(staged: Staged) -> StagedRecord {
+        StagedRecord {
+            copied_bytes: staged.copied_bytes(),
+            raw_bytes: staged.raw_bytes(),
+            staged: Mutex::new(Some(staged)),
+        }
+    }
+}
+
 #[pymethods]
 impl StagedRecord {
     /// The bytes it copied (payload and changed chunks): the memory it holds until written.
@@ -162,11 +172,7 @@ impl PyStore {
         let staged = with_record_bytes(payload, &buffers, |payload, buffers| {
             self.inner.stage(payload, buffers)
         })?;
-        Ok(StagedRecord {
-            copied_bytes: staged.copied_bytes(),
-            raw_bytes: staged.raw_bytes(),
-            staged: Mutex::new(Some(staged)),
-        })
+        Ok(StagedRecord::holding(staged))
     }
 
     /// `stage_record` where an item of `buffers` may be `(record_id, index)`, as in
@@ -179,11 +185,7 @@ impl PyStore {
         let staged = self.with_sources(payload, &buffers, |payload, sources| {
             self.inner.stage_from(payload, sources)
         })?;
-        Ok(StagedRecord {
-            copied_bytes: staged.copied_bytes(),
-            raw_bytes: staged.raw_bytes(),
-            staged: Mutex::new(Some(staged)),
-        })
+        Ok(StagedRecord::holding(staged))
     }
 
     /// Writes a record `stage_record` copied, without the GIL: `(id, new_bytes, raw_bytes)`,
