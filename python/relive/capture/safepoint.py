@@ -18,6 +18,11 @@ running a generator, a Cython loop calling back) waits for the frame C was calle
 of its code; 3.11: its ``f_trace``, with a global trace function that traces nothing new), so
 the program runs at nearly full speed until the C call has returned.
 
+A line the caller passes over at a glance (``passes_over``: a timer snapshot still looking for
+a line of the program's own skips a library's) keeps the events on as they are: turning them
+off and on again costs more than the line (3.12: each ``set_events`` re-instruments the code;
+3.11: re-arming walks every frame), which made a library's loop run 2-3x slower while looked at.
+
 The callbacks run unseen (``_native.unseen``): no event of relive's code reaches the
 program's tracers or profilers, and they spend none of its recursion budget.
 """
@@ -35,6 +40,7 @@ from relive.capture.frames import is_relive_code
 from relive.interp import MONITORING
 
 OnLine = Callable[[types.FrameType], None]
+PassesOver = Callable[[types.FrameType], bool]
 
 RELIVE, IMPORT = "relive", "import"  # why a line is no safe point
 
@@ -43,8 +49,10 @@ class LineEvents:
     """Calls ``on_line(frame)`` once, at the next line event of program code in the main thread."""
 
     def __init__(self, on_line: OnLine, boundary: types.CodeType | None = None,
-                 on_import: Callable[[], None] | None = None) -> None:
+                 on_import: Callable[[], None] | None = None,
+                 passes_over: PassesOver | None = None) -> None:
         self._on_line = on_line
+        self._passes_over = passes_over  # lines not worth a closer look: the events stay on
         # Called at a line inside an import, which may run for seconds: staying armed
         # through it would cost a stack walk per line (an import 8-20x slower).
         self._on_import = on_import
@@ -81,7 +89,7 @@ class LineEvents:
         frame = sys._getframe(1)
         if self._only is not None and frame is not self._only:
             return None
-        if self._refused(frame):
+        if self._passed_over(frame) or self._refused(frame):
             return None
         self.disarm()
         self._on_line(frame)
@@ -119,7 +127,7 @@ class LineEvents:
             self.arm()  # the frame waited for returns: any next line of the program will do
             return None
         if event == "line" and (self._only is None or frame is self._only) \
-                and not is_relive_code(frame.f_code) and not self._refused(frame):
+                and not is_relive_code(frame.f_code) and not self._passed_over(frame) and not self._refused(frame):
             self.disarm()
             self._on_line(frame)
         # Armed again when this line could not resume: the next lines of this frame too.
@@ -140,6 +148,9 @@ class LineEvents:
             raise
 
     # -- both --
+
+    def _passed_over(self, frame: types.FrameType) -> bool:
+        return self._passes_over is not None and self._passes_over(frame)
 
     def _refused(self, frame: types.FrameType) -> bool:
         reason = self.no_safe_point(frame)

@@ -70,10 +70,12 @@ class Triggers:
         # library's loop that calls C each round (scikit-learn's KMeans: isinstance ->
         # __instancecheck__) would otherwise put off the snapshot round after round, to its end.
         self._waiting_since: float | None = None
+        self._looking = False  # a timer snapshot is looked for: from its tick until it is taken
         self._lines_looked = 0
         self._waiting = False  # a timer snapshot waits for a frame's next line (arm_frame)
         self._graph_frame: int | None = None  # the outermost frame holding a pending autograd graph
-        self._line = LineEvents(self._at_line, boundary, on_import=self._at_import)
+        self._line = LineEvents(self._at_line, boundary, on_import=self._at_import,
+                                passes_over=self._passes_over)
         self._relay = SignalRelay(self._on_signal)
         self._at = AtLines(options.at, self._at_place) if options.at else None
         self.clock = Clock(options.every, self._on_tick, self._on_signal_deadline)
@@ -136,7 +138,13 @@ class Triggers:
         # Not while a snapshot is written: its own pickling would hit the line events.
         if not self._disabled and not self._line.armed and not self._lock.locked() and not self.writer.busy:
             self._trigger = "timer"
-            self._waiting_since = None
+            if not self._looking:
+                # A tick may also land while the line events are off for a moment: inside the
+                # line callback, before _at_line takes the lock. It arms them again, harmlessly,
+                # but must not restart the clock of a look under way, whose 10 s in all of
+                # waiting for C calls would then never run out (the deepcopy of 7000 slow
+                # objects went 60 s without a snapshot on a loaded machine).
+                self._looking, self._waiting_since = True, None
             self._line.arm()
 
     def _at_import(self) -> None:
@@ -146,6 +154,9 @@ class Triggers:
         what may be seconds of imports. A signal's snapshot stays armed: it has a deadline.
         """
         if self._trigger == "timer" and not self._signals:
+            # Looked for afresh after the import (whose lines _passes_over may have spent
+            # the look's second on).
+            self._looking, self._looking_since = False, None
             self._line.disarm()
             self.clock.tick_soon(_IMPORT_RETRY)
 
@@ -220,6 +231,7 @@ class Triggers:
                 self._line.arm()  # the next lines may resume; this one would only be for inspection
                 return
             self._looking_since = self._waiting_since = None
+            self._looking = False
             if trigger != "timer" or not self.writer.take_in_background(trigger, frames, point):
                 self._take(trigger, frames, point)
             elif self._signals and self.writer.wait():
@@ -229,6 +241,14 @@ class Triggers:
         signals, self._signals = self._signals, []
         for signum in signals:  # each does what it would have, once this callback has returned
             self._relay.act_later(signum)
+
+    def _passes_over(self, frame: types.FrameType) -> bool:
+        """Main thread, at a line event, before _at_line: a library's line while a timer
+        snapshot looks for the program's own, passed over with the events left on (it would
+        be, in _at_line; only cheaper)."""
+        if self._waiting or self._signals or self._trigger != "timer" or _in_program_code(frame):
+            return False
+        return self._look_further("timer", lines=0)
 
     def _wait_for_call(self, point: ResumeState, frames: list[program_frames.FrameView]) -> bool:
         """Where C code runs a frame (or a generator) and so the point cannot resume, wait
