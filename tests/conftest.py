@@ -27,13 +27,15 @@ ENV.pop("RELIVE_STORE", None)
 # a background snapshot that holds half of one round (or a differs from b by more than one
 # step) was torn by the program writing on.
 REWRITTEN_EACH_ROUND = """
-    import time
+    import os, time
     import numpy as np
     arr = np.zeros(5_000_000)          # 40 MB, rewritten whole at every round
     a = b = 0
-    end = time.time() + 2.5
+    start = time.time()
     i = 0
-    while time.time() < end:
+    def snapshots():                   # committed so far: on a loaded machine 2.5 s held one
+        return len(os.listdir(".relive/snapshots")) if os.path.isdir(".relive/snapshots") else 0
+    while time.time() < start + 2.5 or (time.time() < start + 30 and snapshots() < 3):
         i += 1
         arr[:] = i
         a += 1
