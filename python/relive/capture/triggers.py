@@ -46,6 +46,11 @@ _LOOK_FURTHER_LINES = 200
 # How long a timer snapshot waits for a C call (list() running a generator, a Cython loop
 # calling back) to return to the frame that made it, where the program can resume.
 _WAIT_FOR_CALL_S = 10.0
+# A loop that calls C each round, which calls the program back (copy.deepcopy of objects with
+# __getstate__, KMeans's Lloyd loop), brings the same wait back round after round, each
+# ending where the next cannot resume either: after this many, waiting is no better than
+# taking the point as it stands, and each round of it cost the program a stack capture.
+_WAIT_FOR_CALL_TIMES = 20
 _SIGNAL_PATIENCE = 30.0  # seconds a signal waits for a snapshot being written before it acts anyway
 
 
@@ -70,6 +75,7 @@ class Triggers:
         # library's loop that calls C each round (scikit-learn's KMeans: isinstance ->
         # __instancecheck__) would otherwise put off the snapshot round after round, to its end.
         self._waiting_since: float | None = None
+        self._waits = 0  # how many C calls it waited for since then
         self._looking = False  # a timer snapshot is looked for: from its tick until it is taken
         self._lines_looked = 0
         self._waiting = False  # a timer snapshot waits for a frame's next line (arm_frame)
@@ -253,15 +259,17 @@ class Triggers:
     def _wait_for_call(self, point: ResumeState, frames: list[program_frames.FrameView]) -> bool:
         """Where C code runs a frame (or a generator) and so the point cannot resume, wait
         for the line after that C call, with only its caller's line events on; for at most
-        _WAIT_FOR_CALL_S in all, however many calls it waits for."""
+        _WAIT_FOR_CALL_S in all, however many calls it waits for, and for at most
+        _WAIT_FOR_CALL_TIMES calls."""
         now = time.monotonic()
         if self._waiting_since is None:
-            self._waiting_since = now
-        if now - self._waiting_since >= _WAIT_FOR_CALL_S:
+            self._waiting_since, self._waits = now, 0
+        if now - self._waiting_since >= _WAIT_FOR_CALL_S or self._waits >= _WAIT_FOR_CALL_TIMES:
             return False  # waited enough: the next lines are looked at as they come
         frame = _frame_to_wait_for(point, frames, self._graph_frame)
         if frame is None or not self._line.arm_frame(frame):
             return False
+        self._waits += 1
         self._waiting = True
         self.clock.set_deadline(self._waiting_since + _WAIT_FOR_CALL_S)
         return True
