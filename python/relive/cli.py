@@ -620,7 +620,9 @@ def _interval_notes(rows: list[dict[str, Any]]) -> list[str]:
         if because and not stretched:
             # Any snapshot may be the first to see it: a run whose bulk first snapshot stretched the
             # interval past its end shows it only on its exit snapshot, which says why no tick came.
-            notes.append(f"timer stretched to every {row['interval_s']:.1f} s from {row['id'][:12]} on: {because}")
+            since = (f"when the program ended (exit snapshot {row['id'][:12]})" if row["trigger"] == "exit"
+                     else f"from {row['id'][:12]} on")
+            notes.append(f"timer stretched to every {row['interval_s']:.1f} s {since}: {because}")
         elif not because and stretched:
             if row["trigger"] != "timer":
                 continue  # an exit snapshot carries the interval in force, but no tick came from it

@@ -213,7 +213,10 @@ def test_a_costly_snapshot_stretches_the_interval_with_its_reason(work):
     assert all(s["interval_s"] > 0.2 for s in stretched)
     assert "--overhead 0.5% allows one every" in stretched[0]["stretched_because"]
     table = work.relive("log", check=True).stdout
-    assert f"timer stretched to every {stretched[0]['interval_s']:.1f} s from {stretched[0]['id'][:12]} on" in table
+    first = stretched[0]
+    since = ("when the program ended (exit snapshot {})" if first["trigger"] == "exit"
+             else "from {} on").format(first["id"][:12])
+    assert f"timer stretched to every {first['interval_s']:.1f} s {since}" in table
 
 
 def test_at_snapshots_are_spaced_by_their_own_cost_with_no_floor_of_every():
