@@ -1,11 +1,24 @@
-"""How a place in a program is shown: ``train.py:12 in step()``. One rule for ``relive log``,
-``trace`` and ``--at``'s summary (a module of its own: capture must not import the readers,
-and ``relive log`` must not import the loader)."""
+"""How a place in a program is shown: ``train.py:12 in step()``, and whether it is the
+program's own or a library's. One rule for ``relive log``, ``trace``, ``--at``'s summary
+and the capture (a module of its own: capture must not import the readers, and ``relive
+log`` must not import the loader)."""
 
 from __future__ import annotations
 
 import os
+import sysconfig
 from typing import Any
+
+# Where the standard library, installed packages and relive itself live (relive may run from
+# a source tree): code elsewhere is the program's own.
+LIBRARY_DIRS = tuple(sorted({os.path.join(sysconfig.get_paths()[k], "") for k in
+                             ("stdlib", "platstdlib", "purelib", "platlib")}
+                            | {os.path.join(os.path.dirname(os.path.abspath(__file__)), "")}))
+
+
+def in_library(path: str) -> bool:
+    """Whether a code file is the standard library's or an installed package's, not the program's."""
+    return path.startswith(LIBRARY_DIRS)
 
 
 def shown_path(path: str, cwd: str | None = None) -> str:

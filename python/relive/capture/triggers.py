@@ -15,8 +15,6 @@ thread and relive's signal handler call in here.
 from __future__ import annotations
 
 import math
-import os
-import sysconfig
 import threading
 import time
 import types
@@ -35,6 +33,7 @@ from relive.capture.writer import Writer
 from relive.interp import MONITORING, read
 from relive.interp.frame_state import ResumeState
 from relive.manifest import ExceptionEntry, Where
+from relive.places import in_library
 from relive.report import warn, warn_once
 
 if TYPE_CHECKING:
@@ -397,10 +396,6 @@ class Triggers:
         return self.writer.take(trigger, frames, point, extra, signum)
 
 
-_LIBRARY_DIRS = tuple(sorted({os.path.join(sysconfig.get_paths()[k], "") for k in
-                              ("stdlib", "platstdlib", "purelib", "platlib")}))
-
-
 # Reasons (interp.read's words) about the link from a frame's caller: C code runs the frame.
 _CALLED_BY_C = ("C code called it", "it runs inside a generator that C code is running")
 
@@ -430,7 +425,7 @@ def _in_program_code(frame: types.FrameType) -> bool:
     """Whether the line is the program's own rather than a library's. A timer snapshot
     prefers the program's lines: a library may hold state a resume cannot rebuild (PyTorch's
     autograd engine and grad mode live in C++ thread-locals, mid-backward)."""
-    return not frame.f_code.co_filename.startswith(_LIBRARY_DIRS)
+    return not in_library(frame.f_code.co_filename)
 
 
 def _message(exc: BaseException) -> str:
