@@ -186,9 +186,10 @@ def _capture_options(resumed: bool = False) -> Callable[[_Command], _Command]:
         option("--mode", type=click.Choice(["auto", "fork", "thread", "inline"]), default="auto",
                help="Where snapshots are written: in a forked child (fork); copied in a pause and written by "
                     "a thread of the program's process (thread); or in the program's process (inline). "
-                    "thread and inline run the program's own pickling hooks in the program. auto: fork where "
-                    "it is safe (POSIX, CUDA not initialized), else thread. The program goes on while a "
-                    "timer snapshot is written, and waits for the others."),
+                    "thread and inline run the program's own pickling hooks in the program. auto: where fork "
+                    "is safe (POSIX, CUDA not initialized), fork, or thread for a timer snapshot when that "
+                    "was measured cheaper and runs none of the program's own pickling hooks; else thread. "
+                    "The program goes on while a timer snapshot is written, and waits for the others."),
         option("--snapshot-timeout", type=_Duration(0.1), default="5m", metavar="TIME",
                help="Stop a snapshot that runs longer (it counts as failed)."),
         option("--overhead", type=click.FloatRange(min=0), default=2.0, metavar="PERCENT",

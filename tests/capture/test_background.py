@@ -11,7 +11,7 @@ from conftest import REWRITTEN_EACH_ROUND
 def test_timer_snapshots_are_forked_and_consistent(work):
     np = pytest.importorskip("numpy")
     work.write("prog.py", REWRITTEN_EACH_ROUND)
-    proc = work.relive("run", "--every", "0.2", "--overhead", "0", "prog.py", check=True)
+    proc = work.relive("run", "--every", "0.2", "--overhead", "0", "--mode", "fork", "prog.py", check=True)
     assert proc.stdout == "rounds True\n" and proc.stderr == ""
     log = work.log()
     timers = [s for s in log if s["trigger"] == "timer"]

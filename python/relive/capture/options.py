@@ -13,7 +13,7 @@ class CaptureOptions:
     exclude: tuple[str, ...] = ()
     signal_wait: float = 2.0  # seconds a signal waits for a line boundary before relive snapshots in place
     # Snapshots: "fork" (in a child), "thread" (copied, then written by a thread), "inline",
-    # or "auto" (fork where it is safe, else thread).
+    # or "auto" (fork where it is safe, or a copy where measured cheaper: capture.modes; else thread).
     mode: str = "auto"
     snapshot_timeout: float = 300.0  # a snapshot running longer is stopped and counted as failed
     overhead: float = 2.0  # percent of the program's time that timer snapshots may cost

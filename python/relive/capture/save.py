@@ -49,6 +49,9 @@ class SnapshotRequest:
     resume: Any = None  # a ResumeState (interp.read), or None where the point cannot resume
     not_resumable: str | None = None  # why, when the whole point cannot (exit, uncaught exception)
     file_positions: dict[int, int] = field(default_factory=dict)  # id(file) -> its position at the point
+    # Whether the program's own pickling hooks may run where this is written: not in the
+    # program's process where --mode auto chose to copy (it forks instead: pickler.ProgramHook).
+    program_hooks: bool = True
 
 
 @dataclass
@@ -137,7 +140,7 @@ def prepare(store: Any, request: SnapshotRequest, codes: CodeRecords) -> Prepare
     resume_entries = _resume_roots(request, roots)
     writer = RecordWriter(store, request.main_dict, _main_names(request.main_dict, request.exclude),
                           reduce_more=reducer(request.resume), file_positions=request.file_positions,
-                          dict_cache=_dict_cache(store))
+                          dict_cache=_dict_cache(store), program_hooks=request.program_hooks)
     with _no_collection():
         state = writer.write(roots)
     frames = []

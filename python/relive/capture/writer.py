@@ -3,8 +3,9 @@ written by a thread, or inline.
 
 Where fork is possible, every snapshot is written by a forked child (``background``), so
 that the program's own pickling hooks (``__reduce__``, ``__getstate__``) never run in the
-program. A timer snapshot's child works while the program goes on
-(``Writer.take_in_background``); for a signal's action and ``relive.checkpoint()``
+program; but a timer or --at snapshot may be copied instead (below) where --mode auto
+measured that cheaper and none of those hooks would run (``modes``). A timer snapshot's
+child works while the program goes on (``Writer.take_in_background``); for a signal's action and ``relive.checkpoint()``
 returning its id the program waits for the child (which the fork froze at the trigger's
 point), for their snapshot must be committed before the program goes on (``Writer.take``).
 The exit and exception snapshots' child is detached: the program ends as soon as it is
@@ -36,9 +37,11 @@ from relive.capture import background, copying, process, save, streams
 from relive.capture.background import Background
 from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
+from relive.capture.modes import AutoMode
 from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
 from relive.report import warn_once
 from relive.state import gpu_copies
+from relive.state.pickler import ProgramHook
 from relive.writing import Marker
 
 if TYPE_CHECKING:
@@ -89,6 +92,7 @@ class Writer:
         self._written_cpu_s = 0.0  # the CPU of relive's writing threads: not the program's own
         self._child_outcome: dict[str, Any] = {}  # the last child's outcome
         self._background = Background(options.snapshot_timeout, options.max_memory, self._background_done)
+        self._auto = AutoMode()  # --mode auto: fork or copy, each timer snapshot
         if options.max_memory is not None:  # the pinned host copies of GPU tensors too
             gpu_copies.MIRRORS.limit = options.max_memory
         self._budget = Budget(options.every, options.overhead, usable_cores(),
@@ -198,9 +202,13 @@ class Writer:
         return False
 
     def take_in_background(self, trigger: str, frames: list[program_frames.FrameView], point: Any) -> bool:
-        """Fork a child that writes the snapshot while the program goes on (or, without fork,
-        copy it and have a thread write it); False if it has to be taken inline instead."""
+        """Fork a child that writes the snapshot while the program goes on, or copy it and
+        have a thread write it (without fork, or where --mode auto finds that cheaper:
+        ``modes``); False if it has to be taken inline instead."""
         if self._use_fork():
+            if self.options.mode == "auto" and self._auto.copies_next() \
+                    and self._start_thread(trigger, frames, point, program_hooks=False):
+                return True
             return self._start_child(trigger, frames, point, {}) != _NOT_FORKED
         if self._use_thread():
             self._start_thread(trigger, frames, point)
@@ -211,30 +219,44 @@ class Writer:
         """Copy-then-write: asked, or where fork cannot be used and inline was not asked."""
         return self.options.mode != "inline"
 
-    def _start_thread(self, trigger: str, frames: list[program_frames.FrameView], point: Any) -> None:
+    def _start_thread(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
+                      program_hooks: bool = True) -> bool:
         """Pickle and copy the snapshot now (``copying``), and have a thread of relive's
-        write it while the program goes on. Never raises: a failure is reported once."""
+        write it while the program goes on. Never raises: a failure is reported once.
+        Without ``program_hooks`` (--mode auto chose it), the program's own pickling hooks
+        must not run here: where one would, or where the copy fails, nothing is written and
+        False says to fork instead (and ``modes`` forks from then on)."""
         started = time.perf_counter()
+        request = None
         try:
             store = self._open_store(trigger)
             if store is None:
-                return
+                return True
             if self._store_behind:
                 self._store_behind = False
                 store.refresh()  # what forked snapshots wrote is not written again
             request = self._request(trigger, frames, "thread", {}, point)
+            request.program_hooks = program_hooks
             staging = copying.Staging(store, copying.copies_limit(self.options.max_memory))
-            budgeted = trigger in _BUDGETED
-            if budgeted:
-                self._budget.forking()
             with TimeLimit(self.options.snapshot_timeout):
                 prepared = save.prepare(staging, request, self._codes)
         except SnapshotTimedOut:
             self._failed(RuntimeError(exceeded(self.options.snapshot_timeout)))
-            return
+            return True
+        except ProgramHook as exc:  # raised before the hook ran: nothing of the program's has changed
+            self._auto.rule_out_copies(f"the program's own {exc} would run in its process")
+            self._unrequest(request)
+            return False
         except Exception as exc:  # never into the program: the next snapshot covers this one
-            self._failed(exc, time.perf_counter() - started)
-            return
+            if program_hooks or request is None or isinstance(exc, (StoreError, OSError)):
+                self._failed(exc, time.perf_counter() - started)
+                return True
+            self._auto.rule_out_copies(f"a copy failed: {exc}")
+            self._unrequest(request)
+            return False
+        # How busy the program was up to here (its pause in it, a small share of an interval).
+        if trigger in _BUDGETED:
+            self._budget.forking()
         request.pause_s = time.perf_counter() - started
         prepared.started = started  # its write_s: from the pause's start to the commit, the pause within it
         # The thread needs only what was copied: the program's frames and objects are not
@@ -259,6 +281,15 @@ class Writer:
 
         self._child_trigger, self._child_mode = trigger, "thread"
         self._background.start_thread(work)
+        return True
+
+    def _unrequest(self, request: save.SnapshotRequest | None) -> None:
+        """A request that was not written after all: its number and its parent's cost go to
+        the next one."""
+        if request is None:
+            return
+        self._seq -= 1
+        self._parent_cost = request.extra.get("parent_cost", self._parent_cost)
 
     def _start_child(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
                      extra: dict[str, Any], signum: int | None = None, detach: bool = False) -> str:
@@ -350,6 +381,7 @@ class Writer:
                 return
             charged = self._budget.forked_cost(outcome.get("pause_s", 0.0), outcome.get("cpu_s", 0.0), copies_s)
             self._spent(charged, outcome["new_bytes"], outcome["state_bytes"])
+            self._auto.measured(self._child_mode, charged, outcome.get("pause_s", 0.0), outcome["new_bytes"])
             # Known only now, in the program's process: the next manifest carries it.
             self._parent_cost = {"copies_s": round(copies_s, 6), "charged_s": round(charged, 6),
                                  "interval_s": round(self._clock.interval, 3)}

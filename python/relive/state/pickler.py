@@ -34,6 +34,7 @@ from typing import Any
 
 import cloudpickle
 
+from relive.places import in_library
 from relive.state import deep, directories, text_files
 from relive.state import torch as torch_state
 from relive.state import torch_data
@@ -267,6 +268,56 @@ _SENTINELS = {id(getattr(dataclasses, name)): (dataclasses, name)
               for name in ("MISSING", "KW_ONLY", "_HAS_DEFAULT_FACTORY") if hasattr(dataclasses, name)}
 
 
+class ProgramHook(BaseException):
+    """Pickling was about to run a pickling hook of the program's own (``__reduce__``,
+    ``__getstate__``...) in the program's process, where it was told not to (--mode auto
+    copies a snapshot in the program's process only when no such hook would run there: a
+    forked child runs them, where nothing they do reaches the program). A BaseException,
+    so that the record writer's ``except Exception`` (which skips an unpicklable variable)
+    lets it through to the capture, which forks instead."""
+
+
+# What pickling an object may call on it: its reductions, and the attribute lookups that find
+# them (a proxy's __getattr__ answers pickle's look for __getnewargs_ex__).
+_HOOKS = ("__reduce_ex__", "__reduce__", "__getstate__", "__getnewargs_ex__", "__getnewargs__",
+          "__getattribute__", "__getattr__")
+
+
+def program_hook(t: type, dispatch_table: Any) -> str | None:
+    """The program's own pickling hook that pickling an instance of ``t`` calls, as
+    ``Class.__getstate__``; None where each one it calls is Python's, a library's or relive's.
+    A class that cannot be looked into is taken to have one."""
+    try:
+        reducer = dispatch_table.get(t)
+        if reducer is not None:
+            return f"the reducer of {t.__qualname__}" if _programs(reducer) else None
+        for name in _HOOKS:
+            for klass in t.__mro__:
+                if name in vars(klass):
+                    if _programs(vars(klass)[name]):
+                        return f"{klass.__qualname__}.{name}"
+                    break
+    except Exception:
+        return f"{getattr(t, '__qualname__', t)!r} (its pickling cannot be looked into)"
+    return None
+
+
+def refuse_program_hook(t: type, known: dict[type, str | None], dispatch_table: Any) -> None:
+    """Raises ``ProgramHook`` where pickling an instance of ``t`` (or looking into it) would
+    run one. ``known``: what was found of each class so far."""
+    if t not in known:
+        known[t] = program_hook(t, dispatch_table)
+    hook = known[t]
+    if hook is not None:
+        raise ProgramHook(hook)
+
+
+def _programs(hook: Any) -> bool:
+    """Whether a hook is a function of the program's own files (a C one is Python's or a library's)."""
+    code = getattr(getattr(hook, "__func__", hook), "__code__", None)  # staticmethod, classmethod
+    return code is not None and not in_library(code.co_filename)
+
+
 class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
     """Pickles the values of one record.
 
@@ -276,13 +327,17 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
     to its name; anywhere else it is stored as a reference to that global.
     ``storages`` is shared by all the records of one snapshot, so that tensors viewing
     one storage share it after loading (see ``relive.state.torch``).
+    ``hooks``: where the program's own pickling hooks must not run (``ProgramHook``), what
+    is known of each class so far (shared by a snapshot's picklers); None where they may.
     """
 
     def __init__(self, file: io.BytesIO, *, main_dict: dict[str, Any], own: set[int],
                  main_names: dict[int, str], storages: dict[int, Any],
                  buffers: list[pickle.PickleBuffer], reduce_more: Callable[[Any], Any] | None = None,
-                 file_positions: dict[int, int] | None = None, splitter: deep.Splitter | None = None) -> None:
+                 file_positions: dict[int, int] | None = None, splitter: deep.Splitter | None = None,
+                 hooks: dict[type, str | None] | None = None) -> None:
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffers.append)
+        self._hooks = hooks
         # The capture's reducer for what only stacks hold (generators, exceptions): it
         # returns NotImplemented for everything else.
         self._reduce_more = reduce_more
@@ -297,6 +352,8 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
 
     def reducer_override(self, obj: Any) -> Any:
         reduced = self._reduce(obj)
+        if reduced is NotImplemented and self._hooks is not None:
+            refuse_program_hook(type(obj), self._hooks, self.dispatch_table)
         # Relive's and cloudpickle's own reductions are never split, nor what stands shallow.
         if self._splitter is None or reduced is not NotImplemented or not self._splitter.too_deep():
             return reduced
@@ -347,6 +404,8 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
         it stores by reference."""
         if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
             return None  # by reference: the module and name
+        if self._hooks is not None:
+            refuse_program_hook(type(obj), self._hooks, self.dispatch_table)
         reduce = self.dispatch_table.get(type(obj))
         return reduce(obj) if reduce is not None else obj.__reduce_ex__(PROTOCOL)
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from relive import _native, report
 from relive.state import deep, describe, dict_entries, gpu_copies, unpicklable
 from relive.state import torch as torch_state
-from relive.state.pickler import (LoadContext, SnapshotGlobals, SplitDictPickler, StatePickler,
+from relive.state.pickler import (LoadContext, SnapshotGlobals, SplitDictPickler, StatePickler, refuse_program_hook,
                                   loads)
 
 if TYPE_CHECKING:
@@ -123,8 +123,11 @@ class RecordWriter:
 
     def __init__(self, store: RecordStore, main_dict: dict[str, Any], main_names: dict[int, str],
                  reduce_more: Any = None, file_positions: dict[int, int] | None = None,
-                 dict_cache: str | None = None) -> None:
+                 dict_cache: str | None = None, program_hooks: bool = True) -> None:
         self._store = store
+        # Where the program's own pickling hooks must not run (in the program's process, under
+        # --mode auto), what is known of each class: its hook, or None (``pickler.ProgramHook``).
+        self._hooks: dict[type, str | None] | None = None if program_hooks else {}
         self._file_positions = file_positions or {}
         self._reduce_more = reduce_more
         self._main_dict = main_dict
@@ -143,6 +146,8 @@ class RecordWriter:
 
     def _inspect(self, obj: Any) -> tuple[bool, Any, tuple[int, ...]]:
         """For the graph walk: is ``obj`` shared, what to walk into, which storage it views."""
+        if self._hooks is not None:  # its __getattr__ may be the program's
+            refuse_program_hook(type(obj), self._hooks, StatePickler.dispatch_table)
         if type(obj) is types.BuiltinMethodType:
             owner = getattr(obj, "__self__", None)
             return False, None if owner is None or isinstance(owner, types.ModuleType) else (owner,), ()
@@ -186,7 +191,7 @@ class RecordWriter:
             kind = SplitDictPickler
         pickler = kind(out, main_dict=self._main_dict, own=self._own_values(roots), main_names=self._main_names,
                        storages=self._storages, buffers=buffers, reduce_more=self._reduce_more,
-                       file_positions=self._file_positions, splitter=splitter)
+                       file_positions=self._file_positions, splitter=splitter, hooks=self._hooks)
         if dicts:
             pickler.split_dicts = dicts
         return pickler

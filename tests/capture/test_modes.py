@@ -1,0 +1,175 @@
+"""--mode auto where fork is possible: each timer snapshot forks or is copied, whichever the
+last of each cost the program less; the program's own pickling hooks never run in it.
+
+The choice is tested with given costs here, then on real programs under `relive run`."""
+
+from __future__ import annotations
+
+import copyreg
+import json
+import pickle
+
+import pytest
+
+import relive
+from conftest import Workdir
+from relive.capture.modes import COPY, COPY_AT_MOST, FORK, MAX_PAUSE_S, RETRY_EVERY, AutoMode
+from relive.state.pickler import StatePickler, program_hook
+
+
+def _run(auto: AutoMode, costs: dict[str, tuple[float, float]], n: int, new_bytes: int = 1000) -> list[str]:
+    """The ways ``n`` snapshots are taken, each costing as ``costs`` says: (cost, pause)."""
+    taken = []
+    for _ in range(n):
+        mode = COPY if auto.copies_next() else FORK
+        taken.append(mode)
+        auto.measured(mode, *costs[mode], new_bytes)
+    return taken
+
+
+def test_the_first_two_fork_then_a_copy_is_tried_and_kept_while_cheaper():
+    taken = _run(AutoMode(), {FORK: (0.30, 0.02), COPY: (0.07, 0.03)}, 25)
+    assert taken[:3] == [FORK, FORK, COPY]
+    # The fork is measured again after each RETRY_EVERY copies.
+    forks = [i for i, mode in enumerate(taken) if mode == FORK]
+    assert forks == [0, 1, 2 + RETRY_EVERY, 3 + 2 * RETRY_EVERY]
+
+
+def test_forking_is_kept_where_it_is_cheaper_and_the_copy_retried_now_and_then():
+    taken = _run(AutoMode(), {FORK: (0.05, 0.02), COPY: (0.07, 0.03)}, 25)
+    copies = [i for i, mode in enumerate(taken) if mode == COPY]
+    assert copies == [2, 3 + RETRY_EVERY, 4 + 2 * RETRY_EVERY]
+
+
+def test_a_copy_that_paused_too_long_is_not_taken_again_whatever_it_saved():
+    taken = _run(AutoMode(), {FORK: (0.50, 0.02), COPY: (0.12, MAX_PAUSE_S * 1.5)}, 12)
+    assert taken == [FORK, FORK, COPY] + [FORK] * (RETRY_EVERY - 1) and len(taken) == 12
+
+
+def test_no_copy_after_a_snapshot_that_wrote_much_nor_once_ruled_out():
+    auto = AutoMode()
+    _run(auto, {FORK: (0.3, 0.02), COPY: (0.07, 0.03)}, 2, new_bytes=COPY_AT_MOST + 1)
+    assert not auto.copies_next()  # its copy would hold all that, and pause the program for it
+    auto.measured(FORK, 0.3, 0.02, 1000)
+    assert auto.copies_next()
+    auto.rule_out_copies("the program's own Cache.__getstate__ would run in its process")
+    assert not auto.copies_next()
+
+
+class Plain:
+    def __init__(self) -> None:
+        self.x = 1
+
+
+class OwnState:
+    def __getstate__(self) -> dict[str, int]:
+        return {}
+
+
+class Proxy:
+    def __getattr__(self, name: str) -> int:
+        return 1
+
+
+class Registered:
+    pass
+
+
+def test_the_programs_own_pickling_hooks_are_found_a_librarys_are_not():
+    table = StatePickler.dispatch_table
+    assert program_hook(Plain, table) is None
+    assert program_hook(OwnState, table) == "OwnState.__getstate__"
+    assert program_hook(type("Sub", (OwnState,), {}), table) == "OwnState.__getstate__"
+    assert program_hook(Proxy, table) == "Proxy.__getattr__"
+    import collections
+    import datetime
+    import fractions
+    for library in (collections.OrderedDict, datetime.datetime, fractions.Fraction, pickle.PickleBuffer):
+        assert program_hook(library, table) is None, library
+    copyreg.pickle(Registered, lambda obj: (Registered, ()))
+    try:
+        assert program_hook(Registered, table) == "the reducer of Registered"
+    finally:
+        del copyreg.dispatch_table[Registered]
+
+
+SMALL_STATE = """
+import time
+data = [list(range(100)) for _ in range(100)]
+end = time.time() + 2.5
+while time.time() < end:
+    data[0][0] += 1
+    time.sleep(0.01)
+print("steps", data[0][0] > 0)
+"""
+
+# A __getstate__ with a side effect (and the classic bug: it changes the object it pickles).
+# Its instance appears after a few timer snapshots, once copies are being taken.
+OWN_HOOK = """
+import os, time
+calls = []
+class Cache:
+    def __init__(self):
+        self.items = list(range(1000))
+        self.lock = "held"
+    def __getstate__(self):
+        calls.append(os.getpid())
+        state = self.__dict__
+        state.pop("lock", None)
+        return state
+cache = None
+start = time.time()
+while time.time() - start < 3:
+    if cache is None and time.time() - start > 1.2:
+        cache = Cache()
+    time.sleep(0.01)
+print("hook calls in the program:", len(calls), "lock:", cache.lock)
+"""
+
+
+def _modes(work: Workdir) -> list[str]:
+    return [s["mode"] for s in work.log() if s["trigger"] == "timer"]
+
+
+def test_auto_copies_a_small_state_after_two_forks(work: Workdir) -> None:
+    work.write("prog.py", SMALL_STATE)
+    proc = work.relive("run", "--every", "0.1", "--overhead", "0", "prog.py", check=True)
+    assert proc.stdout == "steps True\n" and proc.stderr == ""
+    modes = _modes(work)
+    assert modes[:3] == [FORK, FORK, COPY] and modes.count(COPY) >= 3, modes
+    for entry in work.log():
+        if entry["mode"] == COPY:
+            snap = relive.load(entry["id"], store=str(work.store))
+            assert len(snap["data"]) == 100 and snap["data"][1] == list(range(100))
+
+
+def test_auto_never_runs_the_programs_own_pickling_hook_in_its_process(work: Workdir) -> None:
+    work.write("prog.py", OWN_HOOK)
+    proc = work.relive("run", "--every", "0.1", "--overhead", "0", "prog.py", check=True)
+    assert proc.stdout == "hook calls in the program: 0 lock: held\n" and proc.stderr == ""
+    modes = _modes(work)
+    log = work.log()
+    with_cache = [i for i, s in enumerate(s for s in log if s["trigger"] == "timer")
+                  if relive.load(s["id"], store=str(work.store))["cache"] is not None]
+    assert with_cache and COPY in modes[:with_cache[0]], modes  # copies were taken before it
+    assert all(mode == FORK for mode in modes[with_cache[0]:]), modes  # and never once it was there
+    assert [s["seq"] for s in log] == list(range(1, len(log) + 1))  # the refused copy left no gap
+    loaded = relive.load("latest", store=str(work.store))["cache"]
+    assert loaded.items == list(range(1000)) and not hasattr(loaded, "lock")  # the child ran it
+
+
+def test_mode_fork_never_copies(work: Workdir) -> None:
+    work.write("prog.py", SMALL_STATE)
+    work.relive("run", "--every", "0.1", "--overhead", "0", "--mode", "fork", "prog.py", check=True)
+    modes = _modes(work)
+    assert len(modes) >= 5 and set(modes) == {FORK}
+
+
+def test_log_json_says_how_each_snapshot_was_written(work: Workdir) -> None:
+    work.write("prog.py", SMALL_STATE)
+    work.relive("run", "--every", "0.1", "--overhead", "0", "prog.py", check=True)
+    rows = json.loads(work.relive("log", "--json", check=True).stdout)
+    copied = [row for row in rows if row["mode"] == COPY]
+    assert copied and all(row["cpu_s"] is not None and row["pause_s"] < row["write_s"] for row in copied)
+    after_copies = [row for before, row in zip(rows, rows[1:]) if before["mode"] == COPY]
+    assert after_copies and all(row["parent_cost"]["copies_s"] == 0 for row in after_copies)  # no fork: no page copies
