@@ -165,6 +165,13 @@ def test_a_snapshot_that_rewrites_the_state_stretches_the_interval_and_says_why(
     assert budget(Clocks(), cores=2, overhead=0).after(5.0, 1, 1) == (None, None)
 
 
+def test_a_stretch_of_a_few_percent_is_kept_but_not_told():
+    b = budget(Clocks(), cores=2, every=1.0)
+    b.after(0.0204, 1, 1)
+    assert b.after(0.0204, 1, 1) == (pytest.approx(1.02), None)  # would show as "every 1.0 s"
+    assert b.after(0.0212, 1, 1)[1] is not None  # 1.06 s: told
+
+
 def test_growth_discounts_only_its_share_of_the_writing():
     b = budget(Clocks(), cores=2)
     mb = 1 << 20
