@@ -12,6 +12,8 @@ interleaved so that all see the same machine, in an order that rotates between r
 - fixed:  relive run --store TMP --every N --overhead 0 ...   (every interval asked, no budget)
 - thread: relive run --store TMP --every N --overhead 0 --mode thread ...   (copy then write,
           as where fork cannot be used; not in the default --variants)
+- forked: relive run --store TMP --every N --overhead 0 --mode fork ...   (every timer snapshot
+          forked, as --mode auto did before it copied where cheaper; not in the default --variants)
 - dill:   python baseline_dill.py --every N --out TMP workloads/X.py --scale S
 
 For relive's two, ">1 taken/asked" counts the timer snapshots after the first: those taken,
@@ -52,8 +54,8 @@ EXPECTED_S = {"kmeans": 65, "tsne": 72, "mnist": 93, "dcgan": 42}  # plain, 2 co
 # relive: default options (the --overhead 2 budget may stretch --every); fixed: --overhead 0,
 # a snapshot at every interval asked, whatever it costs.
 VARIANTS = ["plain", "relive", "fixed", "dill"]
-# thread: as fixed, with --mode thread (copy then write): only when asked for.
-OPTIONAL_VARIANTS = ["thread"]
+# thread, forked: as fixed, with --mode thread (copy then write) or --mode fork: only when asked for.
+OPTIONAL_VARIANTS = ["thread", "forked"]
 # Imported before a restore is timed, so that the time is the state's, not the library's import.
 LIBRARIES = {"kmeans": ["sklearn.cluster"], "tsne": ["sklearn.manifold"], "mnist": ["torch"], "dcgan": ["torch"]}
 
@@ -160,6 +162,10 @@ def run_thread(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) ->
     return run_relive(workload, args, tmp, lane, ["--overhead", "0", "--mode", "thread"])
 
 
+def run_forked(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) -> dict[str, Any]:
+    return run_relive(workload, args, tmp, lane, ["--overhead", "0", "--mode", "fork"])
+
+
 def run_relive(workload: str, args: argparse.Namespace, tmp: str, lane: Lane,
                options: list[str] | None = None) -> dict[str, Any]:
     script = os.path.join(BENCH, "workloads", f"{workload}.py")
@@ -177,6 +183,7 @@ def run_relive(workload: str, args: argparse.Namespace, tmp: str, lane: Lane,
         "log": log, "store_disk_bytes": disk_bytes(store),
         "child_memory_bytes": max((s["memory_bytes"] or 0 for s in timer), default=0),
         "write_s": [s["write_s"] for s in timer],
+        "modes": [s["mode"] for s in timer],  # --mode auto forks or copies each ("fork", "thread")
         # relive's own seconds: every pause (the exit snapshot's too), every forked child's
         # CPU, which a busy program's cores give up to it, and the program's page copies
         # while a child lived (each snapshot says its parent's).
@@ -251,7 +258,8 @@ def disk_bytes(path: str) -> int:
     return total
 
 
-RUNNERS = {"plain": run_plain, "relive": run_relive, "fixed": run_fixed, "thread": run_thread, "dill": run_dill}
+RUNNERS = {"plain": run_plain, "relive": run_relive, "fixed": run_fixed, "thread": run_thread, "forked": run_forked,
+           "dill": run_dill}
 
 
 def run_job(repeat: int, workload: str, args: argparse.Namespace, lane: Lane) -> list[dict[str, Any]]:
@@ -368,6 +376,8 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
                 "bytes_total": med("bytes_total"), "peak_rss_bytes": med("peak_rss_bytes"),
                 "child_memory_bytes": med("child_memory_bytes"), "restore_s": med("restore_s"),
                 "failed": sum(r["rc"] != 0 for r in runs),
+                "forked": sum(r.get("modes", []).count("fork") for r in runs),
+                "copied": sum(r.get("modes", []).count("thread") for r in runs),
                 "skipped": sorted({name for r in runs for name in r.get("skipped", [])}),
             })
     return rows
@@ -402,8 +412,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         notes = []
         if row.get("stretched_because"):
             notes.append(f"interval stretched: {'; '.join(row['stretched_because'])}")
-        if row["variant"] in ("relive", "fixed") and row["child_memory_bytes"]:
-            notes.append(f"forked snapshot child's extra memory up to {size(row['child_memory_bytes'])}")
+        if row["variant"] in ("relive", "fixed") and (row["forked"] or row["copied"]):
+            notes.append(f"timer snapshots forked / copied: {row['forked']} / {row['copied']}")
+        if row["variant"] in ("relive", "fixed", "forked") and row["child_memory_bytes"]:
+            notes.append(f"snapshot memory (a forked child's rewritten pages, or a copy) up to "
+                         f"{size(row['child_memory_bytes'])}")
         if row["variant"] == "thread" and row["child_memory_bytes"]:
             notes.append(f"copies up to {size(row['child_memory_bytes'])}")
         if row["skipped"]:

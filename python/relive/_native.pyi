@@ -140,6 +140,10 @@ class Store:
     def get_record(self, id: str) -> tuple[bytes, list[bytearray | Buffer]]:
         """``(payload, buffers)``: each buffer new writable memory, every byte verified."""
     def refresh(self) -> None: ...
+    def proven_chunks(self) -> bytes:
+        """The chunks this handle hashed (fingerprint, id), for the process it was forked from."""
+    def add_proven_chunks(self, data: bytes) -> bool:
+        """Takes in a forked child's proven_chunks(): its copies need not copy those chunks."""
     def flush(self) -> None: ...
     def commit(self, manifest: bytes) -> str:
         """Commits a snapshot's manifest (JSON naming its records); returns the snapshot's id."""

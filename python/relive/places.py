@@ -17,8 +17,10 @@ LIBRARY_DIRS = tuple(sorted({os.path.join(sysconfig.get_paths()[k], "") for k in
 
 
 def in_library(path: str) -> bool:
-    """Whether a code file is the standard library's or an installed package's, not the program's."""
-    return path.startswith(LIBRARY_DIRS)
+    """Whether a code file is the standard library's or an installed package's, not the
+    program's. The standard library's frozen modules (os, codecs, importlib) name none:
+    their code says ``<frozen os>``."""
+    return path.startswith(LIBRARY_DIRS) or path.startswith("<frozen ")
 
 
 def shown_path(path: str, cwd: str | None = None) -> str:

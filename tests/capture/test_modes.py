@@ -86,6 +86,9 @@ def test_the_programs_own_pickling_hooks_are_found_a_librarys_are_not():
     import fractions
     for library in (collections.OrderedDict, datetime.datetime, fractions.Fraction, pickle.PickleBuffer):
         assert program_hook(library, table) is None, library
+    np = pytest.importorskip("numpy")
+    # Cython's: its code names "numpy/random/mtrand.pyx", a path outside every library folder.
+    assert program_hook(np.random.RandomState, table) is None
     copyreg.pickle(Registered, lambda obj: (Registered, ()))
     try:
         assert program_hook(Registered, table) == "the reducer of Registered"

@@ -230,6 +230,17 @@ impl PyStore {
         py.detach(|| self.inner.refresh()).map_err(store_error)
     }
 
+    /// The chunks this handle hashed, as bytes: a forked snapshot child gives them to the
+    /// program, whose copy-then-write snapshots then need not copy those chunks to hash them.
+    fn proven_chunks<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.proven_chunks())
+    }
+
+    /// Takes in a forked child's `proven_chunks()`; False when `data` is not that.
+    fn add_proven_chunks(&self, data: &[u8]) -> bool {
+        self.inner.add_proven_chunks(data)
+    }
+
     /// Seals the pack being written, durably.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| self.inner.flush()).map_err(store_error)

@@ -213,6 +213,16 @@ impl Store {
                 .map(|(_, &id)| id)
                 .collect();
             self.remember(*seed, fps, &fingerprinted);
+            // The copied chunks were hashed just now.
+            let copied = staged
+                .chunks
+                .iter()
+                .zip(&ids)
+                .filter(|(chunk, _)| !matches!(chunk, Chunk::Referenced(_)))
+                .zip(fps)
+                .filter(|((chunk, _), _)| matches!(chunk, Chunk::Copied { .. }))
+                .map(|((_, &id), &fp)| (fp, id));
+            self.prove(*seed, copied);
         }
         let pieces: Vec<Option<&[u8]>> = staged.chunks.iter().map(|c| staged.piece(c)).collect();
         self.put_pieces(&staged.payload, &staged.lens, &ids, &pieces)
@@ -302,5 +312,31 @@ mod tests {
         let record = s.get_record(&put.id).unwrap();
         s.read_buffer_into(&record.buffers[0], &mut out).unwrap();
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn compressible_chunks_hashed_here_or_in_a_child_are_not_copied_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let buffer: Vec<u8> = (0..8 * 1024).map(|i| (i / 100) as u8).collect(); // compresses
+        let first = s.put_record(b"p", &[&buffer]).unwrap();
+        let manifest = format!(r#"{{"records":["{}"]}}"#, first.id.to_hex());
+        s.commit(manifest.as_bytes()).unwrap(); // saves the fingerprints, as a child's commit does
+                                                // Written by another handle (a forked child): this one cannot spot-check a compressed
+                                                // chunk, so it copies all of them, to hash them once the program has gone on.
+        let program = Store::open(&dir.path().join("store")).unwrap();
+        assert_eq!(program.stage(b"p", &[&buffer]).copied_bytes(), 1 + 8 * 1024);
+        // What the child hashed, given to the program's handle: nothing is copied.
+        assert!(program.add_proven_chunks(&s.proven_chunks()));
+        let staged = program.stage(b"p", &[&buffer]);
+        assert_eq!(staged.copied_bytes(), 1);
+        assert_eq!(program.put_staged(staged).unwrap().id, first.id);
+        // Hashed by this handle itself (put_staged): not copied again either.
+        let fresh = Store::open(&dir.path().join("store")).unwrap();
+        let staged = fresh.stage(b"p", &[&buffer]);
+        assert_eq!(staged.copied_bytes(), 1 + 8 * 1024);
+        fresh.put_staged(staged).unwrap();
+        assert_eq!(fresh.stage(b"p", &[&buffer]).copied_bytes(), 1);
+        assert!(!fresh.add_proven_chunks(b"not that"));
     }
 }

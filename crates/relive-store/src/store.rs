@@ -11,7 +11,7 @@ use crate::backend::{self, Backend, Object};
 use crate::config;
 use crate::durable;
 use crate::error::{io_at, Error, Result};
-use crate::fingerprint::Fingerprints;
+use crate::fingerprint::{Fingerprints, Proven};
 use crate::id::Id;
 use crate::pack::{self, BlobError, BlobInfo, Codec, Entry, Kind, OpenPack, Stored};
 use crate::parallel;
@@ -69,6 +69,8 @@ pub struct Store {
     writer: Mutex<Writer>,
     /// Loaded on the first put: read-only users never touch the cache.
     fingerprints: Mutex<Option<Fingerprints>>,
+    /// Chunks this process (or its snapshot children) hashed: kept through `refresh`.
+    proven: Mutex<Proven>,
     /// What the snapshot being written relies on, checked again at its commit.
     pending: Mutex<Pending>,
     /// Packs going up to a remote store.
@@ -256,6 +258,7 @@ impl Store {
                 cleaned_tmp: false,
             }),
             fingerprints: Mutex::new(None),
+            proven: Mutex::new(Proven::default()),
             pending: Mutex::new(Pending::default()),
             uploads: Uploads::new(),
         };
@@ -563,6 +566,10 @@ impl Store {
         let mut ids = known.ids;
         let mut missing: Vec<usize> = (0..pieces.len()).filter(|&i| ids[i].is_none()).collect();
         let hashed = parallel::map_with(&mut missing, || (), |_, &mut i| (i, Id::of(pieces[i])));
+        self.prove(
+            known.seed,
+            hashed.iter().map(|&(i, id)| (known.fingerprints[i], id)),
+        );
         for (i, id) in hashed {
             ids[i] = Some(id);
         }
@@ -591,10 +598,14 @@ impl Store {
         );
         let index = self.read_index();
         let mut check = HitCheck::new(self.backend.as_ref());
+        let proven = self.proven.lock().unwrap_or_else(PoisonError::into_inner);
         let hits: Vec<Option<Id>> = fingerprints
             .iter()
             .enumerate()
             .map(|(i, &fp)| {
+                if let Some(id) = proven.get(seed, fp).filter(|id| index.get(id).is_some()) {
+                    return Some(id);
+                }
                 let id = fps.get(fp)?;
                 let (pack, entry) = index.get(&id)?;
                 Some(id).filter(|_| check.matches(&pack, &entry, fp, pieces[i]))
@@ -632,6 +643,31 @@ impl Store {
         for (&fp, &id) in fps.iter().zip(ids) {
             cache.insert(fp, id);
         }
+    }
+
+    /// Chunks hashed here: fingerprint `fp` (under `seed`) is chunk `id` ([`Proven`]).
+    pub(crate) fn prove(&self, seed: u64, hashed: impl Iterator<Item = (u128, Id)>) {
+        let mut proven = self.proven.lock().unwrap_or_else(PoisonError::into_inner);
+        for (fp, id) in hashed {
+            proven.add(seed, fp, id);
+        }
+    }
+
+    /// What this process proved ([`Proven`]), for the process it was forked from.
+    pub fn proven_chunks(&self) -> Vec<u8> {
+        self.proven
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .encode()
+    }
+
+    /// Takes in what a forked snapshot child proved (its [`Store::proven_chunks`]); false
+    /// when `bytes` are not that.
+    pub fn add_proven_chunks(&self, bytes: &[u8]) -> bool {
+        self.proven
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add_encoded(bytes)
     }
 
     /// The local cache of chunk fingerprints; none for a remote store.

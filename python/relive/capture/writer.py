@@ -307,6 +307,9 @@ class Writer:
             self._failed(exc)
             return _FAILED
         path, codes, budgeted = self.options.store, self._codes, trigger in _BUDGETED
+        # Under --mode auto, what the child hashed goes to the program's store handle, whose
+        # copies then need not copy those chunks (``Store.proven_chunks``).
+        tell_proven = budgeted and self.options.mode == "auto" and not remote
         run_id, run_json = self.run.id, self.run.to_json()
         forget = self._to_forget()
         marker = Marker(path, run_id, trigger, self.options.snapshot_timeout) if detach else None
@@ -327,8 +330,11 @@ class Writer:
                 # The store's fault, not this snapshot's: told apart in the program's process,
                 # which reports each fault once ("ok" here overrides the child's own).
                 return {"ok": False, "store_error": str(exc)}
-            return {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
+            done = {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
                     "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s}
+            if tell_proven:
+                done["proven"] = store.proven_chunks().hex()
+            return done
 
         if budgeted:
             self._budget.forking()
@@ -373,6 +379,8 @@ class Writer:
             self._written_cpu_s += outcome.get("cpu_s", 0.0)
         if outcome.get("ok"):
             self._store_behind = forked
+            if outcome.get("proven") and self._store is not None:
+                self._store.add_proven_chunks(bytes.fromhex(outcome["proven"]))
             self._parent = outcome["id"]
             self._kept.append(outcome["id"])
             self.snapshots.append(save.SnapshotResult(

@@ -313,9 +313,11 @@ def refuse_program_hook(t: type, known: dict[type, str | None], dispatch_table: 
 
 
 def _programs(hook: Any) -> bool:
-    """Whether a hook is a function of the program's own files (a C one is Python's or a library's)."""
-    code = getattr(getattr(hook, "__func__", hook), "__code__", None)  # staticmethod, classmethod
-    return code is not None and not in_library(code.co_filename)
+    """Whether a hook is a Python function of the program's own files. One in C is Python's
+    or a library's, and so is a compiled one (Cython's, as NumPy's RandomState.__reduce__:
+    its code names its .pyx source, as a path relative to where it was built)."""
+    function = getattr(hook, "__func__", hook)  # staticmethod, classmethod
+    return isinstance(function, types.FunctionType) and not in_library(function.__code__.co_filename)
 
 
 class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
