@@ -307,9 +307,13 @@ class Writer:
             self._failed(exc)
             return _FAILED
         path, codes, budgeted = self.options.store, self._codes, trigger in _BUDGETED
-        # Under --mode auto, what the child hashed goes to the program's store handle, whose
-        # copies then need not copy those chunks (``Store.proven_chunks``).
-        tell_proven = budgeted and self.options.mode == "auto" and not remote
+        # What the program's store handle knows was hashed (by earlier children, or by its own
+        # copies) goes to the child, which need not hash those chunks again, and what the
+        # child hashed comes back: the next child, and the program's copies under --mode auto,
+        # need not hash or copy those chunks (``Store.proven_chunks``). Read before the fork:
+        # the child opens a handle of its own.
+        proven = b"" if remote or self._store is None else self._store.proven_chunks()
+        tell_proven = not remote
         run_id, run_json = self.run.id, self.run.to_json()
         forget = self._to_forget()
         marker = Marker(path, run_id, trigger, self.options.snapshot_timeout) if detach else None
@@ -323,6 +327,8 @@ class Writer:
                 store = _native.Store.open(path, create=remote)
                 if remote:
                     store.put_run(run_id, run_json)
+                if proven:
+                    store.add_proven_chunks(proven)
                 result = save.write(store, request, codes)
                 if forget:
                     _forget(store, forget)
@@ -379,7 +385,7 @@ class Writer:
             self._written_cpu_s += outcome.get("cpu_s", 0.0)
         if outcome.get("ok"):
             self._store_behind = forked
-            if outcome.get("proven") and self._store is not None:
+            if outcome.get("proven") and self._store is not None:  # what the child hashed
                 self._store.add_proven_chunks(bytes.fromhex(outcome["proven"]))
             self._parent = outcome["id"]
             self._kept.append(outcome["id"])
