@@ -9,18 +9,23 @@ import os
 import sysconfig
 from typing import Any
 
-# Where the standard library, installed packages and relive itself live (relive may run from
-# a source tree): code elsewhere is the program's own.
+# Where the standard library and installed packages live.
 LIBRARY_DIRS = tuple(sorted({os.path.join(sysconfig.get_paths()[k], "") for k in
-                             ("stdlib", "platstdlib", "purelib", "platlib")}
-                            | {os.path.join(os.path.dirname(os.path.abspath(__file__)), "")}))
+                             ("stdlib", "platstdlib", "purelib", "platlib")}))
+_RELIVE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")  # relive may run from a source tree
 
 
 def in_library(path: str) -> bool:
-    """Whether a code file is the standard library's or an installed package's, not the
-    program's. The standard library's frozen modules (os, codecs, importlib) name none:
-    their code says ``<frozen os>``."""
-    return path.startswith(LIBRARY_DIRS) or path.startswith("<frozen ")
+    """Whether a code file is the standard library's or an installed package's (for the
+    timer, which prefers the program's lines: the frozen import machinery's lines are left
+    to its import check)."""
+    return path.startswith(LIBRARY_DIRS)
+
+
+def in_program_files(path: str) -> bool:
+    """Whether code is the program's own: not the standard library's (its frozen modules,
+    ``<frozen os>``, included), an installed package's or relive's."""
+    return not (path.startswith(LIBRARY_DIRS) or path.startswith(_RELIVE_DIR) or path.startswith("<frozen "))
 
 
 def shown_path(path: str, cwd: str | None = None) -> str:

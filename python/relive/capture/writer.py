@@ -5,9 +5,10 @@ Where fork is possible, every snapshot is written by a forked child (``backgroun
 that the program's own pickling hooks (``__reduce__``, ``__getstate__``) never run in the
 program; but a timer or --at snapshot may be copied instead (below) where --mode auto
 measured that cheaper and none of those hooks would run (``modes``). A timer snapshot's
-child works while the program goes on (``Writer.take_in_background``); for a signal's action and ``relive.checkpoint()``
-returning its id the program waits for the child (which the fork froze at the trigger's
-point), for their snapshot must be committed before the program goes on (``Writer.take``).
+child works while the program goes on (``Writer.take_in_background``); for a signal's
+action and ``relive.checkpoint()`` returning its id the program waits for the child (which
+the fork froze at the trigger's point), for their snapshot must be committed before the
+program goes on (``Writer.take``).
 The exit and exception snapshots' child is detached: the program ends as soon as it is
 forked, and it commits afterwards, leaving a marker that readers wait for
 (``relive.writing``); with --wait-exit, $RELIVE_WAIT_EXIT=1 or under Slurm (which kills

@@ -34,7 +34,7 @@ from typing import Any
 
 import cloudpickle
 
-from relive.places import in_library
+from relive.places import in_program_files
 from relive.state import deep, directories, text_files
 from relive.state import torch as torch_state
 from relive.state import torch_data
@@ -317,7 +317,7 @@ def _programs(hook: Any) -> bool:
     or a library's, and so is a compiled one (Cython's, as NumPy's RandomState.__reduce__:
     its code names its .pyx source, as a path relative to where it was built)."""
     function = getattr(hook, "__func__", hook)  # staticmethod, classmethod
-    return isinstance(function, types.FunctionType) and not in_library(function.__code__.co_filename)
+    return isinstance(function, types.FunctionType) and in_program_files(function.__code__.co_filename)
 
 
 class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
