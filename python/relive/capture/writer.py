@@ -314,7 +314,6 @@ class Writer:
         # need not hash or copy those chunks (``Store.proven_chunks``). Read before the fork:
         # the child opens a handle of its own.
         proven = b"" if remote or self._store is None else self._store.proven_chunks()
-        tell_proven = not remote
         run_id, run_json = self.run.id, self.run.to_json()
         forget = self._to_forget()
         marker = Marker(path, run_id, trigger, self.options.snapshot_timeout) if detach else None
@@ -339,7 +338,7 @@ class Writer:
                 return {"ok": False, "store_error": str(exc)}
             done = {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
                     "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s}
-            if tell_proven:
+            if not remote:
                 done["proven"] = store.proven_chunks().hex()
             return done
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from relive import _native
-from relive.state.pickler import EntryPickler, EntryUnpickler
+from relive.state.pickler import REDUCTIONS, EntryPickler, EntryUnpickler
 
 MIN_ENTRIES = 10_000
 MIN_ITEMS = 1_000  # a container this large, alone in its record, is fingerprinted whole
@@ -69,9 +69,6 @@ def _slotted(t: type) -> bool:
     return any("__slots__" in vars(base) for base in t.__mro__)
 
 
-_DEFAULTS = ("__reduce_ex__", "__reduce__", "__getstate__", "__getnewargs_ex__", "__getnewargs__")
-
-
 def plain_class(t: type, dispatch_table: Any) -> bool:
     """Whether ``t``'s instances pickle as their class and ``__dict__`` alone: a Python class
     with no slots, no C-level fields and pickle's default reduction."""
@@ -79,7 +76,7 @@ def plain_class(t: type, dispatch_table: Any) -> bool:
         return (type(t) is type and t.__module__ != "builtins" and t.__basicsize__ == _Plain.__basicsize__
                 and t.__itemsize__ == 0 and t.__dictoffset__ != 0 and not _slotted(t)
                 and t not in copyreg.dispatch_table and t not in dispatch_table
-                and all(getattr(t, name, None) is getattr(object, name, None) for name in _DEFAULTS))
+                and all(getattr(t, name, None) is getattr(object, name, None) for name in REDUCTIONS))
     except Exception:  # an odd class: not plain
         return False
 

@@ -277,10 +277,11 @@ class ProgramHook(BaseException):
     lets it through to the capture, which forks instead."""
 
 
+# How pickle reduces an object: what a class may define to change it.
+REDUCTIONS = ("__reduce_ex__", "__reduce__", "__getstate__", "__getnewargs_ex__", "__getnewargs__")
 # What pickling an object may call on it: its reductions, and the attribute lookups that find
 # them (a proxy's __getattr__ answers pickle's look for __getnewargs_ex__).
-_HOOKS = ("__reduce_ex__", "__reduce__", "__getstate__", "__getnewargs_ex__", "__getnewargs__",
-          "__getattribute__", "__getattr__")
+_HOOKS = REDUCTIONS + ("__getattribute__", "__getattr__")
 
 
 def program_hook(t: type, dispatch_table: Any) -> str | None:
