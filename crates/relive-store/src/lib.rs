@@ -51,7 +51,7 @@ mod verify;
 
 pub use error::{Error, Result};
 pub use id::Id;
-pub use pack::{BlobInfo, Codec, Kind};
+pub use pack::{compress_cpu_seconds, BlobInfo, Codec, Kind};
 pub use parallel::workers_cpu_seconds;
 pub use prune::PruneReport;
 pub use record::{BufferRef, Record};

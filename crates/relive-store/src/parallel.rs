@@ -17,7 +17,7 @@ pub fn workers_cpu_seconds() -> f64 {
 }
 
 /// This thread's CPU time so far, in nanoseconds (0 where the clock is not there).
-fn thread_cpu_ns() -> u64 {
+pub(crate) fn thread_cpu_ns() -> u64 {
     #[cfg(unix)]
     {
         let mut now = libc::timespec {

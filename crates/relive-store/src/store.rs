@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use zstd::bulk::{Compressor, Decompressor};
@@ -71,6 +72,8 @@ pub struct Store {
     fingerprints: Mutex<Option<Fingerprints>>,
     /// Chunks this process (or its snapshot children) hashed: kept through `refresh`.
     proven: Mutex<Proven>,
+    /// Whether new chunks are compressed where that pays (see `Store::set_compress_chunks`).
+    compress_chunks: AtomicBool,
     /// What the snapshot being written relies on, checked again at its commit.
     pending: Mutex<Pending>,
     /// Packs going up to a remote store.
@@ -259,6 +262,7 @@ impl Store {
             }),
             fingerprints: Mutex::new(None),
             proven: Mutex::new(Proven::default()),
+            compress_chunks: AtomicBool::new(true),
             pending: Mutex::new(Pending::default()),
             uploads: Uploads::new(),
         };
@@ -533,10 +537,15 @@ impl Store {
         let mut new_bytes = 0;
         let batch = (BATCH_BYTES / chunk_size).max(parallel::workers());
         for group in fresh.chunks(batch) {
+            let compress = self.compress_chunks.load(Ordering::Relaxed);
             let stored = parallel::map_with(
                 &mut group.to_vec(),
-                || Compressor::new(pack::CHUNK_LEVEL).ok(),
-                |cctx, (_, piece)| pack::compress(cctx.as_mut(), piece),
+                || {
+                    compress
+                        .then(|| Compressor::new(pack::CHUNK_LEVEL).ok())
+                        .flatten()
+                },
+                |cctx, (_, piece)| pack::compress_counted(cctx.as_mut(), piece),
             );
             for (&(i, piece), stored) in group.iter().zip(&stored) {
                 let raw_len = piece.len() as u32; // chunk_size <= 2^30
@@ -651,6 +660,19 @@ impl Store {
         for (fp, id) in hashed {
             proven.add(seed, fp, id);
         }
+    }
+
+    /// Whether the chunks this handle writes from now on are compressed where that pays (the
+    /// default), or all stored raw: compressing costs several times the hashing and writing
+    /// of a chunk, which a program whose snapshots cost more than its overhead budget allows
+    /// would pay for with a longer interval. Raw chunks read back as compressed ones do.
+    pub fn set_compress_chunks(&self, compress: bool) {
+        self.compress_chunks.store(compress, Ordering::Relaxed);
+    }
+
+    /// See [`Store::set_compress_chunks`].
+    pub fn compress_chunks(&self) -> bool {
+        self.compress_chunks.load(Ordering::Relaxed)
     }
 
     /// What this process proved ([`Proven`]), for the process it was forked from.
