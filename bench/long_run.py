@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--passes", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--modes", nargs="+", default=["fork"], choices=["fork", "thread", "inline"])
+    parser.add_argument("--modes", nargs="+", default=["auto"], choices=["auto", "fork", "thread", "inline"])
     args = parser.parse_args()
     report(measure(args.gb, args.steps, args.passes, args.repeat, tuple(args.modes)), args.gb, args.steps,
            args.passes)

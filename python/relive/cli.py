@@ -304,6 +304,22 @@ def _latest_of_command(store: Store, target: str, args: list[str], module: bool)
     return latest.snapshot
 
 
+def _compression_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """A line where the overhead budget began to store new chunks uncompressed, and where it
+    compressed them again (timer snapshots only: the others always compress)."""
+    notes, raw = [], False
+    for row in rows:
+        if row.get("trigger") not in ("timer", "at"):
+            continue
+        because = row.get("uncompressed_because")
+        if because and not raw:
+            notes.append(f"new chunks stored uncompressed from {row['id'][:12]} on: {because}")
+        elif not because and raw:
+            notes.append(f"new chunks compressed again from {row['id'][:12]} on")
+        raw = bool(because)
+    return notes
+
+
 @cli.command()
 @click.argument("ref", default="latest")
 @_store_option
@@ -356,7 +372,7 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo], damaged: list[Damaged
         }
         optional = {"signal": m.signal, "exception": None if m.exception is None else m.exception.to_json(),
                     "note": m.note, "exit_status": m.exit_status, "interval_s": m.interval_s,
-                    "stretched_because": m.stretched_because,
+                    "stretched_because": m.stretched_because, "uncompressed_because": m.uncompressed_because,
                     "cell": None if m.cell is None else m.cell.to_json()}
         row.update((name, value) for name, value in optional.items() if value is not None)
         row["run_info"] = run_info.get(s.run)
@@ -562,7 +578,7 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         head, *lines = fit(columns, table, console.width)
         console.print(Text(head, style="bold"), no_wrap=True)
         _print_lines(console, lines)
-        for note in _interval_notes(run_rows) + _resume_notes(run_rows):
+        for note in _interval_notes(run_rows) + _compression_notes(run_rows) + _resume_notes(run_rows):
             console.print(Text(printable(note)))  # wrapped, never cut: the reason is the point
         console.print()
 

@@ -233,6 +233,7 @@ class Manifest:
     parent_cost: dict[str, Any] | None = None  # what the forked parent snapshot cost the program
     interval_s: float | None = None  # the timer's interval in force
     stretched_because: str | None = None  # why the overhead budget stretched it past --every
+    uncompressed_because: str | None = None  # why the budget had its new chunks stored raw
     resume: ResumeEntry | None = None  # None: taken by a relive without resume
     process: str | None = None  # the record of the process state (RNGs, cwd, argv, files)
     write_s: float | None = None
@@ -275,6 +276,7 @@ class Manifest:
             "exit_status": self.exit_status, "signal": self.signal,
             "cell": None if self.cell is None else self.cell.to_json(), "parent_cost": self.parent_cost,
             "interval_s": self.interval_s, "stretched_because": self.stretched_because,
+            "uncompressed_because": self.uncompressed_because,
             "resume": None if self.resume is None else self.resume.to_json(), "process": self.process,
             "write_s": self.write_s, "pause_s": self.pause_s, "memory_bytes": self.memory_bytes, "cpu_s": self.cpu_s,
         }
@@ -314,7 +316,8 @@ class Manifest:
             exception=None if exception is None else ExceptionEntry.from_json(exception),
             exit_status=doc.get("exit_status"), signal=doc.get("signal"),
             cell=None if cell is None else CellEntry.from_json(cell), parent_cost=doc.get("parent_cost"),
-            interval_s=doc.get("interval_s"), stretched_because=doc.get("stretched_because"), resume=resume,
+            interval_s=doc.get("interval_s"), stretched_because=doc.get("stretched_because"),
+            uncompressed_because=doc.get("uncompressed_because"), resume=resume,
             process=doc.get("process"), write_s=doc.get("write_s"), pause_s=doc.get("pause_s"),
             memory_bytes=doc.get("memory_bytes"), cpu_s=doc.get("cpu_s"),
         )
@@ -355,7 +358,7 @@ _FIELDS: Fields = {
     **{name: (False, optional(is_number), "a number")
        for name in ("new_bytes", "state_bytes", "pause_s", "write_s", "cpu_s", "memory_bytes", "interval_s")},
     **{name: (False, optional(is_str), "a string")
-       for name in ("mode", "signal", "note", "cwd", "stretched_because")},
+       for name in ("mode", "signal", "note", "cwd", "stretched_because", "uncompressed_because")},
 }
 
 _IS_KEYS = is_dict_of(is_str)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+import relive
+
 from relive.capture.budget import Budget
 
 
@@ -238,3 +240,111 @@ def test_at_snapshots_are_spaced_by_their_own_cost_with_no_floor_of_every():
     unlimited = budget(clocks, cores=1, overhead=0.0)
     unlimited.after(5.0, new_bytes=0, state_bytes=1000)
     assert unlimited.gap == 0.0
+
+
+def test_compression_gives_way_before_the_interval_and_comes_back_once_it_fits():
+    b = budget(Clocks(), cores=1, every=1.0)  # 2% of 1 s: a snapshot may cost 20 ms
+    b.after(0.01, 1, 1)
+    assert b.compress
+    # 50 ms, of which 40 ms compressing: stored raw, the next costs 10 ms and keeps --every.
+    assert b.after(0.05, 1, 1, compress_s=0.04) == (1.0, None)
+    assert not b.compress
+    assert b.uncompressed_because == ("compressing took about 40 ms of a 50 ms snapshot, and --overhead 2% "
+                                      "allows 20 ms every 1 s")
+    # Raw, 12 ms: compressed, it would cost 60 ms again.
+    assert b.after(0.012, 1, 1) == (1.0, None) and not b.compress
+    # Raw, it still stretches the interval; compressed, it would stretch it more.
+    assert b.after(0.1, 1, 1)[0] == pytest.approx(5.0) and not b.compress
+    # 4 ms raw, 20 ms compressed: that fits.
+    assert b.after(0.004, 1, 1) == (1.0, None)
+    assert b.compress and b.uncompressed_because is None
+
+
+def test_compression_that_is_not_the_cost_or_no_budget_keeps_compressing():
+    b = budget(Clocks(), cores=1, every=1.0)
+    b.after(0.5, 1, 1, compress_s=0.0)  # incompressible state: stretched, nothing to give up
+    assert b.compress
+    b.after(0.05, 1, 1, compress_s=0.01)  # 10 ms of it compressing: given up, though 40 ms still stretches
+    assert not b.compress
+    unlimited = budget(Clocks(), cores=1, every=1.0, overhead=0)
+    unlimited.after(5.0, 1, 1, compress_s=4.0)
+    assert unlimited.compress
+
+
+REWRITES_COMPRESSIBLE = """
+    import sys, time
+    import numpy as np
+    # Like images held as float32: 256 values, each 4 bytes. zstd makes it 2-3x smaller
+    # at 0.3 GB/s a core, several times the cost of hashing and writing it raw.
+    base = np.random.default_rng(0).integers(0, 256, 16_000_000).astype(np.float32)  # 64 MB
+    data = base.copy()
+    end = time.monotonic() + float(sys.argv[1])
+    step = 0
+    while time.monotonic() < end:
+        step += 1
+        np.add(base, step, out=data)  # all of it rewritten at every step
+        time.sleep(0.05)
+"""
+
+
+def test_a_program_rewriting_compressible_data_gets_its_snapshots_stored_raw(work):
+    """Compressing 64 MB each snapshot costs more than the budget allows at --every: the
+    budget stores new chunks raw rather than stretch the interval further, says so in
+    `relive log`, and the raw snapshots load as the compressed ones do."""
+    np = pytest.importorskip("numpy")
+    work.write("rewrites.py", REWRITES_COMPRESSIBLE)
+    work.relive("run", "--every", "0.2", "--mode", "fork", "rewrites.py", "8", check=True, timeout=300)
+    timers = [s for s in work.log() if s["trigger"] == "timer"]
+    shape = [(s["new_bytes"] >> 20, s.get("uncompressed_because")) for s in timers]
+    raw = [s for s in timers if s.get("uncompressed_because")]
+    first = next(s for s in timers if s["state_bytes"] >= 64e6)  # the first to hold the data
+    assert raw and not first.get("uncompressed_because"), shape
+    assert first["new_bytes"] < 0.6 * first["state_bytes"], shape  # compressed: 256 values as float32
+    assert all(s["new_bytes"] >= 0.95 * 64e6 for s in raw), shape  # raw: all 64 MB
+    assert "--overhead 2% allows" in raw[0]["uncompressed_because"]
+    assert f"new chunks stored uncompressed from {raw[0]['id'][:12]} on" in work.relive("log", check=True).stdout
+    data = relive.load(raw[-1]["id"], store=str(work.store))["data"]
+    step = data[0] - np.random.default_rng(0).integers(0, 256, 16_000_000).astype(np.float32)[0]
+    assert np.array_equal(data, np.random.default_rng(0).integers(0, 256, 16_000_000).astype(np.float32) + step)
+
+
+def _taken(b: Budget, covered_s: float, cost_s: float, new_mb: int, state_mb: int = 1000) -> tuple[float | None, str | None]:
+    """A forked snapshot, ``covered_s`` after the one before it."""
+    b.covered_s = covered_s  # as forking() measures it
+    return b.after(cost_s, new_mb << 20, state_mb << 20)
+
+
+def test_bytes_rewritten_at_a_rate_are_no_reason_to_stretch_the_interval():
+    """A 1 GB array rewritten 10 MB a second: a snapshot 5 s after the last writes 5 times
+    the bytes, so stretching saves only each snapshot's own cost (the fingerprint pass)."""
+    b = budget(Clocks(), cores=1, every=1.0)
+    b.after(0.5, 1000 << 20, 1000 << 20)  # the bulk: written once
+    assert _taken(b, 1.0, 0.1, 10)[0] == pytest.approx(5.0)  # not known yet: stretched for all of it
+    assert not b.rewrites_at_rate
+    interval, because = _taken(b, 5.0, 0.15, 50)  # 5 times the interval, 5 times the bytes
+    assert b.rewrites_at_rate
+    # A new byte weighs 10 unchanged ones: 500 of 1450 parts of 150 ms were writing.
+    writing = 0.15 * 500 / 1450
+    smoothed = (writing / 5 + 0.1 * 100 / 1090 / 1) / 2
+    assert interval == pytest.approx((0.15 - writing) * 50)  # its own 98 ms within 2%; the writing on top
+    assert because == ("a snapshot costs the program about 98 ms besides writing what it rewrote (about "
+                       f"{smoothed * 100:.1f}% of its time at any interval), and --overhead 2% allows one every "
+                       f"{interval:.1f} s")
+
+
+def test_the_same_bytes_rewritten_at_every_step_are_spared_by_a_longer_interval():
+    """DCGAN: its weights rewritten at every step; a snapshot writes them all, however far apart."""
+    b = budget(Clocks(), cores=1, every=1.0)
+    b.after(0.5, 1000 << 20, 1000 << 20)
+    _taken(b, 1.0, 0.2, 100)
+    assert _taken(b, 10.0, 0.2, 100)[0] == pytest.approx(10.0)  # 0.2 s is 2% of 10 s
+    assert not b.rewrites_at_rate
+
+
+def test_rewriting_that_costs_more_than_half_again_the_budget_stretches_the_interval():
+    b = budget(Clocks(), cores=1, every=1.0)
+    b.after(0.5, 1000 << 20, 1000 << 20)
+    _taken(b, 1.0, 0.5, 100)
+    interval, because = _taken(b, 9.0, 2.5, 900)  # 9 times the bytes: 25% of its time writing them
+    assert b.rewrites_at_rate and interval == pytest.approx(125.0)
+    assert because.startswith("a snapshot costs the program about 2.5 s, and")

@@ -28,10 +28,33 @@ seconds, then only hashed), and a longer interval would not spare writing new da
 So the first snapshot does not set the interval for the rest of the run; a program that
 rewrites its state at every step (whose snapshots write it again each time) is stretched.
 Each stretch carries its reason, which `relive log` shows.
+
+A longer interval spares each snapshot's own cost (the pause, the fingerprint pass over the
+whole state, pickling), but not always its writing: where the program rewrites its state
+piece by piece (a 1 GB array, 32 MB a step), a snapshot twice as far from the last writes
+twice the bytes, and writing them costs the same per second at any interval, until the whole
+state is rewritten between two snapshots. Stretching the interval for them would lose work
+and save nothing. So how the bytes rewritten grow with the interval is measured (two
+snapshots whose intervals differ by half or more), and where they grow with it, the
+interval keeps only the snapshots' own cost within --overhead; writing them comes on top,
+up to
+``_REWRITES_ON_TOP`` times --overhead (beyond that the interval stretches as before, which
+the whole state's size bounds).
+
+Before the interval, compression gives way. A chunk that compresses is worth storing
+compressed (images, labels, integers held as floats: 2-3x smaller), but zstd runs at 0.3 GB/s
+a core here, several times the hashing and writing of the same bytes: a program that rewrites
+such data faster than the budget can compress it would get fewer snapshots for a smaller
+store. So when the next snapshot would not fit at --every, the ones after it store their new
+chunks raw (the store's own time compressing is measured: ``compress_cpu_seconds``), and
+compress again once a snapshot, with its compression added back, would fit. Snapshots the
+budget does not pace (exit, signals, checkpoints) always compress. Where no budget is set
+(--overhead 0), neither gives way.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -68,6 +91,21 @@ WRITE_VS_HASH = 10.0
 # every 1.0 s" and back at each snapshot.
 _TOLD_ABOVE = 0.05
 
+# Writing what the program rewrites at a steady rate is not a reason to stretch the interval
+# while it costs at most this many times --overhead (so at most 1 + this in all).
+_REWRITES_ON_TOP = 1.5
+# Bytes rewritten that grow at least as the interval to this power come at a rate (1: in
+# proportion; 0: the same at any interval, as weights rewritten at every step).
+_AT_A_RATE = 0.7
+# Two intervals at least this far apart (as a ratio) tell how the bytes rewritten grow with it.
+_APART = 1.5
+# What writing them costs a second: the newest measure's weight against those before.
+_NEWEST_WEIGHT = 0.5
+
+# At most this share of a snapshot's cost is put down to compressing (a snapshot is also
+# paused for, pickled, hashed and written), so that one stored raw can be predicted back.
+_MAX_COMPRESS_SHARE = 0.9
+
 
 def _seconds(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
@@ -93,12 +131,21 @@ class Budget:
         self._forked = (clock(), self._program_kernel())
         self.kernel_rate = 0.0  # the program's own kernel seconds per second, no child living
         self._state_bytes = 0  # the last snapshot's state: what the next one's growth is counted from
+        self._grown = 0  # of the last snapshot's new bytes, those the state grew by
         self.gap = 0.0  # seconds after a budgeted snapshot before the next one fits (--at's; the timer's is its interval)
+        self.compress = True  # whether the next budgeted snapshot compresses its new chunks
+        self.uncompressed_because: str | None = None  # why not, when not
+        self._compress_share = 0.0  # compression's share of a snapshot's cost, when last measured
+        self.covered_s: float | None = None  # the time since the snapshot before the last forked or copied one
+        self._last_new: tuple[float, int] | None = None  # the last snapshot's covered_s and bytes rewritten
+        self.rewrites_at_rate = False  # whether the bytes rewritten grow with the interval (measured)
+        self._writing_per_s: float | None = None  # what writing them costs the program a second (smoothed)
 
     def forking(self) -> None:
         """Just before a fork: how busy the program was since the last one."""
         now, cpu = self._clock(), self._program_cpu()
         wall = now - self._last[0]
+        self.covered_s = wall
         if wall > 0:
             used = (cpu - self._last[1]) / (wall * self.cores)
             self.busy_share = min(1.0, max(1.0 / self.cores, used))
@@ -129,23 +176,82 @@ class Budget:
         ``new_bytes`` and held ``state_bytes``: all of it, less the share of writing what
         the state grew by since the last snapshot (bytes written once, not again)."""
         grown = min(new_bytes, max(0, state_bytes - self._state_bytes))
-        self._state_bytes = state_bytes
+        self._state_bytes, self._grown = state_bytes, grown
         if grown <= 0:
             return cost_s
         # The cost spread over the bytes: a new one weighs WRITE_VS_HASH unchanged ones.
         weight = WRITE_VS_HASH * grown / (WRITE_VS_HASH * new_bytes + max(0, state_bytes - new_bytes))
         return cost_s * max(0.0, 1.0 - weight)
 
-    def after(self, cost_s: float, new_bytes: int, state_bytes: int) -> tuple[float | None, str | None]:
+    def after(self, cost_s: float, new_bytes: int, state_bytes: int,
+              compress_s: float = 0.0) -> tuple[float | None, str | None]:
         """The interval after a timer snapshot (None: no budget), and why, when it is
-        stretched past --every."""
-        recurring = self.recurring_cost(cost_s, new_bytes, state_bytes)
+        stretched past --every. ``compress_s``: the part of ``cost_s`` that compressing its
+        new chunks took (as charged); it decides whether the next one compresses."""
+        recurring = self._weigh_compression(cost_s, self.recurring_cost(cost_s, new_bytes, state_bytes), compress_s)
         self.gap = recurring * 100.0 / self.overhead if self.overhead > 0 else 0.0
+        writing_s, per_s = self._rewriting(recurring, new_bytes, state_bytes)
+        if per_s > 0 and self.overhead > 0 and per_s * 100 <= _REWRITES_ON_TOP * self.overhead:
+            own = recurring - writing_s
+            interval = self.interval(own)
+            if interval is None or interval <= self.every * (1 + _TOLD_ABOVE):
+                return interval, None
+            return interval, (f"a snapshot costs the program about {_seconds(own)} besides writing what it "
+                              f"rewrote (about {per_s * 100:.1f}% of its time at any interval), and --overhead "
+                              f"{self.overhead:g}% allows one every {interval:.1f} s")
         interval = self.interval(recurring)
         if interval is None or interval <= self.every * (1 + _TOLD_ABOVE):
             return interval, None
         return interval, (f"a snapshot costs the program about {_seconds(recurring)}, and --overhead "
                           f"{self.overhead:g}% allows one every {interval:.1f} s")
+
+    def _rewriting(self, recurring: float, new_bytes: int, state_bytes: int) -> tuple[float, float]:
+        """What writing the bytes the program rewrote since the snapshot before cost this
+        one, and what that costs the program per second (smoothed: one snapshot's cost moves
+        by 2x here), where they come at a rate (``rewrites_at_rate``, measured here); zeros
+        where they do not, or it is not known (inline snapshots: no interval is measured)."""
+        covered, self.covered_s = self.covered_s, None
+        rewritten = new_bytes - self._grown  # what the state grew by is written once, not at a rate
+        if not covered or covered <= 0 or rewritten <= 0:
+            return 0.0, 0.0
+        last, self._last_new = self._last_new, (covered, rewritten)
+        if last is not None and max(covered, last[0]) >= _APART * min(covered, last[0]):
+            growth = math.log(rewritten / last[1]) / math.log(covered / last[0])
+            self.rewrites_at_rate = growth >= _AT_A_RATE
+        unchanged = max(0, state_bytes - new_bytes)
+        writing = recurring * WRITE_VS_HASH * rewritten / (WRITE_VS_HASH * rewritten + unchanged)
+        per_s = writing / covered
+        self._writing_per_s = per_s if self._writing_per_s is None else (
+            _NEWEST_WEIGHT * per_s + (1 - _NEWEST_WEIGHT) * self._writing_per_s)
+        if not self.rewrites_at_rate:
+            return 0.0, 0.0
+        return writing, self._writing_per_s
+
+    def _fits(self, cost_s: float) -> bool:
+        """Whether a snapshot of this cost keeps within the budget at --every."""
+        return cost_s * 100.0 / self.overhead <= self.every * (1 + _TOLD_ABOVE)
+
+    def _weigh_compression(self, cost_s: float, recurring: float, compress_s: float) -> float:
+        """Whether the next budgeted snapshot compresses its new chunks (``compress``), and
+        what it will cost then, from the last one's cost (``recurring``: as predicted)."""
+        if self.every <= 0 or self.overhead <= 0:
+            return recurring
+        if self.compress:
+            share = min(_MAX_COMPRESS_SHARE, compress_s / cost_s) if cost_s > 0 else 0.0
+            if share <= 0 or self._fits(recurring):
+                return recurring
+            self._compress_share = share
+            self.compress = False
+            self.uncompressed_because = (
+                f"compressing took about {_seconds(recurring * share)} of a {_seconds(recurring)} snapshot, "
+                f"and --overhead {self.overhead:g}% allows {_seconds(self.every * self.overhead / 100)} "
+                f"every {self.every:g} s")
+            return recurring * (1 - share)
+        with_compression = recurring / (1 - self._compress_share)
+        if self._fits(with_compression):
+            self.compress, self.uncompressed_because = True, None
+            return with_compression
+        return recurring
 
     def interval(self, cost_s: float) -> float | None:
         """The interval that keeps a snapshot of this cost within the budget (never below

@@ -16,8 +16,11 @@ So each way is measured, and the cheaper one is taken, with the cost the budget 
 - The first snapshot of a run forks: it writes the bulk of the state, which a copy would
   hold twice and pause the program for. So does the second, which measures what a fork
   costs once that bulk is written.
-- Then a copy is tried, unless the last snapshot wrote more than ``COPY_AT_MOST`` new bytes
-  (a long pause, much memory).
+- Then a copy is tried, unless the next snapshot is expected to write more than
+  ``COPY_AT_MOST`` new bytes (a long pause, much memory): the last one's, at the rate they
+  came since the one before it, over the interval now in force (the budget may have
+  stretched it tenfold: a 1 GB program whose later snapshot wrote 55 MB in 1.5 s wrote 309
+  MB in the 12 s after, and its copy paused it for 0.9 s).
 - From then on, the cheaper way of the last of each, but never a copy that paused longer
   than ``MAX_PAUSE_S``; the other way is tried again after ``RETRY_EVERY`` snapshots, for a
   program's costs change as it goes (a training loop, then an evaluation).
@@ -29,6 +32,8 @@ So each way is measured, and the cheaper one is taken, with the cost the budget 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 FORK, COPY = "fork", "thread"
@@ -48,15 +53,20 @@ class _Measured:
 class AutoMode:
     """Chooses fork or copy for each budgeted snapshot of one run (fork being possible)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._last: dict[str, _Measured] = {}
         self._taken = 0  # budgeted snapshots measured so far
         self._new_bytes = 0  # what the last one wrote
+        self._asked: list[float] = []  # when the last two were asked for
+        self._covered_s: float | None = None  # the time the last one's new bytes came in
         self.no_copies: str | None = None  # why copies are ruled out for the rest of the run
 
-    def copies_next(self) -> bool:
-        """Whether the next budgeted snapshot is copied rather than forked."""
-        if self.no_copies is not None or self._taken < _FORKS_FIRST or self._new_bytes > COPY_AT_MOST:
+    def copies_next(self, interval: float) -> bool:
+        """Whether the next budgeted snapshot is copied rather than forked; ``interval``:
+        the timer's, now in force."""
+        self._asked = [*self._asked[-1:], self._clock()]
+        if self.no_copies is not None or self._taken < _FORKS_FIRST or self.expected_bytes(interval) > COPY_AT_MOST:
             return False
         copied, forked = self._last.get(COPY), self._last.get(FORK)
         if copied is None or forked is None:
@@ -67,11 +77,18 @@ class AutoMode:
             return not copy_wins
         return copy_wins
 
+    def expected_bytes(self, interval: float) -> float:
+        """What the next snapshot will write, ``interval`` seconds after the last one."""
+        if not self._covered_s:
+            return self._new_bytes
+        return self._new_bytes * max(1.0, interval / self._covered_s)
+
     def measured(self, mode: str, cost_s: float, pause_s: float, new_bytes: int) -> None:
         """A budgeted snapshot written the ``mode`` way cost the program ``cost_s`` (as
         charged), of which ``pause_s`` standing still, and wrote ``new_bytes``."""
         self._taken += 1
         self._new_bytes = new_bytes
+        self._covered_s = self._asked[1] - self._asked[0] if len(self._asked) == 2 else None
         if mode in (FORK, COPY):
             self._last[mode] = _Measured(cost_s, pause_s, self._taken)
 
