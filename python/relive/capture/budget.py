@@ -37,9 +37,8 @@ state is rewritten between two snapshots. Stretching the interval for them would
 and save nothing. So how the bytes rewritten grow with the interval is measured (two
 snapshots whose intervals differ by half or more), and where they grow with it, the
 interval keeps only the snapshots' own cost within --overhead; writing them comes on top,
-up to
-``_REWRITES_ON_TOP`` times --overhead (beyond that the interval stretches as before, which
-the whole state's size bounds).
+up to ``_REWRITES_ON_TOP`` times --overhead (beyond that the interval stretches as before,
+which the whole state's size bounds).
 
 Before the interval, compression gives way. A chunk that compresses is worth storing
 compressed (images, labels, integers held as floats: 2-3x smaller), but zstd runs at 0.3 GB/s
@@ -191,19 +190,14 @@ class Budget:
         recurring = self._weigh_compression(cost_s, self.recurring_cost(cost_s, new_bytes, state_bytes), compress_s)
         self.gap = recurring * 100.0 / self.overhead if self.overhead > 0 else 0.0
         writing_s, per_s = self._rewriting(recurring, new_bytes, state_bytes)
-        if per_s > 0 and self.overhead > 0 and per_s * 100 <= _REWRITES_ON_TOP * self.overhead:
-            own = recurring - writing_s
-            interval = self.interval(own)
-            if interval is None or interval <= self.every * (1 + _TOLD_ABOVE):
-                return interval, None
-            return interval, (f"a snapshot costs the program about {_seconds(own)} besides writing what it "
-                              f"rewrote (about {per_s * 100:.1f}% of its time at any interval), and --overhead "
-                              f"{self.overhead:g}% allows one every {interval:.1f} s")
-        interval = self.interval(recurring)
+        on_top = 0 < per_s * 100 <= _REWRITES_ON_TOP * self.overhead  # the writing: not a reason to stretch
+        own = recurring - writing_s if on_top else recurring
+        interval = self.interval(own)
         if interval is None or interval <= self.every * (1 + _TOLD_ABOVE):
             return interval, None
-        return interval, (f"a snapshot costs the program about {_seconds(recurring)}, and --overhead "
-                          f"{self.overhead:g}% allows one every {interval:.1f} s")
+        besides = f" besides writing what it rewrote (about {per_s * 100:.1f}% of its time at any interval)"
+        return interval, (f"a snapshot costs the program about {_seconds(own)}{besides if on_top else ''}, and "
+                          f"--overhead {self.overhead:g}% allows one every {interval:.1f} s")
 
     def _rewriting(self, recurring: float, new_bytes: int, state_bytes: int) -> tuple[float, float]:
         """What writing the bytes the program rewrote since the snapshot before cost this
