@@ -1,6 +1,6 @@
 """Long runs with the default budget: a 1 GB program under `relive run --every 1`.
 
-    python bench/long_run.py [--gb 1.0] [--steps 100] [--passes 8] [--repeat 1] [--modes fork thread]
+    python bench/long_run.py [--gb 1.0] [--steps 100] [--passes 8] [--repeat 1] [--modes auto fork thread inline]
 
 Issue 15's goal 6: a program holding GB gigabytes of float64 that rewrites a 32 MB block
 per step (PASSES passes of NumPy over the block: 8 take about 0.2 s here, so the program
