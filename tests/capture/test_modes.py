@@ -6,7 +6,6 @@ The choice is tested with given costs here, then on real programs under `relive 
 from __future__ import annotations
 
 import copyreg
-import itertools
 import json
 import pickle
 
@@ -18,24 +17,18 @@ from relive.capture.modes import COPY, COPY_AT_MOST, FORK, MAX_PAUSE_S, RETRY_EV
 from relive.state.pickler import StatePickler, program_hook
 
 
-def _auto() -> AutoMode:
-    """Asked for a snapshot once a second (each ask reads the clock once)."""
-    seconds = itertools.count()
-    return AutoMode(clock=lambda: float(next(seconds)))
-
-
 def _run(auto: AutoMode, costs: dict[str, tuple[float, float]], n: int, new_bytes: int = 1000) -> list[str]:
-    """The ways ``n`` snapshots are taken, each costing as ``costs`` says: (cost, pause)."""
+    """The ways ``n`` snapshots are taken, a second apart, each costing as ``costs`` says: (cost, pause)."""
     taken = []
     for _ in range(n):
         mode = COPY if auto.copies_next(1.0) else FORK
         taken.append(mode)
-        auto.measured(mode, *costs[mode], new_bytes)
+        auto.measured(mode, *costs[mode], new_bytes, covered_s=1.0)
     return taken
 
 
 def test_the_first_two_fork_then_a_copy_is_tried_and_kept_while_cheaper():
-    taken = _run(_auto(), {FORK: (0.30, 0.02), COPY: (0.07, 0.03)}, 25)
+    taken = _run(AutoMode(), {FORK: (0.30, 0.02), COPY: (0.07, 0.03)}, 25)
     assert taken[:3] == [FORK, FORK, COPY]
     # The fork is measured again after each RETRY_EVERY copies.
     forks = [i for i, mode in enumerate(taken) if mode == FORK]
@@ -43,18 +36,18 @@ def test_the_first_two_fork_then_a_copy_is_tried_and_kept_while_cheaper():
 
 
 def test_forking_is_kept_where_it_is_cheaper_and_the_copy_retried_now_and_then():
-    taken = _run(_auto(), {FORK: (0.05, 0.02), COPY: (0.07, 0.03)}, 25)
+    taken = _run(AutoMode(), {FORK: (0.05, 0.02), COPY: (0.07, 0.03)}, 25)
     copies = [i for i, mode in enumerate(taken) if mode == COPY]
     assert copies == [2, 3 + RETRY_EVERY, 4 + 2 * RETRY_EVERY]
 
 
 def test_a_copy_that_paused_too_long_is_not_taken_again_whatever_it_saved():
-    taken = _run(_auto(), {FORK: (0.50, 0.02), COPY: (0.12, MAX_PAUSE_S * 1.5)}, 12)
+    taken = _run(AutoMode(), {FORK: (0.50, 0.02), COPY: (0.12, MAX_PAUSE_S * 1.5)}, 12)
     assert taken == [FORK, FORK, COPY] + [FORK] * (RETRY_EVERY - 1) and len(taken) == 12
 
 
 def test_no_copy_after_a_snapshot_that_wrote_much_nor_once_ruled_out():
-    auto = _auto()
+    auto = AutoMode()
     _run(auto, {FORK: (0.3, 0.02), COPY: (0.07, 0.03)}, 2, new_bytes=COPY_AT_MOST + 1)
     assert not auto.copies_next(1.0)  # its copy would hold all that, and pause the program for it
     auto.measured(FORK, 0.3, 0.02, 1000)
@@ -66,19 +59,17 @@ def test_no_copy_after_a_snapshot_that_wrote_much_nor_once_ruled_out():
 def test_what_the_next_snapshot_writes_is_expected_at_the_rate_of_the_last_over_the_interval_now():
     # Seen on a 1 GB program at --every 1: a later snapshot wrote 55 MB in 1.5 s, the budget
     # then stretched the interval to 12 s, and the copy taken after it held 309 MB (0.9 s pause).
-    now = [0.0]
-    auto = AutoMode(clock=lambda: now[0])
-    for step, new_bytes in enumerate([900 << 20, 55 << 20]):
-        now[0] = 1.5 * step
+    auto = AutoMode()
+    for new_bytes in [900 << 20, 55 << 20]:
         assert not auto.copies_next(1.0)  # the first two always fork
-        auto.measured(FORK, 0.3, 0.02, new_bytes)
-    now[0] = 3.0
+        auto.measured(FORK, 0.3, 0.02, new_bytes, covered_s=1.5)
     assert auto.expected_bytes(1.5) == 55 << 20
     assert auto.expected_bytes(12.0) == 8 * (55 << 20)
     assert not auto.copies_next(12.0)
-    auto.measured(FORK, 0.3, 0.02, 55 << 20)  # 55 MB in 1.5 s again: now at an interval of 1.5 s
-    now[0] = 4.5
+    auto.measured(FORK, 0.3, 0.02, 55 << 20, covered_s=1.5)  # 55 MB in 1.5 s again: now at an interval of 1.5 s
     assert auto.copies_next(1.5)
+    auto.measured(COPY, 0.1, 0.02, 55 << 20)  # no interval known (not measured): the bytes as they were
+    assert auto.expected_bytes(12.0) == 55 << 20
 
 
 class Plain:

@@ -135,7 +135,7 @@ class Budget:
         self.compress = True  # whether the next budgeted snapshot compresses its new chunks
         self.uncompressed_because: str | None = None  # why not, when not
         self._compress_share = 0.0  # compression's share of a snapshot's cost, when last measured
-        self.covered_s: float | None = None  # the time since the snapshot before the last forked or copied one
+        self.covered_s: float | None = None  # the seconds since the budgeted snapshot before the one being written (forking)
         self._last_new: tuple[float, int] | None = None  # the last snapshot's covered_s and bytes rewritten
         self.rewrites_at_rate = False  # whether the bytes rewritten grow with the interval (measured)
         self._writing_per_s: float | None = None  # what writing them costs the program a second (smoothed)

@@ -32,8 +32,6 @@ So each way is measured, and the cheaper one is taken, with the cost the budget 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 FORK, COPY = "fork", "thread"
@@ -53,19 +51,16 @@ class _Measured:
 class AutoMode:
     """Chooses fork or copy for each budgeted snapshot of one run (fork being possible)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
+    def __init__(self) -> None:
         self._last: dict[str, _Measured] = {}
         self._taken = 0  # budgeted snapshots measured so far
         self._new_bytes = 0  # what the last one wrote
-        self._asked: list[float] = []  # when the last two were asked for
         self._covered_s: float | None = None  # the time the last one's new bytes came in
         self.no_copies: str | None = None  # why copies are ruled out for the rest of the run
 
     def copies_next(self, interval: float) -> bool:
         """Whether the next budgeted snapshot is copied rather than forked; ``interval``:
         the timer's, now in force."""
-        self._asked = [*self._asked[-1:], self._clock()]
         if self.no_copies is not None or self._taken < _FORKS_FIRST or self.expected_bytes(interval) > COPY_AT_MOST:
             return False
         copied, forked = self._last.get(COPY), self._last.get(FORK)
@@ -83,12 +78,13 @@ class AutoMode:
             return self._new_bytes
         return self._new_bytes * max(1.0, interval / self._covered_s)
 
-    def measured(self, mode: str, cost_s: float, pause_s: float, new_bytes: int) -> None:
+    def measured(self, mode: str, cost_s: float, pause_s: float, new_bytes: int,
+                 covered_s: float | None = None) -> None:
         """A budgeted snapshot written the ``mode`` way cost the program ``cost_s`` (as
-        charged), of which ``pause_s`` standing still, and wrote ``new_bytes``."""
+        charged), of which ``pause_s`` standing still, and wrote ``new_bytes``, which came in
+        the ``covered_s`` seconds since the one before it (``Budget.covered_s``)."""
         self._taken += 1
-        self._new_bytes = new_bytes
-        self._covered_s = self._asked[1] - self._asked[0] if len(self._asked) == 2 else None
+        self._new_bytes, self._covered_s = new_bytes, covered_s
         if mode in (FORK, COPY):
             self._last[mode] = _Measured(cost_s, pause_s, self._taken)
 

@@ -414,8 +414,10 @@ class Writer:
                 return
             charged = self._budget.forked_cost(outcome.get("pause_s", 0.0), outcome.get("cpu_s", 0.0), copies_s)
             compress_s = self._budget.forked_cost(0.0, outcome.get("compress_s", 0.0))
+            covered_s = self._budget.covered_s  # the budget takes it in: read first
             self._spent(charged, outcome["new_bytes"], outcome["state_bytes"], compress_s)
-            self._auto.measured(self._child_mode, charged, outcome.get("pause_s", 0.0), outcome["new_bytes"])
+            self._auto.measured(self._child_mode, charged, outcome.get("pause_s", 0.0), outcome["new_bytes"],
+                                covered_s)
             # Known only now, in the program's process: the next manifest carries it.
             self._parent_cost = {"copies_s": round(copies_s, 6), "charged_s": round(charged, 6),
                                  "interval_s": round(self._clock.interval, 3)}
