@@ -264,6 +264,8 @@ def test_compression_that_is_not_the_cost_or_no_budget_keeps_compressing():
     b = budget(Clocks(), cores=1, every=1.0)
     b.after(0.5, 1, 1, compress_s=0.0)  # incompressible state: stretched, nothing to give up
     assert b.compress
+    b.after(0.022, 1, 1, compress_s=0.0004)  # examples/train.py: zstd's samples only, 2% of it
+    assert b.compress
     b.after(0.05, 1, 1, compress_s=0.01)  # 10 ms of it compressing: given up, though 40 ms still stretches
     assert not b.compress
     unlimited = budget(Clocks(), cores=1, every=1.0, overhead=0)

@@ -44,8 +44,8 @@ Before the interval, compression gives way. A chunk that compresses is worth sto
 compressed (images, labels, integers held as floats: 2-3x smaller), but zstd runs at 0.3 GB/s
 a core here, several times the hashing and writing of the same bytes: a program that rewrites
 such data faster than the budget can compress it would get fewer snapshots for a smaller
-store. So when the next snapshot would not fit at --every, the ones after it store their new
-chunks raw (the store's own time compressing is measured: ``compress_cpu_seconds``), and
+store. So when the next snapshot would not fit at --every, and compressing was a tenth or more
+of its cost, the ones after it store their new chunks raw (the store's own time compressing is measured: ``compress_cpu_seconds``), and
 compress again once a snapshot, with its compression added back, would fit. Snapshots the
 budget does not pace (exit, signals, checkpoints) always compress. Where no budget is set
 (--overhead 0), neither gives way.
@@ -101,6 +101,9 @@ _APART = 1.5
 # What writing them costs a second: the newest measure's weight against those before.
 _NEWEST_WEIGHT = 0.5
 
+# Compressing gives way only where it is at least this share of a snapshot's cost: the zstd
+# samples of incompressible chunks (a few ms) are no reason to store compressible ones raw.
+_MIN_COMPRESS_SHARE = 0.1
 # At most this share of a snapshot's cost is put down to compressing (a snapshot is also
 # paused for, pickled, hashed and written), so that one stored raw can be predicted back.
 _MAX_COMPRESS_SHARE = 0.9
@@ -232,7 +235,7 @@ class Budget:
             return recurring
         if self.compress:
             share = min(_MAX_COMPRESS_SHARE, compress_s / cost_s) if cost_s > 0 else 0.0
-            if share <= 0 or self._fits(recurring):
+            if share < _MIN_COMPRESS_SHARE or self._fits(recurring):
                 return recurring
             self._compress_share = share
             self.compress = False
