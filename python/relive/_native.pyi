@@ -131,10 +131,13 @@ class Store:
         """The lengths of a stored record's buffers."""
     def record_buffer(self, id: str, index: int) -> Buffer:
         """One buffer of a stored record, read and checked."""
-    def stage_record(self, payload: _BufferLike, buffers: Sequence[_BufferLike]) -> StagedRecord:
-        """Copies the payload and the chunks not stored yet, for ``put_staged`` (--mode thread)."""
+    def stage_record(self, payload: _BufferLike, buffers: Sequence[_BufferLike],
+                     at_most: int | None = None) -> StagedRecord | None:
+        """Copies the payload and the chunks not stored yet, for ``put_staged`` (--mode thread);
+        None, with nothing copied, where that would copy more than ``at_most`` bytes."""
     def stage_record_from(self, payload: _BufferLike,
-                          buffers: Sequence[_BufferLike | tuple[str, int]]) -> StagedRecord:
+                          buffers: Sequence[_BufferLike | tuple[str, int]],
+                          at_most: int | None = None) -> StagedRecord | None:
         """``stage_record`` where a buffer may be ``(record_id, index)``: referred to, not copied."""
     def put_staged(self, staged: StagedRecord) -> tuple[str, int, int]:
         """Writes a staged record without the GIL: ``(id, new_bytes, raw_bytes)``, as put_record."""

@@ -6,6 +6,7 @@ The choice is tested with given costs here, then on real programs under `relive 
 from __future__ import annotations
 
 import copyreg
+import hashlib
 import json
 import pickle
 
@@ -17,38 +18,41 @@ from relive.capture.modes import COPY, COPY_AT_MOST, FORK, MAX_PAUSE_S, RETRY_EV
 from relive.state.pickler import StatePickler, program_hook
 
 
-def _run(auto: AutoMode, costs: dict[str, tuple[float, float]], n: int, new_bytes: int = 1000) -> list[str]:
-    """The ways ``n`` snapshots are taken, a second apart, each costing as ``costs`` says: (cost, pause)."""
+def _run(auto: AutoMode, costs: dict[str, tuple[float, float]], n: int, rewritten: int = 1000) -> list[str]:
+    """The ways ``n`` snapshots are taken, a second apart, each costing as ``costs`` says:
+    (cost, pause); the first, which writes the bulk of the state, ten times a fork."""
     taken = []
-    for _ in range(n):
+    for i in range(n):
         mode = COPY if auto.copies_next(1.0) else FORK
         taken.append(mode)
-        auto.measured(mode, *costs[mode], new_bytes, covered_s=1.0)
+        cost, pause = costs[mode]
+        auto.measured(mode, cost * (10 if i == 0 else 1), pause, 0 if i == 0 else rewritten, covered_s=1.0)
     return taken
 
 
-def test_the_first_two_fork_then_a_copy_is_tried_and_kept_while_cheaper():
+def test_the_first_forks_then_a_copy_and_a_fork_are_tried_and_the_copy_kept_while_cheaper():
     taken = _run(AutoMode(), {FORK: (0.30, 0.02), COPY: (0.07, 0.03)}, 25)
-    assert taken[:3] == [FORK, FORK, COPY]
+    assert taken[:4] == [FORK, COPY, FORK, COPY]
     # The fork is measured again after each RETRY_EVERY copies.
     forks = [i for i, mode in enumerate(taken) if mode == FORK]
-    assert forks == [0, 1, 2 + RETRY_EVERY, 3 + 2 * RETRY_EVERY]
+    assert forks == [0, 2, 3 + RETRY_EVERY, 4 + 2 * RETRY_EVERY]
 
 
 def test_forking_is_kept_where_it_is_cheaper_and_the_copy_retried_now_and_then():
+    # The first snapshot's cost (the bulk written, forked) is not what a fork costs.
     taken = _run(AutoMode(), {FORK: (0.05, 0.02), COPY: (0.07, 0.03)}, 25)
     copies = [i for i, mode in enumerate(taken) if mode == COPY]
-    assert copies == [2, 3 + RETRY_EVERY, 4 + 2 * RETRY_EVERY]
+    assert copies == [1, 2 + RETRY_EVERY, 3 + 2 * RETRY_EVERY]
 
 
 def test_a_copy_that_paused_too_long_is_not_taken_again_whatever_it_saved():
     taken = _run(AutoMode(), {FORK: (0.50, 0.02), COPY: (0.12, MAX_PAUSE_S * 1.5)}, 12)
-    assert taken == [FORK, FORK, COPY] + [FORK] * (RETRY_EVERY - 1) and len(taken) == 12
+    assert taken == [FORK, COPY] + [FORK] * RETRY_EVERY and len(taken) == 12
 
 
 def test_no_copy_after_a_snapshot_that_wrote_much_nor_once_ruled_out():
     auto = AutoMode()
-    _run(auto, {FORK: (0.3, 0.02), COPY: (0.07, 0.03)}, 2, new_bytes=COPY_AT_MOST + 1)
+    _run(auto, {FORK: (0.3, 0.02), COPY: (0.07, 0.03)}, 2, rewritten=COPY_AT_MOST + 1)
     assert not auto.copies_next(1.0)  # its copy would hold all that, and pause the program for it
     auto.measured(FORK, 0.3, 0.02, 1000)
     assert auto.copies_next(1.0)
@@ -56,13 +60,21 @@ def test_no_copy_after_a_snapshot_that_wrote_much_nor_once_ruled_out():
     assert not auto.copies_next(1.0)
 
 
+def test_a_copy_that_gave_up_is_not_tried_again_until_retried():
+    auto = AutoMode()
+    _run(auto, {FORK: (0.3, 0.02), COPY: (0.07, 0.03)}, 4)  # fork, copy, fork, copy
+    assert auto.copies_next(1.0)
+    auto.gave_up(0.09)  # it found more than COPY_AT_MOST to copy: this one forks, and RETRY_EVERY after it
+    taken = _run(auto, {FORK: (0.3, 0.02), COPY: (0.07, 0.03)}, RETRY_EVERY + 2)
+    assert taken == [FORK] * (RETRY_EVERY + 1) + [COPY]
+
+
 def test_what_the_next_snapshot_writes_is_expected_at_the_rate_of_the_last_over_the_interval_now():
     # Seen on a 1 GB program at --every 1: a later snapshot wrote 55 MB in 1.5 s, the budget
     # then stretched the interval to 12 s, and the copy taken after it held 309 MB (0.9 s pause).
     auto = AutoMode()
-    for new_bytes in [900 << 20, 55 << 20]:
-        assert not auto.copies_next(1.0)  # the first two always fork
-        auto.measured(FORK, 0.3, 0.02, new_bytes, covered_s=1.5)
+    for rewritten in [0, 900 << 20, 55 << 20]:
+        auto.measured(FORK, 0.3, 0.02, rewritten, covered_s=1.5)
     assert auto.expected_bytes(1.5) == 55 << 20
     assert auto.expected_bytes(12.0) == 8 * (55 << 20)
     assert not auto.copies_next(12.0)
@@ -150,12 +162,12 @@ def _modes(work: Workdir) -> list[str]:
     return [s["mode"] for s in work.log() if s["trigger"] == "timer"]
 
 
-def test_auto_copies_a_small_state_after_two_forks(work: Workdir) -> None:
+def test_auto_copies_a_small_state_after_the_first_fork(work: Workdir) -> None:
     work.write("prog.py", SMALL_STATE)
     proc = work.relive("run", "--every", "0.1", "--overhead", "0", "prog.py", check=True)
     assert proc.stdout == "steps True\n" and proc.stderr == ""
     modes = _modes(work)
-    assert modes[:3] == [FORK, FORK, COPY] and modes.count(COPY) >= 3, modes
+    assert modes[:3] == [FORK, COPY, FORK] and modes.count(COPY) >= 3, modes
     for entry in work.log():
         if entry["mode"] == COPY:
             snap = relive.load(entry["id"], store=str(work.store))
@@ -192,3 +204,32 @@ def test_log_json_says_how_each_snapshot_was_written(work: Workdir) -> None:
     assert copied and all(row["cpu_s"] is not None and row["pause_s"] < row["write_s"] for row in copied)
     after_copies = [row for before, row in zip(rows, rows[1:]) if before["mode"] == COPY]
     assert after_copies and all(row["parent_cost"]["copies_s"] == 0 for row in after_copies)  # no fork: no page copies
+
+
+# The state grows by more than a copy may copy once copies are being taken.
+GROWS = """
+import hashlib, os, time
+data = [list(range(100)) for _ in range(100)]
+big = None
+start = time.time()
+while time.time() - start < 3:
+    if big is None and time.time() - start > 1.2:
+        big = os.urandom(%d)
+    data[0][0] += 1
+    time.sleep(0.01)
+print("big", hashlib.sha256(big).hexdigest())
+""" % (COPY_AT_MOST + (32 << 20))
+
+
+def test_a_copy_that_would_copy_too_much_forks_instead(work: Workdir) -> None:
+    work.write("prog.py", GROWS)
+    proc = work.relive("run", "--every", "0.1", "--overhead", "0", "prog.py", check=True)
+    assert proc.stdout.startswith("big ") and proc.stderr == ""
+    timers = [s for s in work.log() if s["trigger"] == "timer"]
+    holding = [i for i, s in enumerate(timers) if s["state_bytes"] > COPY_AT_MOST]
+    assert holding, [s["state_bytes"] for s in timers]
+    modes = [s["mode"] for s in timers]
+    assert COPY in modes[:holding[0]] and modes[holding[0]] == FORK, modes  # the copy gave up
+    assert [s["seq"] for s in work.log()] == list(range(1, len(work.log()) + 1))  # and left no gap
+    loaded = relive.load(timers[holding[0]]["id"], store=str(work.store))
+    assert proc.stdout == f"big {hashlib.sha256(loaded['big']).hexdigest()}\n"

@@ -170,29 +170,37 @@ impl PyStore {
     /// the payload and the chunks of `buffers` the store does not hold yet; chunks it holds are
     /// kept by id. Same arguments as `put_record`. The GIL stays held, as in `put_record`, so
     /// the buffers stand still while they are read; once this returns, the program may change
-    /// them.
+    /// them. None, with nothing copied, where that would copy more than `at_most` bytes.
+    #[pyo3(signature = (payload, buffers, at_most=None))]
     fn stage_record(
         &self,
         payload: &Bound<'_, PyAny>,
         buffers: Vec<Bound<'_, PyAny>>,
-    ) -> PyResult<StagedRecord> {
+        at_most: Option<u64>,
+    ) -> PyResult<Option<StagedRecord>> {
         let staged = with_record_bytes(payload, &buffers, |payload, buffers| {
-            self.inner.stage(payload, buffers)
+            let sources: Vec<BufferSource<'_>> =
+                buffers.iter().map(|b| BufferSource::Bytes(b)).collect();
+            self.inner
+                .stage_within(payload, &sources, at_most.unwrap_or(u64::MAX))
         })?;
-        Ok(StagedRecord::holding(staged))
+        Ok(staged.map(StagedRecord::holding))
     }
 
     /// `stage_record` where an item of `buffers` may be `(record_id, index)`, as in
     /// `put_record_from`: that stored buffer is referred to by its chunks, not copied.
+    #[pyo3(signature = (payload, buffers, at_most=None))]
     fn stage_record_from(
         &self,
         payload: &Bound<'_, PyAny>,
         buffers: Vec<Bound<'_, PyAny>>,
-    ) -> PyResult<StagedRecord> {
+        at_most: Option<u64>,
+    ) -> PyResult<Option<StagedRecord>> {
         let staged = self.with_sources(payload, &buffers, |payload, sources| {
-            self.inner.stage_from(payload, sources)
+            self.inner
+                .stage_within(payload, sources, at_most.unwrap_or(u64::MAX))
         })?;
-        Ok(StagedRecord::holding(staged))
+        Ok(staged.map(StagedRecord::holding))
     }
 
     /// Writes a record `stage_record` copied, without the GIL: `(id, new_bytes, raw_bytes)`,

@@ -112,6 +112,20 @@ impl Store {
     /// last record, `BufferSource::Stored`): those are kept by their chunk ids, as
     /// [`Store::put_record_from`] keeps them, neither fingerprinted nor copied.
     pub fn stage_from(&self, payload: &[u8], buffers: &[BufferSource<'_>]) -> Staged {
+        self.stage_within(payload, buffers, u64::MAX)
+            .expect("no copy is larger than u64::MAX bytes")
+    }
+
+    /// [`Store::stage_from`], unless the record would copy more than `at_most` bytes (its
+    /// payload and the chunks the store does not hold): then None, found by the fingerprint
+    /// pass before anything is copied. Where a copy would pause the program longer than a
+    /// fork, the caller forks instead (`--mode auto`).
+    pub fn stage_within(
+        &self,
+        payload: &[u8],
+        buffers: &[BufferSource<'_>],
+        at_most: u64,
+    ) -> Option<Staged> {
         let pieces: Vec<&[u8]> = buffers
             .iter()
             .filter_map(|b| match b {
@@ -148,6 +162,9 @@ impl Store {
                 }
             }
         }
+        if (payload.len() + at) as u64 > at_most {
+            return None;
+        }
         let mut copies = Copies::new(at);
         // Each copied chunk's place in `copies`, split off in order, paired with its source.
         let mut rest = copies.bytes_mut();
@@ -165,7 +182,7 @@ impl Store {
             |_, (place, piece)| place.copy_from_slice(piece),
         );
         drop(work);
-        Staged {
+        Some(Staged {
             payload: payload.to_vec(),
             lens: buffers
                 .iter()
@@ -177,7 +194,7 @@ impl Store {
             chunks,
             copies,
             fingerprints,
-        }
+        })
     }
 
     /// A remote store keeps no fingerprint cache (see `chunk_ids`): the chunks it holds are
@@ -312,6 +329,25 @@ mod tests {
         let record = s.get_record(&put.id).unwrap();
         s.read_buffer_into(&record.buffers[0], &mut out).unwrap();
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_record_that_would_copy_more_than_asked_is_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let mut buffer = data(8 * 1024, 5);
+        s.put_record(b"p", &[&buffer]).unwrap();
+        s.flush().unwrap();
+        buffer[1024] ^= 0xff; // one chunk changes: 1 + 1024 bytes to copy
+        let sources = [BufferSource::Bytes(&buffer)];
+        assert!(s.stage_within(b"p", &sources, 1024).is_none());
+        let staged = s.stage_within(b"p", &sources, 1025).unwrap();
+        assert_eq!(staged.copied_bytes(), 1025);
+        // A new buffer is found new by its fingerprints, before any of it is copied.
+        let new = data(64 * 1024, 6);
+        assert!(s
+            .stage_within(b"q", &[BufferSource::Bytes(&new)], 32 * 1024)
+            .is_none());
     }
 
     #[test]

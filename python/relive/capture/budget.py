@@ -133,7 +133,7 @@ class Budget:
         self._forked = (clock(), self._program_kernel())
         self.kernel_rate = 0.0  # the program's own kernel seconds per second, no child living
         self._state_bytes = 0  # the last snapshot's state: what the next one's growth is counted from
-        self._grown = 0  # of the last snapshot's new bytes, those the state grew by
+        self.grown = 0  # of the last snapshot's new bytes, those the state grew by (the rest it rewrote)
         self.gap = 0.0  # seconds after a budgeted snapshot before the next one fits (--at's; the timer's is its interval)
         self.compress = True  # whether the next budgeted snapshot compresses its new chunks
         self.uncompressed_because: str | None = None  # why not, when not
@@ -178,7 +178,7 @@ class Budget:
         ``new_bytes`` and held ``state_bytes``: all of it, less the share of writing what
         the state grew by since the last snapshot (bytes written once, not again)."""
         grown = min(new_bytes, max(0, state_bytes - self._state_bytes))
-        self._state_bytes, self._grown = state_bytes, grown
+        self._state_bytes, self.grown = state_bytes, grown
         if grown <= 0:
             return cost_s
         # The cost spread over the bytes: a new one weighs WRITE_VS_HASH unchanged ones.
@@ -208,7 +208,7 @@ class Budget:
         by 2x here), where they come at a rate (``rewrites_at_rate``, measured here); zeros
         where they do not, or it is not known (inline snapshots: no interval is measured)."""
         covered, self.covered_s = self.covered_s, None
-        rewritten = new_bytes - self._grown  # what the state grew by is written once, not at a rate
+        rewritten = new_bytes - self.grown  # what the state grew by is written once, not at a rate
         if not covered or covered <= 0 or rewritten <= 0:
             return 0.0, 0.0
         last, self._last_new = self._last_new, (covered, rewritten)

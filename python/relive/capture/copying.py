@@ -17,6 +17,12 @@ What the copies hold is what the program held at the pause: the program may chan
 its objects at once. Their memory is bounded by ``--max-memory`` (by default, half the
 memory available when the snapshot starts): a record whose copy could pass it is written
 during the pause instead, as an inline snapshot would write it.
+
+Where a fork could write the snapshot instead (``--mode auto`` chose the copy), a copy that
+would pass ``at_most`` bytes gives up (``TooMuchToCopy``) before copying more: the program
+paused for the pickling and the fingerprints so far, and is forked. A copy's pause grows
+with its bytes, a fork's does not, and what the next snapshot will copy is only a guess
+(the state may have grown by gigabytes since the last).
 """
 
 from __future__ import annotations
@@ -55,19 +61,29 @@ def copies_limit(max_memory: int | None) -> int | None:
     return None if available is None else int(available * _AVAILABLE_SHARE)
 
 
+class TooMuchToCopy(BaseException):
+    """A snapshot being copied would copy more than it may: raised before the record that
+    would pass the limit is copied. A BaseException, so that the record writer's ``except
+    Exception`` (which skips an unpicklable variable) lets it through to the capture."""
+
+
 class Staging:
     """The store a snapshot's records are put into during the pause: each is copied
     (staged) under a stand-in id, and written by ``write`` later, on relive's thread. A
     record whose copy could pass ``limit`` is written at once instead, while the program
     still waits: the pause grows, the memory does not.
 
+    With ``at_most``, a copy that would pass it (or ``limit``) raises ``TooMuchToCopy``
+    instead: a fork writes that snapshot.
+
     ``put_record`` and ``put_record_from`` are ``RecordStore``'s; records being staged are
     not read back, but the store's own are (a large dict's last record, ``dict_entries``),
     and what must know a staged record's real id asks for it (``when_written``)."""
 
-    def __init__(self, store: Any, limit: int | None = None) -> None:
+    def __init__(self, store: Any, limit: int | None = None, at_most: int | None = None) -> None:
         self._store = store
         self._limit = limit
+        self._at_most = at_most  # beyond it, give up (TooMuchToCopy) rather than write during the pause
         self._staged: list[tuple[str, _native.StagedRecord]] = []
         self.copied_bytes = 0  # what the copies hold: the snapshot's memory until written
         self._ids: dict[str, str] = {}  # stand-in -> real id, once written
@@ -86,12 +102,20 @@ class Staging:
         return self._stage(payload, sources, self._store.put_record_from, self._store.stage_record_from)
 
     def _stage(self, payload: Any, buffers: Sequence[Any], put: Callable[..., tuple[str, int, int]],
-               stage: Callable[..., _native.StagedRecord]) -> tuple[str, int, int]:
-        if self._limit is not None:
-            size = len(memoryview(payload)) + sum(memoryview(b).nbytes for b in buffers if not isinstance(b, tuple))
-            if self.copied_bytes + size > self._limit:
-                return put(payload, buffers)
-        staged = stage(payload, buffers)
+               stage: Callable[..., _native.StagedRecord | None]) -> tuple[str, int, int]:
+        if self._at_most is not None:
+            at_most = min(self._at_most, self._limit if self._limit is not None else self._at_most)
+            staged = stage(payload, buffers, at_most=max(0, at_most - self.copied_bytes))
+            if staged is None:
+                raise TooMuchToCopy(f"more than {at_most >> 20} MiB to copy")
+        else:
+            if self._limit is not None:
+                size = len(memoryview(payload)) + sum(memoryview(b).nbytes for b in buffers
+                                                      if not isinstance(b, tuple))
+                if self.copied_bytes + size > self._limit:
+                    return put(payload, buffers)
+            staged = stage(payload, buffers)
+            assert staged is not None  # no limit given
         self.copied_bytes += staged.copied_bytes
         stand_in = secrets.token_hex(32)  # the length of a real id, never one
         self._staged.append((stand_in, staged))

@@ -14,16 +14,19 @@ So each way is measured, and the cheaper one is taken, with the cost the budget 
 (pause, child or thread CPU at the program's share of the cores, page copies):
 
 - The first snapshot of a run forks: it writes the bulk of the state, which a copy would
-  hold twice and pause the program for. So does the second, which measures what a fork
-  costs once that bulk is written.
-- Then a copy is tried, unless the next snapshot is expected to write more than
-  ``COPY_AT_MOST`` new bytes (a long pause, much memory): the last one's, at the rate they
-  came since the one before it, over the interval now in force (the budget may have
-  stretched it tenfold: a 1 GB program whose later snapshot wrote 55 MB in 1.5 s wrote 309
-  MB in the 12 s after, and its copy paused it for 0.9 s).
+  hold twice and pause the program for. What it cost measures neither way.
+- Then a copy is tried, and a fork after it, unless the next snapshot is expected to write
+  more than ``COPY_AT_MOST`` new bytes (a long pause, much memory): the bytes the last one
+  found rewritten (not those the state grew by: written once), at the rate they came since
+  the one before it, over the interval now in force (the budget may have stretched it
+  tenfold: a 1 GB program whose later snapshot wrote 55 MB in 1.5 s wrote 309 MB in the 12 s
+  after, and its copy paused it for 0.9 s).
 - From then on, the cheaper way of the last of each, but never a copy that paused longer
   than ``MAX_PAUSE_S``; the other way is tried again after ``RETRY_EVERY`` snapshots, for a
   program's costs change as it goes (a training loop, then an evaluation).
+- The guess can be wrong (the program loaded a data set since): a copy that finds it would
+  copy more than ``COPY_AT_MOST`` gives up before copying it and forks
+  (``copying.TooMuchToCopy``); the pause holds the pickling and fingerprints so far.
 - Never a copy where the program's own pickling hooks (``__getstate__``, ``__reduce__``,
   a proxy's ``__getattr__``) would run in the program's process: forked snapshots keep them
   out of it, where they can change nothing (``pickler.ProgramHook``). Seen once, the run
@@ -32,13 +35,14 @@ So each way is measured, and the cheaper one is taken, with the cost the budget 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 FORK, COPY = "fork", "thread"
-COPY_AT_MOST = 128 * 2**20  # bytes new in the last snapshot, beyond which a copy is not tried
+COPY_AT_MOST = 128 * 2**20  # bytes a copy may copy: expected beyond, not tried; found beyond, given up
 MAX_PAUSE_S = 0.1  # a copy that paused the program longer is not taken again until retried
 RETRY_EVERY = 10  # snapshots taken one way, after which the other is measured again
-_FORKS_FIRST = 2  # the first snapshot (the bulk) and one that measures a fork after it
+_FORKS_FIRST = 1  # the first snapshot, which writes the bulk
 
 
 @dataclass
@@ -54,7 +58,7 @@ class AutoMode:
     def __init__(self) -> None:
         self._last: dict[str, _Measured] = {}
         self._taken = 0  # budgeted snapshots measured so far
-        self._new_bytes = 0  # what the last one wrote
+        self._rewritten = 0  # what the last one wrote, less what the state grew by
         self._covered_s: float | None = None  # the time the last one's new bytes came in
         self.no_copies: str | None = None  # why copies are ruled out for the rest of the run
 
@@ -75,18 +79,26 @@ class AutoMode:
     def expected_bytes(self, interval: float) -> float:
         """What the next snapshot will write, ``interval`` seconds after the last one."""
         if not self._covered_s:
-            return self._new_bytes
-        return self._new_bytes * max(1.0, interval / self._covered_s)
+            return self._rewritten
+        return self._rewritten * max(1.0, interval / self._covered_s)
 
-    def measured(self, mode: str, cost_s: float, pause_s: float, new_bytes: int,
+    def measured(self, mode: str, cost_s: float, pause_s: float, rewritten: int,
                  covered_s: float | None = None) -> None:
         """A budgeted snapshot written the ``mode`` way cost the program ``cost_s`` (as
-        charged), of which ``pause_s`` standing still, and wrote ``new_bytes``, which came in
-        the ``covered_s`` seconds since the one before it (``Budget.covered_s``)."""
+        charged), of which ``pause_s`` standing still, and wrote ``rewritten`` bytes besides
+        what the state grew by (``Budget.grown``), which came in the ``covered_s`` seconds
+        since the one before it (``Budget.covered_s``)."""
         self._taken += 1
-        self._new_bytes, self._covered_s = new_bytes, covered_s
-        if mode in (FORK, COPY):
+        self._rewritten, self._covered_s = max(0, rewritten), covered_s
+        if mode in (FORK, COPY) and self._taken > _FORKS_FIRST:  # the bulk's measures neither way
             self._last[mode] = _Measured(cost_s, pause_s, self._taken)
+
+    def gave_up(self, pause_s: float) -> None:
+        """A copy found it would copy more than ``COPY_AT_MOST`` (after ``pause_s`` of the
+        program's pause) and the next snapshot forks instead: copies are tried again after
+        ``RETRY_EVERY`` snapshots (a large ``bytes`` is pickled into its record, and copied
+        whole, at every snapshot)."""
+        self._last[COPY] = _Measured(math.inf, pause_s, self._taken + 1)
 
     def rule_out_copies(self, why: str) -> None:
         """A copy found the program's own pickling hook before it ran, or failed: fork from now on."""

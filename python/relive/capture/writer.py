@@ -38,7 +38,7 @@ from relive.capture import background, copying, process, save, streams
 from relive.capture.background import Background
 from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
-from relive.capture.modes import AutoMode
+from relive.capture.modes import COPY_AT_MOST, AutoMode
 from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
 from relive.report import warn_once
 from relive.state import gpu_copies
@@ -218,10 +218,11 @@ class Writer:
         have a thread write it (without fork, or where --mode auto finds that cheaper:
         ``modes``); False if it has to be taken inline instead."""
         if self._use_fork():
+            started = time.perf_counter()  # a copy that gives up is in the fork's pause
             if self.options.mode == "auto" and self._auto.copies_next(self._clock.interval) \
                     and self._start_thread(trigger, frames, point, program_hooks=False):
                 return True
-            return self._start_child(trigger, frames, point, {}) != _NOT_FORKED
+            return self._start_child(trigger, frames, point, {}, since=started) != _NOT_FORKED
         if self._use_thread():
             self._start_thread(trigger, frames, point)
             return True
@@ -237,7 +238,8 @@ class Writer:
         write it while the program goes on. Never raises: a failure is reported once.
         Without ``program_hooks`` (--mode auto chose it), the program's own pickling hooks
         must not run here: where one would, or where the copy fails, nothing is written and
-        False says to fork instead (and ``modes`` forks from then on)."""
+        False says to fork instead (and ``modes`` forks from then on); so it does where the
+        copy would pass ``modes.COPY_AT_MOST`` (a fork's pause does not grow with the bytes)."""
         started = time.perf_counter()
         request = None
         try:
@@ -249,7 +251,8 @@ class Writer:
                 store.refresh()  # what forked snapshots wrote is not written again
             request = self._request(trigger, frames, "thread", {}, point)
             request.program_hooks = program_hooks
-            staging = copying.Staging(store, copying.copies_limit(self.options.max_memory))
+            staging = copying.Staging(store, copying.copies_limit(self.options.max_memory),
+                                      at_most=None if program_hooks else COPY_AT_MOST)
             with TimeLimit(self.options.snapshot_timeout):
                 prepared = save.prepare(staging, request, self._codes)
         except SnapshotTimedOut:
@@ -257,6 +260,10 @@ class Writer:
             return True
         except ProgramHook as exc:  # raised before the hook ran: nothing of the program's has changed
             self._auto.rule_out_copies(f"the program's own {exc} would run in its process")
+            self._unrequest(request)
+            return False
+        except copying.TooMuchToCopy:  # raised before copying more: a fork writes this one
+            self._auto.gave_up(time.perf_counter() - started)
             self._unrequest(request)
             return False
         except Exception as exc:  # never into the program: the next snapshot covers this one
@@ -307,11 +314,13 @@ class Writer:
         self._parent_cost = request.extra.get("parent_cost", self._parent_cost)
 
     def _start_child(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
-                     extra: dict[str, Any], signum: int | None = None, detach: bool = False) -> str:
+                     extra: dict[str, Any], signum: int | None = None, detach: bool = False,
+                     since: float | None = None) -> str:
         """Fork a child that writes the snapshot: _FORKED, _DETACHED (``detach``: it commits
         after the program's end), _FAILED (no store, or no request: reported), or
-        _NOT_FORKED (fork itself failed: the caller writes it inline)."""
-        started, started_at = time.perf_counter(), time.time()
+        _NOT_FORKED (fork itself failed: the caller writes it inline). ``since``: when the
+        program's pause began (``perf_counter``), where it began before this call."""
+        started, started_at = (time.perf_counter() if since is None else since), time.time()
         # A remote store is opened by the child only: its requests never pause the program.
         remote = self._remote
         try:
@@ -416,8 +425,8 @@ class Writer:
             compress_s = self._budget.forked_cost(0.0, outcome.get("compress_s", 0.0))
             covered_s = self._budget.covered_s  # the budget takes it in: read first
             self._spent(charged, outcome["new_bytes"], outcome["state_bytes"], compress_s)
-            self._auto.measured(self._child_mode, charged, outcome.get("pause_s", 0.0), outcome["new_bytes"],
-                                covered_s)
+            self._auto.measured(self._child_mode, charged, outcome.get("pause_s", 0.0),
+                                outcome["new_bytes"] - self._budget.grown, covered_s)
             # Known only now, in the program's process: the next manifest carries it.
             self._parent_cost = {"copies_s": round(copies_s, 6), "charged_s": round(charged, 6),
                                  "interval_s": round(self._clock.interval, 3)}
