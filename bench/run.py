@@ -188,6 +188,7 @@ def run_relive(workload: str, args: argparse.Namespace, tmp: str, lane: Lane,
         # CPU, which a busy program's cores give up to it, and the program's page copies
         # while a child lived (each snapshot says its parent's).
         "own_s": sum(own_seconds(s) for s in log),
+        "idle_cpu_s": sum(s.get("idle_cpu_s") or 0 for s in log),
         # One snapshot writes the bulk of the state for the first time (compressing what
         # compresses: the first, or the first after the data is made); the others write what
         # changed: their share is what a long run pays.
@@ -221,8 +222,10 @@ def copies_seconds(snapshot: dict[str, Any]) -> float:
 
 
 def own_seconds(snapshot: dict[str, Any]) -> float:
-    """relive's own cost of a snapshot: its pause and its child's CPU, plus its parent's copies."""
-    return (snapshot["pause_s"] or 0) + (snapshot.get("cpu_s") or 0) + copies_seconds(snapshot)
+    """relive's own cost of a snapshot: its pause and its child's CPU, plus its parent's copies;
+    not its compressing at idle priority (``idle_cpu_s``: on cores nothing else wanted)."""
+    cpu = (snapshot.get("cpu_s") or 0) - (snapshot.get("idle_cpu_s") or 0)
+    return (snapshot["pause_s"] or 0) + cpu + copies_seconds(snapshot)
 
 
 def run_dill(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) -> dict[str, Any]:
@@ -378,6 +381,7 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
                 "failed": sum(r["rc"] != 0 for r in runs),
                 "forked": sum(r.get("modes", []).count("fork") for r in runs),
                 "copied": sum(r.get("modes", []).count("thread") for r in runs),
+                "idle_cpu_s": med("idle_cpu_s"),
                 "skipped": sorted({name for r in runs for name in r.get("skipped", [])}),
             })
     return rows
@@ -417,6 +421,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if row["variant"] in ("relive", "fixed", "forked") and row["child_memory_bytes"]:
             notes.append(f"snapshot memory (a forked child's rewritten pages, or a copy) up to "
                          f"{size(row['child_memory_bytes'])}")
+        if row.get("idle_cpu_s"):
+            notes.append(f"compressing at idle priority (not in own): {row['idle_cpu_s']:.2f} s of CPU")
         if row["variant"] == "thread" and row["child_memory_bytes"]:
             notes.append(f"copies up to {size(row['child_memory_bytes'])}")
         if row["skipped"]:

@@ -31,7 +31,7 @@ __all__ = [
     "Store",
     "StagedRecord",
     "workers_cpu_seconds",
-    "compress_cpu_seconds",
+    "idle_cpu_seconds",
     "Buffer",
     "InitThen",
     "call_in_main_thread",
@@ -148,8 +148,6 @@ class Store:
         """The chunks this handle hashed (fingerprint, id), for the process it was forked from."""
     def add_proven_chunks(self, data: bytes) -> bool:
         """Takes in a forked child's proven_chunks(): its copies need not copy those chunks."""
-    compress_chunks: bool
-    """Whether chunks written from now on are compressed where that pays (default), or stored raw."""
     def flush(self) -> None: ...
     def commit(self, manifest: bytes) -> str:
         """Commits a snapshot's manifest (JSON naming its records); returns the snapshot's id."""
@@ -182,9 +180,9 @@ class StagedRecord:
     def raw_bytes(self) -> int: ...
 
 def workers_cpu_seconds() -> float: ...
-def compress_cpu_seconds() -> float:
-    """CPU seconds this process has spent compressing chunks (all threads; a forked child
-    starts from its parent's count)."""
+def idle_cpu_seconds() -> float:
+    """CPU seconds this process has spent compressing chunks at idle priority (on cores nothing
+    else wanted; a forked child starts from its parent's count)."""
 
 class InitThen:
     """Called with any arguments: calls ``init()`` (which must return None) and returns ``obj``,

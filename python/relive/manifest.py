@@ -233,13 +233,14 @@ class Manifest:
     parent_cost: dict[str, Any] | None = None  # what the forked parent snapshot cost the program
     interval_s: float | None = None  # the timer's interval in force
     stretched_because: str | None = None  # why the overhead budget stretched it past --every
-    uncompressed_because: str | None = None  # why the budget had its new chunks stored raw
+    uncompressed_because: str | None = None  # why the budget had its new chunks stored raw (relive before compression moved to idle cores; still shown)
     resume: ResumeEntry | None = None  # None: taken by a relive without resume
     process: str | None = None  # the record of the process state (RNGs, cwd, argv, files)
     write_s: float | None = None
     pause_s: float | None = None  # how long the program paused for it
     memory_bytes: int | None = None  # a forked child's own memory, near its peak
-    cpu_s: float | None = None  # a forked child's CPU time
+    cpu_s: float | None = None  # a forked child's CPU time (or a copy's writing thread's)
+    idle_cpu_s: float | None = None  # of cpu_s, compressing at idle priority: on cores nothing else wanted
 
     @property
     def resumable(self) -> bool:
@@ -279,6 +280,7 @@ class Manifest:
             "uncompressed_because": self.uncompressed_because,
             "resume": None if self.resume is None else self.resume.to_json(), "process": self.process,
             "write_s": self.write_s, "pause_s": self.pause_s, "memory_bytes": self.memory_bytes, "cpu_s": self.cpu_s,
+            "idle_cpu_s": self.idle_cpu_s,
         }
         doc = {name: value for name, value in doc.items() if value is not None or name in ("parent", "where")}
         return json.dumps(doc, separators=(",", ":")).encode()
@@ -319,7 +321,7 @@ class Manifest:
             interval_s=doc.get("interval_s"), stretched_because=doc.get("stretched_because"),
             uncompressed_because=doc.get("uncompressed_because"), resume=resume,
             process=doc.get("process"), write_s=doc.get("write_s"), pause_s=doc.get("pause_s"),
-            memory_bytes=doc.get("memory_bytes"), cpu_s=doc.get("cpu_s"),
+            memory_bytes=doc.get("memory_bytes"), cpu_s=doc.get("cpu_s"), idle_cpu_s=doc.get("idle_cpu_s"),
         )
 
 
@@ -356,7 +358,8 @@ _FIELDS: Fields = {
     "exit_status": (False, optional(is_int), "an integer"),
     "parent_cost": (False, optional(is_object()), "an object"),
     **{name: (False, optional(is_number), "a number")
-       for name in ("new_bytes", "state_bytes", "pause_s", "write_s", "cpu_s", "memory_bytes", "interval_s")},
+       for name in ("new_bytes", "state_bytes", "pause_s", "write_s", "cpu_s", "idle_cpu_s", "memory_bytes",
+                    "interval_s")},
     **{name: (False, optional(is_str), "a string")
        for name in ("mode", "signal", "note", "cwd", "stretched_because", "uncompressed_because")},
 }

@@ -75,6 +75,7 @@ class Summary:
     pause_s: float | None = None
     memory_bytes: int | None = None
     cpu_s: float | None = None
+    idle_cpu_s: float | None = None
 
     @classmethod
     def of(cls, manifest: Manifest) -> Summary:

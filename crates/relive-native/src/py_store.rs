@@ -62,11 +62,11 @@ pub fn workers_cpu_seconds() -> f64 {
     relive_store::workers_cpu_seconds()
 }
 
-/// The CPU seconds this process has spent compressing chunks so far, on every thread: what
-/// the overhead budget weighs against storing a snapshot's new chunks raw.
+/// The CPU seconds this process has spent compressing chunks at idle priority (on cores
+/// nothing else wanted: not charged to the program).
 #[pyfunction]
-pub fn compress_cpu_seconds() -> f64 {
-    relive_store::compress_cpu_seconds()
+pub fn idle_cpu_seconds() -> f64 {
+    relive_store::idle_cpu_seconds()
 }
 
 #[pymethods]
@@ -249,19 +249,6 @@ impl PyStore {
     /// program, whose copy-then-write snapshots then need not copy those chunks to hash them.
     fn proven_chunks<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.inner.proven_chunks())
-    }
-
-    /// Whether the chunks this handle writes from now on are compressed where that pays (the
-    /// default, True), or stored raw (False): the overhead budget's choice when compressing
-    /// would stretch the timer's interval.
-    #[getter]
-    fn get_compress_chunks(&self) -> bool {
-        self.inner.compress_chunks()
-    }
-
-    #[setter]
-    fn set_compress_chunks(&self, compress: bool) {
-        self.inner.set_compress_chunks(compress)
     }
 
     /// Takes in a forked child's `proven_chunks()`; False when `data` is not that.

@@ -26,7 +26,8 @@
 //! it depends on is durable: a crash at any moment leaves every earlier snapshot loadable.
 //!
 //! [`Store`] is `Send + Sync`; it runs its own short-lived worker threads (no thread pool, so it
-//! keeps working in a child process after `fork`). Where a snapshot cannot be written by a forked
+//! keeps working in a child process after `fork`), and compresses new chunks on idle-priority
+//! threads, storing raw what they do not get to in time (see `idle.rs`). Where a snapshot cannot be written by a forked
 //! child, [`Store::stage`] copies a record's changed chunks while the program pauses and
 //! [`Store::put_staged`] writes them later from another thread (see `staged.rs`).
 
@@ -36,6 +37,7 @@ mod durable;
 mod error;
 mod fingerprint;
 mod id;
+mod idle;
 mod pack;
 mod parallel;
 mod prune;
@@ -51,7 +53,8 @@ mod verify;
 
 pub use error::{Error, Result};
 pub use id::Id;
-pub use pack::{compress_cpu_seconds, BlobInfo, Codec, Kind};
+pub use idle::idle_cpu_seconds;
+pub use pack::{BlobInfo, Codec, Kind};
 pub use parallel::workers_cpu_seconds;
 pub use prune::PruneReport;
 pub use record::{BufferRef, Record};

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use zstd::bulk::{Compressor, Decompressor};
 
@@ -24,7 +23,6 @@ use crate::backend::{Backend, Object};
 use crate::durable;
 use crate::error::{io_at, Result};
 use crate::id::Id;
-use crate::parallel;
 
 pub(crate) const PACK_MAGIC: &[u8; 8] = b"RLVPACK\x01";
 pub(crate) const INDEX_MAGIC: &[u8; 8] = b"RLVPIDX\x01";
@@ -235,31 +233,6 @@ const MIN_SAVING_DIVISOR: usize = 5;
 
 fn compressed_limit(len: usize) -> usize {
     len - len / MIN_SAVING_DIVISOR
-}
-
-/// The CPU time spent compressing chunks in this process, in nanoseconds, on every thread (a
-/// forked child starts from its parent's count): what the overhead budget weighs against
-/// storing new chunks raw (`Store::set_compress_chunks`).
-static COMPRESS_CPU_NS: AtomicU64 = AtomicU64::new(0);
-
-/// The CPU seconds this process has spent compressing chunks so far (see `COMPRESS_CPU_NS`).
-pub fn compress_cpu_seconds() -> f64 {
-    COMPRESS_CPU_NS.load(Ordering::Relaxed) as f64 / 1e9
-}
-
-/// [`compress`], its CPU time counted in [`compress_cpu_seconds`].
-pub(crate) fn compress_counted<'a>(
-    cctx: Option<&mut Compressor<'static>>,
-    raw: &'a [u8],
-) -> Stored<'a> {
-    if cctx.is_none() {
-        return Stored::Raw(raw);
-    }
-    let started = parallel::thread_cpu_ns();
-    let stored = compress(cctx, raw);
-    let spent = parallel::thread_cpu_ns().saturating_sub(started);
-    COMPRESS_CPU_NS.fetch_add(spent, Ordering::Relaxed);
-    stored
 }
 
 /// Compresses `raw` when that saves enough (see `MIN_SAVING_DIVISOR`); otherwise keeps it raw,

@@ -14,6 +14,7 @@ use crate::durable;
 use crate::error::{io_at, Error, Result};
 use crate::fingerprint::{Fingerprints, Proven};
 use crate::id::Id;
+use crate::idle;
 use crate::pack::{self, BlobError, BlobInfo, Codec, Entry, Kind, OpenPack, Stored};
 use crate::parallel;
 use crate::record::{self, BufferRef, Record};
@@ -72,8 +73,8 @@ pub struct Store {
     fingerprints: Mutex<Option<Fingerprints>>,
     /// Chunks this process (or its snapshot children) hashed: kept through `refresh`.
     proven: Mutex<Proven>,
-    /// Whether new chunks are compressed where that pays (see `Store::set_compress_chunks`).
-    compress_chunks: AtomicBool,
+    /// Whether new chunks are compressed on idle cores only (see `Store::set_compress_when_idle`).
+    compress_when_idle: AtomicBool,
     /// What the snapshot being written relies on, checked again at its commit.
     pending: Mutex<Pending>,
     /// Packs going up to a remote store.
@@ -262,7 +263,7 @@ impl Store {
             }),
             fingerprints: Mutex::new(None),
             proven: Mutex::new(Proven::default()),
-            compress_chunks: AtomicBool::new(true),
+            compress_when_idle: AtomicBool::new(true),
             pending: Mutex::new(Pending::default()),
             uploads: Uploads::new(),
         };
@@ -537,19 +538,24 @@ impl Store {
         let mut new_bytes = 0;
         let batch = (BATCH_BYTES / chunk_size).max(parallel::workers());
         for group in fresh.chunks(batch) {
-            let compress = self.compress_chunks.load(Ordering::Relaxed);
-            let stored = parallel::map_with(
-                &mut group.to_vec(),
-                || {
-                    compress
-                        .then(|| Compressor::new(pack::CHUNK_LEVEL).ok())
-                        .flatten()
-                },
-                |cctx, (_, piece)| pack::compress_counted(cctx.as_mut(), piece),
-            );
-            for (&(i, piece), stored) in group.iter().zip(&stored) {
+            let mut put = |k: usize, stored: Stored| {
+                let (i, piece) = group[k];
                 let raw_len = piece.len() as u32; // chunk_size <= 2^30
-                new_bytes += self.append(&mut writer, ids[i], Kind::Chunk, stored, raw_len)?;
+                new_bytes += self.append(&mut writer, ids[i], Kind::Chunk, &stored, raw_len)?;
+                Ok::<(), Error>(())
+            };
+            let pieces: Vec<&[u8]> = group.iter().map(|&(_, piece)| piece).collect();
+            if self.compress_when_idle.load(Ordering::Relaxed) {
+                idle::compress_where_idle(&pieces, pack::CHUNK_LEVEL, put)?;
+            } else {
+                let stored = parallel::map_with(
+                    &mut pieces.clone(),
+                    || Compressor::new(pack::CHUNK_LEVEL).ok(),
+                    |cctx, piece| pack::compress(cctx.as_mut(), piece),
+                );
+                for (k, stored) in stored.into_iter().enumerate() {
+                    put(k, stored)?;
+                }
             }
         }
         if !record_stored {
@@ -662,17 +668,13 @@ impl Store {
         }
     }
 
-    /// Whether the chunks this handle writes from now on are compressed where that pays (the
-    /// default), or all stored raw: compressing costs several times the hashing and writing
-    /// of a chunk, which a program whose snapshots cost more than its overhead budget allows
-    /// would pay for with a longer interval. Raw chunks read back as compressed ones do.
-    pub fn set_compress_chunks(&self, compress: bool) {
-        self.compress_chunks.store(compress, Ordering::Relaxed);
-    }
-
-    /// See [`Store::set_compress_chunks`].
-    pub fn compress_chunks(&self) -> bool {
-        self.compress_chunks.load(Ordering::Relaxed)
+    /// Whether the chunks this handle writes from now on are compressed (where that pays) by
+    /// idle-priority threads, and stored raw where none got to them in time (the default: a
+    /// snapshot never takes a busy program's cores to compress, see `idle.rs`), or each by
+    /// the store's own threads, whatever else runs (false: the same bytes stored, whatever the
+    /// machine's load, as tests want).
+    pub fn set_compress_when_idle(&self, when_idle: bool) {
+        self.compress_when_idle.store(when_idle, Ordering::Relaxed);
     }
 
     /// What this process proved ([`Proven`]), for the process it was forked from.

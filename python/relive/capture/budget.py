@@ -40,15 +40,10 @@ interval keeps only the snapshots' own cost within --overhead; writing them come
 up to ``_REWRITES_ON_TOP`` times --overhead (beyond that the interval stretches as before,
 which the whole state's size bounds).
 
-Before the interval, compression gives way. A chunk that compresses is worth storing
-compressed (images, labels, integers held as floats: 2-3x smaller), but zstd runs at 0.3 GB/s
-a core here, several times the hashing and writing of the same bytes: a program that rewrites
-such data faster than the budget can compress it would get fewer snapshots for a smaller
-store. So when the next snapshot would not fit at --every, and compressing was a tenth or more
-of its cost, the ones after it store their new chunks raw (the store's own time compressing is measured: ``compress_cpu_seconds``), and
-compress again once a snapshot, with its compression added back, would fit. Snapshots the
-budget does not pace (exit, signals, checkpoints) always compress. Where no budget is set
-(--overhead 0), neither gives way.
+Compressing is not charged: the store compresses new chunks on threads of the lowest
+priority, on cores nothing else wants, and stores raw what they do not get to in time
+(``crates/relive-store/src/idle.rs``). Their CPU (``idle_cpu_s``) is within a child's
+``cpu_s`` and taken out of what the snapshot is charged.
 """
 
 from __future__ import annotations
@@ -80,7 +75,7 @@ def kernel_seconds() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime  # microseconds; os.times() counts ticks
 
 
-# A byte written for the first time is hashed (BLAKE3), perhaps compressed, and written; an
+# A byte written for the first time is hashed (BLAKE3) and written (compressed, if at all, on idle cores); an
 # unchanged one only fingerprinted (XXH3), about ten times faster (bench/limits.py). Only the
 # split of a snapshot's cost between the two depends on it.
 WRITE_VS_HASH = 10.0
@@ -100,14 +95,6 @@ _AT_A_RATE = 0.7
 _APART = 1.5
 # What writing them costs a second: the newest measure's weight against those before.
 _NEWEST_WEIGHT = 0.5
-
-# Compressing gives way only where it is at least this share of a snapshot's cost: the zstd
-# samples of incompressible chunks (a few ms) are no reason to store compressible ones raw.
-_MIN_COMPRESS_SHARE = 0.1
-# At most this share of a snapshot's cost is put down to compressing (a snapshot is also
-# paused for, pickled, hashed and written), so that one stored raw can be predicted back.
-_MAX_COMPRESS_SHARE = 0.9
-
 
 def _seconds(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
@@ -135,9 +122,6 @@ class Budget:
         self._state_bytes = 0  # the last snapshot's state: what the next one's growth is counted from
         self.grown = 0  # of the last snapshot's new bytes, those the state grew by (the rest it rewrote)
         self.gap = 0.0  # seconds after a budgeted snapshot before the next one fits (--at's; the timer's is its interval)
-        self.compress = True  # whether the next budgeted snapshot compresses its new chunks
-        self.uncompressed_because: str | None = None  # why not, when not
-        self._compress_share = 0.0  # compression's share of a snapshot's cost, when last measured
         self.covered_s: float | None = None  # the seconds since the budgeted snapshot before the one being written (forking)
         self._last_new: tuple[float, int] | None = None  # the last snapshot's covered_s and bytes rewritten
         self.rewrites_at_rate = False  # whether the bytes rewritten grow with the interval (measured)
@@ -185,12 +169,10 @@ class Budget:
         weight = WRITE_VS_HASH * grown / (WRITE_VS_HASH * new_bytes + max(0, state_bytes - new_bytes))
         return cost_s * max(0.0, 1.0 - weight)
 
-    def after(self, cost_s: float, new_bytes: int, state_bytes: int,
-              compress_s: float = 0.0) -> tuple[float | None, str | None]:
+    def after(self, cost_s: float, new_bytes: int, state_bytes: int) -> tuple[float | None, str | None]:
         """The interval after a timer snapshot (None: no budget), and why, when it is
-        stretched past --every. ``compress_s``: the part of ``cost_s`` that compressing its
-        new chunks took (as charged); it decides whether the next one compresses."""
-        recurring = self._weigh_compression(cost_s, self.recurring_cost(cost_s, new_bytes, state_bytes), compress_s)
+        stretched past --every."""
+        recurring = self.recurring_cost(cost_s, new_bytes, state_bytes)
         self.gap = recurring * 100.0 / self.overhead if self.overhead > 0 else 0.0
         writing_s, per_s = self._rewriting(recurring, new_bytes, state_bytes)
         on_top = 0 < per_s * 100 <= _REWRITES_ON_TOP * self.overhead  # the writing: not a reason to stretch
@@ -223,32 +205,6 @@ class Budget:
         if not self.rewrites_at_rate:
             return 0.0, 0.0
         return writing, self._writing_per_s
-
-    def _fits(self, cost_s: float) -> bool:
-        """Whether a snapshot of this cost keeps within the budget at --every."""
-        return cost_s * 100.0 / self.overhead <= self.every * (1 + _TOLD_ABOVE)
-
-    def _weigh_compression(self, cost_s: float, recurring: float, compress_s: float) -> float:
-        """Whether the next budgeted snapshot compresses its new chunks (``compress``), and
-        what it will cost then, from the last one's cost (``recurring``: as predicted)."""
-        if self.every <= 0 or self.overhead <= 0:
-            return recurring
-        if self.compress:
-            share = min(_MAX_COMPRESS_SHARE, compress_s / cost_s) if cost_s > 0 else 0.0
-            if share < _MIN_COMPRESS_SHARE or self._fits(recurring):
-                return recurring
-            self._compress_share = share
-            self.compress = False
-            self.uncompressed_because = (
-                f"compressing took about {_seconds(recurring * share)} of a {_seconds(recurring)} snapshot, "
-                f"and --overhead {self.overhead:g}% allows {_seconds(self.every * self.overhead / 100)} "
-                f"every {self.every:g} s")
-            return recurring * (1 - share)
-        with_compression = recurring / (1 - self._compress_share)
-        if self._fits(with_compression):
-            self.compress, self.uncompressed_because = True, None
-            return with_compression
-        return recurring
 
     def interval(self, cost_s: float) -> float | None:
         """The interval that keeps a snapshot of this cost within the budget (never below

@@ -52,6 +52,7 @@ class SnapshotRequest:
     # Whether the program's own pickling hooks may run where this is written: not in the
     # program's process where --mode auto chose to copy (it forks instead: pickler.ProgramHook).
     program_hooks: bool = True
+    idle_cpu_from: float = 0.0  # a forked child's idle-priority CPU count when it began (its parent's)
 
 
 @dataclass
@@ -166,8 +167,10 @@ def finish(store: Any, prepared: Prepared, costs: dict[str, Any] | None = None,
         # twice) and its own working memory, read at the end, near its peak (not for a program
         # of more than background.MEASURED_UP_TO: the count would cost too much). The child's
         # own CPU (all its threads; a forked process starts from zero): what it took from the
-        # program's cores. The commit and exit that follow are not in it.
-        costs = {"memory_bytes": snapshot_memory(), "cpu_s": round(time.process_time(), 6)}
+        # program's cores, but for its compressing at idle priority (``idle_cpu_s``, within
+        # it: on cores nothing else wanted). The commit and exit that follow are not in it.
+        costs = {"memory_bytes": snapshot_memory(), "cpu_s": round(time.process_time(), 6),
+                 "idle_cpu_s": round(_native.idle_cpu_seconds() - request.idle_cpu_from, 6)}
     manifest = _manifest(prepared, seconds, costs or {}).to_json()
     snapshot_id = store.commit(manifest if resolve is None else resolve(manifest))
     return SnapshotResult(snapshot_id, state.new_bytes, state.state_bytes, len(state.skipped),
@@ -344,5 +347,6 @@ def _manifest(prepared: Prepared, seconds: float, costs: dict[str, Any]) -> Mani
         pause_s=round(seconds if request.pause_s is None else request.pause_s, 6),
         memory_bytes=costs.get("memory_bytes"),
         cpu_s=costs.get("cpu_s"),
+        idle_cpu_s=costs.get("idle_cpu_s"),
         **extra,
     )

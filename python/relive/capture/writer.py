@@ -119,8 +119,6 @@ class Writer:
             extra["interval_s"] = round(self._clock.interval, 3)
             if self._stretched_because and self._clock.interval > self.options.every:
                 extra["stretched_because"] = self._stretched_because
-        if not self._compresses(trigger):
-            extra["uncompressed_because"] = self._budget.uncompressed_because
         self._seq += 1
         positions = self._files.flush()  # here, in the program's process: never in a forked child
         if trigger not in _NOT_RESUMABLE:  # at exit the interpreter flushes them a moment later
@@ -146,11 +144,6 @@ class Writer:
                 return self._wait_for_child()
         return self._take_inline(trigger, frames, point, extra, signum)
 
-    def _compresses(self, trigger: str) -> bool:
-        """Whether this snapshot compresses its new chunks: all do, but those the budget paces
-        while it finds compressing costs the interval (``budget``)."""
-        return trigger not in _BUDGETED or self._budget.compress
-
     def _detaches(self, trigger: str) -> bool:
         """Whether this snapshot's child commits after the program has ended, unwaited for."""
         return trigger in _DETACHABLE and not waits_for_exit(self.options.wait_exit)
@@ -167,11 +160,8 @@ class Writer:
                 self._store_behind = False
                 store.refresh()  # what forked snapshots wrote is not written again
             request = self._request(trigger, frames, "inline", extra, point, signum)
-            store.compress_chunks = self._compresses(trigger)
-            compressing = _native.compress_cpu_seconds()
             with TimeLimit(self.options.snapshot_timeout):
                 result = save.write(store, request, self._codes)
-            compress_s = _native.compress_cpu_seconds() - compressing
         except SnapshotTimedOut:  # raised in the program's hook, or in relive's code around it
             self._failed(RuntimeError(exceeded(self.options.snapshot_timeout)))
             return None
@@ -181,15 +171,14 @@ class Writer:
         self._parent = result.id
         self.snapshots.append(result)
         if trigger in _BUDGETED:
-            self._spent(result.seconds, result.new_bytes, result.state_bytes, compress_s)
+            self._spent(result.seconds, result.new_bytes, result.state_bytes)
         return result.id
 
-    def _spent(self, seconds: float, new_bytes: int, state_bytes: int, compress_s: float) -> None:
+    def _spent(self, seconds: float, new_bytes: int, state_bytes: int) -> None:
         """Keep timer snapshots within the overhead budget: the interval grows until what the
         next snapshot will cost is at most --overhead percent of it (never below --every),
-        once compressing has given way (``compress_s`` of ``seconds`` was that).
         The next manifests say which interval is in force, and why (``_request``)."""
-        interval, self._stretched_because = self._budget.after(seconds, new_bytes, state_bytes, compress_s)
+        interval, self._stretched_because = self._budget.after(seconds, new_bytes, state_bytes)
         if interval is not None:
             self._clock.set_interval(interval)
         self._at_ready = time.monotonic() + self._budget.gap
@@ -282,16 +271,15 @@ class Writer:
         # kept alive by it (a tensor the program drops meanwhile is freed).
         request.frames, request.main_dict, request.resume, request.process = [], {}, None, None
         forget = self._to_forget()
-        compress = self._compresses(trigger)
 
         def work() -> dict[str, Any]:
-            cpu = time.thread_time(), _native.workers_cpu_seconds(), _native.compress_cpu_seconds()
+            cpu = time.thread_time(), _native.workers_cpu_seconds(), _native.idle_cpu_seconds()
             try:
-                store.compress_chunks = compress
                 prepared.state.new_bytes += staging.write()
-                cpu_s = time.thread_time() - cpu[0] + _native.workers_cpu_seconds() - cpu[1]
-                compress_s = _native.compress_cpu_seconds() - cpu[2]
-                costs = {"memory_bytes": staging.copied_bytes, "cpu_s": round(cpu_s, 6)}
+                idle_cpu_s = _native.idle_cpu_seconds() - cpu[2]  # compressing on idle cores: in cpu_s, not charged
+                cpu_s = time.thread_time() - cpu[0] + _native.workers_cpu_seconds() - cpu[1] + idle_cpu_s
+                costs = {"memory_bytes": staging.copied_bytes, "cpu_s": round(cpu_s, 6),
+                         "idle_cpu_s": round(idle_cpu_s, 6)}
                 result = save.finish(store, prepared, costs, staging.resolve)
                 if forget:
                     _forget(store, forget)
@@ -299,7 +287,7 @@ class Writer:
                 return {"ok": False, "store_error": str(exc)}
             return {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
                     "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s,
-                    "cpu_s": cpu_s, "compress_s": compress_s}
+                    "cpu_s": cpu_s, "idle_cpu_s": idle_cpu_s}
 
         self._child_trigger, self._child_mode = trigger, "thread"
         self._background.start_thread(work)
@@ -339,7 +327,6 @@ class Writer:
         proven = b"" if remote or self._store is None else self._store.proven_chunks()
         run_id, run_json = self.run.id, self.run.to_json()
         forget = self._to_forget()
-        compress = self._compresses(trigger)
         marker = Marker(path, run_id, trigger, self.options.snapshot_timeout) if detach else None
 
         def work() -> dict[str, Any]:
@@ -347,16 +334,14 @@ class Writer:
                 request.pause_s = time.perf_counter() - started
             elif marker is not None:  # until the fork too: the marker is written at once after it
                 request.pause_s = max(0.0, marker.started - started_at)
+            request.idle_cpu_from = _native.idle_cpu_seconds()  # the parent's count, inherited
             try:
                 store = _native.Store.open(path, create=remote)
                 if remote:
                     store.put_run(run_id, run_json)
                 if proven:
                     store.add_proven_chunks(proven)
-                store.compress_chunks = compress
-                compressing = _native.compress_cpu_seconds()
                 result = save.write(store, request, codes)
-                compress_s = _native.compress_cpu_seconds() - compressing
                 if forget:
                     _forget(store, forget)
             except (StoreError, OSError) as exc:
@@ -365,7 +350,7 @@ class Writer:
                 return {"ok": False, "store_error": str(exc)}
             done = {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
                     "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s,
-                    "compress_s": compress_s}
+                    "idle_cpu_s": _native.idle_cpu_seconds() - request.idle_cpu_from}
             if not remote:
                 done["proven"] = store.proven_chunks().hex()
             return done
@@ -421,10 +406,11 @@ class Writer:
                 outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
             if not budgeted:
                 return
-            charged = self._budget.forked_cost(outcome.get("pause_s", 0.0), outcome.get("cpu_s", 0.0), copies_s)
-            compress_s = self._budget.forked_cost(0.0, outcome.get("compress_s", 0.0))
+            # Compressing on idle cores (``idle_cpu_s``, within ``cpu_s``) took nothing from the program.
+            cpu_s = max(0.0, outcome.get("cpu_s", 0.0) - outcome.get("idle_cpu_s", 0.0))
+            charged = self._budget.forked_cost(outcome.get("pause_s", 0.0), cpu_s, copies_s)
             covered_s = self._budget.covered_s  # the budget takes it in: read first
-            self._spent(charged, outcome["new_bytes"], outcome["state_bytes"], compress_s)
+            self._spent(charged, outcome["new_bytes"], outcome["state_bytes"])
             self._auto.measured(self._child_mode, charged, outcome.get("pause_s", 0.0),
                                 outcome["new_bytes"] - self._budget.grown, covered_s)
             # Known only now, in the program's process: the next manifest carries it.

@@ -1,0 +1,271 @@
+//! Compression on idle cores.
+//!
+//! zstd runs at 0.2-0.7 GB/s a core, several times the hashing and writing of the same bytes:
+//! compressing the first snapshot of PyTorch's MNIST example (188 MB of normalized images)
+//! took 1 s of a forked child's CPU, and on a machine whose cores the program keeps busy
+//! (PyTorch's intra-op threads, OpenMP) every second of it is taken from the program. Yet
+//! most machines a snapshot is written on have cores to spare (a GPU job's CPUs wait on the
+//! GPU; a single-threaded program leaves the others idle).
+//!
+//! So new chunks are compressed by threads of the lowest priority there is (Linux's
+//! `SCHED_IDLE`: they run only on a core nothing else wants; measured here, such a thread
+//! beside a 2-thread PyTorch loop on 2 cores left its time unchanged, where a normal one
+//! doubled it), while the writer takes their results in order. Where a chunk's compression has
+//! not come back within [`STALL`] (the program has every core), the writer stores it raw and
+//! goes on without waiting, until the threads are seen to make progress again: the snapshot
+//! is written as fast as without compression, only larger. Each chunk is copied for its
+//! thread, so that a thread never outlives what it reads: the writer never waits for a thread
+//! that the scheduler keeps from running.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use zstd::bulk::Compressor;
+
+use crate::pack::{self, Stored};
+use crate::parallel;
+
+/// How long the writer waits for a chunk an idle thread is compressing (a 1 MiB chunk takes
+/// 2-5 ms on a free core) before it takes the cores to be busy and stores the chunk raw.
+const STALL: Duration = Duration::from_millis(20);
+
+/// The CPU time the idle-priority threads have spent compressing, in nanoseconds (a forked child
+/// starts from its parent's count).
+static IDLE_CPU_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The CPU seconds this process has spent compressing at idle priority: time no other thread
+/// wanted, so not charged to the program (nor counted in [`crate::compress_cpu_seconds`]).
+pub fn idle_cpu_seconds() -> f64 {
+    IDLE_CPU_NS.load(Ordering::Relaxed) as f64 / 1e9
+}
+
+/// What the writer and its threads share for one batch of chunks.
+struct Shared {
+    /// Each chunk's compression: None until done; then its compressed bytes, or None where
+    /// compressing did not pay.
+    results: Mutex<Vec<Option<Option<Vec<u8>>>>>,
+    done: Condvar,
+    /// Chunks compressed so far: progress, which tells a starved thread from a busy one.
+    completed: AtomicUsize,
+    /// Chunks the writer stored raw before their thread got to them: skipped.
+    given_up: Vec<AtomicBool>,
+}
+
+/// Stores each of `pieces`, in order, with `put`: compressed at `level` by an idle-priority
+/// thread where that pays and a thread got to it in time, raw otherwise.
+pub(crate) fn compress_where_idle<'a, E>(
+    pieces: &[&'a [u8]],
+    level: i32,
+    mut put: impl FnMut(usize, Stored<'a>) -> Result<(), E>,
+) -> Result<(), E> {
+    let n = pieces.len();
+    let shared = Arc::new(Shared {
+        results: Mutex::new((0..n).map(|_| None).collect()),
+        done: Condvar::new(),
+        completed: AtomicUsize::new(0),
+        given_up: (0..n).map(|_| AtomicBool::new(false)).collect(),
+    });
+    let (jobs, queue) = mpsc::channel::<(usize, Vec<u8>)>();
+    let queue = Arc::new(Mutex::new(queue));
+    let mut threads = 0;
+    for _ in 0..parallel::workers().min(n) {
+        let (shared, queue) = (Arc::clone(&shared), Arc::clone(&queue));
+        let spawned = thread::Builder::new()
+            .name("relive-compress".into())
+            .spawn(move || compress_jobs(&shared, &queue, level));
+        threads += usize::from(spawned.is_ok()); // a refused thread: fewer chunks compressed
+    }
+    let ahead = 2 * threads; // chunks handed out beyond the one awaited
+    let (mut handed, mut stalled) = (0, threads == 0);
+    let mut seen = 0;
+    let outcome = (|| {
+        for (i, piece) in pieces.iter().enumerate() {
+            if !stalled {
+                while handed < n && handed <= i + ahead {
+                    if jobs.send((handed, pieces[handed].to_vec())).is_err() {
+                        break; // every thread has ended (cannot happen while `jobs` lives)
+                    }
+                    handed += 1;
+                }
+            }
+            let wait = if stalled { Duration::ZERO } else { STALL };
+            let stored = match (i < handed).then(|| take(&shared, i, wait)).flatten() {
+                Some(Some(compressed)) => Stored::Zstd(compressed),
+                Some(None) => Stored::Raw(piece),
+                None => {
+                    shared.given_up[i].store(true, Ordering::Relaxed);
+                    stalled = true;
+                    Stored::Raw(piece)
+                }
+            };
+            put(i, stored)?;
+            let completed = shared.completed.load(Ordering::Relaxed);
+            if completed != seen {
+                (seen, stalled) = (completed, false); // the threads run again: wait for them
+            }
+        }
+        Ok(())
+    })();
+    // Whatever is still queued is skipped; the threads end once the queue is empty.
+    for given_up in &shared.given_up {
+        given_up.store(true, Ordering::Relaxed);
+    }
+    drop(jobs);
+    outcome
+}
+
+/// Chunk `i`'s compression, waiting at most `wait` for it; None if it has not come back.
+fn take(shared: &Shared, i: usize, wait: Duration) -> Option<Option<Vec<u8>>> {
+    let deadline = Instant::now() + wait;
+    let mut results = shared
+        .results
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    loop {
+        if let Some(result) = results[i].take() {
+            return Some(result);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        results = shared
+            .done
+            .wait_timeout(results, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
+
+/// An idle-priority thread: compresses the chunks it is handed until the queue closes.
+fn compress_jobs(shared: &Shared, queue: &Mutex<Receiver<(usize, Vec<u8>)>>, level: i32) {
+    lower_priority();
+    let mut cctx = Compressor::new(level).ok();
+    loop {
+        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok((i, bytes)) = job else { break };
+        if shared.given_up[i].load(Ordering::Relaxed) {
+            continue;
+        }
+        let started = parallel::thread_cpu_ns();
+        let compressed = match pack::compress(cctx.as_mut(), &bytes) {
+            Stored::Zstd(compressed) => Some(compressed),
+            Stored::Raw(_) => None,
+        };
+        let spent = parallel::thread_cpu_ns().saturating_sub(started);
+        IDLE_CPU_NS.fetch_add(spent, Ordering::Relaxed);
+        shared
+            .results
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)[i] = Some(compressed);
+        shared.completed.fetch_add(1, Ordering::Relaxed);
+        shared.done.notify_all();
+    }
+}
+
+/// Makes the calling thread run only where no other thread wants a core (best effort).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler only reads the sched_param it is given, which lives on
+        // this stack for the whole call; pid 0 is the calling thread. Lowering one's own
+        // priority needs no privilege; a refusal leaves the thread as it was.
+        unsafe {
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_piece_is_put_once_in_order_compressed_where_that_pays() {
+        let compressible: Vec<u8> = (0..300_000u32).map(|i| (i / 1000) as u8).collect();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let noise: Vec<u8> = (0..300_000)
+            .map(|_| {
+                // xorshift64
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        let pieces: Vec<&[u8]> = (0..20)
+            .map(|i| {
+                if i % 2 == 0 {
+                    &compressible[..]
+                } else {
+                    &noise[..]
+                }
+            })
+            .collect();
+        let mut seen = Vec::new();
+        compress_where_idle(&pieces, 1, |i, stored| {
+            let raw = match &stored {
+                Stored::Zstd(z) => zstd::bulk::decompress(z, pieces[i].len()).unwrap(),
+                Stored::Raw(r) => r.to_vec(),
+            };
+            assert_eq!(raw, pieces[i]);
+            seen.push((i, matches!(stored, Stored::Zstd(_))));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+            (0..20).collect::<Vec<_>>()
+        );
+        assert!(seen.iter().all(|&(i, zstd)| !zstd || i % 2 == 0)); // noise is never compressed
+    }
+
+    #[test]
+    fn where_every_core_is_busy_chunks_are_stored_raw_without_waiting_for_them() {
+        let compressible: Vec<u8> = (0..1u32 << 20).map(|i| (i / 4096) as u8).collect();
+        let pieces: Vec<&[u8]> = vec![&compressible; 40];
+        let stop = AtomicBool::new(false);
+        let raw = thread::scope(|scope| {
+            for _ in 0..thread::available_parallelism().map_or(1, |n| n.get()) {
+                scope.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop(); // a program that keeps every core busy
+                    }
+                });
+            }
+            let mut raw = 0;
+            let outcome = compress_where_idle(&pieces, 1, |_, stored| {
+                raw += usize::from(matches!(stored, Stored::Raw(_)));
+                Ok::<(), ()>(())
+            });
+            stop.store(true, Ordering::Relaxed);
+            outcome.unwrap();
+            raw
+        });
+        // SCHED_IDLE threads get next to no time beside busy ones (elsewhere: normal threads).
+        if cfg!(target_os = "linux") {
+            assert!(raw >= 20, "{raw} of 40 stored raw");
+        }
+    }
+
+    #[test]
+    fn an_error_from_put_stops_the_writing() {
+        let data = vec![7u8; 100_000];
+        let pieces: Vec<&[u8]> = vec![&data; 10];
+        let mut calls = 0;
+        let outcome = compress_where_idle(&pieces, 1, |i, _| {
+            calls += 1;
+            if i == 3 {
+                Err("disk full")
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(outcome, Err("disk full"));
+        assert_eq!(calls, 4);
+    }
+}
