@@ -17,6 +17,7 @@
 //! thread, so that a thread never outlives what it reads: the writer never waits for a thread
 //! that the scheduler keeps from running.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -59,8 +60,42 @@ struct Shared {
 pub(crate) fn compress_where_idle<'a, E>(
     pieces: &[&'a [u8]],
     level: i32,
-    mut put: impl FnMut(usize, Stored<'a>) -> Result<(), E>,
+    put: impl FnMut(usize, Stored<'a>) -> Result<(), E>,
 ) -> Result<(), E> {
+    let threads = parallel::workers().min(pieces.len());
+    write_in_order(pieces, threads, true, move |bytes| zstd(level, bytes), put)
+}
+
+/// `bytes` compressed at `level`, or None where that does not pay (`pack::compress`), with this
+/// thread's own compressor.
+fn zstd(level: i32, bytes: &[u8]) -> Option<Vec<u8>> {
+    thread_local! {
+        static CCTX: RefCell<Option<Compressor<'static>>> = const { RefCell::new(None) };
+    }
+    CCTX.with(|cctx| {
+        let mut cctx = cctx.borrow_mut();
+        if cctx.is_none() {
+            *cctx = Compressor::new(level).ok();
+        }
+        match pack::compress(cctx.as_mut(), bytes) {
+            Stored::Zstd(compressed) => Some(compressed),
+            Stored::Raw(_) => None,
+        }
+    })
+}
+
+/// [`compress_where_idle`] with `threads` threads (of idle priority where `lower`), each
+/// piece compressed by `compress`.
+fn write_in_order<'a, E, F>(
+    pieces: &[&'a [u8]],
+    threads: usize,
+    lower: bool,
+    compress: F,
+    mut put: impl FnMut(usize, Stored<'a>) -> Result<(), E>,
+) -> Result<(), E>
+where
+    F: Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
+{
     let n = pieces.len();
     let shared = Arc::new(Shared {
         results: Mutex::new((0..n).map(|_| None).collect()),
@@ -70,14 +105,20 @@ pub(crate) fn compress_where_idle<'a, E>(
     });
     let (jobs, queue) = mpsc::channel::<(usize, Vec<u8>)>();
     let queue = Arc::new(Mutex::new(queue));
-    let mut threads = 0;
-    for _ in 0..parallel::workers().min(n) {
-        let (shared, queue) = (Arc::clone(&shared), Arc::clone(&queue));
-        let spawned = thread::Builder::new()
-            .name("relive-compress".into())
-            .spawn(move || compress_jobs(&shared, &queue, level));
-        threads += usize::from(spawned.is_ok()); // a refused thread: fewer chunks compressed
-    }
+    let compress = Arc::new(compress);
+    let threads = (0..threads)
+        .filter(|_| {
+            let (shared, queue, compress) = (
+                Arc::clone(&shared),
+                Arc::clone(&queue),
+                Arc::clone(&compress),
+            );
+            thread::Builder::new()
+                .name("relive-compress".into())
+                .spawn(move || compress_jobs(&shared, &queue, lower, &*compress))
+                .is_ok() // a refused thread: fewer chunks compressed
+        })
+        .count();
     let ahead = 2 * threads; // chunks handed out beyond the one awaited
     let (mut handed, mut stalled) = (0, threads == 0);
     let mut seen = 0;
@@ -140,10 +181,17 @@ fn take(shared: &Shared, i: usize, wait: Duration) -> Option<Option<Vec<u8>>> {
     }
 }
 
-/// An idle-priority thread: compresses the chunks it is handed until the queue closes.
-fn compress_jobs(shared: &Shared, queue: &Mutex<Receiver<(usize, Vec<u8>)>>, level: i32) {
-    lower_priority();
-    let mut cctx = Compressor::new(level).ok();
+/// An idle-priority thread (where `lower`): compresses the chunks it is handed until the queue
+/// closes.
+fn compress_jobs(
+    shared: &Shared,
+    queue: &Mutex<Receiver<(usize, Vec<u8>)>>,
+    lower: bool,
+    compress: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
+) {
+    if lower {
+        lower_priority();
+    }
     loop {
         let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok((i, bytes)) = job else { break };
@@ -151,10 +199,7 @@ fn compress_jobs(shared: &Shared, queue: &Mutex<Receiver<(usize, Vec<u8>)>>, lev
             continue;
         }
         let started = parallel::thread_cpu_ns();
-        let compressed = match pack::compress(cctx.as_mut(), &bytes) {
-            Stored::Zstd(compressed) => Some(compressed),
-            Stored::Raw(_) => None,
-        };
+        let compressed = compress(&bytes);
         let spent = parallel::thread_cpu_ns().saturating_sub(started);
         IDLE_CPU_NS.fetch_add(spent, Ordering::Relaxed);
         shared
@@ -225,31 +270,38 @@ mod tests {
     }
 
     #[test]
-    fn where_every_core_is_busy_chunks_are_stored_raw_without_waiting_for_them() {
-        let compressible: Vec<u8> = (0..1u32 << 20).map(|i| (i / 4096) as u8).collect();
-        let pieces: Vec<&[u8]> = vec![&compressible; 40];
-        let stop = AtomicBool::new(false);
-        let raw = thread::scope(|scope| {
-            for _ in 0..thread::available_parallelism().map_or(1, |n| n.get()) {
-                scope.spawn(|| {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::hint::spin_loop(); // a program that keeps every core busy
-                    }
-                });
+    fn a_chunk_not_back_in_time_is_stored_raw_and_so_are_the_next_until_the_threads_progress() {
+        // One thread, whose first chunk takes until the writer has put three (a program
+        // holding every core, then letting go).
+        let release = Arc::new(AtomicBool::new(false));
+        let held = Arc::clone(&release);
+        let compress = move |bytes: &[u8]| {
+            while !held.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(1));
             }
-            let mut raw = 0;
-            let outcome = compress_where_idle(&pieces, 1, |_, stored| {
-                raw += usize::from(matches!(stored, Stored::Raw(_)));
-                Ok::<(), ()>(())
-            });
-            stop.store(true, Ordering::Relaxed);
-            outcome.unwrap();
-            raw
-        });
-        // SCHED_IDLE threads get next to no time beside busy ones (elsewhere: normal threads).
-        if cfg!(target_os = "linux") {
-            assert!(raw >= 20, "{raw} of 40 stored raw");
-        }
+            Some(bytes[..1].to_vec())
+        };
+        let data: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 4096]).collect();
+        let pieces: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
+        let mut seen = Vec::new();
+        write_in_order(&pieces, 1, false, compress, |i, stored| {
+            seen.push((i, matches!(stored, Stored::Zstd(_))));
+            if let Stored::Zstd(bytes) = stored {
+                assert_eq!(bytes, vec![i as u8]); // chunk i's own result
+            }
+            if i == 2 {
+                release.store(true, Ordering::Relaxed);
+            }
+            thread::sleep(Duration::from_millis(2)); // writing takes time
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+            (0..20).collect::<Vec<_>>()
+        );
+        assert!(seen[..3].iter().all(|&(_, zstd)| !zstd), "{seen:?}"); // raw: not back within STALL
+        assert!(seen[19].1, "{seen:?}"); // the thread runs again: waited for
     }
 
     #[test]

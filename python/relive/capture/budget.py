@@ -75,9 +75,9 @@ def kernel_seconds() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime  # microseconds; os.times() counts ticks
 
 
-# A byte written for the first time is hashed (BLAKE3) and written (compressed, if at all, on idle cores); an
-# unchanged one only fingerprinted (XXH3), about ten times faster (bench/limits.py). Only the
-# split of a snapshot's cost between the two depends on it.
+# A byte written for the first time is hashed (BLAKE3) and written (compressed, if at all, on
+# idle cores); an unchanged one only fingerprinted (XXH3), about ten times faster
+# (bench/limits.py). Only the split of a snapshot's cost between the two depends on it.
 WRITE_VS_HASH = 10.0
 
 # A stretch is told (``relive log``) when the interval passes --every by more than this share:
@@ -95,6 +95,7 @@ _AT_A_RATE = 0.7
 _APART = 1.5
 # What writing them costs a second: the newest measure's weight against those before.
 _NEWEST_WEIGHT = 0.5
+
 
 def _seconds(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
