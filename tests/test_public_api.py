@@ -67,6 +67,7 @@ _ON_PURPOSE = {
     "relive.capture.time_limit.SnapshotTimedOut",  # raised asynchronously into any code: a BaseException
     "relive.script_errors._Compiled",  # a private signal from an audit hook, never leaves its module
     "relive.state.pickler.ProgramHook",  # must pass the record writer's `except Exception`; caught by capture
+    "relive.capture.copying.TooMuchToCopy",  # the same, for a copy that would copy too much: it forks
 }
 
 

@@ -12,15 +12,16 @@
 //! beside a 2-thread PyTorch loop on 2 cores left its time unchanged, where a normal one
 //! doubled it), while the writer takes their results in order. Where a chunk's compression has
 //! not come back within [`STALL`] (the program has every core), the writer stores it raw and
-//! goes on without waiting, until the threads are seen to make progress again: the snapshot
-//! is written as fast as without compression, only larger. Each chunk is copied for its
+//! goes on without waiting, until the threads are seen to make progress again (it looks every
+//! [`PROBE_EVERY`], in this and the next records): the snapshot is written about as fast as
+//! without compression, only larger. Each chunk is copied for its
 //! thread, so that a thread never outlives what it reads: the writer never waits for a thread
 //! that the scheduler keeps from running.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,27 @@ use crate::parallel;
 /// How long the writer waits for a chunk an idle thread is compressing (a 1 MiB chunk takes
 /// 2-5 ms on a free core) before it takes the cores to be busy and stores the chunk raw.
 const STALL: Duration = Duration::from_millis(20);
+
+/// Once the threads were found starved, the writer waits for them again (at most [`STALL`])
+/// only this long after: a snapshot of many records would otherwise wait at each.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+
+/// Batches whose new chunks come to less than this are compressed by the writer itself, as
+/// before there were idle threads: a few milliseconds at most, not worth threads.
+const SMALL: usize = 256 << 10;
+
+/// When this process last found the threads starved (nanoseconds since [`epoch`]); 0 when they
+/// have made progress since.
+static STALLED_AT: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64 + 1 // never 0
+}
 
 /// The CPU time the idle-priority threads have spent compressing, in nanoseconds (a forked child
 /// starts from its parent's count).
@@ -60,10 +82,20 @@ struct Shared {
 pub(crate) fn compress_where_idle<'a, E>(
     pieces: &[&'a [u8]],
     level: i32,
-    put: impl FnMut(usize, Stored<'a>) -> Result<(), E>,
+    mut put: impl FnMut(usize, Stored<'a>) -> Result<(), E>,
 ) -> Result<(), E> {
+    if pieces.iter().map(|p| p.len()).sum::<usize>() < SMALL {
+        for (i, piece) in pieces.iter().enumerate() {
+            put(
+                i,
+                zstd(level, piece).map_or(Stored::Raw(piece), Stored::Zstd),
+            )?;
+        }
+        return Ok(());
+    }
     let threads = parallel::workers().min(pieces.len());
-    write_in_order(pieces, threads, true, move |bytes| zstd(level, bytes), put)
+    let compress = move |bytes: &[u8]| zstd(level, bytes);
+    write_in_order(pieces, threads, true, &STALLED_AT, compress, put)
 }
 
 /// `bytes` compressed at `level`, or None where that does not pay (`pack::compress`), with this
@@ -85,11 +117,12 @@ fn zstd(level: i32, bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// [`compress_where_idle`] with `threads` threads (of idle priority where `lower`), each
-/// piece compressed by `compress`.
+/// piece compressed by `compress`; `stalled_at` as [`STALLED_AT`].
 fn write_in_order<'a, E, F>(
     pieces: &[&'a [u8]],
     threads: usize,
     lower: bool,
+    stalled_at: &AtomicU64,
     compress: F,
     mut put: impl FnMut(usize, Stored<'a>) -> Result<(), E>,
 ) -> Result<(), E>
@@ -120,11 +153,14 @@ where
         })
         .count();
     let ahead = 2 * threads; // chunks handed out beyond the one awaited
-    let (mut handed, mut stalled) = (0, threads == 0);
-    let mut seen = 0;
+    let mut stalled = threads == 0 || stalled_at.load(Ordering::Relaxed) != 0;
+    let (mut handed, mut seen) = (0, 0);
     let outcome = (|| {
         for (i, piece) in pieces.iter().enumerate() {
-            if !stalled {
+            // Starved a while ago: see whether the threads run again, waiting for one chunk.
+            let since = now_ns().saturating_sub(stalled_at.load(Ordering::Relaxed));
+            let probe = stalled && threads > 0 && since >= PROBE_EVERY.as_nanos() as u64;
+            if !stalled || probe {
                 while handed < n && handed <= i + ahead {
                     if jobs.send((handed, pieces[handed].to_vec())).is_err() {
                         break; // every thread has ended (cannot happen while `jobs` lives)
@@ -132,12 +168,19 @@ where
                     handed += 1;
                 }
             }
-            let wait = if stalled { Duration::ZERO } else { STALL };
+            let wait = if stalled && !probe {
+                Duration::ZERO
+            } else {
+                STALL
+            };
             let stored = match (i < handed).then(|| take(&shared, i, wait)).flatten() {
                 Some(Some(compressed)) => Stored::Zstd(compressed),
                 Some(None) => Stored::Raw(piece),
                 None => {
                     shared.given_up[i].store(true, Ordering::Relaxed);
+                    if !wait.is_zero() {
+                        stalled_at.store(now_ns(), Ordering::Relaxed);
+                    }
                     stalled = true;
                     Stored::Raw(piece)
                 }
@@ -146,6 +189,7 @@ where
             let completed = shared.completed.load(Ordering::Relaxed);
             if completed != seen {
                 (seen, stalled) = (completed, false); // the threads run again: wait for them
+                stalled_at.store(0, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -284,7 +328,8 @@ mod tests {
         let data: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 4096]).collect();
         let pieces: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
         let mut seen = Vec::new();
-        write_in_order(&pieces, 1, false, compress, |i, stored| {
+        let stalled_at = AtomicU64::new(0);
+        write_in_order(&pieces, 1, false, &stalled_at, compress, |i, stored| {
             seen.push((i, matches!(stored, Stored::Zstd(_))));
             if let Stored::Zstd(bytes) = stored {
                 assert_eq!(bytes, vec![i as u8]); // chunk i's own result
@@ -302,6 +347,34 @@ mod tests {
         );
         assert!(seen[..3].iter().all(|&(_, zstd)| !zstd), "{seen:?}"); // raw: not back within STALL
         assert!(seen[19].1, "{seen:?}"); // the thread runs again: waited for
+    }
+
+    #[test]
+    fn once_starved_the_next_records_do_not_wait_until_a_probe_finds_the_threads_running() {
+        let data = vec![3u8; 4096];
+        let pieces: Vec<&[u8]> = vec![&data; 5];
+        let compressed = |stalled_at: &AtomicU64| {
+            let mut zstd = Vec::new();
+            write_in_order(
+                &pieces,
+                1,
+                false,
+                stalled_at,
+                |b| Some(b[..1].to_vec()),
+                |_, s| {
+                    zstd.push(matches!(s, Stored::Zstd(_)));
+                    Ok::<(), ()>(())
+                },
+            )
+            .unwrap();
+            zstd
+        };
+        let stalled_at = AtomicU64::new(now_ns()); // starved just now: no wait, all raw
+        assert_eq!(compressed(&stalled_at), vec![false; 5]);
+        assert_ne!(stalled_at.load(Ordering::Relaxed), 0);
+        thread::sleep(PROBE_EVERY); // time to look again: they run
+        assert!(compressed(&stalled_at)[4]);
+        assert_eq!(stalled_at.load(Ordering::Relaxed), 0);
     }
 
     #[test]
