@@ -14,9 +14,9 @@
 //! not come back within [`STALL`] (the program has every core), the writer stores it raw and
 //! goes on without waiting, until the threads are seen to make progress again (it looks every
 //! [`PROBE_EVERY`], in this and the next records): the snapshot is written about as fast as
-//! without compression, only larger. Each chunk is copied for its
-//! thread, so that a thread never outlives what it reads: the writer never waits for a thread
-//! that the scheduler keeps from running.
+//! without compression, only larger. Each chunk is copied for its thread, so that a thread
+//! never outlives what it reads: the writer never waits for a thread that the scheduler keeps
+//! from running.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -55,12 +55,11 @@ fn now_ns() -> u64 {
     epoch().elapsed().as_nanos() as u64 + 1 // never 0
 }
 
-/// The CPU time the idle-priority threads have spent compressing, in nanoseconds (a forked child
-/// starts from its parent's count).
+/// The CPU time the idle-priority threads have spent compressing, in nanoseconds.
 static IDLE_CPU_NS: AtomicU64 = AtomicU64::new(0);
 
 /// The CPU seconds this process has spent compressing at idle priority: time no other thread
-/// wanted, so not charged to the program (nor counted in [`crate::compress_cpu_seconds`]).
+/// wanted, so not charged to the program (a forked child starts from its parent's count).
 pub fn idle_cpu_seconds() -> f64 {
     IDLE_CPU_NS.load(Ordering::Relaxed) as f64 / 1e9
 }
@@ -78,7 +77,8 @@ struct Shared {
 }
 
 /// Stores each of `pieces`, in order, with `put`: compressed at `level` by an idle-priority
-/// thread where that pays and a thread got to it in time, raw otherwise.
+/// thread where that pays and a thread got to it in time, raw otherwise (a batch under
+/// [`SMALL`]: compressed by the writer).
 pub(crate) fn compress_where_idle<'a, E>(
     pieces: &[&'a [u8]],
     level: i32,
