@@ -233,7 +233,9 @@ class Manifest:
     parent_cost: dict[str, Any] | None = None  # what the forked parent snapshot cost the program
     interval_s: float | None = None  # the timer's interval in force
     stretched_because: str | None = None  # why the overhead budget stretched it past --every
-    uncompressed_because: str | None = None  # why the budget had its new chunks stored raw (relive before compression moved to idle cores; still shown)
+    # Why the budget had its new chunks stored raw: written by relive before compression moved
+    # to idle cores, still read and shown.
+    uncompressed_because: str | None = None
     resume: ResumeEntry | None = None  # None: taken by a relive without resume
     process: str | None = None  # the record of the process state (RNGs, cwd, argv, files)
     write_s: float | None = None

@@ -179,10 +179,8 @@ impl PyStore {
         at_most: Option<u64>,
     ) -> PyResult<Option<StagedRecord>> {
         let staged = with_record_bytes(payload, &buffers, |payload, buffers| {
-            let sources: Vec<BufferSource<'_>> =
-                buffers.iter().map(|b| BufferSource::Bytes(b)).collect();
             self.inner
-                .stage_within(payload, &sources, at_most.unwrap_or(u64::MAX))
+                .stage(payload, buffers, at_most.unwrap_or(u64::MAX))
         })?;
         Ok(staged.map(StagedRecord::holding))
     }
@@ -198,7 +196,7 @@ impl PyStore {
     ) -> PyResult<Option<StagedRecord>> {
         let staged = self.with_sources(payload, &buffers, |payload, sources| {
             self.inner
-                .stage_within(payload, sources, at_most.unwrap_or(u64::MAX))
+                .stage_from(payload, sources, at_most.unwrap_or(u64::MAX))
         })?;
         Ok(staged.map(StagedRecord::holding))
     }

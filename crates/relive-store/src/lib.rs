@@ -27,9 +27,10 @@
 //!
 //! [`Store`] is `Send + Sync`; it runs its own short-lived worker threads (no thread pool, so it
 //! keeps working in a child process after `fork`), and compresses new chunks on idle-priority
-//! threads, storing raw what they do not get to in time (see `idle.rs`). Where a snapshot cannot be written by a forked
-//! child, [`Store::stage`] copies a record's changed chunks while the program pauses and
-//! [`Store::put_staged`] writes them later from another thread (see `staged.rs`).
+//! threads, storing raw what they do not get to in time (see `idle.rs`). Where a snapshot
+//! cannot be written by a forked child, [`Store::stage`] copies a record's changed chunks while
+//! the program pauses and [`Store::put_staged`] writes them later from another thread (see
+//! `staged.rs`).
 
 pub mod backend;
 mod config;

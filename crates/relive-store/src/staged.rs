@@ -102,25 +102,19 @@ impl Store {
     /// Copies what a record needs to be written later: `payload`, and each chunk of `buffers`
     /// the store does not hold (a chunk whose fingerprint names a stored chunk is kept by id).
     /// Fast: one fingerprint pass over the buffers and a copy of what changed, in parallel.
-    pub fn stage(&self, payload: &[u8], buffers: &[&[u8]]) -> Staged {
+    /// None, with nothing copied, where that would be more than `at_most` bytes (found by the
+    /// fingerprint pass: a copy that would pause the program longer than a fork, which
+    /// `--mode auto` takes instead).
+    pub fn stage(&self, payload: &[u8], buffers: &[&[u8]], at_most: u64) -> Option<Staged> {
         let sources: Vec<BufferSource<'_>> =
             buffers.iter().map(|b| BufferSource::Bytes(b)).collect();
-        self.stage_from(payload, &sources)
+        self.stage_from(payload, &sources, at_most)
     }
 
     /// [`Store::stage`] where some buffers are already stored (a large dict's segments of the
     /// last record, `BufferSource::Stored`): those are kept by their chunk ids, as
     /// [`Store::put_record_from`] keeps them, neither fingerprinted nor copied.
-    pub fn stage_from(&self, payload: &[u8], buffers: &[BufferSource<'_>]) -> Staged {
-        self.stage_within(payload, buffers, u64::MAX)
-            .expect("no copy is larger than u64::MAX bytes")
-    }
-
-    /// [`Store::stage_from`], unless the record would copy more than `at_most` bytes (its
-    /// payload and the chunks the store does not hold): then None, found by the fingerprint
-    /// pass before anything is copied. Where a copy would pause the program longer than a
-    /// fork, the caller forks instead (`--mode auto`).
-    pub fn stage_within(
+    pub fn stage_from(
         &self,
         payload: &[u8],
         buffers: &[BufferSource<'_>],
@@ -277,7 +271,7 @@ mod tests {
             Store::create_with_chunk_size(&dir.path().join("other"), 1024).unwrap(),
         );
         let buffer = data(10_000, 1);
-        let staged = a.stage(b"payload", &[&buffer]);
+        let staged = a.stage(b"payload", &[&buffer], u64::MAX).unwrap();
         assert_eq!(staged.copied_bytes(), 7 + 10_000);
         assert_eq!(staged.raw_bytes(), 7 + 10_000);
         let put = a.put_staged(staged).unwrap();
@@ -299,7 +293,7 @@ mod tests {
             BufferSource::Stored(stored.clone()),
             BufferSource::Bytes(&new),
         ];
-        let staged = s.stage_from(b"q", &sources);
+        let staged = s.stage_from(b"q", &sources, u64::MAX).unwrap();
         assert_eq!(staged.copied_bytes(), 1 + 3000); // the new buffer only
         assert_eq!(staged.raw_bytes(), 1 + 5000 + 3000);
         let put = s.put_staged(staged).unwrap();
@@ -319,7 +313,7 @@ mod tests {
         let first = s.put_record(b"p", &[&buffer]).unwrap();
         s.flush().unwrap(); // fingerprint hits are used for chunks in sealed packs
         buffer[3 * 1024 + 5] ^= 0xff; // one chunk changes
-        let staged = s.stage(b"p", &[&buffer]);
+        let staged = s.stage(b"p", &[&buffer], u64::MAX).unwrap();
         assert_eq!(staged.copied_bytes(), 1 + 1024);
         let expected = buffer.clone();
         buffer.fill(0); // the program writes on before the record is written
@@ -340,13 +334,13 @@ mod tests {
         s.flush().unwrap();
         buffer[1024] ^= 0xff; // one chunk changes: 1 + 1024 bytes to copy
         let sources = [BufferSource::Bytes(&buffer)];
-        assert!(s.stage_within(b"p", &sources, 1024).is_none());
-        let staged = s.stage_within(b"p", &sources, 1025).unwrap();
+        assert!(s.stage_from(b"p", &sources, 1024).is_none());
+        let staged = s.stage_from(b"p", &sources, 1025).unwrap();
         assert_eq!(staged.copied_bytes(), 1025);
         // A new buffer is found new by its fingerprints, before any of it is copied.
         let new = data(64 * 1024, 6);
         assert!(s
-            .stage_within(b"q", &[BufferSource::Bytes(&new)], 32 * 1024)
+            .stage_from(b"q", &[BufferSource::Bytes(&new)], 32 * 1024)
             .is_none());
     }
 
@@ -361,18 +355,30 @@ mod tests {
                                                 // Written by another handle (a forked child): this one cannot spot-check a compressed
                                                 // chunk, so it copies all of them, to hash them once the program has gone on.
         let program = Store::open(&dir.path().join("store")).unwrap();
-        assert_eq!(program.stage(b"p", &[&buffer]).copied_bytes(), 1 + 8 * 1024);
+        assert_eq!(
+            program
+                .stage(b"p", &[&buffer], u64::MAX)
+                .unwrap()
+                .copied_bytes(),
+            1 + 8 * 1024
+        );
         // What the child hashed, given to the program's handle: nothing is copied.
         assert!(program.add_proven_chunks(&s.proven_chunks()));
-        let staged = program.stage(b"p", &[&buffer]);
+        let staged = program.stage(b"p", &[&buffer], u64::MAX).unwrap();
         assert_eq!(staged.copied_bytes(), 1);
         assert_eq!(program.put_staged(staged).unwrap().id, first.id);
         // Hashed by this handle itself (put_staged): not copied again either.
         let fresh = Store::open(&dir.path().join("store")).unwrap();
-        let staged = fresh.stage(b"p", &[&buffer]);
+        let staged = fresh.stage(b"p", &[&buffer], u64::MAX).unwrap();
         assert_eq!(staged.copied_bytes(), 1 + 8 * 1024);
         fresh.put_staged(staged).unwrap();
-        assert_eq!(fresh.stage(b"p", &[&buffer]).copied_bytes(), 1);
+        assert_eq!(
+            fresh
+                .stage(b"p", &[&buffer], u64::MAX)
+                .unwrap()
+                .copied_bytes(),
+            1
+        );
         assert!(!fresh.add_proven_chunks(b"not that"));
     }
 }

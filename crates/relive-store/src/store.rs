@@ -544,12 +544,12 @@ impl Store {
                 new_bytes += self.append(&mut writer, ids[i], Kind::Chunk, &stored, raw_len)?;
                 Ok::<(), Error>(())
             };
-            let pieces: Vec<&[u8]> = group.iter().map(|&(_, piece)| piece).collect();
+            let mut pieces: Vec<&[u8]> = group.iter().map(|&(_, piece)| piece).collect();
             if self.compress_when_idle.load(Ordering::Relaxed) {
                 idle::compress_where_idle(&pieces, pack::CHUNK_LEVEL, put)?;
             } else {
                 let stored = parallel::map_with(
-                    &mut pieces.clone(),
+                    &mut pieces,
                     || Compressor::new(pack::CHUNK_LEVEL).ok(),
                     |cctx, piece| pack::compress(cctx.as_mut(), piece),
                 );

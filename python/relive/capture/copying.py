@@ -83,7 +83,9 @@ class Staging:
     def __init__(self, store: Any, limit: int | None = None, at_most: int | None = None) -> None:
         self._store = store
         self._limit = limit
-        self._at_most = at_most  # beyond it, give up (TooMuchToCopy) rather than write during the pause
+        # Beyond it (or beyond ``limit``, the lower), give up (TooMuchToCopy) rather than write
+        # during the pause.
+        self._at_most = at_most if at_most is None or limit is None else min(at_most, limit)
         self._staged: list[tuple[str, _native.StagedRecord]] = []
         self.copied_bytes = 0  # what the copies hold: the snapshot's memory until written
         self._ids: dict[str, str] = {}  # stand-in -> real id, once written
@@ -104,10 +106,9 @@ class Staging:
     def _stage(self, payload: Any, buffers: Sequence[Any], put: Callable[..., tuple[str, int, int]],
                stage: Callable[..., _native.StagedRecord | None]) -> tuple[str, int, int]:
         if self._at_most is not None:
-            at_most = min(self._at_most, self._limit if self._limit is not None else self._at_most)
-            staged = stage(payload, buffers, at_most=max(0, at_most - self.copied_bytes))
+            staged = stage(payload, buffers, at_most=max(0, self._at_most - self.copied_bytes))
             if staged is None:
-                raise TooMuchToCopy(f"more than {at_most >> 20} MiB to copy")
+                raise TooMuchToCopy(f"more than {self._at_most >> 20} MiB to copy")
         else:
             if self._limit is not None:
                 size = len(memoryview(payload)) + sum(memoryview(b).nbytes for b in buffers
