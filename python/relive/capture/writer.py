@@ -411,8 +411,9 @@ class Writer:
             charged = self._budget.forked_cost(outcome.get("pause_s", 0.0), cpu_s, copies_s)
             covered_s = self._budget.covered_s  # the budget takes it in: read first
             self._spent(charged, outcome["new_bytes"], outcome["state_bytes"])
-            self._auto.measured(self._child_mode, charged, outcome.get("pause_s", 0.0),
-                                outcome["new_bytes"] - self._budget.grown, covered_s)
+            pause_s = outcome.get("pause_s", 0.0)
+            self._auto.measured(self._child_mode, charged, pause_s, outcome["new_bytes"] - self._budget.grown,
+                                covered_s, floor_s=pause_s + copies_s if forked else None)
             # Known only now, in the program's process: the next manifest carries it.
             self._parent_cost = {"copies_s": round(copies_s, 6), "charged_s": round(charged, 6),
                                  "interval_s": round(self._clock.interval, 3)}
