@@ -303,8 +303,10 @@ def test_bytes_rewritten_at_a_rate_are_no_reason_to_stretch_the_interval():
     the bytes, so stretching saves only each snapshot's own cost (the fingerprint pass)."""
     b = budget(Clocks(), cores=1, every=1.0)
     b.after(0.5, 1000 << 20, 1000 << 20)  # the bulk: written once
-    assert _taken(b, 1.0, 0.1, 10)[0] == pytest.approx(5.0)  # not known yet: stretched for all of it
-    assert not b.rewrites_at_rate
+    interval, because = _taken(b, 1.0, 0.1, 10)  # 0.1 s is 2% of 5 s, but is it the same at 5 s?
+    assert interval == pytest.approx(2.0) and not b.rate_known  # the next one, twice as far, measures it
+    assert because.endswith("allows one every 5.0 s; the next comes after 2.0 s, to measure how its bytes "
+                            "rewritten grow with the interval")
     interval, because = _taken(b, 5.0, 0.15, 50)  # 5 times the interval, 5 times the bytes
     assert b.rewrites_at_rate
     # A new byte weighs 10 unchanged ones: 500 of 1450 parts of 150 ms were writing.
@@ -316,13 +318,23 @@ def test_bytes_rewritten_at_a_rate_are_no_reason_to_stretch_the_interval():
                        f"{interval:.1f} s")
 
 
+def test_the_framing_the_first_snapshot_writes_beyond_the_state_is_no_measure_of_a_rate():
+    # Seen on a 1 GB program: 32 KB more written than the state holds, then 480 MB rewritten.
+    b = budget(Clocks(), cores=1, every=1.0)
+    b.covered_s = 1.0
+    b.after(0.9, (1000 << 20) + (32 << 10), 1000 << 20)
+    interval, because = _taken(b, 1.7, 0.3, 480)
+    assert not b.rate_known and interval == pytest.approx(3.4), because  # the next one measures it
+
+
 def test_the_same_bytes_rewritten_at_every_step_are_spared_by_a_longer_interval():
     """DCGAN: its weights rewritten at every step; a snapshot writes them all, however far apart."""
     b = budget(Clocks(), cores=1, every=1.0)
     b.after(0.5, 1000 << 20, 1000 << 20)
     _taken(b, 1.0, 0.2, 100)
     assert _taken(b, 10.0, 0.2, 100)[0] == pytest.approx(10.0)  # 0.2 s is 2% of 10 s
-    assert not b.rewrites_at_rate
+    assert b.rate_known and not b.rewrites_at_rate
+    assert _taken(b, 10.0, 0.2, 100)[0] == pytest.approx(10.0)  # known: no more measuring
 
 
 def test_rewriting_that_costs_more_than_half_again_the_budget_stretches_the_interval():

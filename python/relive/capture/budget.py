@@ -35,7 +35,8 @@ piece by piece (a 1 GB array, 32 MB a step), a snapshot twice as far from the la
 twice the bytes, and writing them costs the same per second at any interval, until the whole
 state is rewritten between two snapshots. Stretching the interval for them would lose work
 and save nothing. So how the bytes rewritten grow with the interval is measured (two
-snapshots whose intervals differ by half or more), and where they grow with it, the
+snapshots whose intervals differ by half or more; until it is, the interval stretches to at
+most twice the last, which the next snapshot measures it with), and where they grow with it, the
 interval keeps only the snapshots' own cost within --overhead; writing them comes on top,
 up to ``_REWRITES_ON_TOP`` times --overhead (beyond that the interval stretches as before,
 which the whole state's size bounds).
@@ -93,6 +94,14 @@ _REWRITES_ON_TOP = 1.5
 _AT_A_RATE = 0.7
 # Two intervals at least this far apart (as a ratio) tell how the bytes rewritten grow with it.
 _APART = 1.5
+# Bytes rewritten are measured from this share of the state (1 MB of 1 GB): the first snapshot's new bytes
+# pass the state's by its records' framing (32 KB of 1 GB), which against the next one's
+# 480 MB looked like bytes rewritten at a rate.
+_REWRITTEN_AT_LEAST = 0.001
+# Until that is measured, the interval after a snapshot that rewrote bytes stretches to at
+# most this many times the last (a 1 GB program stretched from 1 s to 15 s on its second
+# snapshot and ended before the third could tell that its bytes came at a rate).
+_MEASURE_WITHIN = 2.0
 # What writing them costs a second: the newest measure's weight against those before.
 _NEWEST_WEIGHT = 0.5
 
@@ -126,6 +135,8 @@ class Budget:
         self.covered_s: float | None = None  # the seconds since the budgeted snapshot before the one being written (forking)
         self._last_new: tuple[float, int] | None = None  # the last snapshot's covered_s and bytes rewritten
         self.rewrites_at_rate = False  # whether the bytes rewritten grow with the interval (measured)
+        self.rate_known = False  # whether that was measured (two intervals _APART)
+        self._measure_by: float | None = None  # the interval that would measure it, where not known yet
         self._writing_per_s: float | None = None  # what writing them costs the program a second (smoothed)
 
     def forking(self) -> None:
@@ -182,8 +193,12 @@ class Budget:
         if interval is None or interval <= self.every * (1 + _TOLD_ABOVE):
             return interval, None
         besides = f" besides writing what it rewrote (about {per_s * 100:.1f}% of its time at any interval)"
-        return interval, (f"a snapshot costs the program about {_seconds(own)}{besides if on_top else ''}, and "
-                          f"--overhead {self.overhead:g}% allows one every {interval:.1f} s")
+        because = (f"a snapshot costs the program about {_seconds(own)}{besides if on_top else ''}, and "
+                   f"--overhead {self.overhead:g}% allows one every {interval:.1f} s")
+        if self._measure_by is not None and self._measure_by < interval:
+            interval = self._measure_by
+            because += f"; the next comes after {interval:.1f} s, to measure how its bytes rewritten grow with the interval"
+        return interval, because
 
     def _rewriting(self, recurring: float, new_bytes: int, state_bytes: int) -> tuple[float, float]:
         """What writing the bytes the program rewrote since the snapshot before cost this
@@ -192,12 +207,15 @@ class Budget:
         where they do not, or it is not known (inline snapshots: no interval is measured)."""
         covered, self.covered_s = self.covered_s, None
         rewritten = new_bytes - self.grown  # what the state grew by is written once, not at a rate
-        if not covered or covered <= 0 or rewritten <= 0:
+        self._measure_by = None
+        if not covered or covered <= 0 or rewritten <= _REWRITTEN_AT_LEAST * state_bytes:
             return 0.0, 0.0
         last, self._last_new = self._last_new, (covered, rewritten)
         if last is not None and max(covered, last[0]) >= _APART * min(covered, last[0]):
             growth = math.log(rewritten / last[1]) / math.log(covered / last[0])
-            self.rewrites_at_rate = growth >= _AT_A_RATE
+            self.rewrites_at_rate, self.rate_known = growth >= _AT_A_RATE, True
+        if not self.rate_known:
+            self._measure_by = max(self.every, _MEASURE_WITHIN * covered)
         unchanged = max(0, state_bytes - new_bytes)
         writing = recurring * WRITE_VS_HASH * rewritten / (WRITE_VS_HASH * rewritten + unchanged)
         per_s = writing / covered
