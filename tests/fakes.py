@@ -26,6 +26,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.records: dict[str, tuple[bytes, list[bytes]]] = {}
         self.manifests: dict[str, bytes] = {}
+        self.written = 0
 
     def put_record(self, payload: Buffer, buffers: Sequence[Buffer]) -> tuple[str, int, int]:
         data = bytes(memoryview(payload))
@@ -38,7 +39,11 @@ class MemoryStore:
         raw_bytes = len(data) + sum(len(p) for p in parts)
         new_bytes = 0 if record_id in self.records else raw_bytes
         self.records[record_id] = (data, parts)
+        self.written += new_bytes
         return record_id, new_bytes, raw_bytes
+
+    def raw_bytes_written(self) -> int:
+        return self.written
 
     def get_record(self, id: str) -> tuple[bytes, list[bytearray]]:
         if id not in self.records:

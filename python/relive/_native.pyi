@@ -144,6 +144,8 @@ class Store:
     def get_record(self, id: str) -> tuple[bytes, list[bytearray | Buffer]]:
         """``(payload, buffers)``: each buffer new writable memory, every byte verified."""
     def refresh(self) -> None: ...
+    def raw_bytes_written(self) -> int:
+        """The bytes of the blobs this handle has written so far, before compression."""
     def proven_chunks(self) -> bytes:
         """The chunks this handle hashed (fingerprint, id), for the process it was forked from."""
     def add_proven_chunks(self, data: bytes) -> bool:

@@ -50,6 +50,11 @@ class RecordStore(Protocol):
         ``(id, new_bytes, raw_bytes)``, new_bytes 0 when the store held it already."""
         ...
 
+    def raw_bytes_written(self) -> int:
+        """The bytes of what this handle has written so far, before compression: a
+        snapshot's new bytes however they were stored (``new_bytes`` counts them stored)."""
+        ...
+
     def get_record(self, id: str) -> tuple[bytes, Sequence[Buffer]]:
         """A record's ``(payload, buffers)``, the buffers writable; ``CorruptionError`` when
         it fails its check."""

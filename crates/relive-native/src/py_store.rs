@@ -249,6 +249,11 @@ impl PyStore {
         PyBytes::new(py, &self.inner.proven_chunks())
     }
 
+    /// The raw bytes of the blobs this handle has written so far (before compression).
+    fn raw_bytes_written(&self) -> u64 {
+        self.inner.raw_bytes_written()
+    }
+
     /// Takes in a forked child's `proven_chunks()`; False when `data` is not that.
     fn add_proven_chunks(&self, data: &[u8]) -> bool {
         self.inner.add_proven_chunks(data)

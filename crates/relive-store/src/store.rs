@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use zstd::bulk::{Compressor, Decompressor};
@@ -75,6 +75,8 @@ pub struct Store {
     proven: Mutex<Proven>,
     /// Whether new chunks are compressed on idle cores only (see `Store::set_compress_when_idle`).
     compress_when_idle: AtomicBool,
+    /// The raw bytes of the blobs this handle has written (see `Store::raw_bytes_written`).
+    raw_written: AtomicU64,
     /// What the snapshot being written relies on, checked again at its commit.
     pending: Mutex<Pending>,
     /// Packs going up to a remote store.
@@ -264,6 +266,7 @@ impl Store {
             fingerprints: Mutex::new(None),
             proven: Mutex::new(Proven::default()),
             compress_when_idle: AtomicBool::new(compress_when_idle_by_default()),
+            raw_written: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
             uploads: Uploads::new(),
         };
@@ -677,6 +680,13 @@ impl Store {
         self.compress_when_idle.store(when_idle, Ordering::Relaxed);
     }
 
+    /// The bytes of the blobs this handle has written so far, before compression: what a
+    /// snapshot found new, whether or not its chunks were compressed (which depends on the
+    /// machine's load, `idle.rs`).
+    pub fn raw_bytes_written(&self) -> u64 {
+        self.raw_written.load(Ordering::Relaxed)
+    }
+
     /// What this process proved ([`Proven`]), for the process it was forked from.
     pub fn proven_chunks(&self) -> Vec<u8> {
         self.proven
@@ -1048,6 +1058,8 @@ impl Store {
             }
             return Err(e);
         }
+        self.raw_written
+            .fetch_add(u64::from(raw_len), Ordering::Relaxed);
         if open.len() >= pack::PACK_TARGET_SIZE {
             self.seal(writer)?;
         }

@@ -145,6 +145,20 @@ fn compressible_data_is_compressed_and_noise_is_not() {
 }
 
 #[test]
+fn the_raw_bytes_written_are_counted_before_compression_and_once() {
+    let (_dir, store) = store(1 << 16);
+    let compressible = text(4 << 16);
+    let payload = text(5000);
+    let put = store.put_record(&payload, &[&compressible]).unwrap();
+    store.flush().unwrap();
+    let record_len = store.blob_info(&put.id).unwrap().raw_len as u64;
+    assert!(put.new_bytes < 10_000, "{}", put.new_bytes); // stored compressed
+    assert_eq!(store.raw_bytes_written(), (4 << 16) + record_len);
+    store.put_record(&payload, &[&compressible]).unwrap(); // stored already: nothing written
+    assert_eq!(store.raw_bytes_written(), (4 << 16) + record_len);
+}
+
+#[test]
 fn chunks_compressed_on_idle_cores_or_not_read_back_the_same() {
     let (_dir, store) = store(1 << 16);
     store.set_compress_when_idle(true); // the default: raw where no idle thread got to a chunk

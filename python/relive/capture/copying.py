@@ -98,6 +98,10 @@ class Staging:
         its whole size is taken as what it would copy, for the copy is not known before."""
         return self._stage(payload, buffers, self._store.put_record, self._store.stage_record)
 
+    def raw_bytes_written(self) -> int:
+        """The store's: what is staged is counted once ``write`` has written it."""
+        return int(self._store.raw_bytes_written())
+
     def put_record_from(self, payload: Any, sources: Sequence[Any]) -> tuple[str, int, int]:
         """``put_record`` where a source may be ``(record_id, index)``: a buffer of a record
         the store holds, referred to by its chunks, neither copied nor counted."""

@@ -58,10 +58,11 @@ class SnapshotRequest:
 @dataclass
 class SnapshotResult:
     id: str
-    new_bytes: int
+    new_bytes: int  # as stored (compressed where that paid and a core was free for it)
     state_bytes: int
     skipped: int
     seconds: float
+    new_raw_bytes: int = 0  # the same bytes before compression: what the budget measures
 
 
 class CodeRecords:
@@ -119,6 +120,7 @@ class Prepared:
     resume: ResumeEntry
     started: float  # time.perf_counter() when it began
     modules: dict[str, str]  # the globals that name modules (``np`` -> ``numpy``)
+    raw_from: int  # the store's ``raw_bytes_written()`` when it began
     # When and where it was taken: read at the point, not at the commit, which a thread
     # (--mode thread) makes while the program runs on (and may change directory).
     time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
@@ -132,7 +134,7 @@ def write(store: Any, request: SnapshotRequest, codes: CodeRecords) -> SnapshotR
 
 def prepare(store: Any, request: SnapshotRequest, codes: CodeRecords) -> Prepared:
     """Every record of the snapshot put into ``store``: its roots' values and its frames' code."""
-    started = time.perf_counter()
+    started, raw_from = time.perf_counter(), store.raw_bytes_written()
     roots = global_roots(request.main_dict, request.exclude)
     for index, view in enumerate(request.frames):
         roots += local_roots(index, view, request.exclude)
@@ -152,7 +154,7 @@ def prepare(store: Any, request: SnapshotRequest, codes: CodeRecords) -> Prepare
     resume = _resume_entry(request, resume_entries, state)
     if resume.resumable and resume_entries is not None:
         frames = [replace(frame, resume=entry) for frame, entry in zip(frames, resume_entries)]
-    return Prepared(request, state, frames, resume, started, modules_of(request.main_dict))
+    return Prepared(request, state, frames, resume, started, modules_of(request.main_dict), raw_from)
 
 
 def finish(store: Any, prepared: Prepared, costs: dict[str, Any] | None = None,
@@ -174,7 +176,7 @@ def finish(store: Any, prepared: Prepared, costs: dict[str, Any] | None = None,
     manifest = _manifest(prepared, seconds, costs or {}).to_json()
     snapshot_id = store.commit(manifest if resolve is None else resolve(manifest))
     return SnapshotResult(snapshot_id, state.new_bytes, state.state_bytes, len(state.skipped),
-                          time.perf_counter() - prepared.started)
+                          time.perf_counter() - prepared.started, store.raw_bytes_written() - prepared.raw_from)
 
 
 @contextmanager

@@ -171,7 +171,7 @@ class Writer:
         self._parent = result.id
         self.snapshots.append(result)
         if trigger in _BUDGETED:
-            self._spent(result.seconds, result.new_bytes, result.state_bytes)
+            self._spent(result.seconds, result.new_raw_bytes, result.state_bytes)
         return result.id
 
     def _spent(self, seconds: float, new_bytes: int, state_bytes: int) -> None:
@@ -285,9 +285,9 @@ class Writer:
                     _forget(store, forget)
             except (StoreError, OSError) as exc:
                 return {"ok": False, "store_error": str(exc)}
-            return {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
-                    "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s,
-                    "cpu_s": cpu_s, "idle_cpu_s": idle_cpu_s}
+            return {"id": result.id, "new_bytes": result.new_bytes, "new_raw_bytes": result.new_raw_bytes,
+                    "state_bytes": result.state_bytes, "skipped": result.skipped, "seconds": result.seconds,
+                    "pause_s": request.pause_s, "cpu_s": cpu_s, "idle_cpu_s": idle_cpu_s}
 
         self._child_trigger, self._child_mode = trigger, "thread"
         self._background.start_thread(work)
@@ -348,9 +348,9 @@ class Writer:
                 # The store's fault, not this snapshot's: told apart in the program's process,
                 # which reports each fault once ("ok" here overrides the child's own).
                 return {"ok": False, "store_error": str(exc)}
-            done = {"id": result.id, "new_bytes": result.new_bytes, "state_bytes": result.state_bytes,
-                    "skipped": result.skipped, "seconds": result.seconds, "pause_s": request.pause_s,
-                    "idle_cpu_s": _native.idle_cpu_seconds() - request.idle_cpu_from}
+            done = {"id": result.id, "new_bytes": result.new_bytes, "new_raw_bytes": result.new_raw_bytes,
+                    "state_bytes": result.state_bytes, "skipped": result.skipped, "seconds": result.seconds,
+                    "pause_s": request.pause_s, "idle_cpu_s": _native.idle_cpu_seconds() - request.idle_cpu_from}
             if not remote:
                 done["proven"] = store.proven_chunks().hex()
             return done
@@ -403,16 +403,18 @@ class Writer:
             self._parent = outcome["id"]
             self._kept.append(outcome["id"])
             self.snapshots.append(save.SnapshotResult(
-                outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"]))
+                outcome["id"], outcome["new_bytes"], outcome["state_bytes"], outcome["skipped"], outcome["seconds"],
+                outcome["new_raw_bytes"]))
             if not budgeted:
                 return
             # Compressing on idle cores (``idle_cpu_s``, within ``cpu_s``) took nothing from the program.
             cpu_s = max(0.0, outcome.get("cpu_s", 0.0) - outcome.get("idle_cpu_s", 0.0))
             charged = self._budget.forked_cost(outcome.get("pause_s", 0.0), cpu_s, copies_s)
             covered_s = self._budget.covered_s  # the budget takes it in: read first
-            self._spent(charged, outcome["new_bytes"], outcome["state_bytes"])
+            # New bytes before compression: stored ones depend on whether a core was free.
+            self._spent(charged, outcome["new_raw_bytes"], outcome["state_bytes"])
             pause_s = outcome.get("pause_s", 0.0)
-            self._auto.measured(self._child_mode, charged, pause_s, outcome["new_bytes"] - self._budget.grown,
+            self._auto.measured(self._child_mode, charged, pause_s, outcome["new_raw_bytes"] - self._budget.grown,
                                 covered_s, floor_s=pause_s + copies_s if forked else None)
             # Known only now, in the program's process: the next manifest carries it.
             self._parent_cost = {"copies_s": round(copies_s, 6), "charged_s": round(charged, 6),
