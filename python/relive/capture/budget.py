@@ -36,7 +36,7 @@ twice the bytes, and writing them costs the same per second at any interval, unt
 state is rewritten between two snapshots. Stretching the interval for them would lose work
 and save nothing. So how the bytes rewritten grow with the interval is measured (two
 snapshots whose intervals differ by half or more; until it is, the interval stretches to at
-most twice the last, which the next snapshot measures it with), and where they grow with it, the
+most twice the last, so that the next snapshot measures it), and where they grow with it, the
 interval keeps only the snapshots' own cost within --overhead; writing them comes on top,
 up to ``_REWRITES_ON_TOP`` times --overhead (beyond that the interval stretches as before,
 which the whole state's size bounds).
@@ -94,9 +94,9 @@ _REWRITES_ON_TOP = 1.5
 _AT_A_RATE = 0.7
 # Two intervals at least this far apart (as a ratio) tell how the bytes rewritten grow with it.
 _APART = 1.5
-# Bytes rewritten are measured from this share of the state (1 MB of 1 GB): the first snapshot's new bytes
-# pass the state's by its records' framing (32 KB of 1 GB), which against the next one's
-# 480 MB looked like bytes rewritten at a rate.
+# Bytes rewritten count from this share of the state on (1 MB of 1 GB): the first snapshot's
+# new bytes pass the state's by its records' framing (32 KB of 1 GB), which against the next
+# one's 480 MB looked like bytes rewritten at a rate.
 _REWRITTEN_AT_LEAST = 0.001
 # Until that is measured, the interval after a snapshot that rewrote bytes stretches to at
 # most this many times the last (a 1 GB program stretched from 1 s to 15 s on its second
@@ -197,7 +197,8 @@ class Budget:
                    f"--overhead {self.overhead:g}% allows one every {interval:.1f} s")
         if self._measure_by is not None and self._measure_by < interval:
             interval = self._measure_by
-            because += f"; the next comes after {interval:.1f} s, to measure how its bytes rewritten grow with the interval"
+            because += (f"; the next comes after {interval:.1f} s, to measure how its bytes rewritten grow "
+                        "with the interval")
         return interval, because
 
     def _rewriting(self, recurring: float, new_bytes: int, state_bytes: int) -> tuple[float, float]:
