@@ -136,7 +136,6 @@ class Budget:
         self._last_new: tuple[float, int] | None = None  # the last snapshot's covered_s and bytes rewritten
         self.rewrites_at_rate = False  # whether the bytes rewritten grow with the interval (measured)
         self.rate_known = False  # whether that was measured (two intervals _APART)
-        self._measure_by: float | None = None  # the interval that would measure it, where not known yet
         self._writing_per_s: float | None = None  # what writing them costs the program a second (smoothed)
 
     def forking(self) -> None:
@@ -186,7 +185,7 @@ class Budget:
         stretched past --every."""
         recurring = self.recurring_cost(cost_s, new_bytes, state_bytes)
         self.gap = recurring * 100.0 / self.overhead if self.overhead > 0 else 0.0
-        writing_s, per_s = self._rewriting(recurring, new_bytes, state_bytes)
+        writing_s, per_s, measure_by = self._rewriting(recurring, new_bytes, state_bytes)
         on_top = 0 < per_s * 100 <= _REWRITES_ON_TOP * self.overhead  # the writing: not a reason to stretch
         own = recurring - writing_s if on_top else recurring
         interval = self.interval(own)
@@ -195,36 +194,37 @@ class Budget:
         besides = f" besides writing what it rewrote (about {per_s * 100:.1f}% of its time at any interval)"
         because = (f"a snapshot costs the program about {_seconds(own)}{besides if on_top else ''}, and "
                    f"--overhead {self.overhead:g}% allows one every {interval:.1f} s")
-        if self._measure_by is not None and self._measure_by < interval:
-            interval = self._measure_by
+        if measure_by is not None and measure_by < interval:
+            interval = measure_by
             because += (f"; the next comes after {interval:.1f} s, to measure how its bytes rewritten grow "
                         "with the interval")
         return interval, because
 
-    def _rewriting(self, recurring: float, new_bytes: int, state_bytes: int) -> tuple[float, float]:
+    def _rewriting(self, recurring: float, new_bytes: int,
+                   state_bytes: int) -> tuple[float, float, float | None]:
         """What writing the bytes the program rewrote since the snapshot before cost this
         one, and what that costs the program per second (smoothed: one snapshot's cost moves
         by 2x here), where they come at a rate (``rewrites_at_rate``, measured here); zeros
-        where they do not, or it is not known (inline snapshots: no interval is measured)."""
+        where they do not, or it is not known (inline snapshots: no interval is measured).
+        Third, the interval that would measure whether they come at a rate, where that is
+        not known yet (None otherwise)."""
         covered, self.covered_s = self.covered_s, None
         rewritten = new_bytes - self.grown  # what the state grew by is written once, not at a rate
-        self._measure_by = None
         if not covered or covered <= 0 or rewritten <= _REWRITTEN_AT_LEAST * state_bytes:
-            return 0.0, 0.0
+            return 0.0, 0.0, None
         last, self._last_new = self._last_new, (covered, rewritten)
         if last is not None and max(covered, last[0]) >= _APART * min(covered, last[0]):
             growth = math.log(rewritten / last[1]) / math.log(covered / last[0])
             self.rewrites_at_rate, self.rate_known = growth >= _AT_A_RATE, True
-        if not self.rate_known:
-            self._measure_by = max(self.every, _MEASURE_WITHIN * covered)
+        measure_by = None if self.rate_known else max(self.every, _MEASURE_WITHIN * covered)
         unchanged = max(0, state_bytes - new_bytes)
         writing = recurring * WRITE_VS_HASH * rewritten / (WRITE_VS_HASH * rewritten + unchanged)
         per_s = writing / covered
         self._writing_per_s = per_s if self._writing_per_s is None else (
             _NEWEST_WEIGHT * per_s + (1 - _NEWEST_WEIGHT) * self._writing_per_s)
         if not self.rewrites_at_rate:
-            return 0.0, 0.0
-        return writing, self._writing_per_s
+            return 0.0, 0.0, measure_by
+        return writing, self._writing_per_s, measure_by
 
     def interval(self, cost_s: float) -> float | None:
         """The interval that keeps a snapshot of this cost within the budget (never below

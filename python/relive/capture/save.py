@@ -62,7 +62,7 @@ class SnapshotResult:
     state_bytes: int
     skipped: int
     seconds: float
-    new_raw_bytes: int = 0  # the same bytes before compression: what the budget measures
+    new_raw_bytes: int  # the same bytes before compression: what the budget measures
 
 
 class CodeRecords:

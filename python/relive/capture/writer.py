@@ -409,11 +409,11 @@ class Writer:
                 return
             # Compressing on idle cores (``idle_cpu_s``, within ``cpu_s``) took nothing from the program.
             cpu_s = max(0.0, outcome.get("cpu_s", 0.0) - outcome.get("idle_cpu_s", 0.0))
-            charged = self._budget.forked_cost(outcome.get("pause_s", 0.0), cpu_s, copies_s)
+            pause_s = outcome.get("pause_s", 0.0)
+            charged = self._budget.forked_cost(pause_s, cpu_s, copies_s)
             covered_s = self._budget.covered_s  # the budget takes it in: read first
             # New bytes before compression: stored ones depend on whether a core was free.
             self._spent(charged, outcome["new_raw_bytes"], outcome["state_bytes"])
-            pause_s = outcome.get("pause_s", 0.0)
             self._auto.measured(self._child_mode, charged, pause_s, outcome["new_raw_bytes"] - self._budget.grown,
                                 covered_s, floor_s=pause_s + copies_s if forked else None)
             # Known only now, in the program's process: the next manifest carries it.
