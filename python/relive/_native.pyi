@@ -131,13 +131,16 @@ class Store:
         """The lengths of a stored record's buffers."""
     def record_buffer(self, id: str, index: int) -> Buffer:
         """One buffer of a stored record, read and checked."""
+    def begin_copies(self) -> int:
+        """Starts one snapshot's copies: the ``copies`` to give ``stage_record``, which then asks
+        the kernel which pages of large buffers were written since the last copies."""
     def stage_record(self, payload: _BufferLike, buffers: Sequence[_BufferLike],
-                     at_most: int | None = None) -> StagedRecord | None:
+                     at_most: int | None = None, copies: int = 0) -> StagedRecord | None:
         """Copies the payload and the chunks not stored yet, for ``put_staged`` (--mode thread);
         None, with nothing copied, where that would copy more than ``at_most`` bytes."""
     def stage_record_from(self, payload: _BufferLike,
                           buffers: Sequence[_BufferLike | tuple[str, int]],
-                          at_most: int | None = None) -> StagedRecord | None:
+                          at_most: int | None = None, copies: int = 0) -> StagedRecord | None:
         """``stage_record`` where a buffer may be ``(record_id, index)``: referred to, not copied."""
     def put_staged(self, staged: StagedRecord) -> tuple[str, int, int]:
         """Writes a staged record without the GIL: ``(id, new_bytes, raw_bytes)``, as put_record."""
@@ -180,6 +183,9 @@ class StagedRecord:
     def copied_bytes(self) -> int: ...
     @property
     def raw_bytes(self) -> int: ...
+    @property
+    def unread_bytes(self) -> int:
+        """Bytes of its buffers known unchanged without being read (no page written since)."""
 
 def workers_cpu_seconds() -> float: ...
 def idle_cpu_seconds() -> float:

@@ -28,6 +28,7 @@ pub struct StagedRecord {
     staged: Mutex<Option<Staged>>,
     copied_bytes: u64,
     raw_bytes: u64,
+    unread_bytes: u64,
 }
 
 impl StagedRecord {
@@ -35,6 +36,7 @@ impl StagedRecord {
         StagedRecord {
             copied_bytes: staged.copied_bytes(),
             raw_bytes: staged.raw_bytes(),
+            unread_bytes: staged.unread_bytes(),
             staged: Mutex::new(Some(staged)),
         }
     }
@@ -52,6 +54,13 @@ impl StagedRecord {
     #[getter]
     fn raw_bytes(&self) -> u64 {
         self.raw_bytes
+    }
+
+    /// The bytes of its buffers known unchanged without being read: no page of theirs was
+    /// written since the last copies (`Store.begin_copies`).
+    #[getter]
+    fn unread_bytes(&self) -> u64 {
+        self.unread_bytes
     }
 }
 
@@ -166,37 +175,49 @@ impl PyStore {
         Ok(self.inner.contains(&parse_id(id)?))
     }
 
+    /// Starts the copies of one snapshot (`--mode thread`): the number to give `stage_record`
+    /// as `copies`, with which the pages of large buffers the program wrote since the last
+    /// copies are asked of the kernel rather than every byte fingerprinted.
+    fn begin_copies(&self) -> u64 {
+        self.inner.begin_copies()
+    }
+
     /// Copies a record out of the program for `put_staged` to write later (`--mode thread`):
     /// the payload and the chunks of `buffers` the store does not hold yet; chunks it holds are
     /// kept by id. Same arguments as `put_record`. The GIL stays held, as in `put_record`, so
     /// the buffers stand still while they are read; once this returns, the program may change
     /// them. None, with nothing copied, where that would copy more than `at_most` bytes.
-    #[pyo3(signature = (payload, buffers, at_most=None))]
+    /// `copies`: `begin_copies`'s number (0: fingerprint every byte).
+    #[pyo3(signature = (payload, buffers, at_most=None, copies=0))]
     fn stage_record(
         &self,
         payload: &Bound<'_, PyAny>,
         buffers: Vec<Bound<'_, PyAny>>,
         at_most: Option<u64>,
+        copies: u64,
     ) -> PyResult<Option<StagedRecord>> {
         let staged = with_record_bytes(payload, &buffers, |payload, buffers| {
+            let sources: Vec<BufferSource<'_>> =
+                buffers.iter().map(|b| BufferSource::Bytes(b)).collect();
             self.inner
-                .stage(payload, buffers, at_most.unwrap_or(u64::MAX))
+                .stage_from(payload, &sources, at_most.unwrap_or(u64::MAX), copies)
         })?;
         Ok(staged.map(StagedRecord::holding))
     }
 
     /// `stage_record` where an item of `buffers` may be `(record_id, index)`, as in
     /// `put_record_from`: that stored buffer is referred to by its chunks, not copied.
-    #[pyo3(signature = (payload, buffers, at_most=None))]
+    #[pyo3(signature = (payload, buffers, at_most=None, copies=0))]
     fn stage_record_from(
         &self,
         payload: &Bound<'_, PyAny>,
         buffers: Vec<Bound<'_, PyAny>>,
         at_most: Option<u64>,
+        copies: u64,
     ) -> PyResult<Option<StagedRecord>> {
         let staged = self.with_sources(payload, &buffers, |payload, sources| {
             self.inner
-                .stage_from(payload, sources, at_most.unwrap_or(u64::MAX))
+                .stage_from(payload, sources, at_most.unwrap_or(u64::MAX), copies)
         })?;
         Ok(staged.map(StagedRecord::holding))
     }

@@ -40,6 +40,7 @@ mod fingerprint;
 mod id;
 mod idle;
 mod pack;
+mod page_writes;
 mod parallel;
 mod prune;
 mod record;
@@ -51,6 +52,7 @@ mod store;
 mod transfer;
 mod upload;
 mod verify;
+mod watch;
 
 pub use error::{Error, Result};
 pub use id::Id;

@@ -11,9 +11,11 @@
 use memmap2::MmapMut;
 
 use crate::error::Result;
+use crate::fingerprint::Fingerprints;
 use crate::id::Id;
 use crate::parallel;
 use crate::store::{BufferSource, PutOutcome, Store};
+use crate::watch::{self, Seen, Was};
 
 /// Copies of at least this size get a mapping of their own, asked for huge pages: copying into
 /// fresh 4 KiB pages is bound by the page faults (about half the copy's time here), and writing
@@ -27,9 +29,13 @@ pub struct Staged {
     chunks: Vec<Chunk>,
     /// The copied chunks, one after the other.
     copies: Copies,
-    /// Each chunk's fingerprint and the cache's seed, to remember once the ids are known (none
-    /// for a remote store).
-    fingerprints: Option<(u64, Vec<u128>)>,
+    /// The fingerprint of each chunk of the given bytes, where one is known, and the cache's
+    /// seed, to remember once the ids are known (none for a remote store).
+    fingerprints: Option<(u64, Vec<Option<u128>>)>,
+    /// The watched buffers (`watch.rs`), each with the index of its first chunk among the
+    /// given bytes' and the copies number it was staged in: told their chunks once written.
+    watched: Vec<(watch::Buffer, usize, u64)>,
+    unread: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -85,6 +91,11 @@ impl Staged {
         (self.payload.len() + self.copies.bytes().len()) as u64
     }
 
+    /// The bytes of watched buffers known unchanged without being read (`watch.rs`).
+    pub fn unread_bytes(&self) -> u64 {
+        self.unread
+    }
+
     /// The payload's length plus the buffers' lengths, as [`PutOutcome::raw_bytes`].
     pub fn raw_bytes(&self) -> u64 {
         self.payload.len() as u64 + self.lens.iter().sum::<u64>()
@@ -108,30 +119,106 @@ impl Store {
     pub fn stage(&self, payload: &[u8], buffers: &[&[u8]], at_most: u64) -> Option<Staged> {
         let sources: Vec<BufferSource<'_>> =
             buffers.iter().map(|b| BufferSource::Bytes(b)).collect();
-        self.stage_from(payload, &sources, at_most)
+        self.stage_from(payload, &sources, at_most, 0)
+    }
+
+    /// Starts the copies of one snapshot: the number to give [`Store::stage_from`], which
+    /// then asks which pages of large buffers the program wrote since the last copies, rather
+    /// than fingerprinting all of them (`watch.rs`).
+    pub fn begin_copies(&self) -> u64 {
+        watch::begin_copies()
     }
 
     /// [`Store::stage`] where some buffers are already stored (a large dict's segments of the
     /// last record, `BufferSource::Stored`): those are kept by their chunk ids, as
-    /// [`Store::put_record_from`] keeps them, neither fingerprinted nor copied.
+    /// [`Store::put_record_from`] keeps them, neither fingerprinted nor copied. With `copies`
+    /// (from [`Store::begin_copies`]; 0: none), the chunks of watched buffers whose pages were
+    /// not written since the last copies keep their ids without being fingerprinted.
     pub fn stage_from(
         &self,
         payload: &[u8],
         buffers: &[BufferSource<'_>],
         at_most: u64,
+        copies: u64,
     ) -> Option<Staged> {
-        let pieces: Vec<&[u8]> = buffers
+        let size = self.chunk_size();
+        // Every chunk of the given bytes (a piece), in order; what the watch knows of each.
+        let mut pieces: Vec<&[u8]> = Vec::new();
+        let mut seen: Vec<Seen> = Vec::new();
+        let (mut watched, mut unwatched) = (Vec::new(), Vec::new());
+        for buffer in buffers {
+            let BufferSource::Bytes(bytes) = buffer else {
+                continue;
+            };
+            let key = watch::Buffer {
+                addr: bytes.as_ptr() as usize,
+                len: bytes.len(),
+                chunk_size: size,
+                store: self.token,
+            };
+            let first = pieces.len();
+            pieces.extend(bytes.chunks(size));
+            match watch::before_fingerprints(key, copies) {
+                Some(answer) => {
+                    seen.extend(answer);
+                    watched.push((key, first));
+                }
+                None => {
+                    seen.resize(pieces.len(), Seen::Unknown);
+                    unwatched.push((key, first));
+                }
+            }
+        }
+        if !watched.is_empty() {
+            let index = self.read_index();
+            for s in seen.iter_mut() {
+                if matches!(s, Seen::Unchanged(was) if !index.stored(&was.id)) {
+                    *s = Seen::Unknown; // pruned since: stored again
+                }
+            }
+        }
+        let unread = pieces
             .iter()
-            .filter_map(|b| match b {
-                BufferSource::Bytes(bytes) => Some(bytes.chunks(self.chunk_size())),
-                BufferSource::Stored(_) => None,
-            })
-            .flatten()
+            .zip(&seen)
+            .filter(|(_, s)| matches!(s, Seen::Unchanged(_)))
+            .map(|(p, _)| p.len() as u64)
+            .sum();
+        let todo: Vec<&[u8]> = pieces
+            .iter()
+            .zip(&seen)
+            .filter(|(_, s)| **s == Seen::Unknown)
+            .map(|(p, _)| *p)
             .collect();
-        let (ids, fingerprints) = match self.known_chunks(&pieces) {
-            Some(known) => (known.ids, Some((known.seed, known.fingerprints))),
-            None => (self.stored_by_hash(&pieces), None),
+        let (found, seed, fps) = match self.known_chunks(&todo) {
+            Some(known) => (known.ids, Some(known.seed), Some(known.fingerprints)),
+            None => (self.stored_by_hash(&todo), None, None),
         };
+        // Per piece: its id where stored, and its fingerprint where one is known.
+        let (mut found, mut fps) = (found.into_iter(), fps.map(Vec::into_iter));
+        let (ids, fingerprints): (Vec<Option<Id>>, Vec<Option<u128>>) = seen
+            .iter()
+            .map(|s| match s {
+                Seen::Unchanged(was) => (
+                    Some(was.id),
+                    was.fingerprint
+                        .filter(|(s, _)| Some(*s) == seed)
+                        .map(|(_, f)| f),
+                ),
+                Seen::Written => (None, None), // its fingerprint is taken after the pause
+                Seen::Unknown => (
+                    found.next().flatten(),
+                    fps.as_mut().and_then(Iterator::next),
+                ),
+            })
+            .collect();
+        for &(key, first) in &unwatched {
+            let n = key.len.div_ceil(size);
+            let changed = ids[first..first + n]
+                .iter()
+                .filter(|id| id.is_none())
+                .count();
+            watch::after_fingerprints(key, copies, changed);
+        }
         let mut at = 0;
         let mut found = pieces.iter().zip(&ids);
         let mut chunks: Vec<Chunk> = Vec::new();
@@ -141,7 +228,7 @@ impl Store {
                     chunks.extend(stored.chunks.iter().map(|&id| Chunk::Referenced(id)))
                 }
                 BufferSource::Bytes(bytes) => {
-                    for (piece, id) in found.by_ref().take(bytes.chunks(self.chunk_size()).len()) {
+                    for (piece, id) in found.by_ref().take(bytes.chunks(size).len()) {
                         chunks.push(match id {
                             Some(id) => Chunk::Stored(*id),
                             None => {
@@ -159,9 +246,9 @@ impl Store {
         if (payload.len() + at) as u64 > at_most {
             return None;
         }
-        let mut copies = Copies::new(at);
+        let mut copies_of = Copies::new(at);
         // Each copied chunk's place in `copies`, split off in order, paired with its source.
-        let mut rest = copies.bytes_mut();
+        let mut rest = copies_of.bytes_mut();
         let mut work: Vec<(&mut [u8], &[u8])> = Vec::new();
         for (piece, id) in pieces.iter().zip(&ids) {
             if id.is_none() {
@@ -186,8 +273,13 @@ impl Store {
                 })
                 .collect(),
             chunks,
-            copies,
-            fingerprints,
+            copies: copies_of,
+            fingerprints: seed.map(|seed| (seed, fingerprints)),
+            watched: watched
+                .into_iter()
+                .map(|(key, first)| (key, first, copies))
+                .collect(),
+            unread,
         })
     }
 
@@ -214,29 +306,58 @@ impl Store {
                 Chunk::Copied { start, len } => Id::of(&staged.copies.bytes()[start..start + len]),
             },
         );
-        if let Some((seed, fps)) = &staged.fingerprints {
-            // The fingerprints are the given bytes' chunks', in order.
-            let fingerprinted: Vec<Id> = staged
-                .chunks
-                .iter()
-                .zip(&ids)
-                .filter(|(chunk, _)| !matches!(chunk, Chunk::Referenced(_)))
-                .map(|(_, &id)| id)
-                .collect();
-            self.remember(*seed, fps, &fingerprinted);
-            // The copied chunks were hashed just now.
+        // Chunks of watched buffers whose pages were written were copied without a fingerprint
+        // (the pause only copied them): taken now, for the cache.
+        let mut fingerprints = staged.fingerprints.clone();
+        if let Some((seed, fps)) = &mut fingerprints {
             let copied = staged
                 .chunks
                 .iter()
-                .zip(&ids)
-                .filter(|(chunk, _)| !matches!(chunk, Chunk::Referenced(_)))
+                .filter(|chunk| !matches!(chunk, Chunk::Referenced(_)));
+            for (chunk, fp) in copied.zip(fps.iter_mut()) {
+                if let (Some(bytes), None) = (staged.piece(chunk), *fp) {
+                    *fp = Some(Fingerprints::of(*seed, bytes));
+                }
+            }
+        }
+        // The given bytes' chunks (the pieces staging cut), in order, with their ids.
+        let pieces: Vec<(&Chunk, Id)> = staged
+            .chunks
+            .iter()
+            .zip(ids.iter().copied())
+            .filter(|(chunk, _)| !matches!(chunk, Chunk::Referenced(_)))
+            .collect();
+        if let Some((seed, fps)) = &fingerprints {
+            let known: Vec<(u128, Id)> = pieces
+                .iter()
+                .zip(fps)
+                .filter_map(|(&(_, id), fp)| fp.map(|fp| (fp, id)))
+                .collect();
+            let (fps_known, ids_known): (Vec<u128>, Vec<Id>) = known.into_iter().unzip();
+            self.remember(*seed, &fps_known, &ids_known);
+            // The copied chunks were hashed just now.
+            let copied = pieces
+                .iter()
                 .zip(fps)
                 .filter(|((chunk, _), _)| matches!(chunk, Chunk::Copied { .. }))
-                .map(|((_, &id), &fp)| (fp, id));
+                .filter_map(|(&(_, id), fp)| fp.map(|fp| (fp, id)));
             self.prove(*seed, copied);
         }
-        let pieces: Vec<Option<&[u8]>> = staged.chunks.iter().map(|c| staged.piece(c)).collect();
-        self.put_pieces(&staged.payload, &staged.lens, &ids, &pieces)
+        let slices: Vec<Option<&[u8]>> = staged.chunks.iter().map(|c| staged.piece(c)).collect();
+        let outcome = self.put_pieces(&staged.payload, &staged.lens, &ids, &slices)?;
+        for &(key, first, copies) in &staged.watched {
+            let n = key.len.div_ceil(key.chunk_size);
+            let chunks = (first..first + n)
+                .map(|i| Was {
+                    fingerprint: fingerprints
+                        .as_ref()
+                        .and_then(|(seed, fps)| fps[i].map(|fp| (*seed, fp))),
+                    id: pieces[i].1,
+                })
+                .collect();
+            watch::learned(key, copies, chunks);
+        }
+        Ok(outcome)
     }
 }
 
@@ -293,7 +414,7 @@ mod tests {
             BufferSource::Stored(stored.clone()),
             BufferSource::Bytes(&new),
         ];
-        let staged = s.stage_from(b"q", &sources, u64::MAX).unwrap();
+        let staged = s.stage_from(b"q", &sources, u64::MAX, 0).unwrap();
         assert_eq!(staged.copied_bytes(), 1 + 3000); // the new buffer only
         assert_eq!(staged.raw_bytes(), 1 + 5000 + 3000);
         let put = s.put_staged(staged).unwrap();
@@ -326,6 +447,55 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_buffer_is_watched_and_only_its_written_chunks_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create_with_chunk_size(&dir.path().join("store"), 1 << 20).unwrap();
+        let mut buffer = memmap2::MmapMut::map_anon(16 << 20).unwrap();
+        buffer.copy_from_slice(&data(16 << 20, 7));
+        let copy = |buffer: &[u8]| {
+            let copies = s.begin_copies();
+            let staged = s
+                .stage_from(b"p", &[BufferSource::Bytes(buffer)], u64::MAX, copies)
+                .unwrap();
+            let (copied, unread) = (staged.copied_bytes() - 1, staged.unread_bytes());
+            let id = s.put_staged(staged).unwrap().id;
+            let mut out = vec![0u8; buffer.len()];
+            s.read_buffer_into(&s.get_record(&id).unwrap().buffers[0], &mut out)
+                .unwrap();
+            assert!(out == buffer, "the record holds the buffer as it was");
+            s.flush().unwrap();
+            (copied >> 20, unread >> 20)
+        };
+        assert_eq!(copy(&buffer), (16, 0)); // new
+        assert_eq!(copy(&buffer), (0, 0)); // fingerprinted: found quiet
+        assert_eq!(copy(&buffer), (0, 0)); // protected, then fingerprinted
+        if crate::page_writes::Pages::open().is_err() {
+            eprintln!("page watching unavailable here");
+            return;
+        }
+        assert_eq!(copy(&buffer), (0, 16)); // nothing written: nothing read
+        buffer[5 << 20] ^= 0xff;
+        buffer[(9 << 20) - 1] ^= 0xff;
+        assert_eq!(copy(&buffer), (2, 14));
+        // Memory given back reads as zeros, unwritten: found all the same.
+        // SAFETY (test): the range is within this test's own mapping.
+        unsafe {
+            libc::madvise(
+                buffer.as_mut_ptr().add(3 << 20) as *mut _,
+                4096,
+                libc::MADV_DONTNEED,
+            );
+        }
+        assert_eq!(copy(&buffer), (1, 15));
+        // Rewritten at large: no longer watched, fingerprinted again.
+        for i in 0..8 {
+            buffer[(i << 20) + 1] ^= 0xff;
+        }
+        assert_eq!(copy(&buffer), (8, 8));
+        assert_eq!(copy(&buffer), (0, 0));
+    }
+
+    #[test]
     fn a_record_that_would_copy_more_than_asked_is_not_copied() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
@@ -334,13 +504,13 @@ mod tests {
         s.flush().unwrap();
         buffer[1024] ^= 0xff; // one chunk changes: 1 + 1024 bytes to copy
         let sources = [BufferSource::Bytes(&buffer)];
-        assert!(s.stage_from(b"p", &sources, 1024).is_none());
-        let staged = s.stage_from(b"p", &sources, 1025).unwrap();
+        assert!(s.stage_from(b"p", &sources, 1024, 0).is_none());
+        let staged = s.stage_from(b"p", &sources, 1025, 0).unwrap();
         assert_eq!(staged.copied_bytes(), 1025);
         // A new buffer is found new by its fingerprints, before any of it is copied.
         let new = data(64 * 1024, 6);
         assert!(s
-            .stage_from(b"q", &[BufferSource::Bytes(&new)], 32 * 1024)
+            .stage_from(b"q", &[BufferSource::Bytes(&new)], 32 * 1024, 0)
             .is_none());
     }
 

@@ -81,7 +81,12 @@ pub struct Store {
     pending: Mutex<Pending>,
     /// Packs going up to a remote store.
     uploads: Uploads,
+    /// Which store handle this is, to the buffers watched for copies (`watch.rs`), whose
+    /// chunk ids are this store's.
+    pub(crate) token: u64,
 }
+
+static TOKENS: AtomicU64 = AtomicU64::new(0);
 
 /// The snapshot being written: which packs were seen on disk since the last commit (each is
 /// checked once per snapshot) and the chunks of each record put (a record's pack alone does not
@@ -269,6 +274,7 @@ impl Store {
             raw_written: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
             uploads: Uploads::new(),
+            token: TOKENS.fetch_add(1, Ordering::Relaxed) + 1,
         };
         Ok(store)
     }
