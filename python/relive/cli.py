@@ -365,6 +365,7 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo], damaged: list[Damaged
             "new_bytes": m.new_bytes, "state_bytes": m.state_bytes,
             "skipped": [skipped.to_json() for skipped in m.skipped], "mode": m.mode, "pause_s": m.pause_s,
             "write_s": m.write_s, "cpu_s": m.cpu_s, "idle_cpu_s": m.idle_cpu_s, "memory_bytes": m.memory_bytes,
+            "unread_bytes": m.unread_bytes,
             "parent": m.parent, "parent_cost": m.parent_cost,
             "resumable": m.resumable,
             "not_resumable_because": m.not_resumable_because,

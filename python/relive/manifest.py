@@ -243,6 +243,8 @@ class Manifest:
     memory_bytes: int | None = None  # a forked child's own memory, near its peak
     cpu_s: float | None = None  # a forked child's CPU time (or a copy's writing thread's)
     idle_cpu_s: float | None = None  # of cpu_s, compressing at idle priority: on cores nothing else wanted
+    # A copy's bytes of large buffers known unchanged without being read (no page written since)
+    unread_bytes: int | None = None
 
     @property
     def resumable(self) -> bool:
@@ -282,7 +284,7 @@ class Manifest:
             "uncompressed_because": self.uncompressed_because,
             "resume": None if self.resume is None else self.resume.to_json(), "process": self.process,
             "write_s": self.write_s, "pause_s": self.pause_s, "memory_bytes": self.memory_bytes, "cpu_s": self.cpu_s,
-            "idle_cpu_s": self.idle_cpu_s,
+            "idle_cpu_s": self.idle_cpu_s, "unread_bytes": self.unread_bytes,
         }
         doc = {name: value for name, value in doc.items() if value is not None or name in ("parent", "where")}
         return json.dumps(doc, separators=(",", ":")).encode()
@@ -324,6 +326,7 @@ class Manifest:
             uncompressed_because=doc.get("uncompressed_because"), resume=resume,
             process=doc.get("process"), write_s=doc.get("write_s"), pause_s=doc.get("pause_s"),
             memory_bytes=doc.get("memory_bytes"), cpu_s=doc.get("cpu_s"), idle_cpu_s=doc.get("idle_cpu_s"),
+            unread_bytes=doc.get("unread_bytes"),
         )
 
 
@@ -361,7 +364,7 @@ _FIELDS: Fields = {
     "parent_cost": (False, optional(is_object()), "an object"),
     **{name: (False, optional(is_number), "a number")
        for name in ("new_bytes", "state_bytes", "pause_s", "write_s", "cpu_s", "idle_cpu_s", "memory_bytes",
-                    "interval_s")},
+                    "interval_s", "unread_bytes")},
     **{name: (False, optional(is_str), "a string")
        for name in ("mode", "signal", "note", "cwd", "stretched_because", "uncompressed_because")},
 }

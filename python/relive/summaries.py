@@ -76,6 +76,7 @@ class Summary:
     memory_bytes: int | None = None
     cpu_s: float | None = None
     idle_cpu_s: float | None = None
+    unread_bytes: int | None = None
 
     @classmethod
     def of(cls, manifest: Manifest) -> Summary:

@@ -60,6 +60,16 @@ def available() -> bool:
         return False
 
 
+def may_watch_pages() -> bool:
+    """Whether a copied snapshot may ask the kernel which pages were written rather than read
+    every byte (``copying.Staging``): not once CUDA is initialized, for a device may then
+    write host memory by DMA, which no page protection sees."""
+    try:
+        return not torch_state.cuda_initialized()
+    except Exception:
+        return False
+
+
 def private_bytes(pid: int | str = "self") -> int | None:
     """Memory the process holds alone (Linux): for a snapshot child, the pages the program
     wrote since the fork, which now exist twice. None where the kernel does not say."""

@@ -80,8 +80,15 @@ class Staging:
     not read back, but the store's own are (a large dict's last record, ``dict_entries``),
     and what must know a staged record's real id asks for it (``when_written``)."""
 
-    def __init__(self, store: Any, limit: int | None = None, at_most: int | None = None) -> None:
+    def __init__(self, store: Any, limit: int | None = None, at_most: int | None = None,
+                 watch_pages: bool = True) -> None:
         self._store = store
+        # With ``watch_pages``, the store asks the kernel which pages of large quiet buffers
+        # were written since the last copies instead of reading them all (``watch.rs``). Not
+        # where a device may write host memory by DMA, which no page protection sees (CUDA's
+        # pinned memory): ``may_watch_pages``.
+        self._copies = store.begin_copies() if watch_pages else 0
+        self.unread_bytes = 0  # bytes of buffers known unchanged without being read
         self._limit = limit
         # Beyond it (or beyond ``limit``, the lower), give up (TooMuchToCopy) rather than write
         # during the pause.
@@ -110,7 +117,8 @@ class Staging:
     def _stage(self, payload: Any, buffers: Sequence[Any], put: Callable[..., tuple[str, int, int]],
                stage: Callable[..., _native.StagedRecord | None]) -> tuple[str, int, int]:
         if self._at_most is not None:
-            staged = stage(payload, buffers, at_most=max(0, self._at_most - self.copied_bytes))
+            staged = stage(payload, buffers, at_most=max(0, self._at_most - self.copied_bytes),
+                           copies=self._copies)
             if staged is None:
                 raise TooMuchToCopy(f"more than {self._at_most >> 20} MiB to copy")
         else:
@@ -119,9 +127,10 @@ class Staging:
                                                       if not isinstance(b, tuple))
                 if self.copied_bytes + size > self._limit:
                     return put(payload, buffers)
-            staged = stage(payload, buffers)
+            staged = stage(payload, buffers, copies=self._copies)
             assert staged is not None  # no limit given
         self.copied_bytes += staged.copied_bytes
+        self.unread_bytes += staged.unread_bytes
         stand_in = secrets.token_hex(32)  # the length of a real id, never one
         self._staged.append((stand_in, staged))
         return stand_in, 0, staged.raw_bytes

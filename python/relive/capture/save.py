@@ -350,5 +350,6 @@ def _manifest(prepared: Prepared, seconds: float, costs: dict[str, Any]) -> Mani
         memory_bytes=costs.get("memory_bytes"),
         cpu_s=costs.get("cpu_s"),
         idle_cpu_s=costs.get("idle_cpu_s"),
+        unread_bytes=costs.get("unread_bytes"),
         **extra,
     )

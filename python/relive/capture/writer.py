@@ -241,7 +241,8 @@ class Writer:
             request = self._request(trigger, frames, "thread", {}, point)
             request.program_hooks = program_hooks
             staging = copying.Staging(store, copying.copies_limit(self.options.max_memory),
-                                      at_most=None if program_hooks else COPY_AT_MOST)
+                                      at_most=None if program_hooks else COPY_AT_MOST,
+                                      watch_pages=background.may_watch_pages())
             with TimeLimit(self.options.snapshot_timeout):
                 prepared = save.prepare(staging, request, self._codes)
         except SnapshotTimedOut:
@@ -279,7 +280,7 @@ class Writer:
                 idle_cpu_s = _native.idle_cpu_seconds() - cpu[2]  # compressing on idle cores: in cpu_s, not charged
                 cpu_s = time.thread_time() - cpu[0] + _native.workers_cpu_seconds() - cpu[1] + idle_cpu_s
                 costs = {"memory_bytes": staging.copied_bytes, "cpu_s": round(cpu_s, 6),
-                         "idle_cpu_s": round(idle_cpu_s, 6)}
+                         "idle_cpu_s": round(idle_cpu_s, 6), "unread_bytes": staging.unread_bytes}
                 result = save.finish(store, prepared, costs, staging.resolve)
                 if forget:
                     _forget(store, forget)

@@ -249,7 +249,7 @@ class Session:
         """Pickles and copies the snapshot now (``capture.copying``) and has a thread write it
         while the next cell runs."""
         request.mode = "thread"
-        staging = copying.Staging(store, copying.copies_limit(None))
+        staging = copying.Staging(store, copying.copies_limit(None), watch_pages=background.may_watch_pages())
         started = time.perf_counter()
         try:
             with TimeLimit(SNAPSHOT_TIMEOUT_S):
@@ -261,7 +261,7 @@ class Session:
 
         def work() -> dict[str, Any]:
             prepared.state.new_bytes += staging.write()
-            costs = {"memory_bytes": staging.copied_bytes}
+            costs = {"memory_bytes": staging.copied_bytes, "unread_bytes": staging.unread_bytes}
             return {"id": save.finish(store, prepared, costs, staging.resolve).id, "forked": False}
 
         writer = Background(SNAPSHOT_TIMEOUT_S, None, self._done)
