@@ -14,9 +14,11 @@ to them, measured in the same run (bench/limits.py): a memory copy, the store's 
 `bench/run.py --workloads micro` (with GB = --scale).
 
 With --modes, each --mode in turn (fork, thread: copy-then-write, inline), in the same
-repeat. For thread, the pause (pickling, fingerprinting the whole state, copying what
-changed) is set against a copy of the changed bytes into new memory, and against the
-fingerprint pass: issue 15's goal is a pause of at most 2x the copy.
+repeat; thread-read is thread with RELIVE_WATCH_PAGES=0: the pause fingerprints every byte
+rather than asking the kernel which pages were written (src/watch.rs). For thread, the pause
+(pickling, finding what changed, copying it) is set against a copy of the changed bytes
+into new memory, and against the fingerprint pass: issue 15's goal is a pause of at most 2x
+the copy.
 """
 
 from __future__ import annotations
@@ -65,8 +67,11 @@ def one_run(gb: float, seconds: float, workdir: str, mode: str = "fork") -> dict
     program = os.path.join(workdir, "micro_prog.py")
     with open(program, "w") as f:
         f.write(textwrap.dedent(PROGRAM.format(n=n, seconds=seconds)))
-    subprocess.run([sys.executable, "-m", "relive", "run", "--every", "1", "--overhead", "0", "--mode", mode,
-                    "--store", store, program], check=True, stdout=subprocess.DEVNULL)
+    # thread-read: --mode thread fingerprinting every byte, not asking which pages were written
+    env = dict(os.environ, RELIVE_WATCH_PAGES="0") if mode == "thread-read" else None
+    subprocess.run([sys.executable, "-m", "relive", "run", "--every", "1", "--overhead", "0",
+                    "--mode", mode.split("-")[0], "--store", store, program],
+                   check=True, stdout=subprocess.DEVNULL, env=env)
     log = json.loads(subprocess.run([sys.executable, "-m", "relive", "log", "--json", "--store", store],
                                     check=True, capture_output=True, text=True).stdout)
     timer = [s for s in log if s["trigger"] == "timer" and s["write_s"]]
@@ -82,6 +87,7 @@ def one_run(gb: float, seconds: float, workdir: str, mode: str = "fork") -> dict
             "later_pause_s": statistics.median(s["pause_s"] for s in later),
             "later_new_bytes": statistics.median(s["new_bytes"] for s in later),
             "later_memory_bytes": max((s["memory_bytes"] or 0) for s in later),
+            "later_unread_bytes": statistics.median((s.get("unread_bytes") or 0) for s in later),
             "load_s": loaded["load_s"]}
 
 
@@ -120,9 +126,12 @@ def report_mode(mode: str, runs: list[dict[str, float]], limits: list[dict[str, 
     for name, write, pause, new, reference, what in rows:
         print(f"  {name:16s} write {write * 1000:8.1f} ms ({gb / write:5.2f} GB/s, {write / reference:5.2f}x the "
               f"{what} pass), pause {pause * 1000:6.1f} ms, new {new / 1e6:8.1f} MB")
-    what = "copies" if mode == "thread" else "child's extra memory"
+    thread = mode.startswith("thread")
+    what = "copies" if thread else "child's extra memory"
     print(f"  {what} (max over later snapshots): {med['later_memory_bytes'] / 1e6:.1f} MB")
-    if mode == "thread":
+    if thread:
+        print(f"  later snapshots' bytes known unchanged without being read (median): "
+              f"{med['later_unread_bytes'] / 1e6:.1f} MB")
         # The changed bytes' copy, at the rate of a copy into new memory (as the pause copies).
         copy_s = lim["fresh_copy_s"] * med["later_new_bytes"] / med["state_bytes"]
         print(f"  later pause {med['later_pause_s'] * 1000:.1f} ms = {med['later_pause_s'] / copy_s:.1f}x a copy of "
@@ -137,7 +146,7 @@ def main() -> None:
     parser.add_argument("--gb", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--modes", nargs="+", default=["fork"], choices=["fork", "thread", "inline"])
+    parser.add_argument("--modes", nargs="+", default=["fork"], choices=["fork", "thread", "thread-read", "inline"])
     args = parser.parse_args()
     report(measure(args.gb, args.seconds, args.repeat, tuple(args.modes)))
 

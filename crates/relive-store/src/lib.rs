@@ -30,7 +30,8 @@
 //! threads, storing raw what they do not get to in time (see `idle.rs`). Where a snapshot
 //! cannot be written by a forked child, [`Store::stage`] copies a record's changed chunks while
 //! the program pauses and [`Store::put_staged`] writes them later from another thread (see
-//! `staged.rs`).
+//! `staged.rs`); on Linux 6.7+ the kernel says which pages of large quiet buffers were
+//! written since the last copies, and the rest is not read (`watch.rs`, `page_writes.rs`).
 
 pub mod backend;
 mod config;

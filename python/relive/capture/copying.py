@@ -6,7 +6,9 @@ fork on the platform; ``--mode thread`` asked), a snapshot would otherwise be wr
 inline, the program waiting for all of it. Here the program waits only for what needs its
 objects to stand still: the pickling, and a copy of each record (``Store.stage_record``):
 its pickle, and those chunks of its buffers that the store does not hold (their fingerprints,
-taken at memory speed, say which). The hashing, compression and writing of the copies
+taken at memory speed, say which; for a large buffer found quiet, the kernel says which of
+its pages the program wrote since the last copies, and the rest is not read: the store's
+``watch.rs``). The hashing, compression and writing of the copies
 then run on a thread of relive's, the store's threads without the GIL.
 
 A record's id is the hash of what it holds, which is the slow part: during the pause each
