@@ -32,6 +32,7 @@ __all__ = [
     "StagedRecord",
     "workers_cpu_seconds",
     "idle_cpu_seconds",
+    "pages_watchable",
     "Buffer",
     "InitThen",
     "call_in_main_thread",
@@ -188,6 +189,9 @@ class StagedRecord:
         """Bytes of its buffers known unchanged without being read (no page written since)."""
 
 def workers_cpu_seconds() -> float: ...
+def pages_watchable() -> bool:
+    """Whether this process can watch its pages for writes (Linux 6.7+, userfaultfd allowed),
+    as copied snapshots do for large quiet buffers."""
 def idle_cpu_seconds() -> float:
     """CPU seconds this process has spent compressing chunks at idle priority (on cores nothing
     else wanted; a forked child starts from its parent's count)."""

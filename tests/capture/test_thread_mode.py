@@ -4,15 +4,14 @@ state at the pause, whatever the program does meanwhile."""
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import relive
+from relive import _native
 from conftest import REWRITTEN_EACH_ROUND, Workdir, wait_for_line
 from relive.store import Store
 
@@ -163,12 +162,6 @@ def _replayed(np: Any, done: int, zeroed: list[tuple[int, int, int]]) -> Iterato
     yield data, side
 
 
-def _pages_watchable() -> bool:
-    """Linux 6.7+ (PAGEMAP_SCAN), where relive asks which pages were written (watch.rs)."""
-    release = os.uname().release.split(".")
-    return sys.platform == "linux" and tuple(int(p) for p in release[:2] if p.isdigit()) >= (6, 7)
-
-
 def test_copies_of_watched_pages_hold_what_the_program_wrote_however_it_wrote_it(work: Workdir) -> None:
     np = pytest.importorskip("numpy")
     work.write("prog.py", WATCHED)
@@ -185,7 +178,7 @@ def test_copies_of_watched_pages_hold_what_the_program_wrote_however_it_wrote_it
         checked += 1
     assert checked >= 10
     unread = [row["unread_bytes"] for row in timers if row.get("unread_bytes")]
-    if _pages_watchable():
+    if _native.pages_watchable():  # Linux 6.7+, userfaultfd allowed
         # The data array was watched (at the third copy on): most of it known unchanged, unread.
         assert len(unread) >= 5 and max(unread) >= 48 << 20
 

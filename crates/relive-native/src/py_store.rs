@@ -78,6 +78,13 @@ pub fn idle_cpu_seconds() -> f64 {
     relive_store::idle_cpu_seconds()
 }
 
+/// Whether this process can watch its pages for writes (Linux 6.7+ with userfaultfd allowed:
+/// a seccomp profile may forbid it), as copied snapshots do for large quiet buffers.
+#[pyfunction]
+pub fn pages_watchable() -> bool {
+    relive_store::pages_watchable()
+}
+
 #[pymethods]
 impl PyStore {
     /// Opens the store at `path` (creating it when `create` is true). Raises `StoreNotFound` when

@@ -67,3 +67,4 @@ pub use staged::Staged;
 pub use store::{BufferSource, PutOutcome, Store, FORMAT};
 pub use transfer::CopyReport;
 pub use verify::{Problem, VerifyReport};
+pub use watch::pages_watchable;

@@ -144,6 +144,12 @@ pub(crate) fn learned(buffer: Buffer, copies: u64, chunks: Vec<Was>) {
     }
 }
 
+/// Whether this process can watch its pages (a kernel that can, userfaultfd allowed, and
+/// `RELIVE_WATCH_PAGES` not 0).
+pub fn pages_watchable() -> bool {
+    lock().is_some_and(|mut watch| watch.pages().is_some())
+}
+
 fn lock() -> Option<std::sync::MutexGuard<'static, Watch>> {
     let me = std::process::id();
     match OWNER.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed) {
