@@ -162,7 +162,7 @@ impl Pages {
             page: page_size(),
         };
         // PAGEMAP_SCAN itself (6.7+): an empty scan answers or fails here, not on first use.
-        pages.scan(0, 0, 0, 0, abi::PAGE_IS_WRITTEN, &mut [])?;
+        pages.scan_from(0, 0, 0, 0, abi::PAGE_IS_WRITTEN, 0, &mut [])?;
         Ok(pages)
     }
 
@@ -266,19 +266,6 @@ impl Pages {
         Ok(found)
     }
 
-    fn scan(
-        &self,
-        start: u64,
-        end: u64,
-        flags: u64,
-        inverted: u64,
-        anyof: u64,
-        out: &mut [abi::PageRegion],
-    ) -> io::Result<usize> {
-        self.scan_from(start, end, flags, inverted, anyof, 0, out)
-            .map(|(n, _)| n)
-    }
-
     /// One `PAGEMAP_SCAN`: how many regions it wrote to `out`, and where it stopped.
     #[allow(clippy::too_many_arguments)]
     fn scan_from(
@@ -374,6 +361,16 @@ mod tests {
         }
     }
 
+    /// `n` pages of fresh memory, each written once, then watched: the mapping and its address.
+    fn watched(pages: &Pages, n: usize) -> (MmapMut, usize) {
+        let page = page_size();
+        let mut map = MmapMut::map_anon(n * page).unwrap();
+        touch(&mut map, page, &(0..n).collect::<Vec<_>>());
+        let addr = map.as_ptr() as usize;
+        pages.watch(addr, map.len()).unwrap();
+        (map, addr)
+    }
+
     fn touch(map: &mut MmapMut, page: usize, pages: &[usize]) {
         for &p in pages {
             map[p * page + 7] = map[p * page + 7].wrapping_add(1);
@@ -384,10 +381,7 @@ mod tests {
     fn the_pages_written_since_are_found_and_protected_again() {
         let Some(pages) = pages() else { return };
         let page = page_size();
-        let mut map = MmapMut::map_anon(64 * page).unwrap();
-        touch(&mut map, page, &(0..64).collect::<Vec<_>>());
-        let addr = map.as_ptr() as usize;
-        pages.watch(addr, map.len()).unwrap();
+        let (mut map, addr) = watched(&pages, 64);
         assert!(pages.changed(addr, map.len()).unwrap().is_empty());
         touch(&mut map, page, &[3, 4, 40]);
         let _ = map[10 * page]; // a read is not a write
@@ -478,10 +472,7 @@ mod tests {
     fn writes_while_a_forked_child_lives_are_found() {
         let Some(pages) = pages() else { return };
         let page = page_size();
-        let mut map = MmapMut::map_anon(16 * page).unwrap();
-        touch(&mut map, page, &(0..16).collect::<Vec<_>>());
-        let addr = map.as_ptr() as usize;
-        pages.watch(addr, map.len()).unwrap();
+        let (mut map, addr) = watched(&pages, 16);
         // SAFETY (test): the child only sleeps and exits, touching nothing of the parent's.
         let child = unsafe { libc::fork() };
         if child == 0 {

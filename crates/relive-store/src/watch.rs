@@ -76,7 +76,6 @@ struct Watch {
     #[cfg(target_os = "linux")]
     pages: Option<crate::page_writes::Pages>,
     tried: bool,
-    copies: u64,
     /// By start address; no two overlap (a scan of one would protect the other's pages again).
     watched: BTreeMap<usize, Watched>,
     /// Buffers whose fingerprints found them quiet, with the copies number at which they did.
@@ -95,7 +94,6 @@ static OWNER: AtomicU32 = AtomicU32::new(0);
 pub(crate) fn begin_copies() -> u64 {
     let copies = COPIES.fetch_add(1, Ordering::Relaxed) + 1;
     if let Some(mut watch) = lock() {
-        watch.copies = copies;
         let stale: Vec<usize> = watch
             .watched
             .values()
