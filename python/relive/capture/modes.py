@@ -19,18 +19,24 @@ So each way is measured, and the cheaper one is taken, with the cost the budget 
   program for the fork and costs it the page copies its own writes cause while a child lives
   (in a training loop, the pages one step writes, whatever the child writes), so the first
   fork's pause and page copies stand for a fork's cost until one is measured (MNIST's: 0.18 s,
-  where its copy cost 0.05 s). No copy where the next snapshot is expected to write
-  more than ``COPY_AT_MOST`` new bytes (a long pause, much memory): the bytes the last one
+  where its copy cost 0.05 s). No copy where the next snapshot is expected to write more
+  than a copy may copy (``copy_limit``: a long pause, much memory): the bytes the last one
   found rewritten (not those the state grew by: written once), at the rate they came since
   the one before it, over the interval now in force (the budget may have stretched it
   tenfold: a 1 GB program whose later snapshot wrote 55 MB in 1.5 s wrote 309 MB in the 12 s
   after, and its copy paused it for 0.9 s).
-- From then on, the cheaper way of the last of each, but never a copy that paused longer
-  than ``MAX_PAUSE_S``; the other way is tried again after ``RETRY_EVERY`` snapshots, for a
-  program's costs change as it goes (a training loop, then an evaluation).
+- From then on, the cheaper way of the last of each; the other way is tried again after
+  ``RETRY_EVERY`` snapshots, for a program's costs change as it goes (a training loop, then
+  an evaluation).
+- How long a copy may pause the program: ``MAX_PAUSE_S`` (about the time to copy
+  ``COPY_AT_MOST`` into fresh memory here), or longer where a fork costs the program more,
+  which it pays either way, spread over the child's life instead of at once (MNIST's test
+  phase brought 150 MB of new tensors: forked, 0.47-0.85 s of child CPU and page copies;
+  copied, a 0.19 s pause and 0.31 s in all); never longer than ``LONGEST_PAUSE_S``. The
+  bytes a copy may copy grow with it.
 - The guess can be wrong (the program loaded a data set since): a copy that finds it would
-  copy more than ``COPY_AT_MOST`` gives up before copying it and forks
-  (``copying.TooMuchToCopy``); the pause holds the pickling and fingerprints so far.
+  copy more than it may gives up before copying it and forks (``copying.TooMuchToCopy``);
+  the pause holds the pickling and fingerprints so far.
 - Never a copy where the program's own pickling hooks (``__getstate__``, ``__reduce__``,
   a proxy's ``__getattr__``) would run in the program's process: forked snapshots keep them
   out of it, where they can change nothing (``pickler.ProgramHook``). Seen once, the run
@@ -43,8 +49,9 @@ import math
 from dataclasses import dataclass
 
 FORK, COPY = "fork", "thread"
-COPY_AT_MOST = 128 * 2**20  # bytes a copy may copy: expected beyond, not tried; found beyond, given up
-MAX_PAUSE_S = 0.1  # a copy that paused the program longer is not taken again until retried
+COPY_AT_MOST = 128 * 2**20  # bytes a copy may copy whatever a fork costs (more where it costs more)
+MAX_PAUSE_S = 0.1  # a copy may pause the program this long whatever a fork costs, longer where it costs more
+LONGEST_PAUSE_S = 1.0  # and never longer (a copy of 1.3 GB into fresh memory on the 2-core VM)
 RETRY_EVERY = 10  # snapshots taken one way, after which the other is measured again
 _FORKS_FIRST = 1  # the first snapshot, which writes the bulk
 
@@ -69,16 +76,28 @@ class AutoMode:
     def copies_next(self, interval: float) -> bool:
         """Whether the next budgeted snapshot is copied rather than forked; ``interval``:
         the timer's, now in force."""
-        if self.no_copies is not None or self._taken < _FORKS_FIRST or self.expected_bytes(interval) > COPY_AT_MOST:
+        if self.no_copies is not None or self._taken < _FORKS_FIRST or self.expected_bytes(interval) > self.copy_limit():
             return False
         copied, forked = self._last.get(COPY), self._last.get(FORK)
         if copied is None or forked is None:
             return copied is None
-        copy_wins = copied.pause_s <= MAX_PAUSE_S and copied.cost_s <= forked.cost_s
+        copy_wins = copied.pause_s <= self.longest_pause() and copied.cost_s <= forked.cost_s
         loser = forked if copy_wins else copied
         if self._taken - loser.at >= RETRY_EVERY:
             return not copy_wins
         return copy_wins
+
+    def longest_pause(self) -> float:
+        """How long a copy may pause the program: ``MAX_PAUSE_S``, or what the last fork cost
+        it where that is more (the first fork: its pause and page copies only), up to
+        ``LONGEST_PAUSE_S``."""
+        forked = self._last.get(FORK)
+        return min(LONGEST_PAUSE_S, max(MAX_PAUSE_S, forked.cost_s if forked else 0.0))
+
+    def copy_limit(self) -> int:
+        """The bytes a copy may copy: ``COPY_AT_MOST`` for ``MAX_PAUSE_S`` of pause, in
+        proportion to the pause allowed (a copy's pause grows with its bytes)."""
+        return round(COPY_AT_MOST * self.longest_pause() / MAX_PAUSE_S)
 
     def expected_bytes(self, interval: float) -> float:
         """What the next snapshot will write, ``interval`` seconds after the last one."""
@@ -101,7 +120,7 @@ class AutoMode:
             self._last[FORK] = _Measured(floor_s, pause_s, self._taken)
 
     def gave_up(self, pause_s: float) -> None:
-        """A copy found it would copy more than ``COPY_AT_MOST`` (after ``pause_s`` of the
+        """A copy found it would copy more than ``copy_limit`` (after ``pause_s`` of the
         program's pause) and the next snapshot forks instead: copies are tried again after
         ``RETRY_EVERY`` snapshots (a large ``bytes`` is pickled into its record, and copied
         whole, at every snapshot)."""

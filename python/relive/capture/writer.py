@@ -38,7 +38,7 @@ from relive.capture import background, copying, process, save, streams
 from relive.capture.background import Background
 from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
-from relive.capture.modes import COPY_AT_MOST, AutoMode
+from relive.capture.modes import AutoMode
 from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
 from relive.report import warn_once
 from relive.state import gpu_copies
@@ -228,7 +228,7 @@ class Writer:
         Without ``program_hooks`` (--mode auto chose it), the program's own pickling hooks
         must not run here: where one would, or where the copy fails, nothing is written and
         False says to fork instead (and ``modes`` forks from then on); so it does where the
-        copy would pass ``modes.COPY_AT_MOST`` (a fork's pause does not grow with the bytes)."""
+        copy would pass ``AutoMode.copy_limit`` (a fork's pause does not grow with the bytes)."""
         started = time.perf_counter()
         request = None
         try:
@@ -241,7 +241,7 @@ class Writer:
             request = self._request(trigger, frames, "thread", {}, point)
             request.program_hooks = program_hooks
             staging = copying.Staging(store, copying.copies_limit(self.options.max_memory),
-                                      at_most=None if program_hooks else COPY_AT_MOST,
+                                      at_most=None if program_hooks else self._auto.copy_limit(),
                                       watch_pages=background.may_watch_pages())
             with TimeLimit(self.options.snapshot_timeout):
                 prepared = save.prepare(staging, request, self._codes)
