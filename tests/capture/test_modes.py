@@ -14,7 +14,8 @@ import pytest
 
 import relive
 from conftest import Workdir
-from relive.capture.modes import COPY, COPY_AT_MOST, FORK, LONGEST_PAUSE_S, MAX_PAUSE_S, RETRY_EVERY, AutoMode
+from relive.capture.modes import (COPY, COPY_AT_MOST, FORK, LONGEST_PAUSE_S, MAX_PAUSE_S, RATE_FROM, RETRY_EVERY,
+                                  AutoMode)
 from relive.state.pickler import StatePickler, program_hook
 
 
@@ -125,6 +126,23 @@ def test_what_the_next_snapshot_writes_is_expected_at_the_rate_of_the_last_over_
     assert auto.copies_next(1.5)
     auto.measured(COPY, 0.1, 0.02, 55 << 20)  # no interval known (not measured): the bytes as they were
     assert auto.expected_bytes(12.0) == 55 << 20
+
+
+def test_a_copys_cost_and_pause_grow_with_the_bytes_the_next_is_expected_to_write():
+    # Seen on a 1 GB program rewriting all of it every 6 s (bench/long_run.py): the first
+    # fork's pause and page copies 0.85 s; a copy 2.9 s later found 352 MB rewritten and cost
+    # 0.54 s (0.42 s paused); the next, 5.7 s later, copied 954 MB for 3.7 s (1.5 s paused).
+    auto = AutoMode()
+    auto.measured(FORK, 2.0, 0.03, 0, covered_s=2.4, floor_s=0.85)
+    assert auto.copies_next(1.0)
+    auto.measured(COPY, 0.54, 0.42, 352 << 20, covered_s=2.9)
+    assert auto.copies_next(2.9)  # as many bytes again: as cheap again
+    assert not auto.copies_next(5.7)  # twice the bytes: a copy would cost 1.08 s, more than a fork
+    # The bytes a copy may copy: at the rate that copy paused the program, for as long as a fork costs.
+    assert auto.copy_limit() == pytest.approx((352 << 20) / 0.42 * 0.85)
+    # A copy of few bytes (its pause mostly pickling) says nothing of the rate.
+    auto.measured(COPY, 0.05, 0.04, RATE_FROM // 2, covered_s=1.0)
+    assert auto.copy_limit() == pytest.approx(COPY_AT_MOST * 8.5)
 
 
 class Plain:

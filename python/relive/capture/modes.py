@@ -27,13 +27,19 @@ So each way is measured, and the cheaper one is taken, with the cost the budget 
   after, and its copy paused it for 0.9 s).
 - From then on, the cheaper way of the last of each; the other way is tried again after
   ``RETRY_EVERY`` snapshots, for a program's costs change as it goes (a training loop, then
-  an evaluation).
+  an evaluation). A copy's pause and cost grow with the bytes it copies, a fork's hardly
+  (its page copies are the pages the program writes while the child lives, each once): the
+  last copy's are scaled up to the bytes the next is expected to write (a 1 GB program
+  rewriting all of it every 6 s: a copy of 352 MB cost it 0.54 s where a fork cost 0.85 s,
+  and the copy taken after it, of 954 MB, 3.7 s).
 - How long a copy may pause the program: ``MAX_PAUSE_S`` (about the time to copy
   ``COPY_AT_MOST`` into fresh memory here), or longer where a fork costs the program more,
   which it pays either way, spread over the child's life instead of at once (MNIST's test
   phase brought 150 MB of new tensors: forked, 0.47-0.85 s of child CPU and page copies;
   copied, a 0.19 s pause and 0.31 s in all); never longer than ``LONGEST_PAUSE_S``. The
-  bytes a copy may copy grow with it.
+  bytes a copy may copy grow with it, at the rate the last large copy paused the program
+  (this VM's fresh memory: 0.6-1.3 GB/s), ``COPY_AT_MOST`` per ``MAX_PAUSE_S`` until one
+  is measured.
 - The guess can be wrong (the program loaded a data set since): a copy that finds it would
   copy more than it may gives up before copying it and forks (``copying.TooMuchToCopy``);
   the pause holds the pickling and fingerprints so far.
@@ -52,6 +58,7 @@ FORK, COPY = "fork", "thread"
 COPY_AT_MOST = 128 * 2**20  # bytes a copy may copy whatever a fork costs (more where it costs more)
 MAX_PAUSE_S = 0.1  # a copy may pause the program this long whatever a fork costs, longer where it costs more
 LONGEST_PAUSE_S = 1.0  # and never longer (a copy of 1.3 GB into fresh memory on the 2-core VM)
+RATE_FROM = 64 * 2**20  # a copy of fewer new bytes says little of the rate: its pause is mostly pickling
 RETRY_EVERY = 10  # snapshots taken one way, after which the other is measured again
 _FORKS_FIRST = 1  # the first snapshot, which writes the bulk
 
@@ -61,6 +68,11 @@ class _Measured:
     cost_s: float  # what the budget charged for it
     pause_s: float
     at: int  # which budgeted snapshot it was (counted from 1)
+    new_bytes: int = 0  # what it wrote new, before compression
+
+    def scale(self, expected: float) -> float:
+        """How many times its bytes the next snapshot is expected to write, at least once."""
+        return max(1.0, expected / self.new_bytes) if self.new_bytes > 0 else 1.0
 
 
 class AutoMode:
@@ -76,12 +88,14 @@ class AutoMode:
     def copies_next(self, interval: float) -> bool:
         """Whether the next budgeted snapshot is copied rather than forked; ``interval``:
         the timer's, now in force."""
-        if self.no_copies is not None or self._taken < _FORKS_FIRST or self.expected_bytes(interval) > self.copy_limit():
+        expected = self.expected_bytes(interval)
+        if self.no_copies is not None or self._taken < _FORKS_FIRST or expected > self.copy_limit():
             return False
         copied, forked = self._last.get(COPY), self._last.get(FORK)
         if copied is None or forked is None:
             return copied is None
-        copy_wins = copied.pause_s <= self.longest_pause() and copied.cost_s <= forked.cost_s
+        more = copied.scale(expected)
+        copy_wins = copied.pause_s * more <= self.longest_pause() and copied.cost_s * more <= forked.cost_s
         loser = forked if copy_wins else copied
         if self._taken - loser.at >= RETRY_EVERY:
             return not copy_wins
@@ -95,9 +109,14 @@ class AutoMode:
         return min(LONGEST_PAUSE_S, max(MAX_PAUSE_S, forked.cost_s if forked else 0.0))
 
     def copy_limit(self) -> int:
-        """The bytes a copy may copy: ``COPY_AT_MOST`` for ``MAX_PAUSE_S`` of pause, in
-        proportion to the pause allowed (a copy's pause grows with its bytes)."""
-        return round(COPY_AT_MOST * self.longest_pause() / MAX_PAUSE_S)
+        """The bytes a copy may copy: those it would copy in the pause allowed, at the rate
+        the last copy of ``RATE_FROM`` new bytes or more paused the program (its pickling and
+        fingerprints in it), else ``COPY_AT_MOST`` per ``MAX_PAUSE_S``."""
+        rate = COPY_AT_MOST / MAX_PAUSE_S
+        copied = self._last.get(COPY)
+        if copied is not None and copied.new_bytes >= RATE_FROM and 0 < copied.pause_s < math.inf:
+            rate = copied.new_bytes / copied.pause_s
+        return round(rate * self.longest_pause())
 
     def expected_bytes(self, interval: float) -> float:
         """What the next snapshot will write, ``interval`` seconds after the last one."""
@@ -106,16 +125,19 @@ class AutoMode:
         return self._rewritten * max(1.0, interval / self._covered_s)
 
     def measured(self, mode: str, cost_s: float, pause_s: float, rewritten: int,
-                 covered_s: float | None = None, floor_s: float | None = None) -> None:
+                 covered_s: float | None = None, floor_s: float | None = None,
+                 new_bytes: int | None = None) -> None:
         """A budgeted snapshot written the ``mode`` way cost the program ``cost_s`` (as
-        charged), of which ``pause_s`` standing still, and wrote ``rewritten`` bytes besides
-        what the state grew by (``Budget.grown``), which came in the ``covered_s`` seconds
-        since the one before it (``Budget.covered_s``). ``floor_s``, for a fork: what it
-        cost whatever it wrote (its pause and the program's page copies)."""
+        charged), of which ``pause_s`` standing still, and wrote ``new_bytes`` (before
+        compression; by default ``rewritten``), of which ``rewritten`` besides what the state
+        grew by (``Budget.grown``), which came in the ``covered_s`` seconds since the one
+        before it (``Budget.covered_s``). ``floor_s``, for a fork: what it cost whatever it
+        wrote (its pause and the program's page copies)."""
         self._taken += 1
         self._rewritten, self._covered_s = max(0, rewritten), covered_s
         if mode in (FORK, COPY) and self._taken > _FORKS_FIRST:
-            self._last[mode] = _Measured(cost_s, pause_s, self._taken)
+            written = max(0, rewritten if new_bytes is None else new_bytes)
+            self._last[mode] = _Measured(cost_s, pause_s, self._taken, written)
         elif mode == FORK and floor_s is not None:  # the bulk's cost measures neither way; its floor, a fork's
             self._last[FORK] = _Measured(floor_s, pause_s, self._taken)
 

@@ -416,7 +416,8 @@ class Writer:
             # New bytes before compression: stored ones depend on whether a core was free.
             self._spent(charged, outcome["new_raw_bytes"], outcome["state_bytes"])
             self._auto.measured(self._child_mode, charged, pause_s, outcome["new_raw_bytes"] - self._budget.grown,
-                                covered_s, floor_s=pause_s + copies_s if forked else None)
+                                covered_s, floor_s=pause_s + copies_s if forked else None,
+                                new_bytes=outcome["new_raw_bytes"])
             # Known only now, in the program's process: the next manifest carries it.
             self._parent_cost = {"copies_s": round(copies_s, 6), "charged_s": round(charged, 6),
                                  "interval_s": round(self._clock.interval, 3)}
