@@ -1,6 +1,7 @@
 """Long runs with the default budget: a 1 GB program under `relive run --every 1`.
 
     python bench/long_run.py [--gb 1.0] [--steps 100] [--passes 8] [--repeat 1] [--modes auto fork thread inline]
+                             [--cached]
 
 Issue 15's goal 6: a program holding GB gigabytes of float64 that rewrites a 32 MB block
 per step (PASSES passes of NumPy over the block: 8 take about 0.2 s here, so the program
@@ -9,7 +10,8 @@ with the default overhead budget (--overhead 2). Goal: at most 5% more wall time
 `python`, and a timer snapshot inside the main loop at least every 10 s.
 
 Measured side by side in each repeat (fresh store each time): `python prog.py`, then
-`relive run --every 1 prog.py` in each --mode. Printed per mode: the wall time against
+`relive run --every 1 prog.py` in each --mode (and, with --cached, each again with
+RELIVE_DIRECT_WRITES=0: packs written through the page cache, as before 2026-12-06). Printed per mode: the wall time against
 python's (medians), the timer snapshots taken inside the loop, the longest gap between two
 of them (the loop's start and end count as ends of gaps), and the budget's stretch reasons.
 """
@@ -52,16 +54,19 @@ def _times(stdout: str) -> tuple[float, float]:
     return starts, ends
 
 
-def one_run(command: list[str], cwd: str) -> tuple[float, str]:
+def one_run(command: list[str], cwd: str, env: dict[str, str] | None = None) -> tuple[float, str]:
     started = time.perf_counter()
-    proc = subprocess.run(command, cwd=cwd, check=True, capture_output=True, text=True)
+    proc = subprocess.run(command, cwd=cwd, check=True, capture_output=True, text=True, env=env)
     return time.perf_counter() - started, proc.stdout
 
 
 def relive_run(mode: str, program: str, workdir: str) -> dict[str, float | str]:
+    """``mode``: a --mode, or one with " cached" after it (RELIVE_DIRECT_WRITES=0)."""
     store = os.path.join(workdir, f"store-{time.monotonic_ns()}")
-    wall, stdout = one_run([sys.executable, "-m", "relive", "run", "--every", "1", "--mode", mode,
-                            "--store", store, program], workdir)
+    cached = mode.endswith(" cached")
+    env = dict(os.environ, RELIVE_DIRECT_WRITES="0") if cached else None
+    wall, stdout = one_run([sys.executable, "-m", "relive", "run", "--every", "1", "--mode", mode.split()[0],
+                            "--store", store, program], workdir, env)
     log = json.loads(subprocess.run([sys.executable, "-m", "relive", "log", "--json", "--store", store],
                                     check=True, capture_output=True, text=True).stdout)
     shutil.rmtree(store, ignore_errors=True)
@@ -119,8 +124,11 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--modes", nargs="+", default=["auto"], choices=["auto", "fork", "thread", "inline"])
+    parser.add_argument("--cached", action="store_true",
+                        help="each mode again with packs written through the page cache (RELIVE_DIRECT_WRITES=0)")
     args = parser.parse_args()
-    report(measure(args.gb, args.steps, args.passes, args.repeat, tuple(args.modes)), args.gb, args.steps,
+    modes = [m for mode in args.modes for m in ([mode, f"{mode} cached"] if args.cached else [mode])]
+    report(measure(args.gb, args.steps, args.passes, args.repeat, tuple(modes)), args.gb, args.steps,
            args.passes)
 
 

@@ -64,6 +64,17 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 /// A new owner-only file `tmp/<kind>-<pid>-<random>.tmp`, opened for writing.
 pub(crate) fn create_tmp(tmp_dir: &Path, kind: &str) -> Result<(File, PathBuf)> {
+    create_tmp_with(tmp_dir, kind, 0)?
+        .ok_or_else(|| crate::Error::Invalid("a file opened with no flags was refused".into()))
+}
+
+/// [`create_tmp`] opened with the `open(2)` flags `flags` besides (`O_DIRECT`): None where the
+/// file system refuses them (`EINVAL`), nothing created.
+pub(crate) fn create_tmp_with(
+    tmp_dir: &Path,
+    kind: &str,
+    flags: i32,
+) -> Result<Option<(File, PathBuf)>> {
     ensure_dir(tmp_dir)?;
     loop {
         let path = tmp_dir.join(format!(
@@ -74,10 +85,17 @@ pub(crate) fn create_tmp(tmp_dir: &Path, kind: &str) -> Result<(File, PathBuf)> 
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(flags);
+        }
         match options.open(&path) {
-            Ok(file) => return Ok((file, path)),
+            Ok(file) => return Ok(Some((file, path))),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) if flags != 0 && e.kind() == io::ErrorKind::InvalidInput => {
+                let _ = fs::remove_file(&path); // some systems create the file before refusing
+                return Ok(None);
+            }
             Err(e) => return Err(io_at(&path)(e)),
         }
     }

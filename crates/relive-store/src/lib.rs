@@ -41,6 +41,7 @@ mod fingerprint;
 mod id;
 mod idle;
 mod pack;
+mod pack_file;
 mod page_writes;
 mod parallel;
 mod prune;

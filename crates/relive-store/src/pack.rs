@@ -14,15 +14,15 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use zstd::bulk::{Compressor, Decompressor};
 
 use crate::backend::{Backend, Object};
-use crate::durable;
-use crate::error::{io_at, Result};
+use crate::error::Result;
 use crate::id::Id;
+use crate::pack_file::PackFile;
 
 pub(crate) const PACK_MAGIC: &[u8; 8] = b"RLVPACK\x01";
 pub(crate) const INDEX_MAGIC: &[u8; 8] = b"RLVPIDX\x01";
@@ -348,7 +348,7 @@ pub(crate) fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::R
 
 /// The pack being written, in `tmp/` until it is sealed.
 pub(crate) struct OpenPack {
-    file: File,
+    file: PackFile,
     tmp_path: PathBuf,
     entries: Vec<Entry>,
     by_id: HashMap<Id, usize>,
@@ -359,10 +359,11 @@ pub(crate) struct OpenPack {
 
 impl OpenPack {
     pub(crate) fn create(tmp_dir: &Path) -> Result<OpenPack> {
-        let (mut file, tmp_path) = durable::create_tmp(tmp_dir, "pack")?;
+        let mut file = PackFile::create(tmp_dir)?;
+        let tmp_path = file.path().to_path_buf();
         if let Err(e) = file.write_all(PACK_MAGIC) {
             let _ = fs::remove_file(&tmp_path);
-            return Err(io_at(&tmp_path)(e));
+            return Err(e);
         }
         Ok(OpenPack {
             file,
@@ -401,7 +402,7 @@ impl OpenPack {
                 bytes.len()
             ))
         })?;
-        self.file.write_all(bytes).map_err(io_at(&self.tmp_path))?;
+        self.file.write_all(bytes)?;
         let entry = Entry {
             id,
             kind,
@@ -443,10 +444,8 @@ impl OpenPack {
         let id = Id::of(&tail);
         tail.extend_from_slice(&id.0);
         tail.extend_from_slice(INDEX_MAGIC);
-        self.file
-            .write_all(&tail)
-            .and_then(|()| if sync { self.file.sync_all() } else { Ok(()) })
-            .map_err(io_at(&self.tmp_path))?;
+        self.file.write_all(&tail)?;
+        self.file.finish(sync)?;
         Ok(id)
     }
 
