@@ -128,6 +128,19 @@ def test_what_the_next_snapshot_writes_is_expected_at_the_rate_of_the_last_over_
     assert auto.expected_bytes(12.0) == 55 << 20
 
 
+def test_the_first_forks_floor_follows_its_copies_measured_again():
+    auto = AutoMode()
+    auto.measured(FORK, 2.0, 0.01, 0, covered_s=1.0, floor_s=0.68)  # all the program's kernel time
+    assert auto.longest_pause() == pytest.approx(0.68)
+    auto.first_fork_copies(None)  # not measured yet: as it was
+    assert auto.longest_pause() == pytest.approx(0.68)
+    auto.first_fork_copies(0.05)
+    assert auto.longest_pause() == MAX_PAUSE_S and auto.copy_limit() == COPY_AT_MOST
+    auto.measured(FORK, 0.4, 0.01, 1000, covered_s=1.0)  # a later fork: its own cost, not refined
+    auto.first_fork_copies(0.05)
+    assert auto.longest_pause() == pytest.approx(0.4)
+
+
 def test_a_copys_cost_and_pause_grow_with_the_bytes_the_next_is_expected_to_write():
     # Seen on a 1 GB program rewriting all of it every 6 s (bench/long_run.py): the first
     # fork's pause and page copies 0.85 s; a copy 2.9 s later found 352 MB rewritten and cost

@@ -19,7 +19,10 @@ no child lived, is charged in full: it is the program's own threads that wait. (
 write to each page after the child has ended still faults, without a copy; that part falls
 in the quiet rate and is not charged. Before the first child has ended there is no quiet
 rate: the program's start is no measure of it, so the first child is charged all the
-program's kernel time while it lives.)
+program's kernel time while it lives; once the rate is measured, ``first_copies_s`` says what
+the first child's copies were: a program whose own kernel time is high, NumPy faulting in
+fresh pages for its temporaries at every step, had 0.67 s charged to a first child where
+less than half of it was copies.)
 
 The interval is set by what the *next* snapshot will cost, predicted from the last one: all
 of its cost, less the writing of what the state grew by since the snapshot before. That is
@@ -129,6 +132,8 @@ class Budget:
         self._quiet: tuple[float, float] | None = None
         self._forked = (clock(), self._program_kernel())
         self.kernel_rate = 0.0  # the program's own kernel seconds per second, no child living
+        self._rate_measured = False
+        self._first_child: tuple[float, float] | None = None  # its life and the program's kernel seconds in it
         self._state_bytes = 0  # the last snapshot's state: what the next one's growth is counted from
         self.grown = 0  # of the last snapshot's new bytes, those the state grew by (the rest it rewrote)
         self.gap = 0.0  # seconds after a budgeted snapshot before the next one fits (--at's; the timer's is its interval)
@@ -152,6 +157,7 @@ class Budget:
         quiet_wall, quiet_kernel = self._quiet
         if now - quiet_wall > 0:
             self.kernel_rate = max(0.0, (self._program_kernel() - quiet_kernel) / (now - quiet_wall))
+            self._rate_measured = True
 
     def forked(self) -> None:
         """Just after the fork (the fork itself is in the pause)."""
@@ -161,8 +167,18 @@ class Budget:
         """When the child is reaped: the program's kernel seconds it caused (page copies)."""
         now, kernel = self._clock(), self._program_kernel()
         wall, start = self._forked
+        if self._quiet is None:
+            self._first_child = (now - wall, kernel - start)
         self._quiet = (now, kernel)
         return max(0.0, kernel - start - self.kernel_rate * (now - wall))
+
+    def first_copies_s(self) -> float | None:
+        """The first child's page copies, its charge less the program's own kernel rate over
+        its life, once that rate is measured (None before)."""
+        if self._first_child is None or not self._rate_measured:
+            return None
+        life, kernel = self._first_child
+        return max(0.0, kernel - self.kernel_rate * life)
 
     def forked_cost(self, pause_s: float, child_cpu_s: float, copies_s: float = 0.0) -> float:
         """Seconds of the program's time a forked snapshot cost."""

@@ -118,6 +118,13 @@ class AutoMode:
             rate = copied.new_bytes / copied.pause_s
         return round(rate * self.longest_pause())
 
+    def first_fork_copies(self, copies_s: float | None) -> None:
+        """The first fork's page copies, measured again once the program's own kernel rate is
+        known (``Budget.first_copies_s``): its floor, a fork's cost until one is measured."""
+        forked = self._last.get(FORK)
+        if copies_s is not None and forked is not None and forked.at == _FORKS_FIRST:
+            forked.cost_s = forked.pause_s + copies_s
+
     def expected_bytes(self, interval: float) -> float:
         """What the next snapshot will write, ``interval`` seconds after the last one."""
         if not self._covered_s:

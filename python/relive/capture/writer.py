@@ -208,9 +208,11 @@ class Writer:
         ``modes``); False if it has to be taken inline instead."""
         if self._use_fork():
             started = time.perf_counter()  # a copy that gives up is in the fork's pause
-            if self.options.mode == "auto" and self._auto.copies_next(self._clock.interval) \
-                    and self._start_thread(trigger, frames, point, program_hooks=False):
-                return True
+            if self.options.mode == "auto":
+                self._auto.first_fork_copies(self._budget.first_copies_s())
+                if self._auto.copies_next(self._clock.interval) \
+                        and self._start_thread(trigger, frames, point, program_hooks=False):
+                    return True
             return self._start_child(trigger, frames, point, {}, since=started) != _NOT_FORKED
         if self._use_thread():
             self._start_thread(trigger, frames, point)
