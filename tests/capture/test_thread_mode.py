@@ -98,6 +98,7 @@ print("finished", step, round(float(weights[:1000].sum()), 3))
 
 WATCHED = """
 import ctypes
+import os
 import time
 import numpy as np
 
@@ -109,7 +110,16 @@ libc = ctypes.CDLL(None)
 with open("block.bin", "wb") as f:
     f.write(np.full(MIB, -1.0).tobytes())
 done = 0
-for step in range(1, 151):
+
+
+def snapshots():  # committed so far (the store is ./.relive): a loaded machine takes fewer
+    return len(os.listdir(".relive/snapshots")) if os.path.isdir(".relive/snapshots") else 0
+
+
+before = snapshots()
+step = 0
+while step < 150 or (step < 1500 and snapshots() - before < 16):
+    step += 1
     region = slice((step * 7) % 64 * MIB, ((step * 7) % 64 + 1) * MIB)
     if step % 10 == 3:  # written by the kernel (read(2)), not by the program's own stores
         with open("block.bin", "rb") as f:
@@ -166,7 +176,7 @@ def test_copies_of_watched_pages_hold_what_the_program_wrote_however_it_wrote_it
     np = pytest.importorskip("numpy")
     work.write("prog.py", WATCHED)
     run = work.relive("run", "--every", "0.1", "--overhead", "0", "--mode", "thread", "prog.py", check=True)
-    assert run.stdout == "done 150\n" and run.stderr == ""
+    assert int(run.stdout.removeprefix("done ")) >= 150 and run.stderr == ""
     timers = [row for row in work.log() if row["trigger"] == "timer"]
     checked = 0
     for row in timers:
