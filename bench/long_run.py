@@ -11,9 +11,10 @@ with the default overhead budget (--overhead 2). Goal: at most 5% more wall time
 
 Measured side by side in each repeat (fresh store each time): `python prog.py`, then
 `relive run --every 1 prog.py` in each --mode (and, with --cached, each again with
-RELIVE_DIRECT_WRITES=0: packs written through the page cache, as before 2026-12-06). Printed per mode: the wall time against
-python's (medians), the timer snapshots taken inside the loop, the longest gap between two
-of them (the loop's start and end count as ends of gaps), and the budget's stretch reasons.
+RELIVE_DIRECT_WRITES=0: packs written through the page cache, as before 4c16ae0). Printed
+per mode: the wall time against python's (medians), the timer snapshots taken inside the
+loop, the longest gap between two of them (the loop's start and end count as ends of gaps),
+and the budget's stretch reasons.
 """
 
 from __future__ import annotations

@@ -349,7 +349,6 @@ pub(crate) fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::R
 /// The pack being written, in `tmp/` until it is sealed.
 pub(crate) struct OpenPack {
     file: PackFile,
-    tmp_path: PathBuf,
     entries: Vec<Entry>,
     by_id: HashMap<Id, usize>,
     len: u64,
@@ -360,14 +359,12 @@ pub(crate) struct OpenPack {
 impl OpenPack {
     pub(crate) fn create(tmp_dir: &Path) -> Result<OpenPack> {
         let mut file = PackFile::create(tmp_dir)?;
-        let tmp_path = file.path().to_path_buf();
         if let Err(e) = file.write_all(PACK_MAGIC) {
-            let _ = fs::remove_file(&tmp_path);
+            let _ = fs::remove_file(file.path());
             return Err(e);
         }
         Ok(OpenPack {
             file,
-            tmp_path,
             entries: Vec::new(),
             by_id: HashMap::new(),
             len: PACK_MAGIC.len() as u64,
@@ -423,14 +420,20 @@ impl OpenPack {
     /// staged for upload is durable once uploaded).
     pub(crate) fn seal(mut self, sync: bool) -> Result<(Id, PathBuf, Vec<Entry>)> {
         if self.entries.is_empty() {
-            let _ = fs::remove_file(&self.tmp_path);
+            let _ = fs::remove_file(self.file.path());
             return Ok((Id([0; 32]), PathBuf::new(), Vec::new()));
         }
         let result = self.finish(sync);
         if result.is_err() {
-            let _ = fs::remove_file(&self.tmp_path);
+            let _ = fs::remove_file(self.file.path());
         }
-        result.map(|id| (id, self.tmp_path.clone(), std::mem::take(&mut self.entries)))
+        result.map(|id| {
+            (
+                id,
+                self.file.path().to_path_buf(),
+                std::mem::take(&mut self.entries),
+            )
+        })
     }
 
     fn finish(&mut self, sync: bool) -> Result<Id> {
@@ -451,7 +454,7 @@ impl OpenPack {
 
     /// Drops the pack and its file (after a failed write).
     pub(crate) fn discard(self) {
-        let _ = fs::remove_file(&self.tmp_path);
+        let _ = fs::remove_file(self.file.path());
     }
 }
 
