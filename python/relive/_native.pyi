@@ -33,6 +33,8 @@ __all__ = [
     "workers_cpu_seconds",
     "idle_cpu_seconds",
     "pages_watchable",
+    "WriteProbe",
+    "start_write_probe",
     "Buffer",
     "InitThen",
     "call_in_main_thread",
@@ -192,6 +194,16 @@ def workers_cpu_seconds() -> float: ...
 def pages_watchable() -> bool:
     """Whether this process can watch its pages for writes (Linux 6.7+, userfaultfd allowed),
     as copied snapshots do for large quiet buffers."""
+class WriteProbe:
+    """How much of its memory the program writes while it runs: from ``start_write_probe``
+    until ``close``."""
+    def written(self) -> int:
+        """The bytes of the memory watched written since the start, each page once (0 once closed)."""
+    def close(self) -> None:
+        """Stops watching: the memory loses its protection."""
+def start_write_probe() -> WriteProbe | None:
+    """Starts watching all the process's private anonymous memory for writes; None where this
+    system cannot (before Linux 6.7, userfaultfd refused)."""
 def idle_cpu_seconds() -> float:
     """CPU seconds this process has spent compressing chunks at idle priority (on cores nothing
     else wanted; a forked child starts from its parent's count)."""

@@ -14,9 +14,13 @@ import pytest
 
 import relive
 from conftest import Workdir
-from relive.capture.modes import (COPY, COPY_AT_MOST, FORK, LONGEST_PAUSE_S, MAX_PAUSE_S, RATE_FROM, RETRY_EVERY,
-                                  AutoMode)
+from relive import _native
+from relive.capture.modes import (COPIED_ON_WRITE, COPY, COPY_AT_MOST, FORK, FORK_OVER_COPIES, LONGEST_PAUSE_S,
+                                  MAX_PAUSE_S, RATE_FROM, RETRY_EVERY, AutoMode)
 from relive.state.pickler import StatePickler, program_hook
+
+
+MB = 1 << 20
 
 
 def _run(auto: AutoMode, costs: dict[str, tuple[float, float]], n: int, rewritten: int = 1000,
@@ -141,6 +145,44 @@ def test_the_first_forks_floor_follows_its_copies_measured_again():
     assert auto.longest_pause() == pytest.approx(0.4)
 
 
+def test_the_first_is_copied_where_the_program_rewrites_so_much_that_a_fork_would_cost_more():
+    # Probed in the second before the first snapshot (bench/workloads at scale 1): k-means
+    # wrote 13 MB of its memory, t-SNE 22 MB, MNIST 94 MB, DCGAN 280 MB.
+    for written, copied in [(None, False), (13 * MB, False), (22 * MB, False), (94 * MB, True), (280 * MB, True)]:
+        auto = AutoMode()
+        auto.probed(written)
+        assert auto.copies_next(10.0) == copied, written
+    assert auto.longest_pause() == LONGEST_PAUSE_S
+    # The copy may pause the program as long as the fork would cost it: its page copies, twice.
+    auto = AutoMode()
+    auto.probed(94 * MB)
+    fork_s = FORK_OVER_COPIES * 94 * MB / COPIED_ON_WRITE
+    assert auto.longest_pause() == pytest.approx(fork_s)
+    assert auto.copy_limit() == pytest.approx(COPY_AT_MOST / MAX_PAUSE_S * fork_s, rel=1e-6)
+    assert auto.copy_limit() > 295 * MB  # MNIST's whole state (scale 1)
+    auto.measured(COPY, 1.2, 0.3, 0, covered_s=10.0)  # the bulk's cost, a measure of neither way
+    assert auto.copies_next(10.0)
+    # A later copy is weighed against the probe's estimate until a fork is measured.
+    auto.measured(COPY, 0.3, 0.1, 60 * MB, covered_s=10.0)
+    assert auto.copies_next(10.0)
+    auto.measured(COPY, 0.5, 0.1, 60 * MB, covered_s=10.0)  # dearer than the estimate: a fork is tried
+    assert not auto.copies_next(10.0)
+    # Only before the first snapshot.
+    auto = AutoMode()
+    auto.measured(FORK, 1.0, 0.02, 0, covered_s=10.0, floor_s=0.05)
+    auto.probed(280 * MB)
+    assert auto.longest_pause() == MAX_PAUSE_S
+
+
+def test_a_first_copy_that_would_copy_too_much_forks_and_copies_are_tried_after_it():
+    auto = AutoMode()
+    auto.probed(94 * MB)
+    assert auto.copies_next(10.0)
+    auto.gave_up(0.2)  # the bulk was more than it may copy: this one forks
+    auto.measured(FORK, 1.0, 0.02, 0, covered_s=10.0, floor_s=0.3)
+    assert auto.copies_next(10.0)
+
+
 def test_a_copys_cost_and_pause_grow_with_the_bytes_the_next_is_expected_to_write():
     # Seen on a 1 GB program rewriting all of it every 6 s (bench/long_run.py): the first
     # fork's pause and page copies 0.85 s; a copy 2.9 s later found 352 MB rewritten and cost
@@ -262,6 +304,31 @@ def test_auto_never_runs_the_programs_own_pickling_hook_in_its_process(work: Wor
     assert [s["seq"] for s in log] == list(range(1, len(log) + 1))  # the refused copy left no gap
     loaded = relive.load("latest", store=str(work.store))["cache"]
     assert loaded.items == list(range(1000)) and not hasattr(loaded, "lock")  # the child ran it
+
+
+# A program that holds 128 MB and rewrites all of it at every step, or some MB of it.
+REWRITES = """
+import time
+import numpy as np
+arr = np.ones(%d << 17)
+start = time.time()
+while time.time() - start < 3.5:
+    arr[:%d << 17] += 1.0
+    time.sleep(0.005)
+print("sum", float(arr.sum()) > 0)
+"""
+
+
+@pytest.mark.skipif(not _native.pages_watchable(), reason="pages cannot be watched here (Linux 6.7+)")
+@pytest.mark.parametrize("rewritten_mb, first", [(128, COPY), (4, FORK)])
+def test_the_first_timer_snapshot_is_copied_where_the_program_rewrites_much_of_its_memory(
+        work: Workdir, rewritten_mb: int, first: str) -> None:
+    work.write("prog.py", REWRITES % (128, rewritten_mb))
+    proc = work.relive("run", "--every", "2", "--overhead", "0", "prog.py", check=True)
+    assert proc.stdout == "sum True\n" and proc.stderr == ""
+    assert _modes(work)[0] == first
+    timer = next(s for s in work.log() if s["trigger"] == "timer")
+    assert relive.load(timer["id"], store=str(work.store))["arr"].shape == (128 << 17,)
 
 
 def test_mode_fork_never_copies(work: Workdir) -> None:

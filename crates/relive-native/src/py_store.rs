@@ -85,6 +85,39 @@ pub fn pages_watchable() -> bool {
     relive_store::pages_watchable()
 }
 
+/// How much of its memory the program writes while it runs (`relive_store::WriteProbe`):
+/// from `start_write_probe` until `close`.
+#[pyclass(name = "WriteProbe", module = "relive._native")]
+pub struct PyWriteProbe {
+    inner: Option<relive_store::WriteProbe>,
+}
+
+#[pymethods]
+impl PyWriteProbe {
+    /// The bytes of the memory watched written since the start, each page once (0 once closed).
+    fn written(&self, py: Python<'_>) -> u64 {
+        match &self.inner {
+            Some(probe) => py.detach(|| probe.written()),
+            None => 0,
+        }
+    }
+
+    /// Stops watching: the memory loses its protection.
+    fn close(&mut self, py: Python<'_>) {
+        if let Some(probe) = self.inner.take() {
+            py.detach(move || drop(probe));
+        }
+    }
+}
+
+/// Starts watching all the process's private anonymous memory for writes; None where this
+/// system cannot (before Linux 6.7, userfaultfd refused).
+#[pyfunction]
+pub fn start_write_probe(py: Python<'_>) -> Option<PyWriteProbe> {
+    let probe = py.detach(relive_store::WriteProbe::start).ok()?;
+    Some(PyWriteProbe { inner: Some(probe) })
+}
+
 #[pymethods]
 impl PyStore {
     /// Opens the store at `path` (creating it when `create` is true). Raises `StoreNotFound` when

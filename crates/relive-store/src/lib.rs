@@ -55,6 +55,7 @@ mod transfer;
 mod upload;
 mod verify;
 mod watch;
+mod write_probe;
 
 pub use error::{Error, Result};
 pub use id::Id;
@@ -69,3 +70,4 @@ pub use store::{BufferSource, PutOutcome, Store, FORMAT};
 pub use transfer::CopyReport;
 pub use verify::{Problem, VerifyReport};
 pub use watch::pages_watchable;
+pub use write_probe::WriteProbe;

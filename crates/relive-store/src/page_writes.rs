@@ -79,6 +79,7 @@ mod abi {
     pub const UFFDIO_WRITEPROTECT: u64 =
         iowr(0xAA, 0x06, std::mem::size_of::<UffdioWriteprotect>());
 
+    pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
     pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
     pub const PAGE_IS_PRESENT: u64 = 1 << 3;
     pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
@@ -137,6 +138,18 @@ fn covering(addr: usize, len: usize, page: usize) -> (u64, u64) {
 impl Pages {
     /// None where this kernel cannot (before 6.7, userfaultfd refused, no `/proc`).
     pub(crate) fn open() -> io::Result<Pages> {
+        Pages::open_with(abi::UFFD_FEATURE_WP_ASYNC | abi::UFFD_FEATURE_WP_UNPOPULATED)
+    }
+
+    /// As [`Pages::open`], but protecting the pages present only: a page never touched is not
+    /// marked (which takes page tables for memory never used: a sparse reservation of 100 GB
+    /// would take 200 MB of them), and its first write is not told from a write since.
+    pub(crate) fn open_present() -> io::Result<Pages> {
+        Pages::open_with(abi::UFFD_FEATURE_WP_ASYNC)
+    }
+
+    /// As [`Pages::open`], with the userfaultfd features given (`WP_UNPOPULATED` or not).
+    fn open_with(features: u64) -> io::Result<Pages> {
         // SAFETY: a system call taking flags only; it returns a new descriptor or -1.
         let fd = unsafe {
             libc::syscall(
@@ -151,7 +164,7 @@ impl Pages {
         let uffd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
         let mut api = abi::UffdioApi {
             api: abi::UFFD_API,
-            features: abi::UFFD_FEATURE_WP_ASYNC | abi::UFFD_FEATURE_WP_UNPOPULATED,
+            features,
             ioctls: 0,
         };
         ioctl(uffd.as_raw_fd(), abi::UFFDIO_API, &mut api)?;
@@ -176,6 +189,12 @@ impl Pages {
         if !private_anonymous(&std::fs::read_to_string("/proc/self/maps")?, start, end) {
             return Err(io::Error::other("not private anonymous memory"));
         }
+        self.protect(start, end)
+    }
+
+    /// Registers the pages of `[start, end)` (page-aligned) and protects them; on failure
+    /// nothing stays registered.
+    pub(crate) fn protect(&self, start: u64, end: u64) -> io::Result<()> {
         let range = abi::UffdioRange {
             start,
             len: end - start,
@@ -195,7 +214,7 @@ impl Pages {
             abi::UFFDIO_WRITEPROTECT,
             &mut protect,
         ) {
-            self.forget(addr, len);
+            self.forget(start as usize, (end - start) as usize);
             return Err(e);
         }
         Ok(())
@@ -239,6 +258,15 @@ impl Pages {
         changed.extend(given_back);
         changed.sort_unstable();
         Ok(changed)
+    }
+
+    /// The bytes of `[start, end)` (page-aligned) this process wrote since protecting them
+    /// (and pages first touched since: fresh pages carry no protection), protecting nothing
+    /// again; memory mapped since (not registered) counts for nothing.
+    pub(crate) fn written_bytes(&self, start: u64, end: u64) -> io::Result<u64> {
+        let written = abi::PAGE_IS_WRITTEN | abi::PAGE_IS_PRESENT | abi::PAGE_IS_WPALLOWED;
+        let regions = self.regions(start, end, 0, 0, 0, written)?;
+        Ok(regions.iter().map(|&(from, to)| (to - from) as u64).sum())
     }
 
     /// Every region of `[start, end)` matching the categories, through as many scans as the
@@ -300,35 +328,56 @@ impl Pages {
 /// only (no file, not shared: no other process writes them), with no gap.
 fn private_anonymous(maps: &str, start: u64, end: u64) -> bool {
     let mut at = start;
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            return false;
-        };
-        let path = fields.nth(3).unwrap_or("");
-        let Some((from, to)) = range.split_once('-') else {
-            return false;
-        };
-        let (Ok(from), Ok(to)) = (u64::from_str_radix(from, 16), u64::from_str_radix(to, 16))
-        else {
-            return false;
-        };
-        if to <= at {
+    for mapping in mappings(maps) {
+        let Some(mapping) = mapping else { return false };
+        if mapping.to <= at {
             continue;
         }
-        if from > at {
-            return false; // a gap: not mapped
+        if mapping.from > at || !mapping.private_anonymous {
+            return false; // a gap (not mapped), or memory another process may write
         }
-        let anonymous = path.is_empty() || path == "[heap]" || path.starts_with("[anon:");
-        if !perms.ends_with('p') || !anonymous {
-            return false;
-        }
-        at = to;
+        at = mapping.to;
         if at >= end {
             return true;
         }
     }
     false
+}
+
+/// The writable private anonymous mappings of `maps` (`/proc/self/maps`), page-aligned
+/// `[start, end)`: the memory only this process writes.
+pub(crate) fn writable_private_anonymous(maps: &str) -> Vec<(u64, u64)> {
+    mappings(maps)
+        .flatten()
+        .filter(|m| m.private_anonymous && m.writable)
+        .map(|m| (m.from, m.to))
+        .collect()
+}
+
+/// One line of `/proc/self/maps`.
+struct Mapping {
+    from: u64,
+    to: u64,
+    writable: bool,
+    /// No file, not shared (the heap, `mmap` of anonymous memory, named `[anon:...]`).
+    private_anonymous: bool,
+}
+
+/// The lines of `maps`, each None where it cannot be read.
+fn mappings(maps: &str) -> impl Iterator<Item = Option<Mapping>> + '_ {
+    maps.lines().map(|line| {
+        let mut fields = line.split_whitespace();
+        let (range, perms) = (fields.next()?, fields.next()?);
+        let path = fields.nth(3).unwrap_or("");
+        let (from, to) = range.split_once('-')?;
+        let anonymous = path.is_empty() || path == "[heap]" || path.starts_with("[anon:");
+        Some(Mapping {
+            from: u64::from_str_radix(from, 16).ok()?,
+            to: u64::from_str_radix(to, 16).ok()?,
+            writable: perms.get(1..2) == Some("w"),
+            private_anonymous: perms.ends_with('p') && anonymous,
+        })
+    })
 }
 
 /// An ioctl whose argument is a `T` the kernel reads and may write back.
@@ -456,6 +505,23 @@ mod tests {
         assert!(!private_anonymous(maps, 0x5000, 0x6000)); // not mapped
         assert!(private_anonymous(maps, 0x8000, 0x9000));
         assert!(!private_anonymous(maps, 0x8000, 0xa000)); // runs past the mappings
+    }
+
+    #[test]
+    fn the_memory_a_probe_watches_is_writable_private_anonymous_memory() {
+        let maps = "1000-3000 rw-p 00000000 00:00 0 \n\
+                    3000-4000 r--p 00000000 00:00 0 \n\
+                    4000-5000 rw-s 00000000 00:01 12                         /dev/zero (deleted)\n\
+                    6000-7000 rw-p 00000000 08:01 99                         /data/x.npy\n\
+                    7000-8000 ---p 00000000 00:00 0 \n\
+                    8000-9000 rw-p 00000000 00:00 0                          [heap]\n\
+                    9000-a000 rw-p 00000000 00:00 0                          [stack]\n\
+                    not a line\n\
+                    b000-c000 rw-p 00000000 00:00 0                          [anon:torch]\n";
+        assert_eq!(
+            writable_private_anonymous(maps),
+            vec![(0x1000, 0x3000), (0x8000, 0x9000), (0xb000, 0xc000)]
+        );
     }
 
     #[test]

@@ -14,7 +14,15 @@ So each way is measured, and the cheaper one is taken, with the cost the budget 
 (pause, child or thread CPU at the program's share of the cores, page copies):
 
 - The first snapshot of a run forks: it writes the bulk of the state, which a copy would
-  hold twice and pause the program for. What it cost measures neither way.
+  hold twice and pause the program for; unless the program rewrites so much of its memory
+  that the fork's page copies alone would cost it more than ``MAX_PAUSE_S``, as a training
+  loop does (``write_probe`` counts the bytes it writes in the second before, each page
+  copied on write at ``COPIED_ON_WRITE``: MNIST's first fork cost it 0.21-0.29 s of page
+  copies and 0.56-0.6 s in all, where its first copy cost 0.29 s in all; DCGAN's 0.31-0.43 s
+  of page copies, where a copy cost 0.15-0.2 s). What the fork would cost in all
+  (``FORK_OVER_COPIES``) then stands for a fork's cost until one is measured, and the copy
+  may pause the program as long (``longest_pause``). What the first snapshot cost measures
+  neither way.
 - Then a copy is tried, and a fork after it where it could be cheaper: any fork pauses the
   program for the fork and costs it the page copies its own writes cause while a child lives
   (in a training loop, the pages one step writes, whatever the child writes), so the first
@@ -59,6 +67,14 @@ COPY_AT_MOST = 128 * 2**20  # bytes a copy may copy whatever a fork costs (more 
 MAX_PAUSE_S = 0.1  # a copy may pause the program this long whatever a fork costs, longer where it costs more
 LONGEST_PAUSE_S = 1.0  # and never longer (a copy of 1.3 GB into fresh memory on the 2-core VM)
 RATE_FROM = 64 * 2**20  # a copy of fewer new bytes says little of the rate: its pause is mostly pickling
+# Pages copied on write, a byte a second: a fault, a fresh page and a copy (2-core VM: MNIST's
+# first fork, 94 MB probed, 0.21-0.29 s of page copies; DCGAN's, 280 MB, 0.31-0.43 s).
+COPIED_ON_WRITE = 500 * 2**20
+# A first fork cost the program about twice its page copies: its pause, and its child's CPU,
+# which pickles the whole state again in a copy-on-write image (MNIST: 0.56-0.6 s in all for
+# 0.21-0.29 s of copies; DCGAN: 0.55 s or more for 0.36 s).
+FORK_OVER_COPIES = 2.0
+PROBE_ENOUGH = round(LONGEST_PAUSE_S * COPIED_ON_WRITE / FORK_OVER_COPIES)  # more changes nothing
 RETRY_EVERY = 10  # snapshots taken one way, after which the other is measured again
 _FORKS_FIRST = 1  # the first snapshot, which writes the bulk
 
@@ -88,8 +104,12 @@ class AutoMode:
     def copies_next(self, interval: float) -> bool:
         """Whether the next budgeted snapshot is copied rather than forked; ``interval``:
         the timer's, now in force."""
+        if self.no_copies is not None:
+            return False
+        if self._taken < _FORKS_FIRST:
+            return FORK in self._last  # where the probe found a fork dear (``probed``)
         expected = self.expected_bytes(interval)
-        if self.no_copies is not None or self._taken < _FORKS_FIRST or expected > self.copy_limit():
+        if expected > self.copy_limit():
             return False
         copied, forked = self._last.get(COPY), self._last.get(FORK)
         if copied is None or forked is None:
@@ -117,6 +137,16 @@ class AutoMode:
         if copied is not None and copied.new_bytes >= RATE_FROM and 0 < copied.pause_s < math.inf:
             rate = copied.new_bytes / copied.pause_s
         return round(rate * self.longest_pause())
+
+    def probed(self, written: int | None) -> None:
+        """The bytes the program wrote of its memory in the second before its first snapshot
+        (``write_probe``; None: not measured): where a fork's page copies of them would cost
+        it more than ``MAX_PAUSE_S``, the first snapshot is copied, and what the fork would
+        cost in all (``FORK_OVER_COPIES`` times those) stands for a fork's cost until one is
+        measured: how long that copy may pause the program, among others."""
+        copies_s = (written or 0) / COPIED_ON_WRITE
+        if self._taken == 0 and copies_s > MAX_PAUSE_S:
+            self._last[FORK] = _Measured(FORK_OVER_COPIES * copies_s, 0.0, 0)
 
     def first_fork_copies(self, copies_s: float | None) -> None:
         """The first fork's page copies, measured again once the program's own kernel rate is
@@ -152,8 +182,9 @@ class AutoMode:
         """A copy found it would copy more than ``copy_limit`` (after ``pause_s`` of the
         program's pause) and the next snapshot forks instead: copies are tried again after
         ``RETRY_EVERY`` snapshots (a large ``bytes`` is pickled into its record, and copied
-        whole, at every snapshot)."""
-        self._last[COPY] = _Measured(math.inf, pause_s, self._taken + 1)
+        whole, at every snapshot); after the first, at once (that one held the bulk)."""
+        if self._taken >= _FORKS_FIRST:
+            self._last[COPY] = _Measured(math.inf, pause_s, self._taken + 1)
 
     def rule_out_copies(self, why: str) -> None:
         """A copy found the program's own pickling hook before it ran, or failed: fork from now on."""

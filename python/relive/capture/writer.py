@@ -38,7 +38,8 @@ from relive.capture import background, copying, process, save, streams
 from relive.capture.background import Background
 from relive.capture.budget import Budget, usable_cores
 from relive.capture.clock import Clock
-from relive.capture.modes import AutoMode
+from relive.capture.modes import PROBE_ENOUGH, AutoMode
+from relive.capture.write_probe import PROBE_S, WriteProbe
 from relive.capture.time_limit import SnapshotTimedOut, TimeLimit, exceeded
 from relive.report import warn_once
 from relive.state import gpu_copies
@@ -94,6 +95,11 @@ class Writer:
         self._child_outcome: dict[str, Any] = {}  # the last child's outcome
         self._background = Background(options.snapshot_timeout, options.max_memory, self._background_done)
         self._auto = AutoMode()  # --mode auto: fork or copy, each timer snapshot
+        # --mode auto: how much memory the program rewrites, in the second before the first
+        # timer snapshot (``write_probe``), for the choice of fork or copy for that one.
+        self._probe: WriteProbe | None = None
+        if options.mode == "auto" and options.every > 0 and background.available():
+            self._probe = WriteProbe(options.every - PROBE_S, PROBE_ENOUGH)
         if options.max_memory is not None:  # the pinned host copies of GPU tensors too
             gpu_copies.MIRRORS.limit = options.max_memory
         self._budget = Budget(options.every, options.overhead, usable_cores(),
@@ -209,6 +215,9 @@ class Writer:
         if self._use_fork():
             started = time.perf_counter()  # a copy that gives up is in the fork's pause
             if self.options.mode == "auto":
+                if self._probe is not None:
+                    self._auto.probed(self._probe.result())
+                    self._probe = None
                 self._auto.first_fork_copies(self._budget.first_copies_s())
                 if self._auto.copies_next(self._clock.interval) \
                         and self._start_thread(trigger, frames, point, program_hooks=False):
