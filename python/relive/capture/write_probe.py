@@ -25,7 +25,7 @@ from relive import _native
 from relive.capture import background
 
 PROBE_S = 1.0  # how long before the first timer snapshot the probe starts
-SCAN_EVERY_S = 0.1  # how often it counts (1-2 ms a count for 800 MB of memory here)
+SCAN_EVERY_S = 0.1  # how often it counts, at most
 SHORTEST_S = 0.25  # a shorter look says nothing: a training step may take longer
 
 
@@ -70,11 +70,16 @@ class WriteProbe:
             return
         started = time.monotonic()
         try:
-            written = 0
-            while not self._stop.acquire(timeout=SCAN_EVERY_S):
+            written, wait = 0, SCAN_EVERY_S
+            while not self._stop.acquire(timeout=wait):
+                counting = time.monotonic()
                 written = probe.written()
-                if written >= self._enough or time.monotonic() - started >= PROBE_S:
+                now = time.monotonic()
+                if written >= self._enough or now - started >= PROBE_S:
                     break
+                # A count walks the page tables of all the memory watched (1-2 ms for 800 MB
+                # here): for a process of 100 GB, a tenth of a core at most.
+                wait = max(SCAN_EVERY_S, 10 * (now - counting))
             else:
                 written = probe.written()  # the snapshot is here: what was written up to now
             self._measured = (written, time.monotonic() - started)
