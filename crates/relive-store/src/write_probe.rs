@@ -12,8 +12,9 @@
 //!
 //! Pages not yet present when the probe starts carry no protection: their first write (a
 //! fresh page, which a fork does not make dearer) counts as written too. Memory mapped since
-//! the start is not registered and counts for nothing. A forked child's mappings lose the
-//! registration; the parent's keep it.
+//! the start is not registered and counts for nothing; memory a fork would not share
+//! (`MADV_DONTFORK`) counts as any other. A forked child's mappings lose the registration;
+//! the parent's keep it.
 
 use std::io;
 
