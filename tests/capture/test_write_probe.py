@@ -5,6 +5,7 @@ Each test runs in a fresh interpreter: the probe watches the whole process's mem
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -17,8 +18,9 @@ pytestmark = pytest.mark.skipif(not _native.pages_watchable(), reason="pages can
 MB = 1 << 20
 
 
-def _run(code: str) -> list[int | None]:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+def _run(code: str, **env: str) -> list[int | None]:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
     assert done.returncode == 0, done.stderr
     return [None if word == "None" else int(word) for word in done.stdout.split()]
 
@@ -79,3 +81,9 @@ print(full, early, probe.result())
     assert full is not None and full >= 64 * MB
     assert early is None
     assert enough is not None and 16 * MB <= enough <= 64 * MB + 8 * MB
+
+
+def test_relive_watch_pages_0_turns_the_probe_off() -> None:
+    (off,) = _run("from relive import _native; print(int(_native.start_write_probe() is None))",
+                  RELIVE_WATCH_PAGES="0")
+    assert off == 1

@@ -158,7 +158,8 @@ fn lock() -> Option<std::sync::MutexGuard<'static, Watch>> {
     Some(WATCH.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
-fn watching_allowed() -> bool {
+/// Whether `RELIVE_WATCH_PAGES` leaves page watching on (it is unless 0).
+pub(crate) fn watching_allowed() -> bool {
     std::env::var("RELIVE_WATCH_PAGES").map_or(true, |v| v.trim() != "0")
 }
 

@@ -32,7 +32,13 @@ pub struct WriteProbe {
 impl WriteProbe {
     /// Watches all the process's writable private anonymous memory from now on. Memory that
     /// cannot be registered (another userfaultfd watches it, a special mapping) is left out.
+    /// Refused where `RELIVE_WATCH_PAGES=0` turns page watching off.
     pub fn start() -> io::Result<WriteProbe> {
+        if !crate::watch::watching_allowed() {
+            return Err(io::Error::other(
+                "page watching is off (RELIVE_WATCH_PAGES=0)",
+            ));
+        }
         let maps = std::fs::read_to_string("/proc/self/maps")?;
         WriteProbe::over(&writable_private_anonymous(&maps))
     }
