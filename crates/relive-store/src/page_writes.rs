@@ -394,6 +394,24 @@ fn ioctl<T>(fd: libc::c_int, request: u64, arg: &mut T) -> io::Result<libc::c_in
     }
 }
 
+/// Test helper: maps fresh memory over `addr..addr + len`, a mapping of the calling test's
+/// own, as an allocator that unmaps and maps again at the same place would.
+#[cfg(test)]
+pub(crate) fn map_again(addr: usize, len: usize) {
+    // SAFETY (test): the range is the calling test's own mapping, replaced whole.
+    let again = unsafe {
+        libc::mmap(
+            addr as *mut _,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(again as usize, addr);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,18 +494,7 @@ mod tests {
         let map = MmapMut::map_anon(16 * page).unwrap();
         let (addr, len) = (map.as_ptr() as usize, map.len());
         pages.watch(addr, len).unwrap();
-        // SAFETY (test): replaces this test's own mapping with a new one at the same place.
-        let again = unsafe {
-            libc::mmap(
-                addr as *mut _,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        assert_eq!(again as usize, addr);
+        map_again(addr, len);
         assert!(pages.changed(addr, len).is_err());
     }
 

@@ -94,7 +94,7 @@ impl WriteProbe {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
-    use crate::page_writes::page_size;
+    use crate::page_writes::{map_again, page_size};
     use memmap2::MmapMut;
 
     /// A mapping of `n` pages, each touched once, and the probe over it (None where this
@@ -148,18 +148,7 @@ mod tests {
             return;
         };
         let (addr, len) = (map.as_ptr() as usize, map.len());
-        // SAFETY (test): replaces this test's own mapping with a new one at the same place.
-        let again = unsafe {
-            libc::mmap(
-                addr as *mut _,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        assert_eq!(again as usize, addr);
+        map_again(addr, len);
         // SAFETY (test): the new mapping is this test's, `len` bytes long.
         unsafe { std::ptr::write_bytes(addr as *mut u8, 7, len) };
         assert_eq!(probe.written(), 0);
