@@ -218,13 +218,18 @@ class Triggers:
     def _at_line(self, frame: types.FrameType) -> None:
         """Main thread, at a line boundary of the program."""
         self.clock.set_deadline(None)
-        if self._waiting:  # the frame waited for is back from its C call: look afresh from here
+        # The frame waited for is back from its C call: its line is the point waited for, a
+        # library's or not (the program's next line may be a whole library call away: the
+        # rounds of KMeans.fit's Lloyd loop each call C, which calls Python back, and the
+        # program's next line comes after the fit). Where it cannot resume, look afresh.
+        back_from_call = self._waiting
+        if back_from_call:
             self._waiting, self._looking_since = False, None
         with self._snapshotting() as free:
             if not free:
                 return
             trigger = "signal" if self._signals else self._trigger
-            in_program = _in_program_code(frame)
+            in_program = _in_program_code(frame) or back_from_call
             if not in_program and self._look_further(trigger, lines=0):
                 self._line.arm()  # a library's line (a model's forward): not worth a capture
                 return
