@@ -37,7 +37,7 @@ import cloudpickle
 from relive.places import in_program_files
 from relive.state import deep, directories, text_files
 from relive.state import torch as torch_state
-from relive.state import torch_data
+from relive.state import threadpools, torch_data
 
 PROTOCOL = 5
 
@@ -198,16 +198,20 @@ class SnapshotGlobals:
 _SNAPSHOT_GLOBALS = SnapshotGlobals()
 
 # Reducers of other libraries' types, by exact type (as pickle looks up copyreg's dispatch
-# table): filled by the first pickler made once the program has imported the library, since
-# relive never imports one itself.
+# table): each library's are added by the first pickler made once the program has imported
+# it, since relive never imports one itself.
 _library_reducers: dict[type, torch_state.Reducer] = {}
+_LIBRARIES = (torch_state.reducers, torch_data.reducers, threadpools.reducers)
+_added: set[Callable[[], dict[type, torch_state.Reducer]]] = set()
 
 
 def _reducers() -> dict[type, torch_state.Reducer]:
-    if not _library_reducers:
-        _library_reducers.update(torch_state.reducers())
-    if _library_reducers:  # torch is imported: its DataLoader's iterators too
-        _library_reducers.update(torch_data.reducers())
+    for library in _LIBRARIES:
+        if library not in _added:
+            found = library()
+            if found:
+                _library_reducers.update(found)
+                _added.add(library)
     return _library_reducers
 
 
