@@ -67,8 +67,10 @@ def discover() -> list[str]:
 
 def _run(args: list[str], cwd: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     try:
+        # RELIVE_WAIT_EXIT: each run returns once its exit snapshot is committed, not while a
+        # detached child still writes it into the directory copied or deleted next.
         return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                              env={**os.environ, "PYTHONUNBUFFERED": "1", "RELIVE_WAIT_EXIT": "1"})
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         return subprocess.CompletedProcess(args, -9, out, f"timed out after {timeout:.0f} s")

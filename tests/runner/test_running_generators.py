@@ -126,8 +126,9 @@ print("copied", len(copies))
 def test_a_library_loop_that_calls_c_each_round_does_not_put_the_timer_off_to_its_end(work: Workdir) -> None:
     """A library's loop that calls C each round, which calls the program back (copy.deepcopy
     here; scikit-learn's KMeans.fit went 58 s without a timer snapshot): the timer waits for
-    the C call to return to the library's frame and takes that line, where the program can
-    resume, not the program's next line (after the whole deepcopy).
+    the C call to return to the library's frame and, once 20 such waits (or a second) brought
+    no resumable line of the program's own, takes the line it returned to, where the program
+    can resume, rather than wait for the program's next line (after the whole deepcopy).
 
     Ticks every 50 ms: the deepcopy (14 s at least) gets several, where waiting for the
     program's own line would allow none (the timer then waited 10 s or 20 calls and took the

@@ -218,28 +218,31 @@ class Triggers:
     def _at_line(self, frame: types.FrameType) -> None:
         """Main thread, at a line boundary of the program."""
         self.clock.set_deadline(None)
-        # The frame waited for is back from its C call: its line is the point waited for, a
-        # library's or not (the program's next line may be a whole library call away: the
-        # rounds of KMeans.fit's Lloyd loop each call C, which calls Python back, and the
-        # program's next line comes after the fit). Where it cannot resume, look afresh.
-        back_from_call = self._waiting
-        if back_from_call:
-            self._waiting, self._looking_since = False, None
+        back_from_call, self._waiting = self._waiting, False
         with self._snapshotting() as free:
             if not free:
                 return
             trigger = "signal" if self._signals else self._trigger
-            in_program = _in_program_code(frame) or back_from_call
-            if not in_program and self._look_further(trigger, lines=0):
+            # Back from a C call the timer waited for (a library's loop may call C each round,
+            # which calls Python back: KMeans' Lloyd iterations, copy.deepcopy), the line it
+            # returned to is taken where it resumes, a library's too, once the program's own
+            # has not come within the look or the waits.
+            in_program = _in_program_code(frame) or (back_from_call and self._waited_enough())
+            if not in_program and not back_from_call and self._look_further(trigger, lines=0):
                 self._line.arm()  # a library's line (a model's forward): not worth a capture
                 return
             frames = program_frames.live_stack(frame, self._boundary)
             point = self._resume_state(frames)
-            if not (point.resumable and in_program) and self._look_further(trigger):
+            if not (point.resumable and in_program):
+                # Where C code runs a frame, wait for the call to return, even once the look's
+                # second is over.
                 if trigger == "timer" and self._wait_for_call(point, frames):
                     return
-                self._line.arm()  # the next lines may resume; this one would only be for inspection
-                return
+                if back_from_call and not point.resumable:
+                    self._looking_since = None  # what the call returned to cannot resume: look afresh
+                if self._look_further(trigger):
+                    self._line.arm()  # the next lines may resume; this one would only be for inspection
+                    return
             self._looking_since = self._waiting_since = None
             self._looking = False
             if trigger != "timer" or not self.writer.take_in_background(trigger, frames, point):
@@ -277,6 +280,16 @@ class Triggers:
         self._waiting = True
         self.clock.set_deadline(self._waiting_since + _WAIT_FOR_CALL_S)
         return True
+
+    def _waited_enough(self) -> bool:
+        """Whether a timer snapshot has looked (_LOOK_FURTHER_S) or waited for C calls
+        (_WAIT_FOR_CALL_S, _WAIT_FOR_CALL_TIMES) as long as it may."""
+        now = time.monotonic()
+        looked = self._looking_since is not None and (
+            now - self._looking_since >= _LOOK_FURTHER_S or self._lines_looked >= _LOOK_FURTHER_LINES)
+        waited = self._waiting_since is not None and (
+            now - self._waiting_since >= _WAIT_FOR_CALL_S or self._waits >= _WAIT_FOR_CALL_TIMES)
+        return looked or waited
 
     def _stop_waiting(self) -> None:
         """Main thread: the C call waited for runs on: snapshot at the next line, as it stands."""
