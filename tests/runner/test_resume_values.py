@@ -258,3 +258,26 @@ def test_a_text_file_opened_with_newline_other_than_the_default_is_refused(work)
             assert not entry["resumable"]
             assert any("newline= other than the default" in r for r in entry["not_resumable_because"]), \
                 entry["not_resumable_because"]
+
+
+COMPRESSED_INPUT = """\
+import gzip, relive
+
+with gzip.open("rows.gz", "wt") as out:
+    out.write("".join(f"{i},{i * i}\\n" for i in range(20000)))
+total = 0
+with gzip.open("rows.gz", "rt") as rows:
+    while line := rows.readline():
+        a, b = map(int, line.split(","))
+        total += b - a
+        if a in (7000, 15000):
+            relive.checkpoint()      # inside a gzip file read line by line
+            print(a, total)
+print("total", total)
+"""
+
+
+def test_a_gzip_file_read_line_by_line_resumes_where_it_stood(work: Workdir) -> None:
+    work.write("compressed.py", COMPRESSED_INPUT)
+    log = _resumes_like_python(work, "compressed.py", "--every", "0")
+    assert sum(e["resumable"] for e in log) == 2, [e["not_resumable_because"] for e in log]

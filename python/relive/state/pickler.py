@@ -35,7 +35,7 @@ from typing import Any
 import cloudpickle
 
 from relive.places import in_program_files
-from relive.state import deep, directories, text_files
+from relive.state import compressed_files, deep, directories, text_files
 from relive.state import torch as torch_state
 from relive.state import threadpools, torch_data
 
@@ -169,6 +169,21 @@ def reopen_scandir(path: Any, yielded: list[Any] | None) -> Any:
     return directories.reopen_scandir(path, yielded, _resuming())
 
 
+def reopen_compressed(module: str, name: str, position: int | None, closed: bool) -> Any:
+    """A compressed file the program read: see ``relive.state.compressed_files``."""
+    if closed or not _resuming():
+        return FileAtSnapshot(name, "rb", position, closed)
+    return compressed_files.reopen(module, name, position)
+
+
+def reopen_compressed_text(buffer: Any, encoding: str, errors: str, cookie: int | None) -> Any:
+    """A text file over a compressed file (``gzip.open(path, "rt")``): see
+    ``relive.state.compressed_files``."""
+    if isinstance(buffer, FileAtSnapshot):  # loaded to inspect
+        return FileAtSnapshot(buffer.name, "rt", buffer.position, buffer.closed)
+    return compressed_files.reopen_text(buffer, encoding, errors, cookie)
+
+
 def reopen_dir_entry(directory: Any, name: Any) -> Any:
     """An ``os.DirEntry`` of the program: see ``relive.state.directories``."""
     return directories.reopen_dir_entry(directory, name, _resuming())
@@ -201,7 +216,8 @@ _SNAPSHOT_GLOBALS = SnapshotGlobals()
 # table): each library's are added by the first pickler made once the program has imported
 # it, since relive never imports one itself.
 _library_reducers: dict[type, torch_state.Reducer] = {}
-_LIBRARIES = (torch_state.reducers, torch_data.reducers, threadpools.reducers)
+_LIBRARIES = (torch_state.reducers, torch_data.reducers, threadpools.reducers,
+              *compressed_files.finders(reopen_compressed))
 _added: set[Callable[[], dict[type, torch_state.Reducer]]] = set()
 
 
@@ -491,6 +507,8 @@ def _reduce_file(f: Any, position: int | None) -> tuple[Any, ...]:
     for stream in ("stdin", "stdout", "stderr"):
         if f is getattr(sys, stream, None) or f is getattr(sys, f"__{stream}__", None):
             return (standard_stream, (stream,))
+    if isinstance(f, io.TextIOWrapper) and compressed_files.compressed(f.buffer):
+        return (reopen_compressed_text, compressed_files.text_reduction(f))
     name = f.name
     if not isinstance(name, str):
         raise TypeError(f"cannot pickle a file opened from a descriptor ({name!r})")
