@@ -130,8 +130,10 @@ def sweep(name: str, every: float, work: str) -> tuple[list[dict], str | None]:
     for output in spec.outputs:
         os.remove(os.path.join(base, output))
     captured = _run([*RELIVE, "run", "--every", str(every), "--overhead", "0", *command], base)
-    if captured.returncode != 0 or captured.stdout != plain.stdout:
-        return [], f"its run under relive differs from the plain run: {_last_line(captured.stderr)}"
+    if captured.returncode != 0:
+        return [], f"its run under relive exited {captured.returncode}: {_last_line(captured.stderr)}"
+    if captured.stdout != plain.stdout:
+        return [], f"its run under relive printed otherwise: {_first_difference(plain.stdout, captured.stdout)}"
     log = json.loads(_run([*RELIVE, "log", "--json"], base).stdout)
     points = []
     for entry in log:
