@@ -227,13 +227,13 @@ class Triggers:
             # which calls Python back: KMeans' Lloyd iterations, copy.deepcopy), the line it
             # returned to is taken where it resumes, a library's too, once the program's own
             # has not come within the look or the waits.
-            in_program = _in_program_code(frame) or (back_from_call and self._waited_enough())
-            if not in_program and not back_from_call and self._look_further(trigger, lines=0):
+            preferred = _in_program_code(frame) or (back_from_call and self._waited_enough())
+            if not preferred and not back_from_call and self._look_further(trigger, lines=0):
                 self._line.arm()  # a library's line (a model's forward): not worth a capture
                 return
             frames = program_frames.live_stack(frame, self._boundary)
             point = self._resume_state(frames)
-            if not (point.resumable and in_program):
+            if not (point.resumable and preferred):
                 # Where C code runs a frame, wait for the call to return, even once the look's
                 # second is over.
                 if trigger == "timer" and self._wait_for_call(point, frames):
@@ -271,7 +271,7 @@ class Triggers:
         now = time.monotonic()
         if self._waiting_since is None:
             self._waiting_since, self._waits = now, 0
-        if now - self._waiting_since >= _WAIT_FOR_CALL_S or self._waits >= _WAIT_FOR_CALL_TIMES:
+        if self._waits_spent(self._waiting_since, now):
             return False  # waited enough: the next lines are looked at as they come
         frame = _frame_to_wait_for(point, frames, self._graph_frame)
         if frame is None or not self._line.arm_frame(frame):
@@ -285,11 +285,17 @@ class Triggers:
         """Whether a timer snapshot has looked (_LOOK_FURTHER_S) or waited for C calls
         (_WAIT_FOR_CALL_S, _WAIT_FOR_CALL_TIMES) as long as it may."""
         now = time.monotonic()
-        looked = self._looking_since is not None and (
-            now - self._looking_since >= _LOOK_FURTHER_S or self._lines_looked >= _LOOK_FURTHER_LINES)
-        waited = self._waiting_since is not None and (
-            now - self._waiting_since >= _WAIT_FOR_CALL_S or self._waits >= _WAIT_FOR_CALL_TIMES)
-        return looked or waited
+        looking, waiting = self._looking_since, self._waiting_since
+        return (looking is not None and self._look_spent(looking, now)) or \
+            (waiting is not None and self._waits_spent(waiting, now))
+
+    def _look_spent(self, since: float, now: float) -> bool:
+        """Whether a look started at ``since`` has had its second or its lines."""
+        return now - since >= _LOOK_FURTHER_S or self._lines_looked >= _LOOK_FURTHER_LINES
+
+    def _waits_spent(self, since: float, now: float) -> bool:
+        """Whether the waits for C calls started at ``since`` have had their time or their count."""
+        return now - since >= _WAIT_FOR_CALL_S or self._waits >= _WAIT_FOR_CALL_TIMES
 
     def _stop_waiting(self) -> None:
         """Main thread: the C call waited for runs on: snapshot at the next line, as it stands."""
@@ -328,7 +334,7 @@ class Triggers:
         if self._looking_since is None:
             self._looking_since, self._lines_looked = now, 0
         self._lines_looked += lines
-        return now - self._looking_since < _LOOK_FURTHER_S and self._lines_looked < _LOOK_FURTHER_LINES
+        return not self._look_spent(self._looking_since, now)
 
     def _act_on_signals(self, frame: types.FrameType | None) -> None:
         """Main thread, after a snapshot: each signal that came meanwhile does what it would have."""

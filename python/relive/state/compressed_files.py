@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-Reducer = Callable[[Any, dict[int, Any]], Any]
+from relive.state import Reducer
 
 # The file class of each module, looked up only once the program has imported the module.
 _CLASSES = {"gzip": "GzipFile", "bz2": "BZ2File", "lzma": "LZMAFile"}
@@ -47,8 +47,7 @@ def finders(reopen: Callable[..., Any]) -> tuple[Callable[[], dict[type, Reducer
 
 def compressed(f: Any) -> bool:
     """Whether ``f`` is one of the three modules' file objects."""
-    module = _CLASSES.get(type(f).__module__)
-    return module is not None and type(f).__name__ == module
+    return type(f).__name__ == _CLASSES.get(type(f).__module__)
 
 
 def reduction(f: Any, module: str) -> tuple[Any, ...]:

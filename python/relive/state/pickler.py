@@ -35,7 +35,7 @@ from typing import Any
 import cloudpickle
 
 from relive.places import in_program_files
-from relive.state import compressed_files, deep, directories, text_files
+from relive.state import Reducer, compressed_files, deep, directories, text_files
 from relive.state import torch as torch_state
 from relive.state import threadpools, torch_data
 
@@ -215,13 +215,13 @@ _SNAPSHOT_GLOBALS = SnapshotGlobals()
 # Reducers of other libraries' types, by exact type (as pickle looks up copyreg's dispatch
 # table): each library's are added by the first pickler made once the program has imported
 # it, since relive never imports one itself.
-_library_reducers: dict[type, torch_state.Reducer] = {}
+_library_reducers: dict[type, Reducer] = {}
 _LIBRARIES = (torch_state.reducers, torch_data.reducers, threadpools.reducers,
               *compressed_files.finders(reopen_compressed))
-_added: set[Callable[[], dict[type, torch_state.Reducer]]] = set()
+_added: set[Callable[[], dict[type, Reducer]]] = set()
 
 
-def _reducers() -> dict[type, torch_state.Reducer]:
+def _reducers() -> dict[type, Reducer]:
     for library in _LIBRARIES:
         if library not in _added:
             found = library()

@@ -21,10 +21,9 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any
 
-Reducer = Callable[[Any, dict[int, Any]], Any]
+from relive.state import Reducer
 
 
 def reducers() -> dict[type, Reducer]:

@@ -20,15 +20,10 @@ import importlib
 import itertools
 import pickle
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from relive.state import gpu_copies
-
-# A reducer: (object, the snapshot's storages by key) -> pickle's reduction, or None to
-# pickle the object as pickle would. ``storages`` is shared by all the records of one
-# snapshot, so that tensors viewing one storage share it after loading.
-Reducer = Callable[[Any, dict[int, Any]], Any]
+from relive.state import Reducer, gpu_copies
 
 # torch's types whose objects are immutable or singletons: two variables reaching the
 # same one need not be stored together (matched by module and name).

@@ -41,10 +41,9 @@ from typing import Any
 
 from relive import _native
 from relive.errors import NotResumable
+from relive.state import Reducer
 
 _MODULE = "torch.utils.data.dataloader"
-
-Reducer = Callable[[Any, dict[int, Any]], Any]
 
 
 # -- what is noted while the program runs --
