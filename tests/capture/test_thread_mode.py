@@ -189,7 +189,7 @@ def test_copies_of_watched_pages_hold_what_the_program_wrote_however_it_wrote_it
     assert checked >= 10
     unread = [row["unread_bytes"] for row in timers if row.get("unread_bytes")]
     if _native.pages_watchable():  # Linux 6.7+, userfaultfd allowed
-        # The data array was watched (at the third copy on): most of it known unchanged, unread.
+        # The data array was watched (unread at the third copy on): most of it known unchanged, unread.
         assert len(unread) >= 5 and max(unread) >= 48 << 20
 
 
