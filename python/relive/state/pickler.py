@@ -35,7 +35,7 @@ from typing import Any
 import cloudpickle
 
 from relive.places import in_program_files
-from relive.state import Reducer, compressed_files, deep, directories, text_files
+from relive.state import Reducer, compressed_files, deep, directories, submodules, text_files
 from relive.state import torch as torch_state
 from relive.state import threadpools, torch_data
 
@@ -459,7 +459,8 @@ class StatePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle sh
         return (new_cell, (), (contents,), None, None, fill_cell)
 
     def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
-        reduced = super()._dynamic_function_reduce(func)
+        with submodules.searching():
+            reduced = super()._dynamic_function_reduce(func)
         if func.__globals__ is self._main_dict:
             # The snapshot's namespace already holds the globals the function reads:
             # storing copies of them here would split objects the program shares.
