@@ -188,6 +188,10 @@ def run_relive(workload: str, args: argparse.Namespace, tmp: str, lane: Lane,
         # CPU, which a busy program's cores give up to it, and the program's page copies
         # while a child lived (each snapshot says its parent's).
         "own_s": sum(own_seconds(s) for s in log),
+        # Of it, what the exit (or exception) snapshot's detached child did after the
+        # program's process had ended, which the program does not wait for (no --wait-exit):
+        # taken from no core the program used. ``own_running_s``: the rest.
+        "end_cpu_s": sum(child_cpu_seconds(s) for s in ended if s["mode"] == "fork"),
         "idle_cpu_s": sum(s.get("idle_cpu_s") or 0 for s in log),
         # One snapshot writes the bulk of the state for the first time (compressing what
         # compresses: the first, or the first after the data is made); the others write what
@@ -221,11 +225,15 @@ def copies_seconds(snapshot: dict[str, Any]) -> float:
     return (snapshot.get("parent_cost") or {}).get("copies_s") or 0.0
 
 
+def child_cpu_seconds(snapshot: dict[str, Any]) -> float:
+    """The CPU of a snapshot's child (or writing thread), but its compressing at idle priority
+    (``idle_cpu_s``: on cores nothing else wanted)."""
+    return (snapshot.get("cpu_s") or 0) - (snapshot.get("idle_cpu_s") or 0)
+
+
 def own_seconds(snapshot: dict[str, Any]) -> float:
-    """relive's own cost of a snapshot: its pause and its child's CPU, plus its parent's copies;
-    not its compressing at idle priority (``idle_cpu_s``: on cores nothing else wanted)."""
-    cpu = (snapshot.get("cpu_s") or 0) - (snapshot.get("idle_cpu_s") or 0)
-    return (snapshot["pause_s"] or 0) + cpu + copies_seconds(snapshot)
+    """relive's own cost of a snapshot: its pause and its child's CPU, plus its parent's copies."""
+    return (snapshot["pause_s"] or 0) + child_cpu_seconds(snapshot) + copies_seconds(snapshot)
 
 
 def run_dill(workload: str, args: argparse.Namespace, tmp: str, lane: Lane) -> dict[str, Any]:
@@ -361,6 +369,8 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
                           if r.get("cpu_s") and plain_cpu.get(r["repeat"])]
             pauses = [p for r in runs for p in r.get("pauses_s", [])]
             own = [r["own_s"] / plain[r["repeat"]] for r in runs if r.get("own_s") is not None and r["repeat"] in plain]
+            running = [(r["own_s"] - r["end_cpu_s"]) / plain[r["repeat"]] for r in runs
+                       if r.get("end_cpu_s") is not None and r["repeat"] in plain]
             own_later = [(r["own_s"] - r["own_first_s"]) / plain[r["repeat"]] for r in runs
                          if r.get("own_first_s") is not None and r["repeat"] in plain]
             rows.append({
@@ -369,6 +379,8 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
                 "cpu_s": med("cpu_s"), "cpu_ratio": statistics.median(cpu_ratios) if cpu_ratios else None,
                 "own_s": med("own_s"), "own_ratio": statistics.median(own) if own else None,
                 "own_later_ratio": statistics.median(own_later) if own_later else None,
+                "own_running_ratio": statistics.median(running) if running else None,
+                "end_cpu_s": med("end_cpu_s"),
                 "copies_s": med("copies_s"),
                 "snapshots": med("snapshots"),
                 "asked_after_first": med("asked_after_first"), "taken_after_first": med("taken_after_first"),
@@ -388,7 +400,7 @@ def summarize(records: list[dict[str, Any]], workloads: list[str]) -> list[dict[
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'workload':8s} {'variant':7s} {'wall s':>8s} {'overhead':>16s} {'cpu s':>7s} {'cpu +':>7s} {'own':>6s} {'own>1':>6s} {'snaps':>5s} {'>1 taken/asked':>14s} "
+    header = (f"{'workload':8s} {'variant':7s} {'wall s':>8s} {'overhead':>16s} {'cpu s':>7s} {'cpu +':>7s} {'own':>6s} {'run':>6s} {'own>1':>6s} {'snaps':>5s} {'>1 taken/asked':>14s} "
               f"{'pause p50/p99 ms':>17s} {'bytes first / later avg / total':>32s} {'peak RSS':>9s} "
               f"{'restore s':>9s}")
     print(header)
@@ -409,8 +421,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         restore = "" if row["restore_s"] is None else f"{row['restore_s']:.2f}"
         own = "" if row.get("own_ratio") is None else f"{100 * row['own_ratio']:.1f}%"
         later = "" if row.get("own_later_ratio") is None else f"{100 * row['own_later_ratio']:.1f}%"
+        running = "" if row.get("own_running_ratio") is None else f"{100 * row['own_running_ratio']:.1f}%"
         rss = size(row["peak_rss_bytes"]).replace(" ", "")
-        print(f"{row['workload']:8s} {row['variant']:7s} {row['wall_s']:8.1f} {overhead:>16s} {cpu:>7s} {cpu_more:>7s} {own:>6s} {later:>6s} {snaps:>5s} {taken:>14s} "
+        print(f"{row['workload']:8s} {row['variant']:7s} {row['wall_s']:8.1f} {overhead:>16s} {cpu:>7s} {cpu_more:>7s} {own:>6s} {running:>6s} {later:>6s} {snaps:>5s} {taken:>14s} "
               f"{pauses:>17s} {written:>32s} {rss:>9s} {restore:>9s}")
     for row in rows:
         notes = []
@@ -421,6 +434,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if row["variant"] in ("relive", "fixed", "forked") and row["child_memory_bytes"]:
             notes.append(f"snapshot memory (a forked child's rewritten pages, or a copy) up to "
                          f"{size(row['child_memory_bytes'])}")
+        if row.get("end_cpu_s"):
+            notes.append(f"the exit snapshot's child after the program's end (in own, not in run): "
+                         f"{row['end_cpu_s']:.2f} s of CPU")
         if row.get("idle_cpu_s"):
             notes.append(f"compressing at idle priority (not in own): {row['idle_cpu_s']:.2f} s of CPU")
         if row["variant"] == "thread" and row["child_memory_bytes"]:
