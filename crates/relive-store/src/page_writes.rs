@@ -179,14 +179,21 @@ impl Pages {
         Ok(pages)
     }
 
+    /// [`Pages::watch_in`], reading `/proc/self/maps` itself.
+    #[cfg(test)]
+    pub(crate) fn watch(&self, addr: usize, len: usize) -> io::Result<()> {
+        self.watch_in(&std::fs::read_to_string("/proc/self/maps")?, addr, len)
+    }
+
     /// Watches the pages under `addr..addr + len` from now on: registers them and protects
     /// them all (pages not yet touched included). Fails where the memory is not private
-    /// anonymous memory this process alone writes, or another userfaultfd watches it.
-    pub(crate) fn watch(&self, addr: usize, len: usize) -> io::Result<()> {
+    /// anonymous memory this process alone writes (as `maps`, `/proc/self/maps` read since
+    /// the memory was mapped, tells), or another userfaultfd watches it.
+    pub(crate) fn watch_in(&self, maps: &str, addr: usize, len: usize) -> io::Result<()> {
         let (start, end) = covering(addr, len, self.page);
         // Asynchronous write protection takes any memory; only private anonymous memory is
         // written by this process alone.
-        if !private_anonymous(&std::fs::read_to_string("/proc/self/maps")?, start, end) {
+        if !private_anonymous(maps, start, end) {
             return Err(io::Error::other("not private anonymous memory"));
         }
         self.protect(start, end)

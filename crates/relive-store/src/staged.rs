@@ -543,6 +543,39 @@ mod tests {
     }
 
     #[test]
+    fn a_buffer_the_store_holds_is_read_unwatched_from_the_second_copy() {
+        let _one = WATCHING.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create_with_chunk_size(&dir.path().join("store"), 1 << 20).unwrap();
+        if crate::page_writes::Pages::open().is_err() {
+            eprintln!("page watching unavailable here");
+            return;
+        }
+        let mut buffer = memmap2::MmapMut::map_anon(16 << 20).unwrap();
+        buffer.copy_from_slice(&data(16 << 20, 9));
+        s.put_record(b"p", &[&buffer]).unwrap(); // as a forked snapshot writes it
+        s.flush().unwrap();
+        let copy = |buffer: &[u8]| {
+            let staged = s
+                .stage_from(
+                    b"p",
+                    &[BufferSource::Bytes(buffer)],
+                    u64::MAX,
+                    s.begin_copies(),
+                )
+                .unwrap();
+            let moved = (staged.copied_bytes() - 1) >> 20;
+            let unread = staged.unread_bytes() >> 20;
+            s.put_staged(staged).unwrap();
+            s.flush().unwrap();
+            (moved, unread)
+        };
+        assert_eq!(copy(&buffer), (0, 0)); // protected, then fingerprinted: found stored
+        buffer[(4 << 20) + 1] ^= 0xff;
+        assert_eq!(copy(&buffer), (1, 15));
+    }
+
+    #[test]
     fn a_record_that_would_copy_more_than_asked_is_not_copied() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());

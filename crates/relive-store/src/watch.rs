@@ -7,15 +7,18 @@
 //!
 //! Watching costs the program a fault at its first write to each page after each copied
 //! snapshot (about 1.5 µs, 0.4 s for 1 GiB rewritten, where fingerprinting it costs 36 ms),
-//! and splits the huge pages it writes. So only buffers found quiet are watched: a buffer
-//! first seen at one copy, or whose fingerprints found at most an eighth of its chunks changed
-//! at one copy, is protected at the next before it is fingerprinted again (so that a write by
-//! another thread while the program pauses is never missed); where those fingerprints find
-//! more than an eighth changed, it is let go at once, before the program has written a page of
-//! it, and otherwise watched from then on. Watching stops where a quarter of its chunks or
-//! more were written. A buffer not seen at a copy is no longer watched. (A buffer first seen at
-//! copy 1 is read unwatched at copy 3 and on: PyTorch's MNIST example fingerprinted its 250 MB
-//! of images at copies 2 and 3 while it waited for the proof of an eighth.)
+//! and splits the huge pages it writes. So only buffers found quiet are watched. A large
+//! buffer is protected at a copy before it is fingerprinted (so that a write by another thread
+//! while the program pauses is never missed), unless the last copy found it busy; where the
+//! fingerprints then find more than an eighth of its chunks changed, it is let go at once,
+//! before the program has written a page of it, and otherwise watched from then on. A buffer
+//! seen first, whose chunks are new to the store, is let go the same way but protected again
+//! at the next copy, whose fingerprints tell. Watching stops where a quarter of its chunks or
+//! more were written. A buffer not seen at a copy is no longer watched. So a buffer the store
+//! holds (written by a forked snapshot) is read unwatched from the next copy on, and one
+//! first copied from the copy after next: PyTorch's MNIST example fingerprinted its 250 MB of
+//! images at two copies while the watch waited for one copy to prove them quiet and the next
+//! to protect them, and k-means its 305 MB after its first (forked) snapshot.
 //!
 //! Each copied snapshot is one "copies" number ([`begin_copies`]): a buffer found in two
 //! records of one snapshot gets one answer; a buffer whose chunks were not learned (the copy
@@ -82,11 +85,22 @@ struct Watch {
     tried: bool,
     /// By start address; no two overlap (a scan of one would protect the other's pages again).
     watched: BTreeMap<usize, Watched>,
-    /// Buffers whose fingerprints found them quiet (or saw them first), with the copies
-    /// number at which they did.
-    quiet: HashMap<Buffer, u64>,
-    /// Buffers fingerprinted, with the copies number at which they last were.
-    seen: HashMap<Buffer, u64>,
+    /// What the last copy that saw a buffer found of it, and that copy's number.
+    seen: HashMap<Buffer, (u64, Found)>,
+    /// `/proc/self/maps` as read at one copy (the program stands still meanwhile).
+    #[cfg(target_os = "linux")]
+    maps: Option<(u64, String)>,
+}
+
+/// What a copy's fingerprints (or scan) found of a buffer.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Found {
+    /// At most an eighth of its chunks changed (or, watched, written).
+    Quiet,
+    /// Seen for the first time, its chunks not all stored: the next copy tells.
+    New,
+    /// More changed: fingerprinted, not watched, at the next copy.
+    Busy,
 }
 
 static WATCH: LazyLock<Mutex<Watch>> = LazyLock::new(|| Mutex::new(Watch::default()));
@@ -110,15 +124,14 @@ pub(crate) fn begin_copies() -> u64 {
         for addr in stale {
             watch.stop(addr);
         }
-        watch.quiet.retain(|_, at| *at + 1 >= copies);
-        watch.seen.retain(|_, at| *at + 1 >= copies);
+        watch.seen.retain(|_, (at, _)| *at + 1 >= copies);
     }
     copies
 }
 
 /// What the kernel says of each chunk of `buffer` since it was last protected; None where
-/// the buffer is not watched. Protects a quiet buffer's pages before it is fingerprinted, to
-/// watch it from now on.
+/// the buffer is not watched. Protects a buffer not found busy before it is fingerprinted,
+/// to watch it from now on (`after_fingerprints` lets it go if it was not quiet).
 pub(crate) fn before_fingerprints(buffer: Buffer, copies: u64) -> Option<Vec<Seen>> {
     if buffer.len < WATCH_FROM || copies == 0 || copies != COPIES.load(Ordering::Relaxed) {
         return None;
@@ -128,26 +141,30 @@ pub(crate) fn before_fingerprints(buffer: Buffer, copies: u64) -> Option<Vec<See
 }
 
 /// What the fingerprints of a buffer fingerprinted whole found: `changed` of its chunks new.
-/// A buffer seen first, or found quiet, is watched from the next copy; one protected at this
-/// copy (`answer`) and found busy is let go before the program goes on.
+/// One protected at this copy (`answer`) and not found quiet is let go before the program
+/// goes on.
 pub(crate) fn after_fingerprints(buffer: Buffer, copies: u64, changed: usize) {
     if buffer.len < WATCH_FROM || copies == 0 {
         return;
     }
     if let Some(mut watch) = lock() {
-        let before = watch.seen.insert(buffer, copies);
-        let first_sight = before.is_none_or(|at| at + 1 < copies);
-        let quiet = changed * 8 <= buffer.chunks();
-        match watch.watched.get(&buffer.addr) {
-            Some(w) if w.buffer == buffer && w.armed_in == copies && !quiet => {
-                watch.stop(buffer.addr)
+        let before = watch.seen.get(&buffer).copied();
+        let first_sight = before.is_none_or(|(at, _)| at + 1 < copies);
+        let found = if changed * 8 <= buffer.chunks() {
+            Found::Quiet
+        } else if first_sight || before == Some((copies, Found::New)) {
+            Found::New
+        } else {
+            Found::Busy
+        };
+        if found != Found::Quiet {
+            if let Some(w) = watch.watched.get(&buffer.addr) {
+                if w.buffer == buffer && w.armed_in == copies {
+                    watch.stop(buffer.addr);
+                }
             }
-            Some(_) => {}
-            None if quiet || first_sight => {
-                watch.quiet.insert(buffer, copies);
-            }
-            None => {}
         }
+        watch.seen.insert(buffer, (copies, found));
     }
 }
 
@@ -189,18 +206,17 @@ impl Watch {
             if w.buffer != buffer {
                 return None; // another view of that memory: the watched one keeps its answers
             }
-            self.seen.insert(buffer, copies);
             if w.armed_in == copies {
                 return Some(w.answer.clone());
             } else {
                 return self.scan(buffer, copies);
             }
         }
-        if self.quiet.get(&buffer) != Some(&copies.wrapping_sub(1)) || self.overlaps(&buffer) {
+        let last = self.seen.get(&buffer).filter(|(at, _)| at + 1 == copies);
+        if last.is_some_and(|(_, found)| *found == Found::Busy) || self.overlaps(&buffer) {
             return None;
         }
-        let pages = self.pages()?;
-        pages.watch(buffer.addr, buffer.len).ok()?;
+        self.protect(&buffer, copies)?;
         self.watched.insert(
             buffer.addr,
             Watched {
@@ -211,6 +227,23 @@ impl Watch {
             },
         );
         Some(vec![Seen::Unknown; buffer.chunks()])
+    }
+
+    /// Starts watching `buffer`'s pages: protects them all.
+    #[cfg(target_os = "linux")]
+    fn protect(&mut self, buffer: &Buffer, copies: u64) -> Option<()> {
+        self.pages()?;
+        // Read once per copy: with PyTorch loaded it is thousands of lines.
+        if self.maps.as_ref().is_none_or(|(at, _)| *at != copies) {
+            self.maps = Some((copies, std::fs::read_to_string("/proc/self/maps").ok()?));
+        }
+        let (pages, (_, maps)) = (self.pages.as_ref()?, self.maps.as_ref()?);
+        pages.watch_in(maps, buffer.addr, buffer.len).ok()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn protect(&mut self, _: &Buffer, _: u64) -> Option<()> {
+        None
     }
 
     /// Asks the kernel what was written since the last protection (protecting it again).
@@ -244,8 +277,10 @@ impl Watch {
         }
         if touched.iter().filter(|&&t| t).count() * 4 > buffer.chunks() {
             self.stop(buffer.addr); // rewritten: cheaper fingerprinted than watched
+            self.seen.insert(buffer, (copies, Found::Busy));
         } else if let Some(w) = self.watched.get_mut(&buffer.addr) {
             w.answer.clone_from(&answer);
+            self.seen.insert(buffer, (copies, Found::Quiet));
         }
         Some(answer)
     }
@@ -267,7 +302,6 @@ impl Watch {
             if let Some(pages) = &self.pages {
                 pages.forget(w.buffer.addr, w.buffer.len);
             }
-            self.quiet.remove(&w.buffer);
         }
     }
 
@@ -299,9 +333,6 @@ fn page_size() -> usize {
 struct NoPages;
 #[cfg(not(target_os = "linux"))]
 impl NoPages {
-    fn watch(&self, _: usize, _: usize) -> std::io::Result<()> {
-        Err(std::io::Error::other("not watched here"))
-    }
     fn changed(&self, _: usize, _: usize) -> std::io::Result<Vec<(usize, usize)>> {
         Err(std::io::Error::other("not watched here"))
     }
