@@ -156,6 +156,11 @@ class Store:
         """The chunks this handle hashed (fingerprint, id), for the process it was forked from."""
     def add_proven_chunks(self, data: bytes) -> bool:
         """Takes in a forked child's proven_chunks(): its copies need not copy those chunks."""
+    def lend_watch_to_child(self) -> int:
+        """Before a snapshot's child is forked: what the watch knows unchanged, for the child
+        (which opens its own handle on this store). Returns the bytes lent."""
+    def unread_bytes(self) -> int:
+        """In a forked child: the bytes kept by the ids the program lent it, unread."""
     def flush(self) -> None: ...
     def commit(self, manifest: bytes) -> str:
         """Commits a snapshot's manifest (JSON naming its records); returns the snapshot's id."""
@@ -191,6 +196,8 @@ class StagedRecord:
         """Bytes of its buffers known unchanged without being read (no page written since)."""
 
 def workers_cpu_seconds() -> float: ...
+def take_watch_back() -> None:
+    """After the fork, in the program: forgets what was lent."""
 def pages_watchable() -> bool:
     """Whether this process can watch its pages for writes (Linux 6.7+, userfaultfd allowed),
     as copied snapshots do for large quiet buffers."""

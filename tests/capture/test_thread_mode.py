@@ -193,6 +193,39 @@ def test_copies_of_watched_pages_hold_what_the_program_wrote_however_it_wrote_it
         assert len(unread) >= 5 and max(unread) >= 48 << 20
 
 
+QUIET_THEN_WRITTEN = """
+import time
+import numpy as np
+
+MIB = 131072  # float64s in a MiB
+data = np.ones(64 * MIB)
+side = np.zeros(1000)
+started = time.time()
+while time.time() - started < 3:
+    side += 1
+    time.sleep(0.01)
+data[5 * MIB + 7] = 42.0  # after the last timer snapshot: only the exit snapshot holds it
+print("done")
+"""
+
+
+def test_a_forked_snapshot_keeps_what_the_watch_knew_unchanged_unread(work: Workdir) -> None:
+    np = pytest.importorskip("numpy")
+    work.write("prog.py", QUIET_THEN_WRITTEN)
+    proc = work.relive("run", "--every", "0.3", "--overhead", "0", "--wait-exit", "prog.py", check=True)
+    assert proc.stdout == "done\n" and proc.stderr == ""
+    log = work.log()
+    modes = [s["mode"] for s in log if s["trigger"] == "timer"]
+    end = log[-1]
+    assert end["trigger"] == "exit" and end["mode"] == "fork"
+    data = relive.load(end["id"], store=str(work.store))["data"]
+    assert data[5 * 131072 + 7] == 42.0 and data.sum() == 64 * 131072 - 1 + 42
+    if _native.pages_watchable() and "thread" in modes:
+        # The array was watched since a copy: the exit snapshot's child read only the chunk
+        # written after it.
+        assert end["unread_bytes"] >= 60 << 20, (modes, end)
+
+
 def test_what_would_pass_max_memory_is_written_in_the_pause(work: Workdir) -> None:
     np = pytest.importorskip("numpy")
     work.write("prog.py", """

@@ -85,6 +85,12 @@ pub fn pages_watchable() -> bool {
     relive_store::pages_watchable()
 }
 
+/// After the fork, in the program: forgets what was lent.
+#[pyfunction]
+pub fn take_watch_back() {
+    relive_store::take_back_from_child()
+}
+
 /// How much of its memory the program writes while it runs (`relive_store::WriteProbe`):
 /// from `start_write_probe` until `close`.
 #[pyclass(name = "WriteProbe", module = "relive._native")]
@@ -313,6 +319,18 @@ impl PyStore {
     /// The raw bytes of the blobs this handle has written so far (before compression).
     fn raw_bytes_written(&self) -> u64 {
         self.inner.raw_bytes_written()
+    }
+
+    /// Before the program forks a snapshot's child: the ids of the chunks of the buffers
+    /// watched for this handle's copies that no page was written of since, for the child
+    /// (which opens its own handle on this store) to keep unread. Returns the bytes lent.
+    fn lend_watch_to_child(&self) -> u64 {
+        self.inner.lend_to_child()
+    }
+
+    /// In a forked child: the bytes kept by the ids the program lent it, unread.
+    fn unread_bytes(&self) -> u64 {
+        self.inner.unread_bytes()
     }
 
     /// Takes in a forked child's `proven_chunks()`; False when `data` is not that.

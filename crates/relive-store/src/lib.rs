@@ -69,5 +69,5 @@ pub use staged::Staged;
 pub use store::{BufferSource, PutOutcome, Store, FORMAT};
 pub use transfer::CopyReport;
 pub use verify::{Problem, VerifyReport};
-pub use watch::pages_watchable;
+pub use watch::{pages_watchable, take_back_from_child};
 pub use write_probe::WriteProbe;

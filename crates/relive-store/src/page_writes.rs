@@ -267,6 +267,18 @@ impl Pages {
         Ok(changed)
     }
 
+    /// As [`Pages::changed`], but protecting nothing again: the next `changed` finds the same
+    /// pages (and any written since). What a forked child is told (`watch::lend_to_child`).
+    pub(crate) fn changed_since(&self, addr: usize, len: usize) -> io::Result<Vec<(usize, usize)>> {
+        let (start, end) = covering(addr, len, self.page);
+        let check = abi::PM_SCAN_CHECK_WPASYNC;
+        let mut changed = self.regions(start, end, check, 0, abi::PAGE_IS_WRITTEN, 0)?;
+        let gone = abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED;
+        changed.extend(self.regions(start, end, check, gone, 0, gone)?);
+        changed.sort_unstable();
+        Ok(changed)
+    }
+
     /// The bytes of `[start, end)` (page-aligned) this process wrote since protecting them
     /// (and pages first touched since: fresh pages carry no protection), protecting nothing
     /// again; memory mapped since (not registered) counts for nothing.

@@ -576,6 +576,66 @@ mod tests {
     }
 
     #[test]
+    fn a_forked_child_is_lent_the_ids_of_the_chunks_not_written_since_the_last_copy() {
+        let _one = WATCHING.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create_with_chunk_size(&dir.path().join("store"), 1 << 20).unwrap();
+        if crate::page_writes::Pages::open().is_err() {
+            eprintln!("page watching unavailable here");
+            return;
+        }
+        let mut buffer = memmap2::MmapMut::map_anon(8 << 20).unwrap();
+        buffer.copy_from_slice(&data(8 << 20, 10));
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let staged = s
+                .stage_from(
+                    b"p",
+                    &[BufferSource::Bytes(&buffer)],
+                    u64::MAX,
+                    s.begin_copies(),
+                )
+                .unwrap();
+            let id = s.put_staged(staged).unwrap().id;
+            ids = s.get_record(&id).unwrap().buffers[0].chunks.clone();
+            s.flush().unwrap();
+        }
+        buffer[(3 << 20) + 5] ^= 0xff; // the program writes one chunk after the last copy
+        let key = (buffer.as_ptr() as usize, buffer.len(), 1 << 20);
+        let (me, root) = (std::process::id(), s.root.clone());
+        assert_eq!(s.lend_to_child(), 7 << 20);
+        let lent = watch::lent_to(&root, key, me + 1).expect("lent to a child");
+        let expected: Vec<Option<Id>> = (0..8).map(|k| (k != 3).then_some(ids[k])).collect();
+        assert_eq!(lent, expected);
+        assert_eq!(
+            watch::lent_to(&root, key, me),
+            None,
+            "not to the program itself"
+        );
+        let elsewhere = dir.path().join("another store");
+        assert_eq!(
+            watch::lent_to(&elsewhere, key, me + 1),
+            None,
+            "nor for another store"
+        );
+        watch::take_back_from_child();
+        assert_eq!(watch::lent_to(&root, key, me + 1), None);
+        // Nothing was protected again: the next copy finds the write.
+        let staged = s
+            .stage_from(
+                b"p",
+                &[BufferSource::Bytes(&buffer)],
+                u64::MAX,
+                s.begin_copies(),
+            )
+            .unwrap();
+        assert_eq!(
+            (staged.copied_bytes() - 1, staged.unread_bytes()),
+            (1 << 20, 7 << 20)
+        );
+    }
+
+    #[test]
     fn a_record_that_would_copy_more_than_asked_is_not_copied() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());

@@ -20,6 +20,7 @@ use crate::parallel;
 use crate::record::{self, BufferRef, Record};
 use crate::snapshot;
 use crate::upload::Uploads;
+use crate::watch;
 
 /// The repository format this version writes and the newest it reads.
 pub const FORMAT: u64 = 1;
@@ -77,6 +78,8 @@ pub struct Store {
     compress_when_idle: AtomicBool,
     /// The raw bytes of the blobs this handle has written (see `Store::raw_bytes_written`).
     raw_written: AtomicU64,
+    /// The bytes a forked child kept by the ids the program's watch lent it (`watch::lent`).
+    unread: AtomicU64,
     /// What the snapshot being written relies on, checked again at its commit.
     pending: Mutex<Pending>,
     /// Packs going up to a remote store.
@@ -272,6 +275,7 @@ impl Store {
             proven: Mutex::new(Proven::default()),
             compress_when_idle: AtomicBool::new(compress_when_idle_by_default()),
             raw_written: AtomicU64::new(0),
+            unread: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
             uploads: Uploads::new(),
             token: TOKENS.fetch_add(1, Ordering::Relaxed) + 1,
@@ -462,9 +466,21 @@ impl Store {
             match buffer {
                 BufferSource::Bytes(bytes) => {
                     lens.push(bytes.len() as u64);
-                    for chunk in bytes.chunks(self.chunk_size) {
-                        to_hash.push((ids.len(), chunk));
-                        ids.push(None);
+                    // In a forked child: the chunks the program's watch knew unchanged since
+                    // its last copy keep their ids, unread.
+                    let addr = bytes.as_ptr() as usize;
+                    let lent = watch::lent(&self.root, addr, bytes.len(), self.chunk_size);
+                    for (k, chunk) in bytes.chunks(self.chunk_size).enumerate() {
+                        match lent.as_ref().and_then(|ids| ids.get(k).copied().flatten()) {
+                            Some(id) => {
+                                self.unread.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                                ids.push(Some(id));
+                            }
+                            None => {
+                                to_hash.push((ids.len(), chunk));
+                                ids.push(None);
+                            }
+                        }
                         pieces.push(Some(chunk));
                     }
                 }
@@ -691,6 +707,19 @@ impl Store {
     /// machine's load, `idle.rs`).
     pub fn raw_bytes_written(&self) -> u64 {
         self.raw_written.load(Ordering::Relaxed)
+    }
+
+    /// Before the program forks a snapshot's child, which opens a handle of its own on this
+    /// store: the ids of the chunks of the buffers watched for this handle's copies that no
+    /// page was written of since (`watch::lend_to_child`). Returns the bytes lent.
+    pub fn lend_to_child(&self) -> u64 {
+        watch::lend_to_child(self.token, &self.root)
+    }
+
+    /// The bytes of buffers this handle kept by the ids the program's watch lent to this
+    /// forked child, without reading them ([`crate::watch::lend_to_child`]).
+    pub fn unread_bytes(&self) -> u64 {
+        self.unread.load(Ordering::Relaxed)
     }
 
     /// What this process proved ([`Proven`]), for the process it was forked from.

@@ -26,6 +26,7 @@
 //! given are checked against the store's index by the caller, as fingerprint hits are.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, OnceLock, PoisonError};
 
@@ -168,6 +169,94 @@ pub(crate) fn after_fingerprints(buffer: Buffer, copies: u64, changed: usize) {
     }
 }
 
+/// Which chunks of `buffer` hold a byte of the `written` ranges.
+fn touched(buffer: &Buffer, written: &[(usize, usize)]) -> Vec<bool> {
+    let mut touched = vec![false; buffer.chunks()];
+    for &(from, to) in written {
+        let first = from.saturating_sub(buffer.addr) / buffer.chunk_size;
+        let last = (to - 1).saturating_sub(buffer.addr) / buffer.chunk_size;
+        for chunk in touched.iter_mut().take(last + 1).skip(first) {
+            *chunk = true;
+        }
+    }
+    touched
+}
+
+/// What the watch knew when the program forked a snapshot's child: per watched buffer of
+/// one store (by where it is: the child opens a handle of its own), the id of each chunk no
+/// page of which was written since its last copy. The child cannot ask the kernel (its
+/// mappings are not watched), and this is in its memory.
+struct Lent {
+    by: u32,
+    store: PathBuf,
+    buffers: HashMap<(usize, usize, usize), Vec<Option<Id>>>,
+}
+
+static LENT: Mutex<Option<Lent>> = Mutex::new(None);
+
+/// Before the program forks a snapshot's child: what the watch knows of the chunks of the
+/// buffers watched for the store handle `token` (at `store`), for the child to keep by id
+/// rather than read (`lent`). Protects nothing again: the program's next copy finds the same
+/// writes. Returns the bytes lent. As a copy's, it holds what the kernel said at the pause:
+/// a write by another thread of the program between this and the fork is not seen (a copy
+/// would not have seen it either).
+pub(crate) fn lend_to_child(token: u64, store: &Path) -> u64 {
+    let Some(watch) = lock() else {
+        return 0;
+    };
+    let (mut buffers, mut bytes) = (HashMap::new(), 0);
+    for w in watch.watched.values().filter(|w| w.buffer.store == token) {
+        let Some(chunks) = &w.chunks else {
+            continue; // not learned: its last copy is still being written
+        };
+        let Some(Ok(written)) = watch.changed_since(&w.buffer) else {
+            continue;
+        };
+        let touched = touched(&w.buffer, &written);
+        let ids: Vec<Option<Id>> = chunks
+            .iter()
+            .zip(&touched)
+            .map(|(was, touched)| (!touched).then_some(was.id))
+            .collect();
+        bytes += ids.iter().filter(|id| id.is_some()).count() * w.buffer.chunk_size;
+        let b = w.buffer;
+        buffers.insert((b.addr, b.len, b.chunk_size), ids);
+    }
+    let (by, store) = (std::process::id(), store.to_path_buf());
+    *LENT.lock().unwrap_or_else(PoisonError::into_inner) = Some(Lent { by, store, buffers });
+    bytes as u64
+}
+
+/// After the fork, in the program: what was lent is the child's alone.
+pub fn take_back_from_child() {
+    *LENT.lock().unwrap_or_else(PoisonError::into_inner) = None;
+}
+
+/// In a forked child: the ids of the chunks of `addr..addr + len` (cut every `chunk_size`
+/// bytes) known unchanged in the store at `store` when it was forked (None for the others);
+/// None where nothing was lent for it.
+pub(crate) fn lent(
+    store: &Path,
+    addr: usize,
+    len: usize,
+    chunk_size: usize,
+) -> Option<Vec<Option<Id>>> {
+    lent_to(store, (addr, len, chunk_size), std::process::id())
+}
+
+pub(crate) fn lent_to(
+    store: &Path,
+    buffer: (usize, usize, usize),
+    me: u32,
+) -> Option<Vec<Option<Id>>> {
+    // try_lock: no thread of the child can hold it, but one of the program could at the fork.
+    let lent = LENT.try_lock().ok()?;
+    let lent = lent
+        .as_ref()
+        .filter(|lent| lent.by != me && lent.store == store)?;
+    lent.buffers.get(&buffer).cloned()
+}
+
 /// The chunks of a buffer as the copy numbered `copies` wrote them (after the write).
 pub(crate) fn learned(buffer: Buffer, copies: u64, chunks: Vec<Was>) {
     if let Some(mut watch) = lock() {
@@ -229,6 +318,17 @@ impl Watch {
         Some(vec![Seen::Unknown; buffer.chunks()])
     }
 
+    /// What was written of `buffer` since its last protection, protecting nothing.
+    #[cfg(target_os = "linux")]
+    fn changed_since(&self, buffer: &Buffer) -> Option<std::io::Result<Vec<(usize, usize)>>> {
+        Some(self.pages.as_ref()?.changed_since(buffer.addr, buffer.len))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn changed_since(&self, _: &Buffer) -> Option<std::io::Result<Vec<(usize, usize)>>> {
+        None
+    }
+
     /// Starts watching `buffer`'s pages: protects them all.
     #[cfg(target_os = "linux")]
     fn protect(&mut self, buffer: &Buffer, copies: u64) -> Option<()> {
@@ -262,14 +362,7 @@ impl Watch {
             Some(chunks) => chunks.into_iter().map(Seen::Unchanged).collect(),
             None => vec![Seen::Unknown; buffer.chunks()],
         };
-        let mut touched = vec![false; buffer.chunks()];
-        for (from, to) in written {
-            let first = from.saturating_sub(buffer.addr) / buffer.chunk_size;
-            let last = (to - 1).saturating_sub(buffer.addr) / buffer.chunk_size;
-            for chunk in touched.iter_mut().take(last + 1).skip(first) {
-                *chunk = true;
-            }
-        }
+        let touched = touched(&buffer, &written);
         for (chunk, touched) in answer.iter_mut().zip(&touched) {
             if *touched && matches!(chunk, Seen::Unchanged(_)) {
                 *chunk = Seen::Written;

@@ -370,7 +370,16 @@ class Writer:
         if budgeted:
             self._budget.forking()
         self._child_trigger, self._child_mode = trigger, "fork"
-        forked = self._background.start(work, marker)
+        # The chunks of large buffers known unchanged since the last copied snapshot (the
+        # kernel watched their pages): the child keeps them by id rather than read them all.
+        lends = self._store is not None and not remote
+        if lends:
+            self._store.lend_watch_to_child()
+        try:
+            forked = self._background.start(work, marker)  # the child never returns from it
+        finally:
+            if lends:
+                _native.take_watch_back()
         if forked is None:
             return _NOT_FORKED
         if forked == background.DETACHED:
