@@ -64,3 +64,30 @@ def test_timer_snapshots_avoid_the_forward_to_backward_window(work: Workdir):
     assert len(timers) >= 3
     assert all(s["resumable"] for s in timers), [s["not_resumable_because"] for s in timers]
     assert not {s["line"] for s in timers} & {10, 11}
+
+
+def test_timer_snapshots_are_taken_outside_a_models_forward(work: Workdir):
+    """A model's forward holds the batch's activations in its locals (gone once it returns):
+    a timer snapshot takes a line of its caller instead, where one comes within its look."""
+    work.write("evaluate.py", """
+        import time, torch
+
+        class Net(torch.nn.Module):
+            def forward(self, x):
+                hidden = torch.ones(1 << 21) * x.sum()   # 8 MB of activations
+                time.sleep(0.03)
+                return hidden.mean()
+
+        net = Net()
+        with torch.no_grad():
+            for step in range(60):
+                out = net(torch.ones(4))
+                time.sleep(0.005)
+        print(f"{float(out):.1f}")
+    """)
+    run = work.relive("run", "--every", "0.2", "--overhead", "0", "evaluate.py", check=True)
+    assert run.stdout == "4.0\n"
+    timers = [s for s in work.log() if s["trigger"] == "timer"]
+    assert len(timers) >= 4
+    assert all(s["function"] != "forward" for s in timers), [s["function"] for s in timers]
+    assert max(s["state_bytes"] for s in timers) < 4 << 20  # no activations stored

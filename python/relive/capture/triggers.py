@@ -15,6 +15,7 @@ thread and relive's signal handler call in here.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 import types
@@ -230,6 +231,9 @@ class Triggers:
             preferred = _in_program_code(frame) or (back_from_call and self._waited_enough())
             if not preferred and not back_from_call and self._look_further(trigger, lines=0):
                 self._line.arm()  # a library's line (a model's forward): not worth a capture
+                return
+            if trigger == "timer" and _in_module_forward(frame) and self._look_further(trigger, lines=0):
+                self._line.arm()  # the batch's activations would be stored: the caller's line is cheaper
                 return
             frames = program_frames.live_stack(frame, self._boundary)
             point = self._resume_state(frames)
@@ -450,6 +454,18 @@ def _in_program_code(frame: types.FrameType) -> bool:
     prefers the program's lines: a library may hold state a resume cannot rebuild (PyTorch's
     autograd engine and grad mode live in C++ thread-locals, mid-backward)."""
     return not in_library(frame.f_code.co_filename)
+
+
+def _in_module_forward(frame: types.FrameType) -> bool:
+    """Whether the line is in a PyTorch module's ``forward`` (the program's own model's): its
+    locals hold the batch's activations, which a snapshot would store (PyTorch's MNIST example
+    in its test pass: 150 MB, a 0.27 s pause where a line of its loop cost 0.02 s), and which
+    are gone once it returns. A timer snapshot looks a second further for a line outside it."""
+    if frame.f_code.co_name != "forward" or frame.f_code.co_varnames[:1] != ("self",):
+        return False
+    nn = sys.modules.get("torch.nn")
+    module = getattr(nn, "Module", None)
+    return isinstance(module, type) and isinstance(frame.f_locals.get("self"), module)
 
 
 def _message(exc: BaseException) -> str:
