@@ -452,12 +452,19 @@ mod tests {
         assert_eq!(out, expected);
     }
 
-    /// The watch is the process's, its copies numbered across stores: one test at a time.
+    /// The watch is the process's, its copies numbered across stores: one test at a time,
+    /// each from a watch that knows no buffer (an earlier test's memory may be reused).
     static WATCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn watching_alone() -> std::sync::MutexGuard<'static, ()> {
+        let one = WATCHING.lock().unwrap_or_else(|e| e.into_inner());
+        watch::forget_all();
+        one
+    }
 
     #[test]
     fn a_quiet_buffer_is_watched_and_only_its_written_chunks_are_read() {
-        let _one = WATCHING.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = watching_alone();
         let dir = tempfile::tempdir().unwrap();
         let s = Store::create_with_chunk_size(&dir.path().join("store"), 1 << 20).unwrap();
         let mut buffer = memmap2::MmapMut::map_anon(16 << 20).unwrap();
@@ -506,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_buffer_found_rewritten_when_first_protected_is_let_go() {
-        let _one = WATCHING.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = watching_alone();
         let dir = tempfile::tempdir().unwrap();
         let s = Store::create_with_chunk_size(&dir.path().join("store"), 1 << 20).unwrap();
         if crate::page_writes::Pages::open().is_err() {
@@ -544,7 +551,7 @@ mod tests {
 
     #[test]
     fn a_buffer_the_store_holds_is_read_unwatched_from_the_second_copy() {
-        let _one = WATCHING.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = watching_alone();
         let dir = tempfile::tempdir().unwrap();
         let s = Store::create_with_chunk_size(&dir.path().join("store"), 1 << 20).unwrap();
         if crate::page_writes::Pages::open().is_err() {
@@ -577,7 +584,7 @@ mod tests {
 
     #[test]
     fn a_forked_child_is_lent_the_ids_of_the_chunks_not_written_since_the_last_copy() {
-        let _one = WATCHING.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = watching_alone();
         let dir = tempfile::tempdir().unwrap();
         let s = Store::create_with_chunk_size(&dir.path().join("store"), 1 << 20).unwrap();
         if crate::page_writes::Pages::open().is_err() {

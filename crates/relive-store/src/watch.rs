@@ -268,6 +268,18 @@ pub(crate) fn learned(buffer: Buffer, copies: u64, chunks: Vec<Was>) {
     }
 }
 
+/// Forgets every buffer (a test's, whose memory the next test's may reuse).
+#[cfg(test)]
+pub(crate) fn forget_all() {
+    if let Some(mut watch) = lock() {
+        let addrs: Vec<usize> = watch.watched.keys().copied().collect();
+        for addr in addrs {
+            watch.stop(addr);
+        }
+        watch.seen.clear();
+    }
+}
+
 /// Whether this process can watch its pages (a kernel that can, userfaultfd allowed, and
 /// `RELIVE_WATCH_PAGES` not 0).
 pub fn pages_watchable() -> bool {
