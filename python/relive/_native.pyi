@@ -33,6 +33,7 @@ __all__ = [
     "workers_cpu_seconds",
     "idle_cpu_seconds",
     "pages_watchable",
+    "take_watch_back",
     "WriteProbe",
     "start_write_probe",
     "Buffer",
