@@ -246,8 +246,7 @@ impl Pages {
         let mut changed = self.regions(start, end, flags, 0, abi::PAGE_IS_WRITTEN, 0)?;
         // After the written pages were protected again: a page given back since then is found
         // here, or at the next scan.
-        let gone = abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED;
-        let given_back = self.regions(start, end, abi::PM_SCAN_CHECK_WPASYNC, gone, 0, gone)?;
+        let given_back = self.given_back(start, end)?;
         for &(from, to) in &given_back {
             let mut protect = abi::UffdioWriteprotect {
                 range: abi::UffdioRange {
@@ -273,10 +272,16 @@ impl Pages {
         let (start, end) = covering(addr, len, self.page);
         let check = abi::PM_SCAN_CHECK_WPASYNC;
         let mut changed = self.regions(start, end, check, 0, abi::PAGE_IS_WRITTEN, 0)?;
-        let gone = abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED;
-        changed.extend(self.regions(start, end, check, gone, 0, gone)?);
+        changed.extend(self.given_back(start, end)?);
         changed.sort_unstable();
         Ok(changed)
+    }
+
+    /// The pages of `[start, end)` (page-aligned) neither present nor swapped out: given back
+    /// to the kernel (`MADV_DONTNEED`), reading as zeros with no write.
+    fn given_back(&self, start: u64, end: u64) -> io::Result<Vec<(usize, usize)>> {
+        let gone = abi::PAGE_IS_PRESENT | abi::PAGE_IS_SWAPPED;
+        self.regions(start, end, abi::PM_SCAN_CHECK_WPASYNC, gone, 0, gone)
     }
 
     /// The bytes of `[start, end)` (page-aligned) this process wrote since protecting them

@@ -462,6 +462,23 @@ mod tests {
         one
     }
 
+    /// One copied snapshot of `buffer` (a record of it, its copies numbered), written: the
+    /// MiB it copied and the MiB the watch kept unread. Checks the record holds the buffer.
+    fn copy_watched(s: &Store, buffer: &[u8]) -> (u64, u64) {
+        let copies = s.begin_copies();
+        let staged = s
+            .stage_from(b"p", &[BufferSource::Bytes(buffer)], u64::MAX, copies)
+            .unwrap();
+        let (copied, unread) = (staged.copied_bytes() - 1, staged.unread_bytes());
+        let id = s.put_staged(staged).unwrap().id;
+        let mut out = vec![0u8; buffer.len()];
+        s.read_buffer_into(&s.get_record(&id).unwrap().buffers[0], &mut out)
+            .unwrap();
+        assert!(out == buffer, "the record holds the buffer as it was");
+        s.flush().unwrap();
+        (copied >> 20, unread >> 20)
+    }
+
     #[test]
     fn a_quiet_buffer_is_watched_and_only_its_written_chunks_are_read() {
         let _one = watching_alone();
@@ -469,20 +486,7 @@ mod tests {
         let s = Store::create_with_chunk_size(&dir.path().join("store"), 1 << 20).unwrap();
         let mut buffer = memmap2::MmapMut::map_anon(16 << 20).unwrap();
         buffer.copy_from_slice(&data(16 << 20, 7));
-        let copy = |buffer: &[u8]| {
-            let copies = s.begin_copies();
-            let staged = s
-                .stage_from(b"p", &[BufferSource::Bytes(buffer)], u64::MAX, copies)
-                .unwrap();
-            let (copied, unread) = (staged.copied_bytes() - 1, staged.unread_bytes());
-            let id = s.put_staged(staged).unwrap().id;
-            let mut out = vec![0u8; buffer.len()];
-            s.read_buffer_into(&s.get_record(&id).unwrap().buffers[0], &mut out)
-                .unwrap();
-            assert!(out == buffer, "the record holds the buffer as it was");
-            s.flush().unwrap();
-            (copied >> 20, unread >> 20)
-        };
+        let copy = |buffer: &[u8]| copy_watched(&s, buffer);
         assert_eq!(copy(&buffer), (16, 0)); // new
         assert_eq!(copy(&buffer), (0, 0)); // protected, then fingerprinted: found quiet
         if crate::page_writes::Pages::open().is_err() {
@@ -522,21 +526,7 @@ mod tests {
         }
         let mut buffer = memmap2::MmapMut::map_anon(16 << 20).unwrap();
         buffer.copy_from_slice(&data(16 << 20, 8));
-        let copy = |buffer: &[u8]| {
-            let staged = s
-                .stage_from(
-                    b"p",
-                    &[BufferSource::Bytes(buffer)],
-                    u64::MAX,
-                    s.begin_copies(),
-                )
-                .unwrap();
-            let moved = (staged.copied_bytes() - 1) >> 20;
-            let unread = staged.unread_bytes() >> 20;
-            s.put_staged(staged).unwrap();
-            s.flush().unwrap();
-            (moved, unread)
-        };
+        let copy = |buffer: &[u8]| copy_watched(&s, buffer);
         assert_eq!(copy(&buffer), (16, 0)); // first seen
         for i in 0..16 {
             buffer[(i << 20) + 3] ^= 0xff; // rewritten at large
@@ -562,21 +552,7 @@ mod tests {
         buffer.copy_from_slice(&data(16 << 20, 9));
         s.put_record(b"p", &[&buffer]).unwrap(); // as a forked snapshot writes it
         s.flush().unwrap();
-        let copy = |buffer: &[u8]| {
-            let staged = s
-                .stage_from(
-                    b"p",
-                    &[BufferSource::Bytes(buffer)],
-                    u64::MAX,
-                    s.begin_copies(),
-                )
-                .unwrap();
-            let moved = (staged.copied_bytes() - 1) >> 20;
-            let unread = staged.unread_bytes() >> 20;
-            s.put_staged(staged).unwrap();
-            s.flush().unwrap();
-            (moved, unread)
-        };
+        let copy = |buffer: &[u8]| copy_watched(&s, buffer);
         assert_eq!(copy(&buffer), (0, 0)); // protected, then fingerprinted: found stored
         buffer[(4 << 20) + 1] ^= 0xff;
         assert_eq!(copy(&buffer), (1, 15));

@@ -173,9 +173,9 @@ def finish(store: Any, prepared: Prepared, costs: dict[str, Any] | None = None,
         # it: on cores nothing else wanted). The commit and exit that follow are not in it.
         costs = {"memory_bytes": snapshot_memory(), "cpu_s": round(time.process_time(), 6),
                  "idle_cpu_s": round(_native.idle_cpu_seconds() - request.idle_cpu_from, 6)}
-        unread = getattr(store, "unread_bytes", None)  # kept by what the program's watch lent
-        if unread is not None and unread():
-            costs["unread_bytes"] = unread()
+        unread = getattr(store, "unread_bytes", lambda: 0)()  # kept by what the program's watch lent
+        if unread:
+            costs["unread_bytes"] = unread
     manifest = _manifest(prepared, seconds, costs or {}).to_json()
     snapshot_id = store.commit(manifest if resolve is None else resolve(manifest))
     return SnapshotResult(snapshot_id, state.new_bytes, state.state_bytes, len(state.skipped),

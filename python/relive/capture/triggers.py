@@ -229,11 +229,12 @@ class Triggers:
             # returned to is taken where it resumes, a library's too, once the program's own
             # has not come within the look or the waits.
             preferred = _in_program_code(frame) or (back_from_call and self._waited_enough())
-            if not preferred and not back_from_call and self._look_further(trigger, lines=0):
-                self._line.arm()  # a library's line (a model's forward): not worth a capture
-                return
-            if trigger == "timer" and _in_module_forward(frame) and self._look_further(trigger, lines=0):
-                self._line.arm()  # the batch's activations would be stored: the caller's line is cheaper
+            # A library's line (a model's forward), or one in the program's own model's forward
+            # (the batch's activations would be stored): the caller's line is cheaper.
+            passed_over = (not preferred and not back_from_call) or \
+                (trigger == "timer" and _in_module_forward(frame))
+            if passed_over and self._look_further(trigger, lines=0):
+                self._line.arm()
                 return
             frames = program_frames.live_stack(frame, self._boundary)
             point = self._resume_state(frames)

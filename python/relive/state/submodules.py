@@ -82,18 +82,16 @@ def _patched(original: Callable[..., Any]) -> Callable[..., Any]:
     return find_imported_submodules
 
 
-def _install() -> bool:
-    """Routes cloudpickle's search through ``find`` while relive pickles; False where this
+def _install() -> None:
+    """Routes cloudpickle's search through ``find`` while relive pickles; nothing where this
     cloudpickle has no such function (relive's pickling is then cloudpickle's own)."""
     internals = getattr(cloudpickle, "cloudpickle", None)
     original = getattr(internals, "_find_imported_submodules", None)
-    if original is None or getattr(original, "__wrapped__", None) is not None:
-        return original is not None
-    internals._find_imported_submodules = _patched(original)  # type: ignore[union-attr]
-    return True
+    if original is not None and getattr(original, "__wrapped__", None) is None:
+        internals._find_imported_submodules = _patched(original)  # type: ignore[union-attr]
 
 
-_installed = _install()
+_install()
 
 
 @contextmanager
