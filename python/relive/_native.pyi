@@ -137,7 +137,8 @@ class Store:
         """One buffer of a stored record, read and checked."""
     def begin_copies(self) -> int:
         """Starts one snapshot's copies: the ``copies`` to give ``stage_record``, which then asks
-        the kernel which pages of large buffers were written since the last copies."""
+        the kernel which pages of large buffers were written since the last copies. Lets go of
+        the memory kept for copies that the last copies did not reuse."""
     def stage_record(self, payload: _BufferLike, buffers: Sequence[_BufferLike],
                      at_most: int | None = None, copies: int = 0) -> StagedRecord | None:
         """Copies the payload and the chunks not stored yet, for ``put_staged`` (--mode thread);

@@ -223,7 +223,8 @@ impl PyStore {
 
     /// Starts the copies of one snapshot (`--mode thread`): the number to give `stage_record`
     /// as `copies`, with which the pages of large buffers the program wrote since the last
-    /// copies are asked of the kernel rather than every byte fingerprinted.
+    /// copies are asked of the kernel rather than every byte fingerprinted. Lets go of the
+    /// memory kept for copies that the last copies did not reuse.
     fn begin_copies(&self) -> u64 {
         self.inner.begin_copies()
     }

@@ -35,6 +35,7 @@
 
 pub mod backend;
 mod config;
+mod copy_memory;
 mod durable;
 mod error;
 mod fingerprint;

@@ -10,6 +10,7 @@
 
 use memmap2::MmapMut;
 
+use crate::copy_memory;
 use crate::error::Result;
 use crate::fingerprint::Fingerprints;
 use crate::id::Id;
@@ -17,9 +18,11 @@ use crate::parallel;
 use crate::store::{BufferSource, PutOutcome, Store};
 use crate::watch::{self, Seen, Was};
 
-/// Copies of at least this size get a mapping of their own, asked for huge pages: copying into
-/// fresh 4 KiB pages is bound by the page faults (about half the copy's time here), and writing
-/// from them into the page cache ran 1.5x slower than from the program's own (huge-page) array.
+/// Copies of at least this size get a mapping of their own (`copy_memory.rs`: memory a
+/// written snapshot copied into, kept for the next, or fresh, asked for huge pages): copying
+/// into fresh 4 KiB pages is bound by the page faults (about half the copy's time here), and
+/// writing from them into the page cache ran 1.5x slower than from the program's own
+/// (huge-page) array.
 const MAPPED_FROM: usize = 2 << 20;
 
 /// A record copied for writing later.
@@ -51,19 +54,22 @@ enum Chunk {
 
 enum Copies {
     Heap(Vec<u8>),
-    Mapped(MmapMut),
+    /// The first `len` bytes of a mapping, given back to `copy_memory` when dropped (always
+    /// Some until then).
+    Mapped {
+        map: Option<MmapMut>,
+        len: usize,
+    },
 }
 
 impl Copies {
     fn new(len: usize) -> Copies {
         if len >= MAPPED_FROM {
-            if let Ok(map) = MmapMut::map_anon(len) {
-                #[cfg(target_os = "linux")]
-                {
-                    // Best effort: without transparent huge pages the mapping works as well.
-                    let _ = map.advise(memmap2::Advice::HugePage);
-                }
-                return Copies::Mapped(map);
+            if let Some(map) = copy_memory::take(len) {
+                return Copies::Mapped {
+                    map: Some(map),
+                    len,
+                };
             }
         }
         Copies::Heap(vec![0; len])
@@ -72,14 +78,24 @@ impl Copies {
     fn bytes(&self) -> &[u8] {
         match self {
             Copies::Heap(v) => v,
-            Copies::Mapped(m) => m,
+            Copies::Mapped { map, len } => map.as_deref().map_or(&[], |m| &m[..*len]),
         }
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
         match self {
             Copies::Heap(v) => v,
-            Copies::Mapped(m) => m,
+            Copies::Mapped { map, len } => map.as_deref_mut().map_or(&mut [], |m| &mut m[..*len]),
+        }
+    }
+}
+
+impl Drop for Copies {
+    fn drop(&mut self) {
+        if let Copies::Mapped { map, .. } = self {
+            if let Some(map) = map.take() {
+                copy_memory::give_back(map);
+            }
         }
     }
 }
@@ -124,8 +140,10 @@ impl Store {
 
     /// Starts the copies of one snapshot: the number to give [`Store::stage_from`], which
     /// then asks which pages of large buffers the program wrote since the last copies, rather
-    /// than fingerprinting all of them (`watch.rs`).
+    /// than fingerprinting all of them (`watch.rs`). The memory kept for copies that the last
+    /// copies did not reuse is let go (`copy_memory.rs`).
     pub fn begin_copies(&self) -> u64 {
+        copy_memory::new_round();
         watch::begin_copies()
     }
 
@@ -459,7 +477,43 @@ mod tests {
     fn watching_alone() -> std::sync::MutexGuard<'static, ()> {
         let one = WATCHING.lock().unwrap_or_else(|e| e.into_inner());
         watch::forget_all();
+        copy_memory::forget_all();
         one
+    }
+
+    /// Stages `buffer` as a record of its own, writes it and reads it back.
+    fn copy_and_check(s: &Store, buffer: &[u8]) {
+        let staged = s.stage(b"p", &[buffer], u64::MAX).unwrap();
+        let put = s.put_staged(staged).unwrap();
+        let record = s.get_record(&put.id).unwrap();
+        let mut out = vec![0u8; buffer.len()];
+        s.read_buffer_into(&record.buffers[0], &mut out).unwrap();
+        assert!(out == buffer);
+    }
+
+    #[test]
+    fn the_memory_a_written_copy_used_is_reused_by_the_next_and_let_go_when_not() {
+        let _one = watching_alone(); // nothing kept, and no other test keeps memory meanwhile
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create_with_chunk_size(&dir.path().join("store"), 1 << 20).unwrap();
+        let mib = |n: usize| n << 20;
+        s.begin_copies();
+        copy_and_check(&s, &data(mib(3), 7));
+        assert_eq!(copy_memory::kept_bytes(), mib(3)); // kept once written from
+        s.begin_copies();
+        let staged = s.stage(b"p", &[&data(mib(3), 8)], u64::MAX).unwrap();
+        assert_eq!(copy_memory::kept_bytes(), 0); // the next copy of that size took it
+        drop(staged);
+        s.begin_copies();
+        copy_and_check(&s, &data(mib(3), 9)); // written into memory a copy used before
+        copy_and_check(&s, &data(mib(8), 10)); // too large for it: fresh memory
+        assert_eq!(copy_memory::kept_bytes(), mib(3) + mib(8));
+        s.begin_copies();
+        copy_and_check(&s, &data(mib(8), 11));
+        // Too small for the 8 MiB copy, the 3 MiB kept through these copies is let go at the
+        // next; the 8 MiB just written from is kept.
+        s.begin_copies();
+        assert_eq!(copy_memory::kept_bytes(), mib(8));
     }
 
     /// One copied snapshot of `buffer` (a record of it, its copies numbered), written: the

@@ -88,8 +88,10 @@ class Staging:
         # With ``watch_pages``, the store asks the kernel which pages of large quiet buffers
         # were written since the last copies instead of reading them all (``watch.rs``). Not
         # where a device may write host memory by DMA, which no page protection sees (CUDA's
-        # pinned memory): ``may_watch_pages``.
-        self._copies = store.begin_copies() if watch_pages else 0
+        # pinned memory): ``may_watch_pages``. Begun either way: it also lets go of the memory
+        # kept for copies (``copy_memory.rs``) that the last copies did not reuse.
+        copies = store.begin_copies()
+        self._copies = copies if watch_pages else 0
         self.unread_bytes = 0  # bytes of buffers known unchanged without being read
         self._limit = limit
         # Beyond it (or beyond ``limit``, the lower), give up (TooMuchToCopy) rather than write
