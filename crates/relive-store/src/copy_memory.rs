@@ -1,23 +1,25 @@
-//! Memory for copied snapshots, kept from one copied snapshot to the next.
+//! Memory that snapshots copy into, kept from one use to the next.
 //!
 //! A copied snapshot (`staged.rs`) copies what changed into memory of its own while the
-//! program pauses. Into fresh memory that copy is bound by the kernel's first-touch page
-//! faults: 107 MB in 65 ms here (1.6 GB/s, transparent huge pages not granted on this VM),
-//! where the same copy into memory already touched takes 17 ms. A program's copied snapshots
-//! mostly copy the same buffers each time (DCGAN's 100 MB of weights, gradients and optimizer
-//! state, rewritten at every step), so the memory a written snapshot copied into is kept for
-//! the next one's copies of about the same sizes.
+//! program pauses, and every pack written around the page cache gathers its bytes in an
+//! 8 MiB buffer (`pack_file.rs`). Into fresh memory a copy is bound by the kernel's
+//! first-touch page faults: 107 MB in 65 ms here (1.6 GB/s), where the same copy into memory
+//! already touched takes 17 ms. A program's copied snapshots mostly copy the same buffers each
+//! time (DCGAN's 100 MB of weights, gradients and optimizer state, rewritten at every step),
+//! and packs follow one another: the memory one used is kept for the next use of about its
+//! size.
 //!
 //! What is kept costs the program no memory it needs: it is handed to the kernel with
 //! `MADV_FREE` once written from, so the kernel takes it back first under memory pressure
 //! (its cgroup's too) and gives fresh zeroed pages on the next touch; where it did not, the
 //! copy writes it with no fault (30 ms for the 107 MB, against 65 ms fresh). A mapping not
 //! reused by the next copied snapshot is unmapped at the one after ([`new_round`]), so what is
-//! kept never outlives one snapshot that did not need it. Only the process that kept a mapping
-//! reuses it: a forked child never takes the lock a thread of its parent may have held.
+//! kept never outlives one snapshot that did not need it. A forked child starts from nothing
+//! kept (its parent's mappings are shared with the parent, a copy on each write) and keeps
+//! its own, unless a thread of the parent held the lock at the fork: then it keeps nothing.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use memmap2::MmapMut;
 
@@ -36,17 +38,25 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     kept: Vec::new(),
     round: 0,
 });
-/// The process whose pool it is: the first to take the lock (see `watch.rs`'s `OWNER`).
+/// The process whose pool it is (a forked child takes it over, see `lock`).
 static OWNER: AtomicU32 = AtomicU32::new(0);
 
-fn lock() -> Option<std::sync::MutexGuard<'static, Pool>> {
+fn lock() -> Option<MutexGuard<'static, Pool>> {
     let me = std::process::id();
-    match OWNER.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => {}
-        Err(owner) if owner == me => {}
-        Err(_) => return None,
+    if OWNER.load(Ordering::Relaxed) == me {
+        return Some(POOL.lock().unwrap_or_else(PoisonError::into_inner));
     }
-    Some(POOL.lock().unwrap_or_else(PoisonError::into_inner))
+    // The first use in this process. In a forked child the lock may have been held by a
+    // thread of the parent, which will never release it here: never waited for.
+    let mut pool = match POOL.try_lock() {
+        Ok(pool) => pool,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => return None,
+    };
+    if OWNER.swap(me, Ordering::Relaxed) != 0 {
+        pool.kept.clear(); // the parent's: writing them would copy each page on write
+    }
+    Some(pool)
 }
 
 /// Starts a copied snapshot: the mappings no copy took since the last round began are unmapped.
@@ -98,10 +108,12 @@ pub(crate) fn give_back(map: MmapMut) {
     }
 }
 
-/// The bytes kept for the next copies.
+/// How many mappings of `len` bytes are kept.
 #[cfg(test)]
-pub(crate) fn kept_bytes() -> usize {
-    lock().map_or(0, |pool| pool.kept.iter().map(|k| k.map.len()).sum())
+pub(crate) fn kept(len: usize) -> usize {
+    lock().map_or(0, |pool| {
+        pool.kept.iter().filter(|k| k.map.len() == len).count()
+    })
 }
 
 /// Lets go of everything kept (a test starts from nothing kept).

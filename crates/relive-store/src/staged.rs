@@ -493,27 +493,28 @@ mod tests {
 
     #[test]
     fn the_memory_a_written_copy_used_is_reused_by_the_next_and_let_go_when_not() {
-        let _one = watching_alone(); // nothing kept, and no other test keeps memory meanwhile
+        // Sizes no pack buffer (8 MiB) takes: other tests write packs meanwhile.
+        let _one = watching_alone(); // nothing kept, and no other test copies meanwhile
         let dir = tempfile::tempdir().unwrap();
         let s = Store::create_with_chunk_size(&dir.path().join("store"), 1 << 20).unwrap();
-        let mib = |n: usize| n << 20;
+        let (small, large) = (3 << 20, 20 << 20);
         s.begin_copies();
-        copy_and_check(&s, &data(mib(3), 7));
-        assert_eq!(copy_memory::kept_bytes(), mib(3)); // kept once written from
+        copy_and_check(&s, &data(small, 7));
+        assert_eq!(copy_memory::kept(small), 1); // kept once written from
         s.begin_copies();
-        let staged = s.stage(b"p", &[&data(mib(3), 8)], u64::MAX).unwrap();
-        assert_eq!(copy_memory::kept_bytes(), 0); // the next copy of that size took it
+        let staged = s.stage(b"p", &[&data(small, 8)], u64::MAX).unwrap();
+        assert_eq!(copy_memory::kept(small), 0); // the next copy of that size took it
         drop(staged);
         s.begin_copies();
-        copy_and_check(&s, &data(mib(3), 9)); // written into memory a copy used before
-        copy_and_check(&s, &data(mib(8), 10)); // too large for it: fresh memory
-        assert_eq!(copy_memory::kept_bytes(), mib(3) + mib(8));
+        copy_and_check(&s, &data(small, 9)); // written into memory a copy used before
+        copy_and_check(&s, &data(large, 10)); // too large for it: fresh memory
+        assert_eq!((copy_memory::kept(small), copy_memory::kept(large)), (1, 1));
         s.begin_copies();
-        copy_and_check(&s, &data(mib(8), 11));
-        // Too small for the 8 MiB copy, the 3 MiB kept through these copies is let go at the
-        // next; the 8 MiB just written from is kept.
+        copy_and_check(&s, &data(large, 11));
+        // Too small for the large copy, the small mapping kept through these copies is let go
+        // at the next; the large one just written from is kept.
         s.begin_copies();
-        assert_eq!(copy_memory::kept_bytes(), mib(8));
+        assert_eq!((copy_memory::kept(small), copy_memory::kept(large)), (0, 1));
     }
 
     /// One copied snapshot of `buffer` (a record of it, its copies numbered), written: the
