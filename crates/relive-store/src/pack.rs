@@ -245,7 +245,7 @@ pub(crate) fn compress<'a>(cctx: Option<&mut Compressor<'static>>, raw: &'a [u8]
     if raw.len() < 64 {
         return Stored::Raw(raw);
     }
-    if !sample_compresses(cctx, raw) {
+    if raw.len() >= SAMPLE_FROM && !sample_compresses(cctx, raw) {
         return Stored::Raw(raw);
     }
     let mut out = Vec::with_capacity(limit);
@@ -256,32 +256,19 @@ pub(crate) fn compress<'a>(cctx: Option<&mut Compressor<'static>>, raw: &'a [u8]
     }
 }
 
-/// Whether three pieces of `raw` (its start, middle and end: [`sample`]) compress enough
-/// together. On incompressible data (float noise, trained weights: most of a large state) a
-/// full zstd pass costs several times the hashing and writing of the chunk; the sample costs
-/// 5% of it. A chunk misjudged as incompressible is only stored larger than it could be.
+/// Whether three pieces of `raw` (its start, middle and end) compress enough together. On
+/// incompressible data (float noise, trained weights: most of a large state) a full zstd pass
+/// costs several times the hashing and writing of the chunk; the sample costs 5% of it. A
+/// chunk misjudged as incompressible is only stored larger than it could be.
 fn sample_compresses(cctx: &mut Compressor<'static>, raw: &[u8]) -> bool {
-    let Some(sample) = sample(raw) else {
-        return true;
-    };
-    let limit = compressed_limit(sample.len());
-    let mut out = Vec::with_capacity(limit);
-    matches!(cctx.compress_to_buffer(&sample, &mut out), Ok(n) if n <= limit)
-}
-
-/// What a chunk of at least [`SAMPLE_FROM`] bytes is judged by: its start, middle and end,
-/// one after the other; None for a shorter one (judged whole). The sample compresses (by
-/// [`compress`], which then tries it whole) exactly where the chunk is worth compressing.
-pub(crate) fn sample(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.len() < SAMPLE_FROM {
-        return None;
-    }
     let middle = raw.len() / 2 - SAMPLE_PIECE / 2;
     let mut sample = Vec::with_capacity(3 * SAMPLE_PIECE);
     for start in [0, middle, raw.len() - SAMPLE_PIECE] {
         sample.extend_from_slice(&raw[start..start + SAMPLE_PIECE]);
     }
-    Some(sample)
+    let limit = compressed_limit(sample.len());
+    let mut out = Vec::with_capacity(limit);
+    matches!(cctx.compress_to_buffer(&sample, &mut out), Ok(n) if n <= limit)
 }
 
 /// Reads blob `e` of `file` into `out` (exactly `e.raw_len` bytes) and checks it against its id.
