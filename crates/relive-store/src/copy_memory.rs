@@ -68,9 +68,33 @@ pub(crate) fn new_round() {
     }
 }
 
+/// Memory from [`take`]: a mapping, given back for a later use when dropped.
+pub(crate) struct Memory(Option<MmapMut>);
+
+impl std::ops::Deref for Memory {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or_default() // Some until dropped
+    }
+}
+
+impl std::ops::DerefMut for Memory {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.0.as_deref_mut().unwrap_or_default()
+    }
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        if let Some(map) = self.0.take() {
+            give_back(map);
+        }
+    }
+}
+
 /// A kept mapping of at least `len` bytes (the smallest that fits, and at most twice `len`),
 /// or a fresh one asked for huge pages. None where the system gives no mapping.
-pub(crate) fn take(len: usize) -> Option<MmapMut> {
+pub(crate) fn take(len: usize) -> Option<Memory> {
     if let Some(mut pool) = lock() {
         // No more than twice the copy: a small copy would keep large memory busy for little.
         let fits = |k: &Kept| k.map.len() >= len && len.saturating_mul(2) >= k.map.len();
@@ -78,7 +102,7 @@ pub(crate) fn take(len: usize) -> Option<MmapMut> {
             .filter(|&i| fits(&pool.kept[i]))
             .min_by_key(|&i| pool.kept[i].map.len());
         if let Some(i) = best {
-            return Some(pool.kept.swap_remove(i).map);
+            return Some(Memory(Some(pool.kept.swap_remove(i).map)));
         }
     }
     let map = MmapMut::map_anon(len).ok()?;
@@ -87,12 +111,12 @@ pub(crate) fn take(len: usize) -> Option<MmapMut> {
         // Best effort: without transparent huge pages the mapping works as well.
         let _ = map.advise(memmap2::Advice::HugePage);
     }
-    Some(map)
+    Some(Memory(Some(map)))
 }
 
 /// Keeps `map`, written from, for the next copied snapshot; its pages are the kernel's to
 /// take back meanwhile.
-pub(crate) fn give_back(map: MmapMut) {
+fn give_back(map: MmapMut) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: MADV_FREE only tells the kernel that it may drop these pages' contents (a

@@ -14,8 +14,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use memmap2::MmapMut;
-
 use crate::copy_memory;
 use crate::durable;
 use crate::error::{io_at, Result};
@@ -34,24 +32,10 @@ pub(crate) struct PackFile {
 }
 
 struct Blocks {
-    /// Page-aligned, as a mapping is; kept for the next pack when dropped (`copy_memory.rs`:
-    /// a fresh 8 MiB per 64 MiB pack cost 5 ms of page faults here). Some until then.
-    buf: Option<MmapMut>,
+    /// Page-aligned, as a mapping is; kept for the next pack once written from
+    /// (`copy_memory.rs`: a fresh 8 MiB per 64 MiB pack cost 5 ms of page faults here).
+    buf: copy_memory::Memory,
     filled: usize,
-}
-
-impl Blocks {
-    fn buf(&mut self) -> &mut [u8] {
-        self.buf.as_deref_mut().unwrap_or_default()
-    }
-}
-
-impl Drop for Blocks {
-    fn drop(&mut self) {
-        if let Some(buf) = self.buf.take() {
-            copy_memory::give_back(buf);
-        }
-    }
 }
 
 impl PackFile {
@@ -60,10 +44,7 @@ impl PackFile {
         #[cfg(target_os = "linux")]
         if let Some(buf) = direct_writes().then(|| copy_memory::take(BUFFER)).flatten() {
             if let Some((file, path)) = durable::create_tmp_with(tmp_dir, "pack", libc::O_DIRECT)? {
-                let blocks = Some(Blocks {
-                    buf: Some(buf),
-                    filled: 0,
-                });
+                let blocks = Some(Blocks { buf, filled: 0 });
                 return Ok(PackFile { file, path, blocks });
             }
         }
@@ -91,8 +72,7 @@ impl PackFile {
                 return self.file.write_all(bytes).map_err(io_at(&self.path));
             };
             let n = bytes.len().min(BUFFER - blocks.filled);
-            let at = blocks.filled;
-            blocks.buf()[at..at + n].copy_from_slice(&bytes[..n]);
+            blocks.buf[blocks.filled..blocks.filled + n].copy_from_slice(&bytes[..n]);
             blocks.filled += n;
             bytes = &bytes[n..];
             if blocks.filled == BUFFER {
@@ -110,7 +90,7 @@ impl PackFile {
         let whole = blocks.filled / BLOCK * BLOCK;
         let mut done = 0;
         while done < whole {
-            match self.file.write(&blocks.buf()[done..whole]) {
+            match self.file.write(&blocks.buf[done..whole]) {
                 Ok(0) => return Err(io_at(&self.path)(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     done += n;
@@ -128,8 +108,7 @@ impl PackFile {
                 Err(e) => return Err(io_at(&self.path)(e)),
             }
         }
-        let filled = blocks.filled;
-        blocks.buf().copy_within(whole..filled, 0);
+        blocks.buf.copy_within(whole..blocks.filled, 0);
         blocks.filled -= whole;
         Ok(())
     }
@@ -137,16 +116,15 @@ impl PackFile {
     /// From here on, through the page cache: what is gathered past `written` is written
     /// that way, by a handle opened without `O_DIRECT`, at the file's end.
     fn through_the_cache(&mut self, written: usize) -> Result<()> {
-        let Some(mut blocks) = self.blocks.take() else {
+        let Some(blocks) = self.blocks.take() else {
             return Ok(());
         };
-        let filled = blocks.filled;
         let mut file = OpenOptions::new()
             .write(true)
             .open(&self.path)
             .map_err(io_at(&self.path))?;
         file.seek(SeekFrom::End(0))
-            .and_then(|_| file.write_all(&blocks.buf()[written..filled]))
+            .and_then(|_| file.write_all(&blocks.buf[written..blocks.filled]))
             .map_err(io_at(&self.path))?;
         self.file = file;
         Ok(())

@@ -8,8 +8,6 @@
 //! them on the store's threads while the program runs on. A staged record owns everything it
 //! needs, so the program may change or free its buffers as soon as `stage` returns.
 
-use memmap2::MmapMut;
-
 use crate::copy_memory;
 use crate::error::Result;
 use crate::fingerprint::Fingerprints;
@@ -54,10 +52,9 @@ enum Chunk {
 
 enum Copies {
     Heap(Vec<u8>),
-    /// The first `len` bytes of a mapping, given back to `copy_memory` when dropped (always
-    /// Some until then).
+    /// The first `len` bytes of memory kept from one copy to the next (`copy_memory.rs`).
     Mapped {
-        map: Option<MmapMut>,
+        memory: copy_memory::Memory,
         len: usize,
     },
 }
@@ -65,11 +62,8 @@ enum Copies {
 impl Copies {
     fn new(len: usize) -> Copies {
         if len >= MAPPED_FROM {
-            if let Some(map) = copy_memory::take(len) {
-                return Copies::Mapped {
-                    map: Some(map),
-                    len,
-                };
+            if let Some(memory) = copy_memory::take(len) {
+                return Copies::Mapped { memory, len };
             }
         }
         Copies::Heap(vec![0; len])
@@ -78,24 +72,14 @@ impl Copies {
     fn bytes(&self) -> &[u8] {
         match self {
             Copies::Heap(v) => v,
-            Copies::Mapped { map, len } => map.as_deref().map_or(&[], |m| &m[..*len]),
+            Copies::Mapped { memory, len } => &memory[..*len],
         }
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
         match self {
             Copies::Heap(v) => v,
-            Copies::Mapped { map, len } => map.as_deref_mut().map_or(&mut [], |m| &mut m[..*len]),
-        }
-    }
-}
-
-impl Drop for Copies {
-    fn drop(&mut self) {
-        if let Copies::Mapped { map, .. } = self {
-            if let Some(map) = map.take() {
-                copy_memory::give_back(map);
-            }
+            Copies::Mapped { memory, len } => &mut memory[..*len],
         }
     }
 }
