@@ -238,16 +238,22 @@ fn compressed_limit(len: usize) -> usize {
 /// Compresses `raw` when that saves enough (see `MIN_SAVING_DIVISOR`); otherwise keeps it raw,
 /// so that reading it costs no decompression either.
 pub(crate) fn compress<'a>(cctx: Option<&mut Compressor<'static>>, raw: &'a [u8]) -> Stored<'a> {
-    let limit = compressed_limit(raw.len());
     let Some(cctx) = cctx else {
         return Stored::Raw(raw);
     };
+    if !sample_compresses(cctx, raw) {
+        return Stored::Raw(raw);
+    }
+    compress_judged(cctx, raw)
+}
+
+/// [`compress`] without the sample: for a chunk whose [`sample`] was judged already (or too
+/// short to have one).
+pub(crate) fn compress_judged<'a>(cctx: &mut Compressor<'static>, raw: &'a [u8]) -> Stored<'a> {
     if raw.len() < 64 {
         return Stored::Raw(raw);
     }
-    if raw.len() >= SAMPLE_FROM && !sample_compresses(cctx, raw) {
-        return Stored::Raw(raw);
-    }
+    let limit = compressed_limit(raw.len());
     let mut out = Vec::with_capacity(limit);
     // An error here is almost always "the output would not fit in `limit`": not worth it.
     match cctx.compress_to_buffer(raw, &mut out) {
@@ -256,19 +262,32 @@ pub(crate) fn compress<'a>(cctx: Option<&mut Compressor<'static>>, raw: &'a [u8]
     }
 }
 
-/// Whether three pieces of `raw` (its start, middle and end) compress enough together. On
-/// incompressible data (float noise, trained weights: most of a large state) a full zstd pass
-/// costs several times the hashing and writing of the chunk; the sample costs 5% of it. A
-/// chunk misjudged as incompressible is only stored larger than it could be.
+/// Whether three pieces of `raw` (its start, middle and end: [`sample`]) compress enough
+/// together. On incompressible data (float noise, trained weights: most of a large state) a
+/// full zstd pass costs several times the hashing and writing of the chunk; the sample costs
+/// 5% of it. A chunk misjudged as incompressible is only stored larger than it could be.
 fn sample_compresses(cctx: &mut Compressor<'static>, raw: &[u8]) -> bool {
+    let Some(sample) = sample(raw) else {
+        return true;
+    };
+    let limit = compressed_limit(sample.len());
+    let mut out = Vec::with_capacity(limit);
+    matches!(cctx.compress_to_buffer(&sample, &mut out), Ok(n) if n <= limit)
+}
+
+/// What a chunk of at least [`SAMPLE_FROM`] bytes is judged by: its start, middle and end,
+/// one after the other; None for a shorter one (judged whole). The sample compresses (by
+/// [`compress`], which then tries it whole) exactly where the chunk is worth compressing.
+pub(crate) fn sample(raw: &[u8]) -> Option<Vec<u8>> {
+    if raw.len() < SAMPLE_FROM {
+        return None;
+    }
     let middle = raw.len() / 2 - SAMPLE_PIECE / 2;
     let mut sample = Vec::with_capacity(3 * SAMPLE_PIECE);
     for start in [0, middle, raw.len() - SAMPLE_PIECE] {
         sample.extend_from_slice(&raw[start..start + SAMPLE_PIECE]);
     }
-    let limit = compressed_limit(sample.len());
-    let mut out = Vec::with_capacity(limit);
-    matches!(cctx.compress_to_buffer(&sample, &mut out), Ok(n) if n <= limit)
+    Some(sample)
 }
 
 /// Reads blob `e` of `file` into `out` (exactly `e.raw_len` bytes) and checks it against its id.
