@@ -609,10 +609,11 @@ mod tests {
             })
             .collect();
         let pieces: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
-        // (samples judged, chunks whose whole compression started)
-        let seen = Arc::new((Mutex::new((0usize, Vec::<u8>::new())), Condvar::new()));
-        let until = |seen: &(Mutex<(usize, Vec<u8>)>, Condvar),
-                     ok: &dyn Fn(&(usize, Vec<u8>)) -> bool| {
+        // (samples judged, chunks whose whole compression started), and its changes
+        type State = (usize, Vec<u8>);
+        type Seen = (Mutex<State>, Condvar);
+        let seen: Arc<Seen> = Arc::new((Mutex::new((0, Vec::new())), Condvar::new()));
+        let until = |seen: &Seen, ok: &dyn Fn(&State) -> bool| {
             let (state, changed) = seen;
             let state = state.lock().unwrap();
             let (state, timeout) = changed
