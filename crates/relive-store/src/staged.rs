@@ -36,6 +36,9 @@ pub struct Staged {
     /// The watched buffers (`watch.rs`), each with the index of its first chunk among the
     /// given bytes' and the copies number it was staged in: told their chunks once written.
     watched: Vec<(watch::Buffer, usize, u64)>,
+    /// The buffers copied whole, without fingerprints, as rewritten at the last copy
+    /// (`watch::rewritten`), in the same form: judged again once their ids are known.
+    rewritten: Vec<(watch::Buffer, usize, u64)>,
     unread: u64,
 }
 
@@ -147,7 +150,7 @@ impl Store {
         // Every chunk of the given bytes (a piece), in order; what the watch knows of each.
         let mut pieces: Vec<&[u8]> = Vec::new();
         let mut seen: Vec<Seen> = Vec::new();
-        let (mut watched, mut unwatched) = (Vec::new(), Vec::new());
+        let (mut watched, mut unwatched, mut rewritten) = (Vec::new(), Vec::new(), Vec::new());
         for buffer in buffers {
             let BufferSource::Bytes(bytes) = buffer else {
                 continue;
@@ -164,6 +167,10 @@ impl Store {
                 Some(answer) => {
                     seen.extend(answer);
                     watched.push((key, first));
+                }
+                None if watch::rewritten(key, copies) => {
+                    seen.resize(pieces.len(), Seen::Written); // copied, not fingerprinted
+                    rewritten.push((key, first, copies));
                 }
                 None => {
                     seen.resize(pieces.len(), Seen::Unknown);
@@ -287,6 +294,7 @@ impl Store {
                 .into_iter()
                 .map(|(key, first)| (key, first, copies))
                 .collect(),
+            rewritten,
             unread,
         })
     }
@@ -314,20 +322,6 @@ impl Store {
                 Chunk::Copied { start, len } => Id::of(&staged.copies.bytes()[start..start + len]),
             },
         );
-        // Chunks of watched buffers whose pages were written were copied without a fingerprint
-        // (the pause only copied them): taken now, for the cache.
-        let mut fingerprints = staged.fingerprints.clone();
-        if let Some((seed, fps)) = &mut fingerprints {
-            let copied = staged
-                .chunks
-                .iter()
-                .filter(|chunk| !matches!(chunk, Chunk::Referenced(_)));
-            for (chunk, fp) in copied.zip(fps.iter_mut()) {
-                if let (Some(bytes), None) = (staged.piece(chunk), *fp) {
-                    *fp = Some(Fingerprints::of(*seed, bytes));
-                }
-            }
-        }
         // The given bytes' chunks (the pieces staging cut), in order, with their ids.
         let pieces: Vec<(&Chunk, Id)> = staged
             .chunks
@@ -335,6 +329,28 @@ impl Store {
             .zip(ids.iter().copied())
             .filter(|(chunk, _)| !matches!(chunk, Chunk::Referenced(_)))
             .collect();
+        // A buffer copied whole as rewritten is judged by how many of its chunks are new; one
+        // still rewritten is not fingerprinted (the next step rewrites it again).
+        let mut unjudged = vec![false; pieces.len()];
+        for &(key, first, copies) in &staged.rewritten {
+            let n = key.len.div_ceil(key.chunk_size);
+            let ids: Vec<Id> = pieces[first..first + n].iter().map(|&(_, id)| id).collect();
+            let changed = self.holds(&ids).iter().filter(|held| !**held).count();
+            watch::after_fingerprints(key, copies, changed);
+            if changed * 8 > n {
+                unjudged[first..first + n].fill(true);
+            }
+        }
+        // The other chunks copied without a fingerprint (of watched buffers whose pages were
+        // written: the pause only copied them) are fingerprinted now, for the cache.
+        let mut fingerprints = staged.fingerprints.clone();
+        if let Some((seed, fps)) = &mut fingerprints {
+            for ((&(chunk, _), fp), unjudged) in pieces.iter().zip(fps.iter_mut()).zip(unjudged) {
+                if let (Some(bytes), None, false) = (staged.piece(chunk), *fp, unjudged) {
+                    *fp = Some(Fingerprints::of(*seed, bytes));
+                }
+            }
+        }
         if let Some((seed, fps)) = &fingerprints {
             let known: Vec<(u128, Id)> = pieces
                 .iter()
@@ -576,6 +592,46 @@ mod tests {
         assert_eq!(copy(&buffer), (1, 0)); // fingerprinted: found quiet
         assert_eq!(copy(&buffer), (0, 0)); // protected, then fingerprinted
         assert_eq!(copy(&buffer), (0, 16));
+    }
+
+    #[test]
+    fn a_buffer_rewritten_at_every_copy_is_copied_whole_unfingerprinted_until_it_stops() {
+        let _one = watching_alone();
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create_with_chunk_size(&dir.path().join("store"), 16 << 10).unwrap();
+        // 256 KiB in 16 chunks: judged at each copy, not watched (too small for that).
+        let mut buffer = data(256 << 10, 20);
+        let copy = |buffer: &[u8]| {
+            let copies = s.begin_copies();
+            let staged = s
+                .stage_from(b"p", &[BufferSource::Bytes(buffer)], u64::MAX, copies)
+                .unwrap();
+            let fingerprinted = staged.fingerprints.as_ref().unwrap().1.iter();
+            let fingerprinted = fingerprinted.filter(|f| f.is_some()).count();
+            let copied = (staged.copied_bytes() - 1) >> 14;
+            let put = s.put_staged(staged).unwrap();
+            // Written as a snapshot's commit writes it: the record a fingerprinted copy (or a
+            // fork's put_record) would have written.
+            s.flush().unwrap();
+            let other = tempfile::tempdir().unwrap();
+            let direct = Store::create_with_chunk_size(other.path(), 16 << 10).unwrap();
+            assert_eq!(put.id, direct.put_record(b"p", &[buffer]).unwrap().id);
+            (fingerprinted, copied, put.new_bytes >> 14)
+        };
+        assert_eq!(copy(&buffer), (16, 16, 16)); // first seen
+        let step = |buffer: &mut Vec<u8>, seed| buffer.copy_from_slice(&data(256 << 10, seed));
+        step(&mut buffer, 21);
+        assert_eq!(copy(&buffer), (16, 16, 16)); // busy
+        step(&mut buffer, 22);
+        assert_eq!(copy(&buffer), (16, 16, 16)); // busy again, all of it: rewritten
+        step(&mut buffer, 23);
+        assert_eq!(copy(&buffer), (0, 16, 16)); // copied whole, no fingerprint taken
+        step(&mut buffer, 24);
+        let was = data(256 << 10, 23); // its first chunk as it was at the last copy
+        buffer[..16 << 10].copy_from_slice(&was[..16 << 10]);
+        assert_eq!(copy(&buffer), (0, 16, 15)); // 15 of 16 new: still rewritten
+        assert_eq!(copy(&buffer), (0, 16, 0)); // it stopped: copied whole once more, none new
+        assert_eq!(copy(&buffer), (16, 0, 0)); // fingerprinted again: found, nothing copied
     }
 
     #[test]

@@ -35,6 +35,10 @@ use crate::id::Id;
 /// Smaller buffers are fingerprinted (8 MiB: 0.3 ms) rather than watched.
 pub(crate) const WATCH_FROM: usize = 8 << 20;
 
+/// Buffers at least this long are judged at each copy ([`after_fingerprints`]), watched or
+/// not, so that one rewritten at every step is copied without a fingerprint ([`rewritten`]).
+const JUDGED_FROM: usize = 64 << 10;
+
 /// What a chunk was when its buffer was last protected: its fingerprint (with the seed it was
 /// taken with) where one was taken, and its id.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -102,6 +106,10 @@ enum Found {
     New,
     /// More changed: fingerprinted, not watched, at the next copy.
     Busy,
+    /// Found busy at the last copy too, and seven eighths of its chunks or more changed now:
+    /// copied whole at the next, not fingerprinted ([`rewritten`]), and judged again once
+    /// hashed (a buffer that stops changing is copied whole once more, then fingerprinted).
+    Rewritten,
 }
 
 static WATCH: LazyLock<Mutex<Watch>> = LazyLock::new(|| Mutex::new(Watch::default()));
@@ -141,11 +149,23 @@ pub(crate) fn before_fingerprints(buffer: Buffer, copies: u64) -> Option<Vec<See
     watch.answer(buffer, copies)
 }
 
-/// What the fingerprints of a buffer fingerprinted whole found: `changed` of its chunks new.
-/// One protected at this copy (`answer`) and not found quiet is let go before the program
-/// goes on.
+/// Whether `buffer` was found rewritten at the last copy ([`Found::Rewritten`]): a training
+/// step rewrites every weight, gradient and optimizer moment, and fingerprinting them during
+/// the pause (a pass over each at memory speed) only finds them changed. Such a buffer is
+/// copied whole and hashed once written, where its few unchanged chunks are found by their
+/// ids and not written again: the same record, without the fingerprints' pass.
+pub(crate) fn rewritten(buffer: Buffer, copies: u64) -> bool {
+    if buffer.len < JUDGED_FROM || copies == 0 || copies != COPIES.load(Ordering::Relaxed) {
+        return false;
+    }
+    lock().is_some_and(|watch| watch.seen.get(&buffer) == Some(&(copies - 1, Found::Rewritten)))
+}
+
+/// What the fingerprints of a buffer fingerprinted whole found: `changed` of its chunks new
+/// (or, for one copied whole as [`rewritten`], what hashing its copy found). One protected at
+/// this copy (`answer`) and not found quiet is let go before the program goes on.
 pub(crate) fn after_fingerprints(buffer: Buffer, copies: u64, changed: usize) {
-    if buffer.len < WATCH_FROM || copies == 0 {
+    if buffer.len < JUDGED_FROM || copies == 0 {
         return;
     }
     if let Some(mut watch) = lock() {
@@ -155,6 +175,10 @@ pub(crate) fn after_fingerprints(buffer: Buffer, copies: u64, changed: usize) {
             Found::Quiet
         } else if first_sight || before == Some((copies, Found::New)) {
             Found::New
+        } else if changed * 8 >= buffer.chunks() * 7
+            && matches!(before, Some((at, Found::Busy | Found::Rewritten)) if at + 1 == copies)
+        {
+            Found::Rewritten
         } else {
             Found::Busy
         };
@@ -314,7 +338,8 @@ impl Watch {
             }
         }
         let last = self.seen.get(&buffer).filter(|(at, _)| at + 1 == copies);
-        if last.is_some_and(|(_, found)| *found == Found::Busy) || self.overlaps(&buffer) {
+        let busy = last.is_some_and(|(_, found)| matches!(found, Found::Busy | Found::Rewritten));
+        if busy || self.overlaps(&buffer) {
             return None;
         }
         self.protect(&buffer, copies)?;
