@@ -540,7 +540,7 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
     from relive.terminal import Column, cells, cut_right, fit
 
     columns = [Column("ID"), Column("TIME"), Column("TRIGGER", shrink_to=9),
-               Column("WHERE", shrink_to=23, cut_from_left=True), Column("NEW", right=True, optional=True),
+               Column("WHERE", shrink_to=23, where=True), Column("NEW", right=True, optional=True),
                Column("STATE", right=True, optional=True), Column("MODE", optional=True),
                Column("PAUSE", right=True, optional=True), Column("SKIPPED", right=True, optional=True),
                Column("RESUME", shrink_to=9)]  # "no: ended" whole
@@ -697,14 +697,21 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
     from rich.table import Table
     from rich.text import Text
 
+    from relive.terminal import cells, cut_where
+
     m = info.manifest
     run = store.runs.get(info.run)
     cwd = run.cwd if run else None
     console = _console()
     trigger = info.trigger + (f" ({m.signal})" if m.signal is not None else "")
-    console.print(Text.assemble((f"snapshot {info.id[:12]}", "bold"),
-                                printable(f"  {trigger}  {_local_time(info.time, True)}  at {_where(info.where, cwd)}  "),
-                                (printable(f"run {info.run}"), "dim")))
+    name, when = f"snapshot {info.id[:12]}", printable(f"  {trigger}  {_local_time(info.time, True)}")
+    where, run_id = printable(_where(info.where, cwd)), printable(f"run {info.run}")
+    if cells(f"{name}{when}  at {where}  {run_id}") <= console.width:
+        console.print(Text.assemble((name, "bold"), f"{when}  at {where}  ", (run_id, "dim")))
+    else:  # a line each, rather than wrapped anywhere
+        console.print(Text.assemble((name, "bold"), when))
+        console.print(f"  at {cut_where(where, console.width - 5)}", no_wrap=True, markup=False, highlight=False)
+        console.print(Text.assemble("  ", (run_id, "dim")))
     damaged_run = store.damaged_runs.get(info.run)
     if damaged_run:
         console.print(Text(printable(f"  damaged run record ({damaged_run.path}): {damaged_run.reason}")))
@@ -923,7 +930,7 @@ def _print_trace(store: Store, expression: str, rows: list[dict[str, Any]]) -> N
         return
     runs = ", ".join(dict.fromkeys(store.resolve(row["id"]).run for row in rows[:1] + rows[-1:]))
     console.print(Text(printable(f"{expression}: {_count(len(rows), 'snapshot')} of run {runs}")))
-    columns = [Column("ID"), Column("TIME"), Column("WHERE", shrink_to=16, cut_from_left=True),
+    columns = [Column("ID"), Column("TIME"), Column("WHERE", shrink_to=16, where=True),
                Column("VALUE", shrink_to=12)]
     head, *lines = fit(columns, [_row_cells(row) for row in rows], console.width)
     console.print(Text(head, style="bold"), no_wrap=True)
@@ -1042,7 +1049,7 @@ def _print_found(store: Store, first: dict[str, Any], before: dict[str, Any] | N
     console = _console()
     found = [("before", before), ("first", first)] if before is not None else [("first", first)]
     columns = [Column(""), *(Column(name) for name in _TRACE_COLUMNS[:2]),
-               Column("WHERE", shrink_to=16, cut_from_left=True), Column("VALUE", shrink_to=12)]
+               Column("WHERE", shrink_to=16, where=True), Column("VALUE", shrink_to=12)]
     for line in fit(columns, [[label, *_row_cells(row)] for label, row in found], console.width):
         console.print(Text(line), no_wrap=True)
     console.print(Text(f"evaluated {evaluated} of {_count(total, 'snapshot')}", style="dim"))

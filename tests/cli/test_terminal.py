@@ -71,6 +71,52 @@ def test_log_fits_the_terminal_with_whole_ids_and_where(work):
     assert "STATE" in _log(work, 200)  # nothing dropped where there is room
 
 
+KMEANS = """
+import relive
+
+def bench_k_means(n_clusters):
+    inertia = 0.0
+    for step in range(2):
+        inertia += n_clusters * step
+        relive.checkpoint()
+    return inertia
+
+bench_k_means(10)
+"""
+
+
+def test_a_long_place_keeps_its_file_name_and_show_does_not_wrap_at_80(work):
+    # scikit-learn's plot_kmeans_digits.py: where `log` cut the place from its start, the
+    # file's name was lost (`…:18 in bench_k_means()`).
+    work.write("plot_kmeans_digits.py", KMEANS)
+    work.relive("run", "--every", "0", "plot_kmeans_digits.py", check=True)
+    out = _log(work, 80)
+    assert all(len(line) <= 80 for line in out.splitlines()), out
+    assert "_digits.py:8" in out, out
+    env = {**ENV, "COLUMNS": "80"}
+    show = subprocess.run([sys.executable, "-m", "relive", "show"], cwd=work.path, env=env,
+                          capture_output=True, text=True, timeout=120, check=True).stdout
+    head = show.splitlines()[:3]  # each on a line of its own where one would not fit
+    assert head[0].startswith("snapshot ") and head[0].split()[2:3] == ["exit"], show
+    assert head[1] == "  at plot_kmeans_digits.py in <module>", show
+    assert head[2].startswith("  run "), show
+    assert all(len(line) <= 80 for line in head), show
+    wide = subprocess.run([sys.executable, "-m", "relive", "show"], cwd=work.path, env={**ENV, "COLUMNS": "200"},
+                          capture_output=True, text=True, timeout=120, check=True).stdout
+    assert " run " in wide.splitlines()[0], wide  # one line where it fits
+
+
+def test_a_place_is_cut_keeping_the_file_name_and_line_last():
+    from relive.terminal import cut_where
+    place = os.path.join("examples", "cluster", "plot_kmeans_digits.py") + ":18 in bench_k_means()"
+    assert cut_where(place, 100) == place
+    assert cut_where(place, 55) == "…" + os.sep + os.path.join("cluster", "plot_kmeans_digits.py") + ":18 in bench_k_means()"
+    assert cut_where(place, 40) == "…" + os.sep + "plot_kmeans_digits.py:18 in bench_k_m…"
+    assert cut_where(place, 23).endswith("_digits.py:18")
+    for width in range(1, 70):
+        assert len(cut_where(place, width)) <= width
+
+
 BACK = """
 import relive, time, threading
 
