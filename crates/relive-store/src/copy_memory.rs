@@ -69,25 +69,57 @@ pub(crate) fn new_round() {
 }
 
 /// Memory from [`take`]: a mapping, given back for a later use when dropped.
-pub(crate) struct Memory(Option<MmapMut>);
+pub(crate) struct Memory {
+    map: Option<MmapMut>, // Some until dropped
+    fresh: bool,
+}
+
+impl Memory {
+    /// Whether it was mapped for this use, none of its pages touched yet (see [`populate`]).
+    pub(crate) fn fresh(&self) -> bool {
+        self.fresh
+    }
+}
 
 impl std::ops::Deref for Memory {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        self.0.as_deref().unwrap_or_default() // Some until dropped
+        self.map.as_deref().unwrap_or_default()
     }
 }
 
 impl std::ops::DerefMut for Memory {
     fn deref_mut(&mut self) -> &mut [u8] {
-        self.0.as_deref_mut().unwrap_or_default()
+        self.map.as_deref_mut().unwrap_or_default()
     }
 }
 
 impl Drop for Memory {
     fn drop(&mut self) {
-        if let Some(map) = self.0.take() {
+        if let Some(map) = self.map.take() {
             give_back(map);
+        }
+    }
+}
+
+/// Asks the kernel for the pages under `bytes`, part of a [`Memory::fresh`] mapping, at once
+/// (`MADV_POPULATE_WRITE`, Linux 5.14 and later), before a copy writes them: faulted in a
+/// page at a time they cost a third more (160 MB copied into fresh memory here: 82 ms, 60 ms
+/// populated a MiB at a time). Not for kept memory, which it only slows (26 -> 32 ms).
+/// Best effort: an older kernel refuses and the copy faults the pages in as before.
+pub(crate) fn populate(bytes: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        let page = 4096; // the smallest page size: an aligned start on any of them
+        let start = bytes.as_mut_ptr() as usize & !(page - 1);
+        let len = bytes.as_mut_ptr() as usize + bytes.len() - start;
+        // SAFETY: `start` rounds `bytes` down to its page, which lies in the same private
+        // anonymous mapping (mappings are page-aligned), as does the end rounded up by the
+        // kernel. MADV_POPULATE_WRITE only faults in pages not yet present, as a write
+        // would, and never changes a byte of one that is: a thread copying into a page of
+        // it meanwhile loses nothing.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE);
         }
     }
 }
@@ -102,7 +134,10 @@ pub(crate) fn take(len: usize) -> Option<Memory> {
             .filter(|&i| fits(&pool.kept[i]))
             .min_by_key(|&i| pool.kept[i].map.len());
         if let Some(i) = best {
-            return Some(Memory(Some(pool.kept.swap_remove(i).map)));
+            return Some(Memory {
+                map: Some(pool.kept.swap_remove(i).map),
+                fresh: false,
+            });
         }
     }
     let map = MmapMut::map_anon(len).ok()?;
@@ -111,7 +146,10 @@ pub(crate) fn take(len: usize) -> Option<Memory> {
         // Best effort: without transparent huge pages the mapping works as well.
         let _ = map.advise(memmap2::Advice::HugePage);
     }
-    Some(Memory(Some(map)))
+    Some(Memory {
+        map: Some(map),
+        fresh: true,
+    })
 }
 
 /// Keeps `map`, written from, for the next copied snapshot; its pages are the kernel's to

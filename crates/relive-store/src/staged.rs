@@ -262,6 +262,7 @@ impl Store {
             return None;
         }
         let mut copies_of = Copies::new(at);
+        let fresh = matches!(&copies_of, Copies::Mapped { memory, .. } if memory.fresh());
         // Each copied chunk's place in `copies`, split off in order, paired with its source.
         let mut rest = copies_of.bytes_mut();
         let mut work: Vec<(&mut [u8], &[u8])> = Vec::new();
@@ -275,7 +276,12 @@ impl Store {
         parallel::map_with(
             &mut work,
             || (),
-            |_, (place, piece)| place.copy_from_slice(piece),
+            |_, (place, piece)| {
+                if fresh {
+                    copy_memory::populate(place);
+                }
+                place.copy_from_slice(piece)
+            },
         );
         drop(work);
         Some(Staged {
@@ -515,6 +521,25 @@ mod tests {
         // at the next; the large one just written from is kept.
         s.begin_copies();
         assert_eq!((copy_memory::kept(small), copy_memory::kept(large)), (0, 1));
+    }
+
+    #[test]
+    fn chunks_copied_into_fresh_memory_at_any_offset_read_back_as_they_were() {
+        // The first buffer's odd length puts the second's chunks off page boundaries in the
+        // copy: each is populated from the page below its start (`copy_memory::populate`).
+        let _one = watching_alone(); // nothing kept: the copy maps fresh memory
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create_with_chunk_size(&dir.path().join("store"), 1 << 20).unwrap();
+        let (a, b) = (data((3 << 20) + 12_345, 30), data((5 << 20) + 777, 31));
+        let staged = s.stage(b"p", &[&a, &b], u64::MAX).unwrap();
+        assert!(matches!(&staged.copies, Copies::Mapped { memory, .. } if memory.fresh()));
+        let put = s.put_staged(staged).unwrap();
+        let record = s.get_record(&put.id).unwrap();
+        for (buffer, stored) in [&a, &b].into_iter().zip(&record.buffers) {
+            let mut out = vec![0u8; buffer.len()];
+            s.read_buffer_into(stored, &mut out).unwrap();
+            assert!(out == *buffer);
+        }
     }
 
     /// One copied snapshot of `buffer` (a record of it, its copies numbered), written: the
