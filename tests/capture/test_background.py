@@ -108,9 +108,10 @@ def test_overhead_budget_stretches_the_interval(work):
     work.relive("run", "--every", "0.05", "--mode", "inline", "--overhead", "10", "prog.py", check=True)
     bounded = [s for s in work.log() if s["trigger"] == "timer"]
     # Each snapshot pauses the program for its whole write: at 10% the interval is >= 10x that.
-    # The budget is kept from predicted costs, and a loaded machine (the three Pythons' test
-    # runs side by side on two cores) makes a pause take longer than predicted: the pauses
-    # are bounded at twice the budget here (0.44 s of 0.3 s was seen), not at the budget.
+    # Not charged: the first snapshot's writing of the state (written once, it does not set
+    # the interval, so the second comes at --every), and pauses running past their predicted
+    # cost on a loaded machine. 0.44-0.45 s of pauses were seen for the 0.3 s budget, so
+    # the bound is twice the budget plus one pause.
     pauses = sum(s["pause_s"] for s in bounded)
     assert pauses <= 2 * 0.1 * 3 + max(s["pause_s"] for s in bounded), (pauses, len(bounded))
     assert len(bounded) < len(unbounded) / 2, (len(bounded), len(unbounded))
