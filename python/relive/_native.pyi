@@ -140,12 +140,16 @@ class Store:
         the kernel which pages of large buffers were written since the last copies. Lets go of
         the memory kept for copies that the last copies did not reuse."""
     def stage_record(self, payload: _BufferLike, buffers: Sequence[_BufferLike],
-                     at_most: int | None = None, copies: int = 0) -> StagedRecord | None:
+                     at_most: int | None = None, copies: int = 0,
+                     watch_pages: bool = True) -> StagedRecord | None:
         """Copies the payload and the chunks not stored yet, for ``put_staged`` (--mode thread);
-        None, with nothing copied, where that would copy more than ``at_most`` bytes."""
+        None, with nothing copied, where that would copy more than ``at_most`` bytes. With
+        ``copies``, buffers found rewritten at the last copies are copied without fingerprints,
+        and with ``watch_pages`` too, the kernel tells which pages of quiet buffers changed."""
     def stage_record_from(self, payload: _BufferLike,
                           buffers: Sequence[_BufferLike | tuple[str, int]],
-                          at_most: int | None = None, copies: int = 0) -> StagedRecord | None:
+                          at_most: int | None = None, copies: int = 0,
+                          watch_pages: bool = True) -> StagedRecord | None:
         """``stage_record`` where a buffer may be ``(record_id, index)``: referred to, not copied."""
     def put_staged(self, staged: StagedRecord) -> tuple[str, int, int]:
         """Writes a staged record without the GIL: ``(id, new_bytes, raw_bytes)``, as put_record."""

@@ -234,37 +234,44 @@ impl PyStore {
     /// kept by id. Same arguments as `put_record`. The GIL stays held, as in `put_record`, so
     /// the buffers stand still while they are read; once this returns, the program may change
     /// them. None, with nothing copied, where that would copy more than `at_most` bytes.
-    /// `copies`: `begin_copies`'s number (0: fingerprint every byte).
-    #[pyo3(signature = (payload, buffers, at_most=None, copies=0))]
+    /// `copies`: `begin_copies`'s number (0: fingerprint every byte); with it, buffers found
+    /// rewritten at the last copies are copied without a fingerprint pass, and with
+    /// `watch_pages` too, the kernel is asked which pages of large quiet buffers were written
+    /// (not where a device may write the program's memory by DMA: CUDA's pinned memory).
+    #[pyo3(signature = (payload, buffers, at_most=None, copies=0, watch_pages=true))]
     fn stage_record(
         &self,
         payload: &Bound<'_, PyAny>,
         buffers: Vec<Bound<'_, PyAny>>,
         at_most: Option<u64>,
         copies: u64,
+        watch_pages: bool,
     ) -> PyResult<Option<StagedRecord>> {
         let staged = with_record_bytes(payload, &buffers, |payload, buffers| {
             let sources: Vec<BufferSource<'_>> =
                 buffers.iter().map(|b| BufferSource::Bytes(b)).collect();
+            let at_most = at_most.unwrap_or(u64::MAX);
             self.inner
-                .stage_from(payload, &sources, at_most.unwrap_or(u64::MAX), copies)
+                .stage_from(payload, &sources, at_most, copies, watch_pages)
         })?;
         Ok(staged.map(StagedRecord::holding))
     }
 
     /// `stage_record` where an item of `buffers` may be `(record_id, index)`, as in
     /// `put_record_from`: that stored buffer is referred to by its chunks, not copied.
-    #[pyo3(signature = (payload, buffers, at_most=None, copies=0))]
+    #[pyo3(signature = (payload, buffers, at_most=None, copies=0, watch_pages=true))]
     fn stage_record_from(
         &self,
         payload: &Bound<'_, PyAny>,
         buffers: Vec<Bound<'_, PyAny>>,
         at_most: Option<u64>,
         copies: u64,
+        watch_pages: bool,
     ) -> PyResult<Option<StagedRecord>> {
         let staged = self.with_sources(payload, &buffers, |payload, sources| {
+            let at_most = at_most.unwrap_or(u64::MAX);
             self.inner
-                .stage_from(payload, sources, at_most.unwrap_or(u64::MAX), copies)
+                .stage_from(payload, sources, at_most, copies, watch_pages)
         })?;
         Ok(staged.map(StagedRecord::holding))
     }

@@ -122,7 +122,7 @@ impl Store {
     pub fn stage(&self, payload: &[u8], buffers: &[&[u8]], at_most: u64) -> Option<Staged> {
         let sources: Vec<BufferSource<'_>> =
             buffers.iter().map(|b| BufferSource::Bytes(b)).collect();
-        self.stage_from(payload, &sources, at_most, 0)
+        self.stage_from(payload, &sources, at_most, 0, false)
     }
 
     /// Starts the copies of one snapshot: the number to give [`Store::stage_from`], which
@@ -137,14 +137,18 @@ impl Store {
     /// [`Store::stage`] where some buffers are already stored (a large dict's segments of the
     /// last record, `BufferSource::Stored`): those are kept by their chunk ids, as
     /// [`Store::put_record_from`] keeps them, neither fingerprinted nor copied. With `copies`
-    /// (from [`Store::begin_copies`]; 0: none), the chunks of watched buffers whose pages were
-    /// not written since the last copies keep their ids without being fingerprinted.
+    /// (from [`Store::begin_copies`]; 0: none), a buffer found rewritten at the last copies is
+    /// copied without a fingerprint pass (`watch::rewritten`), and with `watch_pages` too, the
+    /// chunks of watched buffers whose pages were not written since the last copies keep their
+    /// ids without being fingerprinted (not where a device may write the program's memory by
+    /// DMA, which no page protection sees: CUDA's pinned memory).
     pub fn stage_from(
         &self,
         payload: &[u8],
         buffers: &[BufferSource<'_>],
         at_most: u64,
         copies: u64,
+        watch_pages: bool,
     ) -> Option<Staged> {
         let size = self.chunk_size();
         // Every chunk of the given bytes (a piece), in order; what the watch knows of each.
@@ -163,7 +167,10 @@ impl Store {
             };
             let first = pieces.len();
             pieces.extend(bytes.chunks(size));
-            match watch::before_fingerprints(key, copies) {
+            let answer = watch_pages
+                .then(|| watch::before_fingerprints(key, copies))
+                .flatten();
+            match answer {
                 Some(answer) => {
                     seen.extend(answer);
                     watched.push((key, first));
@@ -444,7 +451,7 @@ mod tests {
             BufferSource::Stored(stored.clone()),
             BufferSource::Bytes(&new),
         ];
-        let staged = s.stage_from(b"q", &sources, u64::MAX, 0).unwrap();
+        let staged = s.stage_from(b"q", &sources, u64::MAX, 0, false).unwrap();
         assert_eq!(staged.copied_bytes(), 1 + 3000); // the new buffer only
         assert_eq!(staged.raw_bytes(), 1 + 5000 + 3000);
         let put = s.put_staged(staged).unwrap();
@@ -547,7 +554,7 @@ mod tests {
     fn copy_watched(s: &Store, buffer: &[u8]) -> (u64, u64) {
         let copies = s.begin_copies();
         let staged = s
-            .stage_from(b"p", &[BufferSource::Bytes(buffer)], u64::MAX, copies)
+            .stage_from(b"p", &[BufferSource::Bytes(buffer)], u64::MAX, copies, true)
             .unwrap();
         let (copied, unread) = (staged.copied_bytes() - 1, staged.unread_bytes());
         let id = s.put_staged(staged).unwrap().id;
@@ -624,12 +631,20 @@ mod tests {
         let _one = watching_alone();
         let dir = tempfile::tempdir().unwrap();
         let s = Store::create_with_chunk_size(&dir.path().join("store"), 16 << 10).unwrap();
-        // 256 KiB in 16 chunks: judged at each copy, not watched (too small for that).
+        // 256 KiB in 16 chunks: judged at each copy, not watched (too small for that), and
+        // with no page watched at all, as where CUDA writes host memory by DMA: the judgement
+        // is by content.
         let mut buffer = data(256 << 10, 20);
         let copy = |buffer: &[u8]| {
             let copies = s.begin_copies();
             let staged = s
-                .stage_from(b"p", &[BufferSource::Bytes(buffer)], u64::MAX, copies)
+                .stage_from(
+                    b"p",
+                    &[BufferSource::Bytes(buffer)],
+                    u64::MAX,
+                    copies,
+                    false,
+                )
                 .unwrap();
             let fingerprinted = staged.fingerprints.as_ref().unwrap().1.iter();
             let fingerprinted = fingerprinted.filter(|f| f.is_some()).count();
@@ -697,6 +712,7 @@ mod tests {
                     &[BufferSource::Bytes(&buffer)],
                     u64::MAX,
                     s.begin_copies(),
+                    true,
                 )
                 .unwrap();
             let id = s.put_staged(staged).unwrap().id;
@@ -730,6 +746,7 @@ mod tests {
                 &[BufferSource::Bytes(&buffer)],
                 u64::MAX,
                 s.begin_copies(),
+                true,
             )
             .unwrap();
         assert_eq!(
@@ -747,13 +764,13 @@ mod tests {
         s.flush().unwrap();
         buffer[1024] ^= 0xff; // one chunk changes: 1 + 1024 bytes to copy
         let sources = [BufferSource::Bytes(&buffer)];
-        assert!(s.stage_from(b"p", &sources, 1024, 0).is_none());
-        let staged = s.stage_from(b"p", &sources, 1025, 0).unwrap();
+        assert!(s.stage_from(b"p", &sources, 1024, 0, false).is_none());
+        let staged = s.stage_from(b"p", &sources, 1025, 0, false).unwrap();
         assert_eq!(staged.copied_bytes(), 1025);
         // A new buffer is found new by its fingerprints, before any of it is copied.
         let new = data(64 * 1024, 6);
         assert!(s
-            .stage_from(b"q", &[BufferSource::Bytes(&new)], 32 * 1024, 0)
+            .stage_from(b"q", &[BufferSource::Bytes(&new)], 32 * 1024, 0, false)
             .is_none());
     }
 

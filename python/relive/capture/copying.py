@@ -88,10 +88,12 @@ class Staging:
         # With ``watch_pages``, the store asks the kernel which pages of large quiet buffers
         # were written since the last copies instead of reading them all (``watch.rs``). Not
         # where a device may write host memory by DMA, which no page protection sees (CUDA's
-        # pinned memory): ``may_watch_pages``. Begun either way: it also lets go of the memory
-        # kept for copies (``copy_memory.rs``) that the last copies did not reuse.
-        copies = store.begin_copies()
-        self._copies = copies if watch_pages else 0
+        # pinned memory): ``may_watch_pages``. The copies are numbered either way: buffers
+        # rewritten at every step are then copied without a fingerprint pass, which judges by
+        # content (a CUDA tensor's host mirror too), and the memory kept for copies
+        # (``copy_memory.rs``) that the last copies did not reuse is let go.
+        self._copies = store.begin_copies()
+        self._watch_pages = watch_pages
         self.unread_bytes = 0  # bytes of buffers known unchanged without being read
         self._limit = limit
         # Beyond it (or beyond ``limit``, the lower), give up (TooMuchToCopy) rather than write
@@ -122,7 +124,7 @@ class Staging:
                stage: Callable[..., _native.StagedRecord | None]) -> tuple[str, int, int]:
         if self._at_most is not None:
             staged = stage(payload, buffers, at_most=max(0, self._at_most - self.copied_bytes),
-                           copies=self._copies)
+                           copies=self._copies, watch_pages=self._watch_pages)
             if staged is None:
                 raise TooMuchToCopy(f"more than {self._at_most >> 20} MiB to copy")
         else:
@@ -131,7 +133,7 @@ class Staging:
                                                       if not isinstance(b, tuple))
                 if self.copied_bytes + size > self._limit:
                     return put(payload, buffers)
-            staged = stage(payload, buffers, copies=self._copies)
+            staged = stage(payload, buffers, copies=self._copies, watch_pages=self._watch_pages)
             assert staged is not None  # no limit given
         self.copied_bytes += staged.copied_bytes
         self.unread_bytes += staged.unread_bytes
