@@ -710,7 +710,7 @@ def _print_show(store: Store, info: SnapshotInfo, scopes: list[tuple[str, dict[s
         console.print(Text.assemble((name, "bold"), f"{when}  at {where}  ", (run_id, "dim")))
     else:  # a line each, rather than wrapped anywhere
         console.print(Text.assemble((name, "bold"), when))
-        console.print(f"  at {cut_where(where, console.width - 5)}", no_wrap=True, markup=False, highlight=False)
+        console.print(Text(f"  at {cut_where(where, console.width - 5)}"), no_wrap=True)
         console.print(Text.assemble("  ", (run_id, "dim")))
     damaged_run = store.damaged_runs.get(info.run)
     if damaged_run:

@@ -219,8 +219,8 @@ where
                 .then(|| take(&shared, i, handed, wait, hand_whole))
                 .flatten();
             let stored = match done {
-                Some(Done::Compressed(compressed)) => Stored::Zstd(compressed),
-                Some(Done::Raw | Done::Wanted) => Stored::Raw(piece), // `take` hands a wanted one whole
+                Some(Some(compressed)) => Stored::Zstd(compressed),
+                Some(None) => Stored::Raw(piece),
                 None => {
                     shared.given_up[i].store(true, Ordering::Relaxed);
                     if !wait.is_zero() {
@@ -286,8 +286,8 @@ fn give_back(spare: &Mutex<Vec<Vec<u8>>>, buffer: Vec<u8>) {
     }
 }
 
-/// Chunk `i`'s compression, waiting at most `wait` for it; None if it has not come back.
-/// Meanwhile each chunk of `i..handed` whose sample came back compressible is handed whole
+/// Chunk `i`'s compression (None inside: not worth it), waiting at most `wait` for it; None
+/// if it has not come back. Meanwhile each chunk of `i..handed` whose sample came back compressible is handed whole
 /// (`hand_whole`) as soon as it is seen, not when the writer gets to it: its compression runs
 /// ahead of the writer, as when chunks were handed whole from the start. Handing chunk `i`
 /// itself whole gives it `wait` again. With no wait (the threads starved), nothing is handed:
@@ -298,7 +298,7 @@ fn take(
     handed: usize,
     wait: Duration,
     mut hand_whole: impl FnMut(usize) -> bool,
-) -> Option<Done> {
+) -> Option<Option<Vec<u8>>> {
     let mut deadline = Instant::now() + wait;
     let lock = || {
         shared
@@ -328,8 +328,9 @@ fn take(
             continue;
         }
         match results[i].take() {
+            Some(Done::Compressed(compressed)) => return Some(Some(compressed)),
+            Some(Done::Raw) => return Some(None),
             Some(Done::Wanted) => return None, // no wait: not handed whole
-            Some(result) => return Some(result),
             None => {}
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -411,6 +412,30 @@ fn lower_priority() {
 mod tests {
     use super::*;
 
+    /// A `put` that checks each piece stored is `pieces[i]` (decompressed where it was
+    /// compressed) and records `(i, compressed)` in `stored`.
+    fn checking<'a>(
+        pieces: &'a [&'a [u8]],
+        stored: &'a mut Vec<(usize, bool)>,
+    ) -> impl FnMut(usize, Stored<'_>) -> Result<(), ()> + 'a {
+        move |i, s| {
+            let raw = match &s {
+                Stored::Zstd(z) => zstd::bulk::decompress(z, pieces[i].len()).unwrap(),
+                Stored::Raw(r) => r.to_vec(),
+            };
+            assert!(raw == pieces[i]);
+            stored.push((i, matches!(s, Stored::Zstd(_))));
+            Ok(())
+        }
+    }
+
+    /// Every piece of `n` put once, in order, and the odd ones (noise) never compressed.
+    fn in_order_noise_raw(stored: &[(usize, bool)], n: usize) {
+        let order: Vec<usize> = stored.iter().map(|s| s.0).collect();
+        assert_eq!(order, (0..n).collect::<Vec<_>>());
+        assert!(stored.iter().all(|&(i, zstd)| !zstd || i % 2 == 0));
+    }
+
     #[test]
     fn every_piece_is_put_once_in_order_compressed_where_that_pays() {
         let compressible: Vec<u8> = (0..300_000u32).map(|i| (i / 1000) as u8).collect();
@@ -434,21 +459,8 @@ mod tests {
             })
             .collect();
         let mut seen = Vec::new();
-        compress_where_idle(&pieces, 1, |i, stored| {
-            let raw = match &stored {
-                Stored::Zstd(z) => zstd::bulk::decompress(z, pieces[i].len()).unwrap(),
-                Stored::Raw(r) => r.to_vec(),
-            };
-            assert_eq!(raw, pieces[i]);
-            seen.push((i, matches!(stored, Stored::Zstd(_))));
-            Ok::<(), ()>(())
-        })
-        .unwrap();
-        assert_eq!(
-            seen.iter().map(|s| s.0).collect::<Vec<_>>(),
-            (0..20).collect::<Vec<_>>()
-        );
-        assert!(seen.iter().all(|&(i, zstd)| !zstd || i % 2 == 0)); // noise is never compressed
+        compress_where_idle(&pieces, 1, checking(&pieces, &mut seen)).unwrap();
+        in_order_noise_raw(&seen, 20);
     }
 
     #[test]
@@ -560,35 +572,16 @@ mod tests {
         };
         let mut stored = Vec::new();
         let stalled_at = AtomicU64::new(0);
-        write_in_order(
-            &pieces,
-            2,
-            false,
-            &stalled_at,
-            compress,
-            pack::sample,
-            |i, s| {
-                let raw = match &s {
-                    Stored::Zstd(z) => zstd::bulk::decompress(z, pieces[i].len()).unwrap(),
-                    Stored::Raw(r) => r.to_vec(),
-                };
-                assert!(raw == pieces[i]);
-                stored.push((i, matches!(s, Stored::Zstd(_))));
-                Ok::<(), ()>(())
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            stored.iter().map(|s| s.0).collect::<Vec<_>>(),
-            (0..8).collect::<Vec<_>>()
-        );
-        assert!(stored.iter().all(|&(i, zstd)| !zstd || i % 2 == 0)); // noise is never compressed
+        let put = checking(&pieces, &mut stored);
+        write_in_order(&pieces, 2, false, &stalled_at, compress, pack::sample, put).unwrap();
+        in_order_noise_raw(&stored, 8);
         let handed = handed.lock().unwrap().clone();
         let sample = pack::sample(pieces[0]).unwrap().len();
-        assert!(handed.contains(&(sample, true)), "{handed:?}"); // noise was judged by its sample
-        assert!(!handed.contains(&(1 << 20, true)), "{handed:?}"); // and never copied whole
-                                                                   // Where the threads kept up (they do, but on a machine loaded past the writer's
-                                                                   // wait): every chunk sampled, the runs compressed whole.
+        // Noise was judged by its sample, and never copied whole.
+        assert!(handed.contains(&(sample, true)), "{handed:?}");
+        assert!(!handed.contains(&(1 << 20, true)), "{handed:?}");
+        // Where the threads kept up (they do, but on a machine loaded past the writer's
+        // wait): every chunk sampled, the runs compressed whole.
         if stored.iter().all(|&(i, zstd)| zstd == (i % 2 == 0)) {
             assert_eq!(handed.len(), 8 + 4, "{handed:?}");
         }

@@ -502,16 +502,6 @@ impl Store {
         self.put_pieces(payload, &lens, &ids, &pieces)
     }
 
-    /// Whether the store holds each of `ids` where a writer may count on it: sealed, or in
-    /// the pack being written.
-    pub(crate) fn holds(&self, ids: &[Id]) -> Vec<bool> {
-        let writer = self.writer();
-        let index = self.read_index();
-        ids.iter()
-            .map(|id| index.stored(id) || self.open_pack_contains(&writer, id))
-            .collect()
-    }
-
     /// Writes a record whose chunk ids are known: the chunks not stored yet (their bytes in
     /// `pieces`; `None` only for chunks known to be stored), then the record itself.
     pub(crate) fn put_pieces(
