@@ -527,17 +527,16 @@ impl Store {
         self.pending().record_chunks.insert(id, ids.to_vec());
 
         let mut writer = self.writer();
-        let record_stored = self.read_index().stored(&id) || self.open_pack_contains(&writer, &id);
-        let fresh: Vec<usize> = {
+        // What `contains` asks, under the writer's lock this holds (the index after it, as a
+        // seal takes them).
+        let (record_stored, fresh) = {
             let index = self.read_index();
+            let held = |id: &Id| index.stored(id) || self.open_pack_contains(&writer, id);
             let mut seen = HashSet::new();
-            (0..ids.len())
-                .filter(|&i| {
-                    !index.stored(&ids[i])
-                        && !self.open_pack_contains(&writer, &ids[i])
-                        && seen.insert(ids[i])
-                })
-                .collect()
+            let fresh: Vec<usize> = (0..ids.len())
+                .filter(|&i| !held(&ids[i]) && seen.insert(ids[i]))
+                .collect();
+            (held(&id), fresh)
         };
         // A record is written after its chunks, so a stored one usually has them all; not when
         // a pack of its chunks was deleted.
