@@ -204,6 +204,13 @@ class StagedRecord:
 def workers_cpu_seconds() -> float: ...
 def take_watch_back() -> None:
     """After the fork, in the program: forgets what was lent."""
+def tell_written(addr: int, len: int, block: int, versions: list[int]) -> None:
+    """The buffer at addr..addr + len (relive's own: a CUDA tensor's host mirror) is cut in
+    blocks of ``block`` bytes, the k-th last written at ``versions[k]``, a number no other
+    write had: a copied snapshot keeps the chunks whose blocks kept their versions unread.
+    ``forget_written`` must come before the memory is freed."""
+def forget_written(addr: int, len: int) -> None:
+    """The buffer told at addr..addr + len is freed."""
 def pages_watchable() -> bool:
     """Whether this process can watch its pages for writes (Linux 6.7+, userfaultfd allowed),
     as copied snapshots do for large quiet buffers."""

@@ -55,3 +55,45 @@ def test_mirrors_no_snapshot_used_lately_are_freed() -> None:
 def test_runs_of_blocks() -> None:
     assert gpu_copies._runs([7, 1, 2, 3, 3]) == [(1, 4), (7, 8)]
     assert gpu_copies._runs([]) == []
+
+
+def test_a_copied_snapshot_reads_only_the_chunks_of_blocks_copied_again(tmp_path) -> None:
+    """The store is told each block's version (a new one at each copy into the mirror): a
+    copied snapshot keeps the chunks of blocks not copied again unread, where it would
+    fingerprint the whole mirror (no page watching: the GPU writes it by DMA)."""
+    from relive import _native
+    from relive.capture.copying import Staging
+
+    store = _native.Store.open(tmp_path / "store", create=True)
+    direct = _native.Store.open(tmp_path / "direct", create=True)
+    mirrors = Mirrors(limit=1 << 30, pin=False)
+    data = torch.randn(8 * BLOCK // 8, dtype=torch.float64)  # 8 blocks
+
+    def snapshot() -> int:
+        mirrors.start_snapshot()
+        staging = Staging(store, watch_pages=False)
+        stand_in, _, _ = staging.put_record(b"p", [mirrors.host_bytes(data.untyped_storage())])
+        written: list[str] = []
+        staging.when_written(stand_in, written.append)
+        staging.write()
+        assert written == [direct.put_record(b"p", [data.numpy()])[0]]  # the record a fork writes
+        _, buffers = store.get_record(written[0])
+        assert bytes(buffers[0]) == data.numpy().tobytes()
+        return int(staging.unread_bytes)
+
+    assert snapshot() == 0  # nothing to go by: fingerprinted
+    assert snapshot() == 8 * BLOCK  # no block copied again: nothing read
+    data[3 * BLOCK // 8 + 1] += 1.0
+    assert snapshot() == 7 * BLOCK  # block 3 copied again: its chunks copied, the rest unread
+    assert snapshot() == 8 * BLOCK
+
+
+def test_a_mirror_freed_is_forgotten_by_the_store(monkeypatch) -> None:
+    forgotten = []
+    monkeypatch.setattr(gpu_copies._native, "forget_written", lambda addr, n: forgotten.append(n))
+    mirrors = Mirrors(limit=1 << 30, pin=False)
+    old = torch.zeros(BLOCK // 4)
+    _copy(mirrors, old)
+    for _ in range(gpu_copies._STALE_SNAPSHOTS + 1):
+        _copy(mirrors, torch.ones(8))
+    assert BLOCK in forgotten  # before its memory could be used again

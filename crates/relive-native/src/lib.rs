@@ -30,6 +30,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_store::idle_cpu_seconds, m)?)?;
     m.add_function(wrap_pyfunction!(py_store::pages_watchable, m)?)?;
     m.add_function(wrap_pyfunction!(py_store::take_watch_back, m)?)?;
+    m.add_function(wrap_pyfunction!(py_store::tell_written, m)?)?;
+    m.add_function(wrap_pyfunction!(py_store::forget_written, m)?)?;
     m.add_class::<py_store::PyWriteProbe>()?;
     m.add_function(wrap_pyfunction!(py_store::start_write_probe, m)?)?;
     m.add_class::<trampoline::InitThen>()?;

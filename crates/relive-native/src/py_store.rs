@@ -91,6 +91,21 @@ pub fn take_watch_back() {
     relive_store::take_back_from_child()
 }
 
+/// The buffer at `addr..addr + len` (relive's own: a CUDA tensor's host mirror) is cut in
+/// blocks of `block` bytes, the k-th last written at `versions[k]`, a number no other write
+/// had: a copied snapshot keeps the chunks whose blocks kept their versions unread
+/// (`relive_store::tell_written`). `forget_written` must come before the memory is freed.
+#[pyfunction]
+pub fn tell_written(addr: usize, len: usize, block: usize, versions: Vec<u64>) {
+    relive_store::tell_written(addr, len, block, versions)
+}
+
+/// The buffer told at `addr..addr + len` is freed.
+#[pyfunction]
+pub fn forget_written(addr: usize, len: usize) {
+    relive_store::forget_told(addr, len)
+}
+
 /// How much of its memory the program writes while it runs (`relive_store::WriteProbe`):
 /// from `start_write_probe` until `close`.
 #[pyclass(name = "WriteProbe", module = "relive._native")]

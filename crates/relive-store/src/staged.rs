@@ -14,6 +14,7 @@ use crate::fingerprint::Fingerprints;
 use crate::id::Id;
 use crate::parallel;
 use crate::store::{BufferSource, PutOutcome, Store};
+use crate::told;
 use crate::watch::{self, Seen, Was};
 
 /// Copies of at least this size get a mapping of their own (`copy_memory.rs`: memory a
@@ -39,6 +40,9 @@ pub struct Staged {
     /// The buffers copied whole, without fingerprints, as rewritten at the last copy
     /// (`watch::rewritten`), in the same form: judged again once their ids are known.
     rewritten: Vec<(watch::Buffer, usize, u64)>,
+    /// The buffers whose owner told the versions of their blocks (`told.rs`), each with the
+    /// index of its first chunk and its chunks' versions: told their chunks once written.
+    told: Vec<(watch::Buffer, usize, Vec<u64>)>,
     unread: u64,
 }
 
@@ -155,6 +159,7 @@ impl Store {
         let mut pieces: Vec<&[u8]> = Vec::new();
         let mut seen: Vec<Seen> = Vec::new();
         let (mut watched, mut unwatched, mut rewritten) = (Vec::new(), Vec::new(), Vec::new());
+        let mut versioned = Vec::new(); // told: (buffer, first chunk, versions)
         for buffer in buffers {
             let BufferSource::Bytes(bytes) = buffer else {
                 continue;
@@ -167,6 +172,11 @@ impl Store {
             };
             let first = pieces.len();
             pieces.extend(bytes.chunks(size));
+            if let Some((versions, answer)) = told::before_fingerprints(key) {
+                seen.extend(answer);
+                versioned.push((key, first, versions));
+                continue;
+            }
             let answer = watch_pages
                 .then(|| watch::before_fingerprints(key, copies))
                 .flatten();
@@ -185,7 +195,7 @@ impl Store {
                 }
             }
         }
-        if !watched.is_empty() {
+        if !watched.is_empty() || !versioned.is_empty() {
             let index = self.read_index();
             for s in seen.iter_mut() {
                 if matches!(s, Seen::Unchanged(was) if !index.stored(&was.id)) {
@@ -308,6 +318,7 @@ impl Store {
                 .map(|(key, first)| (key, first, copies))
                 .collect(),
             rewritten,
+            told: versioned,
             unread,
         })
     }
@@ -382,17 +393,23 @@ impl Store {
         }
         let slices: Vec<Option<&[u8]>> = staged.chunks.iter().map(|c| staged.piece(c)).collect();
         let outcome = self.put_pieces(&staged.payload, &staged.lens, &ids, &slices)?;
-        for &(key, first, copies) in &staged.watched {
+        // What each chunk of a buffer was, for the next copy of a watched or told one.
+        let was = |key: watch::Buffer, first: usize| -> Vec<Was> {
             let n = key.len.div_ceil(key.chunk_size);
-            let chunks = (first..first + n)
+            (first..first + n)
                 .map(|i| Was {
                     fingerprint: fingerprints
                         .as_ref()
                         .and_then(|(seed, fps)| fps[i].map(|fp| (*seed, fp))),
                     id: pieces[i].1,
                 })
-                .collect();
-            watch::learned(key, copies, chunks);
+                .collect()
+        };
+        for &(key, first, copies) in &staged.watched {
+            watch::learned(key, copies, was(key, first));
+        }
+        for (key, first, versions) in &staged.told {
+            told::learned(*key, versions, was(*key, *first));
         }
         Ok(outcome)
     }
@@ -672,6 +689,66 @@ mod tests {
         assert_eq!(copy(&buffer), (0, 16, 15)); // 15 of 16 new: still rewritten
         assert_eq!(copy(&buffer), (0, 16, 0)); // it stopped: copied whole once more, none new
         assert_eq!(copy(&buffer), (16, 0, 0)); // fingerprinted again: found, nothing copied
+    }
+
+    #[test]
+    fn a_told_buffer_keeps_the_chunks_whose_blocks_kept_their_versions_unread() {
+        let _one = watching_alone();
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::create_with_chunk_size(&dir.path().join("store"), 64 << 10).unwrap();
+        // 1 MiB in 16 chunks, told in 8 blocks of 128 KiB (a GPU mirror's are 1 MiB); no
+        // page watched, as where CUDA writes it.
+        let mut buffer = data(1 << 20, 30);
+        let (addr, len) = (buffer.as_ptr() as usize, buffer.len());
+        let mut versions = vec![1u64; 8];
+        told::tell(addr, len, 128 << 10, versions.clone());
+        let copy = |buffer: &[u8]| {
+            let staged = s
+                .stage_from(
+                    b"p",
+                    &[BufferSource::Bytes(buffer)],
+                    u64::MAX,
+                    s.begin_copies(),
+                    false,
+                )
+                .unwrap();
+            // Chunks copied with no fingerprint (known or taken): those told written.
+            let fps = staged.fingerprints.as_ref().unwrap().1.iter();
+            let unfingerprinted = fps.filter(|f| f.is_none()).count();
+            let copied = (staged.copied_bytes() - 1) >> 16;
+            let unread = staged.unread_bytes() >> 16;
+            let put = s.put_staged(staged).unwrap();
+            s.flush().unwrap();
+            let other = tempfile::tempdir().unwrap();
+            let direct = Store::create_with_chunk_size(other.path(), 64 << 10).unwrap();
+            assert_eq!(put.id, direct.put_record(b"p", &[buffer]).unwrap().id);
+            (unfingerprinted, copied, unread, put.new_bytes >> 16)
+        };
+        // No written copy to go by: fingerprinted.
+        assert_eq!(copy(&buffer), (0, 16, 0, 16));
+        // Every block kept its version: nothing read.
+        assert_eq!(copy(&buffer), (0, 0, 16, 0));
+        // Block 3 (chunks 6 and 7) written again, and told.
+        buffer[(3 << 17) + 5] ^= 0xff;
+        versions[3] = 2;
+        told::tell(addr, len, 128 << 10, versions.clone());
+        // Both copied without fingerprints, the rest unread; chunk 7, rewritten with the same
+        // bytes, is found stored once hashed.
+        assert_eq!(copy(&buffer), (2, 2, 14, 1));
+        assert_eq!(copy(&buffer), (0, 0, 16, 0));
+        // Freed, say, and the memory used again for other bytes: not taken for what was told.
+        told::forget(addr, len);
+        buffer[5] ^= 0xff;
+        assert_eq!(copy(&buffer), (0, 1, 0, 1));
+        assert_eq!(
+            told::before_fingerprints(watch::Buffer {
+                addr,
+                len,
+                chunk_size: 64 << 10,
+                store: s.token,
+            }),
+            None
+        );
     }
 
     #[test]

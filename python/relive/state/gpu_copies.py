@@ -20,14 +20,25 @@ The mirrors take pinned (page-locked) host memory, as much as the GPU state they
 are bounded by ``limit`` (by default a quarter of the memory available at the first copy,
 or ``--max-memory``); a storage that does not fit is copied into pageable memory as before.
 A mirror unused for ``_STALE_SNAPSHOTS`` snapshots is freed.
+
+A copied snapshot would then fingerprint each mirror on the CPU to find the chunks the store
+lacks (page watching cannot see the GPU's writes). Instead, each block of a mirror carries a
+version, a number new at each refresh that copies it (one counter for all mirrors), told to
+the store (``_native.tell_written``): a chunk whose blocks kept their versions since its last
+written copy keeps its id unread, and the others are copied without a fingerprint. A mirror
+is forgotten there before its memory is freed.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
+
+from relive import _native
 
 BLOCK = 1 << 20  # bytes per fingerprinted block
 _WORDS = BLOCK // 8
@@ -36,11 +47,16 @@ _AVAILABLE_SHARE = 0.25
 _STALE_SNAPSHOTS = 3
 
 
+# A block's version: new at each refresh that writes it, never the same for two writes.
+_VERSIONS = itertools.count(1)
+
+
 @dataclass
 class _Mirror:
     host: Any  # a pinned uint8 tensor of the storage's size
     sums: Any = None  # (blocks, 2) int64 on the device, as of the last copy; None: copy all
     used: int = 0  # the snapshot that last used it
+    versions: list[int] = field(default_factory=list)  # each block's, as told to the store
 
 
 class Mirrors:
@@ -60,6 +76,7 @@ class Mirrors:
         self.copied_bytes = 0
         for key, mirror in list(self._mirrors.items()):
             if self._snapshot - mirror.used > _STALE_SNAPSHOTS:
+                _forget(mirror.host)
                 del self._mirrors[key]
 
     def host_bytes(self, storage: Any) -> memoryview:
@@ -74,11 +91,13 @@ class Mirrors:
             return memoryview(source.cpu().numpy())
         mirror.used = self._snapshot
         try:
-            self._refresh(torch, mirror, source)
+            changed = self._refresh(torch, mirror, source)
         except RuntimeError:  # out of device memory for the fingerprints: copy it all
             mirror.sums = None
             mirror.host.copy_(source)
             self.copied_bytes += nbytes
+            changed = list(range(len(mirror.versions)))
+        _tell(mirror, changed)
         return memoryview(mirror.host.numpy())
 
     def _mirror(self, torch: Any, storage: Any, nbytes: int) -> _Mirror | None:
@@ -94,7 +113,10 @@ class Mirrors:
             host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self._pin)
         except RuntimeError:  # the host would not lock that much memory
             return None
-        mirror = self._mirrors[key] = _Mirror(host)
+        mirror = self._mirrors[key] = _Mirror(host, versions=[0] * -(-nbytes // BLOCK))
+        # However the tensor goes (start_snapshot forgets it first), the store forgets it
+        # before its memory can hold anything else.
+        weakref.finalize(host, _native.forget_written, host.data_ptr(), nbytes)
         return mirror
 
     def _limit(self) -> int | None:
@@ -105,8 +127,9 @@ class Mirrors:
             self.limit = None if available is None else int(available * _AVAILABLE_SHARE)
         return self.limit
 
-    def _refresh(self, torch: Any, mirror: _Mirror, source: Any) -> None:
-        """Copies into ``mirror`` the blocks of ``source`` whose fingerprint changed."""
+    def _refresh(self, torch: Any, mirror: _Mirror, source: Any) -> list[int]:
+        """Copies into ``mirror`` the blocks of ``source`` whose fingerprint changed; returns
+        their indices."""
         sums = self._fingerprints(torch, source)
         blocks = -(-source.numel() // BLOCK)
         if mirror.sums is None or sums is None:
@@ -123,6 +146,7 @@ class Mirrors:
         if source.device.type == "cuda":
             torch.cuda.synchronize(source.device)
         mirror.sums = sums
+        return changed
 
     def _fingerprints(self, torch: Any, source: Any) -> Any:
         """(full blocks, 2) int64: two mixed sums of each whole block's words, on the device."""
@@ -149,6 +173,18 @@ class Mirrors:
             raw = torch.frombuffer(bytearray(os.urandom(4 * BLOCK)), dtype=torch.int64).view(4, _WORDS)
             self._weights[key] = (raw | 1).to(device)
         return self._weights[key]
+
+
+def _tell(mirror: _Mirror, written: list[int]) -> None:
+    """The blocks just written into ``mirror`` get a new version, and the store is told."""
+    version = next(_VERSIONS)
+    for block in written:
+        mirror.versions[block] = version
+    _native.tell_written(mirror.host.data_ptr(), mirror.host.numel(), BLOCK, mirror.versions)
+
+
+def _forget(host: Any) -> None:
+    _native.forget_written(host.data_ptr(), host.numel())
 
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:
