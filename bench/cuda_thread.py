@@ -103,7 +103,8 @@ def main() -> None:
     print(f"{args.gb:g} GB of float32 on {torch.cuda.get_device_name()}, 1% rewritten per second, "
           f"{len(timers)} timer snapshots ({', '.join(sorted({s['mode'] for s in timers}))})")
     print(f"  first pause {timers[0]['pause_s'] * 1e3:.0f} ms; later pauses median {pause * 1e3:.0f} ms "
-          f"(new bytes median {statistics.median(s['new_bytes'] for s in later) / 1e6:.1f} MB)")
+          f"(new bytes median {statistics.median(s['new_bytes'] for s in later) / 1e6:.1f} MB, "
+          f"known unchanged without being read {statistics.median(s['unread_bytes'] or 0 for s in later) / 1e6:.0f} MB)")
     print(f"  device-to-host, whole tensor: pageable {limits['pageable_s'] * 1e3:.0f} ms, "
           f"pinned {limits['pinned_s'] * 1e3:.0f} ms; 1% of it, pinned: {limits['changed_s'] * 1e3:.1f} ms")
     print(f"  later pause = {pause / limits['pageable_s']:.2f}x a pageable copy of the whole tensor, "
