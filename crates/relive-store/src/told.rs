@@ -39,6 +39,7 @@ fn lock() -> MutexGuard<'static, Told> {
 /// `versions[k]` (a number no other write had).
 pub fn tell(addr: usize, len: usize, block: usize, versions: Vec<u64>) {
     if block == 0 || versions.len() != len.div_ceil(block) {
+        forget(addr, len); // what was told before no longer holds, and this says nothing
         return;
     }
     lock().versions.insert((addr, len), (block, versions));
