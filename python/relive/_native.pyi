@@ -34,6 +34,8 @@ __all__ = [
     "idle_cpu_seconds",
     "pages_watchable",
     "take_watch_back",
+    "tell_written",
+    "forget_written",
     "WriteProbe",
     "start_write_probe",
     "Buffer",
