@@ -643,6 +643,14 @@ mod tests {
         assert_eq!(copy(&buffer), (0, 16));
     }
 
+    /// One copy of `buffer` alone, with no page watched (as where CUDA writes host memory).
+    fn stage_unwatched(s: &Store, buffer: &[u8]) -> Staged {
+        let copies = s.begin_copies();
+        let sources = [BufferSource::Bytes(buffer)];
+        s.stage_from(b"p", &sources, u64::MAX, copies, false)
+            .unwrap()
+    }
+
     #[test]
     fn a_buffer_rewritten_at_every_copy_is_copied_whole_unfingerprinted_until_it_stops() {
         let _one = watching_alone();
@@ -653,16 +661,7 @@ mod tests {
         // is by content.
         let mut buffer = data(256 << 10, 20);
         let copy = |buffer: &[u8]| {
-            let copies = s.begin_copies();
-            let staged = s
-                .stage_from(
-                    b"p",
-                    &[BufferSource::Bytes(buffer)],
-                    u64::MAX,
-                    copies,
-                    false,
-                )
-                .unwrap();
+            let staged = stage_unwatched(&s, buffer);
             let fingerprinted = staged.fingerprints.as_ref().unwrap().1.iter();
             let fingerprinted = fingerprinted.filter(|f| f.is_some()).count();
             let copied = (staged.copied_bytes() - 1) >> 14;
@@ -703,15 +702,7 @@ mod tests {
         let mut versions = vec![1u64; 8];
         told::tell(addr, len, 128 << 10, versions.clone());
         let copy = |buffer: &[u8]| {
-            let staged = s
-                .stage_from(
-                    b"p",
-                    &[BufferSource::Bytes(buffer)],
-                    u64::MAX,
-                    s.begin_copies(),
-                    false,
-                )
-                .unwrap();
+            let staged = stage_unwatched(&s, buffer);
             // Chunks copied with no fingerprint (known or taken): those told written.
             let fps = staged.fingerprints.as_ref().unwrap().1.iter();
             let unfingerprinted = fps.filter(|f| f.is_none()).count();
