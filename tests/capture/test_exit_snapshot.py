@@ -102,6 +102,8 @@ def test_relive_run_returns_while_the_exit_snapshot_is_written(program, ending):
     assert _session(writer) == writer  # its own session: a Ctrl-C at the terminal is not for it
     log = work.log()  # waits for it
     assert log[-1]["trigger"] == trigger and log[-1]["mode"] == "fork"
+    # Not measured: written after the program's end, it held every page alone.
+    assert log[-1]["memory_bytes"] is None
     if trigger == "exit":
         assert log[-1]["exit_status"] == plain.returncode
     assert _markers(work) == []
@@ -118,7 +120,9 @@ def test_the_program_waits_for_its_exit_snapshot_when_asked(program, how):
     assert _markers(work) == []
     committed = os.listdir(work.store / "snapshots")  # before any reader could wait
     assert len(committed) == 1
-    assert [s["trigger"] for s in work.log()] == ["exit"]
+    log = work.log()
+    assert [s["trigger"] for s in log] == ["exit"]
+    assert log[0]["memory_bytes"] > 0  # waited for: its pages beside the program's were counted
 
 
 def test_no_wait_exit_overrides_slurm(program):

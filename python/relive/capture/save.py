@@ -53,6 +53,11 @@ class SnapshotRequest:
     # program's process where --mode auto chose to copy (it forks instead: pickler.ProgramHook).
     program_hooks: bool = True
     idle_cpu_from: float = 0.0  # a forked child's idle-priority CPU count when it began (its parent's)
+    # Whether a forked child measures the memory it holds alone: not one detached at the
+    # program's end (``background``), which writes after the program has exited and so holds
+    # all its pages alone; the kernel's count would walk every page table for a number
+    # that says nothing (24 ms of DCGAN's exit snapshot).
+    measure_memory: bool = True
 
 
 @dataclass
@@ -167,11 +172,13 @@ def finish(store: Any, prepared: Prepared, costs: dict[str, Any] | None = None,
     if costs is None and request.mode == "fork":
         # What a forked child holds alone: pages the program rewrote since the fork (now held
         # twice) and its own working memory, read at the end, near its peak (not for a program
-        # of more than background.MEASURED_UP_TO: the count would cost too much). The child's
+        # of more than background.MEASURED_UP_TO: the count would cost too much; nor where
+        # it was detached at the program's end: ``measure_memory``). The child's
         # own CPU (all its threads; a forked process starts from zero): what it took from the
         # program's cores, but for its compressing at idle priority (``idle_cpu_s``, within
         # it: on cores nothing else wanted). The commit and exit that follow are not in it.
-        costs = {"memory_bytes": snapshot_memory(), "cpu_s": round(time.process_time(), 6),
+        memory = snapshot_memory() if request.measure_memory else None
+        costs = {"memory_bytes": memory, "cpu_s": round(time.process_time(), 6),
                  "idle_cpu_s": round(_native.idle_cpu_seconds() - request.idle_cpu_from, 6)}
         unread = getattr(store, "unread_bytes", lambda: 0)()  # kept by what the program's watch lent
         if unread:

@@ -327,6 +327,7 @@ class Writer:
             if not self._store_due(trigger) or (not remote and self._open_store(trigger) is None):
                 return _FAILED  # no store: nothing to do, inline would fail the same way
             request = self._request(trigger, frames, "fork", extra, point, signum)
+            request.measure_memory = not detach
         except Exception as exc:
             self._failed(exc)
             return _FAILED
