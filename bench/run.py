@@ -217,14 +217,17 @@ LOOK_S = 1.0
 
 def asked_and_taken(timer: list[dict[str, Any]], ended: list[dict[str, Any]], every: float) -> dict[str, Any]:
     """Timer snapshots after the first: how many --every asked for (one per interval from the
-    first, due at least LOOK_S before the program's end, its exit snapshot) and how many were
+    first's tick, due at least LOOK_S before the program's end, its exit snapshot) and how many were
     taken. The first is left out: it comes once the program has started (imports over), and
     it writes the bulk. mnist (about five intervals long) and DCGAN end within a second of a
     tick now and then; counted, such a tick made 3 of 4 of a run that missed none it could
     have taken."""
     if not timer or not ended or every <= 0:
         return {"asked_after_first": None, "taken_after_first": max(0, len(timer) - 1)}
-    span = (datetime.fromisoformat(ended[-1]["time"]) - datetime.fromisoformat(timer[0]["time"])).total_seconds()
+    # From the first snapshot's tick (relive records how late after it the snapshot came):
+    # the ticks after it fall due an interval apart from it, not from the snapshot.
+    span = (datetime.fromisoformat(ended[-1]["time"]) - datetime.fromisoformat(timer[0]["time"])).total_seconds() \
+        + (timer[0].get("late_s") or 0.0)
     return {"asked_after_first": int(max(0.0, span - LOOK_S) // every), "taken_after_first": len(timer) - 1,
             "span_s": span, "intervals_s": [s.get("interval_s") for s in timer],
             "stretched_because": sorted({s["stretched_because"] for s in timer + ended if s.get("stretched_because")})}

@@ -373,7 +373,8 @@ def _log_rows(store: Store, snapshots: list[SnapshotInfo], damaged: list[Damaged
         }
         optional = {"signal": m.signal, "exception": None if m.exception is None else m.exception.to_json(),
                     "note": m.note, "exit_status": m.exit_status, "interval_s": m.interval_s,
-                    "stretched_because": m.stretched_because, "uncompressed_because": m.uncompressed_because,
+                    "stretched_because": m.stretched_because, "late_s": m.late_s,
+                    "uncompressed_because": m.uncompressed_because,
                     "cell": None if m.cell is None else m.cell.to_json()}
         row.update((name, value) for name, value in optional.items() if value is not None)
         row["run_info"] = run_info.get(s.run)
@@ -579,7 +580,8 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         head, *lines = fit(columns, table, console.width)
         console.print(Text(head, style="bold"), no_wrap=True)
         _print_lines(console, lines)
-        for note in _interval_notes(run_rows) + _compression_notes(run_rows) + _resume_notes(run_rows):
+        for note in _interval_notes(run_rows) + _late_notes(run_rows) + _compression_notes(run_rows) \
+                + _resume_notes(run_rows):
             console.print(Text(printable(note)))  # wrapped, never cut: the reason is the point
         console.print()
 
@@ -625,6 +627,26 @@ def _mark_last_resumable(rows: list[dict[str, Any]]) -> None:
                 "id": before["id"],
                 "seconds_before": round((datetime.fromisoformat(row["time"])
                                          - datetime.fromisoformat(before["time"])).total_seconds(), 3)}
+
+
+# A timer snapshot this late after its tick is told in `relive log`: well past the look for a
+# line that can resume (triggers._LOOK_FURTHER_S, a second).
+LATE_NOTE_S = 1.5
+
+
+def _late_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line where timer snapshots came well after their ticks: how many, and the latest."""
+    late = [row for row in rows if row["trigger"] == "timer" and (row.get("late_s") or 0) >= LATE_NOTE_S]
+    if not late:
+        return []
+    worst = max(late, key=lambda row: row["late_s"])
+    if len(late) == 1:
+        came = f"timer snapshot {worst['id'][:12]} came {worst['late_s']:.1f} s after its tick"
+    else:
+        came = (f"{len(late)} timer snapshots came {LATE_NOTE_S:g} s or more after their ticks "
+                f"(at most {worst['late_s']:.1f} s, {worst['id'][:12]})")
+    return [f"{came}: a snapshot waits for a line where the program can resume, and the main thread "
+            "was in a long call or an import"]
 
 
 def _interval_notes(rows: list[dict[str, Any]]) -> list[str]:

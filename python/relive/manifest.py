@@ -233,6 +233,7 @@ class Manifest:
     parent_cost: dict[str, Any] | None = None  # what the forked parent snapshot cost the program
     interval_s: float | None = None  # the timer's interval in force
     stretched_because: str | None = None  # why the overhead budget stretched it past --every
+    late_s: float | None = None  # a timer snapshot: how long after its tick it was taken (a line it could take)
     # Why the budget had its new chunks stored raw: written by relive before compression moved
     # to idle cores, still read and shown.
     uncompressed_because: str | None = None
@@ -280,7 +281,7 @@ class Manifest:
             "note": self.note, "exception": None if self.exception is None else self.exception.to_json(),
             "exit_status": self.exit_status, "signal": self.signal,
             "cell": None if self.cell is None else self.cell.to_json(), "parent_cost": self.parent_cost,
-            "interval_s": self.interval_s, "stretched_because": self.stretched_because,
+            "interval_s": self.interval_s, "stretched_because": self.stretched_because, "late_s": self.late_s,
             "uncompressed_because": self.uncompressed_because,
             "resume": None if self.resume is None else self.resume.to_json(), "process": self.process,
             "write_s": self.write_s, "pause_s": self.pause_s, "memory_bytes": self.memory_bytes, "cpu_s": self.cpu_s,
@@ -322,7 +323,7 @@ class Manifest:
             exception=None if exception is None else ExceptionEntry.from_json(exception),
             exit_status=doc.get("exit_status"), signal=doc.get("signal"),
             cell=None if cell is None else CellEntry.from_json(cell), parent_cost=doc.get("parent_cost"),
-            interval_s=doc.get("interval_s"), stretched_because=doc.get("stretched_because"),
+            interval_s=doc.get("interval_s"), stretched_because=doc.get("stretched_because"), late_s=doc.get("late_s"),
             uncompressed_because=doc.get("uncompressed_because"), resume=resume,
             process=doc.get("process"), write_s=doc.get("write_s"), pause_s=doc.get("pause_s"),
             memory_bytes=doc.get("memory_bytes"), cpu_s=doc.get("cpu_s"), idle_cpu_s=doc.get("idle_cpu_s"),
@@ -364,7 +365,7 @@ _FIELDS: Fields = {
     "parent_cost": (False, optional(is_object()), "an object"),
     **{name: (False, optional(is_number), "a number")
        for name in ("new_bytes", "state_bytes", "pause_s", "write_s", "cpu_s", "idle_cpu_s", "memory_bytes",
-                    "interval_s", "unread_bytes")},
+                    "interval_s", "late_s", "unread_bytes")},
     **{name: (False, optional(is_str), "a string")
        for name in ("mode", "signal", "note", "cwd", "stretched_because", "uncompressed_because")},
 }

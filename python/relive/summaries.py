@@ -70,6 +70,7 @@ class Summary:
     parent_cost: dict[str, Any] | None = None
     interval_s: float | None = None
     stretched_because: str | None = None
+    late_s: float | None = None
     uncompressed_because: str | None = None
     write_s: float | None = None
     pause_s: float | None = None

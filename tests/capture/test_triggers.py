@@ -234,6 +234,27 @@ def test_long_c_call_is_not_interrupted(work):
     assert "big" in snap.globals
 
 
+def test_a_timer_snapshot_says_how_late_after_its_tick_it_came(work):
+    """A tick that falls due while the main thread sleeps in C is answered after the call:
+    the snapshot records how late (`late_s`), and `relive log` says so in a line."""
+    work.write("prog.py", """
+        import time
+        time.sleep(3.0)     # the first tick, at 1 s, waits for this call
+        end = time.time() + 1.5
+        while time.time() < end:
+            time.sleep(0.01)
+    """)
+    work.relive("run", "--every", "1", "--overhead", "0", "prog.py", check=True)
+    timers = [s for s in work.log() if s["trigger"] == "timer"]
+    assert timers and all(s.get("late_s") is not None for s in timers), timers
+    first = timers[0]
+    assert first["line"] >= 3, first  # after the call
+    assert first["late_s"] >= 1.5, first  # due at about 1 s, taken after 3 s
+    text = work.relive("log", check=True).stdout
+    assert f"timer snapshot {first['id'][:12]} came {first['late_s']:.1f} s after its tick" in text \
+        or "timer snapshots came 1.5 s or more after their ticks (at most" in text, text
+
+
 def test_ticks_while_a_snapshot_is_written(work):
     """The timer fires many times during each (slow) snapshot: no deadlock, no snapshot of
     relive's own pickling, and the program's result is unchanged."""

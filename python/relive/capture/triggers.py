@@ -77,6 +77,10 @@ class Triggers:
         self._waiting_since: float | None = None
         self._waits = 0  # how many C calls it waited for since then
         self._looking = False  # a timer snapshot is looked for: from its tick until it is taken
+        # When the tick that the timer snapshot looked for answers came (time.monotonic), and
+        # when the last tick was queued for the main thread: a snapshot says how late it came.
+        self._tick_at: float | None = None
+        self._queued_at = 0.0
         self._lines_looked = 0
         self._waiting = False  # a timer snapshot waits for a frame's next line (arm_frame)
         self._graph_frame: int | None = None  # the outermost frame holding a pending autograd graph
@@ -137,6 +141,7 @@ class Triggers:
         if self._disabled or self._line.armed or self._lock.locked() or self._tick_queued \
                 or self.writer.busy:  # one snapshot at a time: this tick is covered by the next
             return
+        self._queued_at = time.monotonic()
         self._tick_queued = _native.call_in_main_thread(self._arm_timer_unseen)
 
     def _arm_timer(self) -> None:
@@ -144,6 +149,8 @@ class Triggers:
         # Not while a snapshot is written: its own pickling would hit the line events.
         if not self._disabled and not self._line.armed and not self._lock.locked() and not self.writer.busy:
             self._trigger = "timer"
+            if self._tick_at is None:  # kept through an import's retries: the first tick is the one due
+                self._tick_at = self._queued_at
             if not self._looking:
                 # A tick may also land while the line events are off for a moment: inside the
                 # line callback, before _at_line takes the lock. It arms them again, harmlessly,
@@ -250,8 +257,10 @@ class Triggers:
                     return
             self._looking_since = self._waiting_since = None
             self._looking = False
-            if trigger != "timer" or not self.writer.take_in_background(trigger, frames, point):
-                self._take(trigger, frames, point)
+            extra = self._lateness() if trigger == "timer" else {}
+            self._tick_at = None  # answered (a signal's snapshot takes the look's line too)
+            if trigger != "timer" or not self.writer.take_in_background(trigger, frames, point, extra):
+                self._take(trigger, frames, point, **extra)
             elif self._signals and self.writer.wait():
                 # A signal came while the fork was being made: it gets its own snapshot, of
                 # the same line, before it acts.
@@ -259,6 +268,13 @@ class Triggers:
         signals, self._signals = self._signals, []
         for signum in signals:  # each does what it would have, once this callback has returned
             self._relay.act_later(signum)
+
+    def _lateness(self) -> dict[str, Any]:
+        """A timer snapshot's ``late_s``: how long after its tick it is taken (a C call the
+        main thread was in, an import, the look for a line that can resume)."""
+        if self._tick_at is None:
+            return {}
+        return {"late_s": round(max(0.0, time.monotonic() - self._tick_at), 3)}
 
     def _passes_over(self, frame: types.FrameType) -> bool:
         """Main thread, at a line event, before _at_line: a library's line while a timer

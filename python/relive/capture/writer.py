@@ -208,10 +208,13 @@ class Writer:
                               "copied and written by a thread, the others in the program's process")
         return False
 
-    def take_in_background(self, trigger: str, frames: list[program_frames.FrameView], point: Any) -> bool:
+    def take_in_background(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
+                           extra: dict[str, Any] | None = None) -> bool:
         """Fork a child that writes the snapshot while the program goes on, or copy it and
         have a thread write it (without fork, or where --mode auto finds that cheaper:
-        ``modes``); False if it has to be taken inline instead."""
+        ``modes``); False if it has to be taken inline instead. ``extra``: Manifest fields
+        the trigger adds (a timer snapshot's ``late_s``)."""
+        extra = extra or {}
         if self._use_fork():
             started = time.perf_counter()  # a copy that gives up is in the fork's pause
             if self.options.mode == "auto":
@@ -220,11 +223,11 @@ class Writer:
                     self._probe = None
                 self._auto.first_fork_copies(self._budget.first_copies_s())
                 if self._auto.copies_next(self._clock.interval) \
-                        and self._start_thread(trigger, frames, point, program_hooks=False):
+                        and self._start_thread(trigger, frames, point, dict(extra), program_hooks=False):
                     return True
-            return self._start_child(trigger, frames, point, {}, since=started) != _NOT_FORKED
+            return self._start_child(trigger, frames, point, dict(extra), since=started) != _NOT_FORKED
         if self._use_thread():
-            self._start_thread(trigger, frames, point)
+            self._start_thread(trigger, frames, point, dict(extra))
             return True
         return False
 
@@ -233,7 +236,7 @@ class Writer:
         return self.options.mode != "inline"
 
     def _start_thread(self, trigger: str, frames: list[program_frames.FrameView], point: Any,
-                      program_hooks: bool = True) -> bool:
+                      extra: dict[str, Any], program_hooks: bool = True) -> bool:
         """Pickle and copy the snapshot now (``copying``), and have a thread of relive's
         write it while the program goes on. Never raises: a failure is reported once.
         Without ``program_hooks`` (--mode auto chose it), the program's own pickling hooks
@@ -249,7 +252,7 @@ class Writer:
             if self._store_behind:
                 self._store_behind = False
                 store.refresh()  # what forked snapshots wrote is not written again
-            request = self._request(trigger, frames, "thread", {}, point)
+            request = self._request(trigger, frames, "thread", extra, point)
             request.program_hooks = program_hooks
             staging = copying.Staging(store, copying.copies_limit(self.options.max_memory),
                                       at_most=None if program_hooks else self._auto.copy_limit(),
