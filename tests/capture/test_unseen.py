@@ -161,8 +161,8 @@ def thread_tracer(frame, event, arg):
 def fib(n):
     return n if n < 2 else fib(n - 1) + fib(n - 2)
 
-def work():
-    for _ in range(25):
+def work():  # long enough for several snapshots in each phase, on a loaded CI machine too
+    for _ in range(80):
         fib(8)
         time.sleep(0.01)
 
