@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shlex
+import socket
 import sys
 from datetime import datetime
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
+from relive import processes
 from relive.errors import ReliveError, StoreNotFound
 from relive.manifest import Manifest
 from relive.state import describe
@@ -393,9 +395,10 @@ def _run_info(store: Store, run_id: str) -> dict[str, Any] | None:
     last = snapshots[-1].summary if snapshots else None
     ended = last.trigger if last is not None and last.trigger in ("exit", "exception") else None
     return {"id": run.id, "command": run.command, "target": run.target, "module": run.module, "argv": run.argv,
-            "cwd": run.cwd, "python": run.python, "host": run.host, "started": run.started,
+            "cwd": run.cwd, "python": run.python, "host": run.host, "pid": run.pid, "started": run.started,
             "resumed_from": run.resumed_from, "relive": run.relive, "options": run.options,
-            "ended_by": ended, "exit_status": getattr(run, "exit_status", last.exit_status if last else None)}
+            "ended_by": ended, "exit_status": getattr(run, "exit_status", last.exit_status if last else None),
+            "running": False if ended else processes.running(run.host, run.boot, run.pid, run.ticks)}
 
 
 def _damaged_in_view(store: Store, runs: set[str] | None) -> list[DamagedSnapshot]:
@@ -580,8 +583,8 @@ def _print_log(store: Store, rows: list[dict[str, Any]]) -> None:
         head, *lines = fit(columns, table, console.width)
         console.print(Text(head, style="bold"), no_wrap=True)
         _print_lines(console, lines)
-        for note in _interval_notes(run_rows) + _late_notes(run_rows) + _compression_notes(run_rows) \
-                + _resume_notes(run_rows):
+        for note in _end_notes(run_rows) + _interval_notes(run_rows) + _late_notes(run_rows) \
+                + _compression_notes(run_rows) + _resume_notes(run_rows):
             console.print(Text(printable(note)))  # wrapped, never cut: the reason is the point
         console.print()
 
@@ -627,6 +630,27 @@ def _mark_last_resumable(rows: list[dict[str, Any]]) -> None:
                 "id": before["id"],
                 "seconds_before": round((datetime.fromisoformat(row["time"])
                                          - datetime.fromisoformat(before["time"])).total_seconds(), 3)}
+
+
+def _end_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Of a run with no exit (or exception) snapshot: whether it still runs, or how it ended,
+    and the snapshot that resumes it. Not of a notebook's (its kernel takes no exit snapshot)."""
+    info = rows[-1].get("run_info")
+    if info is None or info["ended_by"] or any(row["trigger"] == "cell" for row in rows):
+        return []
+    pid, host, running = info["pid"], info["host"], info["running"]
+    if running:
+        return [f"the run is still running (pid {pid})"]
+    resumable = [row for row in rows if row["resumable"]]
+    resume = f"; `relive resume {resumable[-1]['id'][:12]}` continues it" if resumable else ""
+    if running is None:
+        on = f" on {host}" if host != socket.gethostname() else ""
+        return [f"no exit snapshot: the run may still be running{on} (pid {pid}), or it was killed{resume}"]
+    if rows[-1]["trigger"] == "signal":
+        return [f"the run ended after its {rows[-1].get('signal', 'signal')} snapshot, with no exit snapshot "
+                f"(the signal, or a kill after it, ended it){resume}"]
+    return ["the run ended without an exit snapshot (killed: SIGKILL, out of memory, a time limit; or "
+            f"os._exit, or its exit snapshot failed){resume}"]
 
 
 # A timer snapshot this late after its tick is told in `relive log`: well past the look for a

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from relive import processes
 from relive.errors import CorruptionError
 from relive.schema import (Fields, is_bool, is_dict_of, is_int, is_iso_time, is_list_of, is_object, is_str, optional,
                            problem)
@@ -44,6 +45,10 @@ class RunInfo:
     packages: dict[str, str] = field(default_factory=dict)
     resumed_from: str | None = None  # the snapshot this run continues (relive resume)
     options: dict[str, Any] = field(default_factory=dict)  # the capture options, for a resume to reuse
+    # With host and pid, what names the run's process (``relive.processes``): relive log tells
+    # a run still running from one killed. Absent from records written before them.
+    boot: str = ""
+    ticks: int | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(_to_json(asdict(self)), separators=(",", ":")).encode()
@@ -75,6 +80,8 @@ _FIELDS: Fields = {
     "packages": (False, is_dict_of(is_str), "an object of versions"),
     "resumed_from": (False, optional(is_str), "a snapshot id"),
     "options": (False, is_object(), "an object"),
+    "boot": (False, is_str, "a string"),
+    "ticks": (False, optional(is_int), "an integer"),
 }
 
 
@@ -134,6 +141,7 @@ def start(command: list[str], target: str, module: bool, argv: list[str], path0:
         cwd=os.getcwd(), path0=path0, python=platform.python_version(), executable=sys.executable,
         host=socket.gethostname(), pid=os.getpid(), started=now.isoformat(), relive=__version__,
         packages=installed_packages(), resumed_from=resumed_from, options=options or {},
+        boot=processes.boot_id(), ticks=processes.start_ticks(os.getpid()),
     )
 
 

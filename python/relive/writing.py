@@ -13,7 +13,8 @@ said once. Said once, not kept for every later read: a lost exit snapshot leaves
 as a killed run leaves it (every earlier snapshot committed and loadable), which ``relive
 log`` shows as a run that ends without its exit snapshot.
 
-A marker names a process by pid, host, boot and the process's start time (Linux), so that
+A marker names a process by pid, host, boot and the process's start time (Linux:
+``relive.processes``), so that
 a pid the kernel has given to another process since, a store copied from another machine,
 or a machine rebooted meanwhile, never makes a reader wait; and a writer is never waited for
 past its deadline (its --snapshot-timeout: its own alarm stops it there).
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from relive import report, summaries
+from relive import processes, report, summaries
 
 FOLDER = "writing"
 NOTICE_AFTER_S = 0.5  # a reader says it waits once it has waited this long
@@ -66,8 +67,8 @@ class Marker:
     def write(self, margin_s: float) -> bool:
         """In the writer, once forked: say that this process writes the snapshot. False if
         the marker cannot be written (readers would not know to wait: the program waits)."""
-        self.pid, self.host, self.boot = os.getpid(), socket.gethostname(), _boot_id()
-        self.ticks = _start_ticks(self.pid)
+        self.pid, self.host, self.boot = os.getpid(), socket.gethostname(), processes.boot_id()
+        self.ticks = processes.start_ticks(self.pid)
         self.started = time.time()
         self.deadline = self.started + self.timeout_s + margin_s
         try:
@@ -181,11 +182,11 @@ def _state(marker: Marker) -> str:
     "elsewhere" (another machine's, whose process cannot be seen from here)."""
     if marker.error is not None:
         return "failed"
-    if marker.host != socket.gethostname() or marker.boot != _boot_id():
+    if marker.host != socket.gethostname() or marker.boot != processes.boot_id():
         # Another machine's (a store on a shared file system, or copied): lost once its
         # deadline has passed, else it may still be written there.
         return "lost" if time.time() > marker.deadline + GRACE_S else "elsewhere"
-    return "writing" if _alive(marker.pid, marker.ticks) else "lost"
+    return "writing" if processes.alive(marker.pid, marker.ticks) else "lost"
 
 
 def _lost(marker: Marker, state: str) -> str:
@@ -202,50 +203,3 @@ def _forget(path: str) -> None:
         os.unlink(path)
     except OSError:  # another reader said it too, or the store is read-only here
         pass
-
-
-def _alive(pid: int, ticks: int | None) -> bool:
-    """Whether process ``pid`` runs and is the one that started at ``ticks`` (not another
-    the kernel gave its pid to since); a zombie has ended."""
-    stat = _proc_stat(pid)
-    if stat is not None:
-        return stat[0] not in "ZX" and (ticks is None or _field(stat, 19) == ticks)
-    if os.path.isdir("/proc/self"):
-        return False  # /proc is there and does not have it
-    try:  # no /proc (macOS): alive, maybe recycled; the deadline bounds the wait
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def _proc_stat(pid: int | str) -> list[str] | None:
-    """/proc/PID/stat's fields from the state on (the name before them may hold spaces)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _field(stat: list[str], index: int) -> int | None:
-    try:
-        return int(stat[index])
-    except (IndexError, ValueError):
-        return None
-
-
-def _start_ticks(pid: int) -> int | None:
-    stat = _proc_stat(pid)
-    return None if stat is None else _field(stat, 19)
-
-
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-

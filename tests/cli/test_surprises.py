@@ -134,6 +134,47 @@ def test_log_json_has_the_runs_metadata(resumed):
     assert info["ended_by"] == "exit"
 
 
+def test_log_says_a_killed_run_ended_without_its_exit_snapshot(resumed):
+    """A run killed (here by SIGKILL) ends without an exit snapshot: the log says so, and
+    which snapshot resumes it; a run that ended by itself gets no such line."""
+    killed = resumed.first_run[0]["run"]
+    out = resumed.relive("log", "--run", killed, check=True).stdout
+    assert "the run ended without an exit snapshot" in " ".join(out.split())
+    assert f"relive resume {resumed.first_run[1]['id'][:12]}" in out  # its last resumable one
+    assert resumed.first_run[-1]["run_info"]["running"] is False
+    assert "exit snapshot" not in resumed.relive("log", check=True).stdout  # the resumed run ended
+    # The same run's record as written on another machine: whether it runs cannot be seen
+    record = resumed.path / ".relive" / "runs" / f"{killed}.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "host": "node-7"}))
+    out = " ".join(resumed.relive("log", "--run", killed, check=True).stdout.split())
+    assert "no exit snapshot: the run may still be running on node-7" in out
+    assert resumed.log("--run", killed)[0]["run_info"]["running"] is None
+
+
+LIVE = """
+import relive, sys
+x = 1
+relive.checkpoint()
+print("saved", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_log_says_a_run_is_still_running(work):
+    work.write("p.py", LIVE)
+    proc = work.start("run", "--every", "0", "p.py")
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "saved\n"
+        assert f"the run is still running (pid {proc.pid})" in work.relive("log", check=True).stdout
+        assert work.log()[0]["run_info"]["running"] is True
+    finally:
+        proc.communicate("\n", timeout=60)
+    assert proc.returncode == 0
+    out = work.relive("log", check=True).stdout
+    assert "still running" not in out and "exit snapshot" not in out
+    assert work.log()[-1]["run_info"]["running"] is False
+
+
 def test_show_json_is_flat_like_log_json(work):
     work.write("p.py", "import relive\nx = 1\nrelive.checkpoint()\n")
     work.relive("run", "p.py", check=True)
