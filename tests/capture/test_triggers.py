@@ -255,6 +255,27 @@ def test_a_timer_snapshot_says_how_late_after_its_tick_it_came(work):
         or "timer snapshots came 1.5 s or more after their ticks (at most" in text, text
 
 
+def test_a_tick_that_waits_out_an_import_keeps_its_time(work):
+    """A tick met by an import is retried every 50 ms until the import is done: the
+    snapshot's ``late_s`` counts from the first tick, not from the last retry."""
+    work.write("slow.py", """
+        import time
+        for _ in range(300):    # 3 s of Python lines inside the import
+            time.sleep(0.01)
+    """)
+    work.write("prog.py", """
+        import time
+        import slow             # the first tick, at 1 s, waits for this import
+        end = time.time() + 1.5
+        while time.time() < end:
+            time.sleep(0.01)
+    """)
+    work.relive("run", "--every", "1", "--overhead", "0", "prog.py", check=True)
+    timers = [s for s in work.log() if s["trigger"] == "timer"]
+    assert timers and timers[0]["file"].endswith("prog.py") and timers[0]["line"] >= 3, timers
+    assert timers[0]["late_s"] >= 1.5, timers[0]  # due at about 1 s, taken after 3 s
+
+
 def test_ticks_while_a_snapshot_is_written(work):
     """The timer fires many times during each (slow) snapshot: no deadlock, no snapshot of
     relive's own pickling, and the program's result is unchanged."""
