@@ -486,7 +486,10 @@ def _graph(store: Store) -> list[dict[str, Any]]:
     def node(run_id: str) -> dict[str, Any]:
         run = store.runs[run_id]
         snaps = store.run_snapshots(run_id)
+        info = _run_info(store, run_id) or {}
         return {"run": run_id, "command": run.command, "started": run.started, "resumed_from": run.resumed_from,
+                "ended_by": info.get("ended_by"), "exit_status": info.get("exit_status"),
+                "running": info.get("running"),
                 "snapshots": [s.id for s in snaps],
                 "resumable": [s.id for s in snaps if s.resumable],
                 "branches": [{"from": parent, "first": first} for parent, first in _branches(snaps)],
@@ -508,9 +511,10 @@ def _print_graph(store: Store) -> None:
         snaps = store.run_snapshots(run_id)
         resumable = sum(1 for s in snaps if s.resumable)
         origin = f" from {run.resumed_from[:12]}" if run.resumed_from else ""
+        end = _run_end(_run_info(store, run_id) or {}, snaps)
         console.print(Text.assemble(
             printable(f"{'  ' * depth}{'└─ ' if depth else ''}run {run_id}{origin}: {_count(len(snaps), 'snapshot')}, "
-                      f"{resumable} resumable  "),
+                      f"{resumable} resumable{end}  "),
             (printable(shlex.join(run.command)), "dim")), no_wrap=True, overflow="ellipsis")  # a long command is cut
         for parent, first in _branches(snaps):
             console.print(printable(f"{'  ' * (depth + 1)}├ branch: {first[:12]} goes on from {parent[:12]}"))
@@ -523,6 +527,24 @@ def _print_graph(store: Store) -> None:
         console.print(Text(printable(f"run {run_id}: {_count(len(store.run_snapshots(run_id)), 'snapshot')}; "
                                      f"damaged run record ({damaged.path}): {damaged.reason}")))
     _print_damaged(store.damaged)
+
+
+def _run_end(info: dict[str, Any], snaps: list[SnapshotInfo]) -> str:
+    """How a run ended, in a few words for ``log --graph`` ("" for a notebook's)."""
+    if any(s.trigger == "cell" for s in snaps):
+        return ""
+    if info.get("ended_by") == "exit":
+        return f", exit {info['exit_status']}" if info.get("exit_status") is not None else ", ended"
+    if info.get("ended_by") == "exception":
+        return ", crashed"
+    if info.get("running"):
+        return ", running"
+    if info.get("running") is None:
+        return ", no exit snapshot"
+    last = snaps[-1].summary if snaps else None
+    if last is not None and last.trigger == "signal" and last.signal:
+        return f", ended at {last.signal}"
+    return ", killed?"
 
 
 def _branches(snaps: list[SnapshotInfo]) -> list[tuple[str, str]]:

@@ -213,6 +213,11 @@ def test_log_graph_json_is_the_tree(resumed):
     assert root["snapshots"] == [s["id"] for s in resumed.first_run]
     (child,) = root["children"]
     assert child["resumed_from"] == resumed.first_run[1]["id"] and len(child["snapshots"]) == 3
+    # How each ended: the first run was killed (SIGKILL), the resumed one exited
+    assert (root["ended_by"], root["running"]) == (None, False)
+    assert (child["ended_by"], child["exit_status"], child["running"]) == ("exit", 0, False)
+    text = resumed.relive("log", "--graph", check=True).stdout.splitlines()
+    assert ", killed?" in text[0] and ", exit 0" in text[1], text
 
 
 def test_the_store_is_found_in_a_directory_above(work):
