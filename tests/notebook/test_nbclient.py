@@ -4,6 +4,7 @@ snapshot after each cell, a failed cell rolled back, and the store read by the c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,9 +39,9 @@ def test_a_notebook_run_by_nbclient(tmp_path: Path) -> None:
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
 
     outputs = [cell.outputs for cell in notebook.cells]
-    assert [o.output_type for o in outputs[4]] == ["error", "stream"]
-    assert outputs[4][1].text.startswith("relive: the cell raised; rolled back to snapshot ")
-    assert outputs[5][0].text == "11 55\n"  # the state before the failed cell
+    assert outputs[4][0].output_type == "error"
+    assert _printed(outputs[4]).startswith("relive: the cell raised; rolled back to snapshot ")
+    assert _printed(outputs[5]) == "11 55\n"  # the state before the failed cell
     assert not any(o.get("name") == "stderr" for cell in outputs for o in cell), outputs  # no relive warning
 
     rows = Workdir(tmp_path).log("--all", "--store", str(store))
@@ -53,3 +54,9 @@ def test_a_notebook_run_by_nbclient(tmp_path: Path) -> None:
     assert failed["cell"] == {"number": 5, "source": CELLS[4], "ok": False}
     assert failed["parent"] == before["id"] and last["parent"] == before["id"]  # rolled back: a branch
     assert first["parent"] is None
+
+
+def _printed(outputs: list[Any]) -> str:
+    """A cell's stream outputs joined: the kernel sends what one print wrote in as many
+    messages as its output thread's flushes cut it into ("11" then " 55\n" under load)."""
+    return "".join(o.text for o in outputs if o.output_type == "stream")
