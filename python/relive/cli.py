@@ -502,6 +502,8 @@ def _print_graph(store: Store) -> None:
     """Runs as a tree: a resumed run hangs under the snapshot it continued from."""
     from rich.text import Text
 
+    from relive.terminal import cells, cut_right
+
     console = _console()
     runs = store.runs
     children = _children(store)
@@ -512,10 +514,15 @@ def _print_graph(store: Store) -> None:
         resumable = sum(1 for s in snaps if s.resumable)
         origin = f" from {run.resumed_from[:12]}" if run.resumed_from else ""
         end = _run_end(_run_info(store, run_id) or {}, snaps)
-        console.print(Text.assemble(
-            printable(f"{'  ' * depth}{'└─ ' if depth else ''}run {run_id}{origin}: {_count(len(snaps), 'snapshot')}, "
-                      f"{resumable} resumable{end}  "),
-            (printable(shlex.join(run.command)), "dim")), no_wrap=True, overflow="ellipsis")  # a long command is cut
+        lead = f"{'  ' * depth}{'└─ ' if depth else ''}run {run_id}{origin}: {_count(len(snaps), 'snapshot')}"
+        # A long command is cut first, then the resumable count; how the run ended is kept
+        # (a tree too deep for the terminal wraps).
+        head = printable(f"{lead}, {resumable} resumable{end}  ")
+        if cells(head) > console.width:
+            head = printable(f"{lead}{end}  ")
+        room = console.width - cells(head)
+        command = cut_right(printable(shlex.join(run.command)), room) if room >= 10 else ""
+        console.print(Text.assemble(head.rstrip() if not command else head, (command, "dim")))
         for parent, first in _branches(snaps):
             console.print(printable(f"{'  ' * (depth + 1)}├ branch: {first[:12]} goes on from {parent[:12]}"))
         for child in children.get(run_id, []):

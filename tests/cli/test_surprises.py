@@ -216,8 +216,13 @@ def test_log_graph_json_is_the_tree(resumed):
     # How each ended: the first run was killed (SIGKILL), the resumed one exited
     assert (root["ended_by"], root["running"]) == (None, False)
     assert (child["ended_by"], child["exit_status"], child["running"]) == ("exit", 0, False)
-    text = resumed.relive("log", "--graph", check=True).stdout.splitlines()
-    assert ", killed?" in text[0] and ", exit 0" in text[1], text
+    for columns in (80, 200):  # at 80 the commands and the resumable counts give way first
+        text = subprocess.run([sys.executable, "-m", "relive", "log", "--graph"], cwd=resumed.path,
+                              env={**ENV, "COLUMNS": str(columns)}, capture_output=True, text=True,
+                              timeout=120, check=True).stdout.splitlines()
+        assert len(text) == 2 and all(len(line) <= columns for line in text), text
+        assert text[0].split("  ")[0].endswith(", killed?") and ", exit 0" in text[1], text
+    assert text[1].endswith("relive resume"), text  # at 200, the command too
 
 
 def test_the_store_is_found_in_a_directory_above(work):
