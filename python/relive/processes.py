@@ -52,7 +52,8 @@ def running(host: str, boot: str, pid: int, ticks: int | None) -> bool | None:
     pid runs, maybe given to another process since."""
     if host != socket.gethostname():
         return None
-    if boot and boot_id() and boot != boot_id():
+    now = boot_id()
+    if boot and now and boot != now:
         return False  # this machine has rebooted since
     if not alive(pid, ticks):
         return False
