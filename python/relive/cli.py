@@ -536,22 +536,32 @@ def _print_graph(store: Store) -> None:
     _print_damaged(store.damaged)
 
 
+def _ending(info: dict[str, Any], last_trigger: str | None, notebook: bool) -> str | None:
+    """How a run ended, for ``log`` and ``log --graph``: its ``ended_by`` ("exit",
+    "exception"), "running", "unseen" (whether it runs cannot be told from here: another
+    machine's, or a pid maybe given to another process), "signal" (it ended after a
+    signal's snapshot) or "killed"; None for a notebook's (its kernel takes no exit snapshot)."""
+    if notebook:
+        return None
+    if info.get("ended_by"):
+        return str(info["ended_by"])
+    if info.get("running"):
+        return "running"
+    if info.get("running") is None:
+        return "unseen"
+    return "signal" if last_trigger == "signal" else "killed"
+
+
 def _run_end(info: dict[str, Any], snaps: list[SnapshotInfo]) -> str:
     """How a run ended, in a few words for ``log --graph`` ("" for a notebook's)."""
-    if any(s.trigger == "cell" for s in snaps):
-        return ""
-    if info.get("ended_by") == "exit":
-        return f", exit {info['exit_status']}" if info.get("exit_status") is not None else ", ended"
-    if info.get("ended_by") == "exception":
-        return ", crashed"
-    if info.get("running"):
-        return ", running"
-    if info.get("running") is None:
-        return ", no exit snapshot"
     last = snaps[-1].summary if snaps else None
-    if last is not None and last.trigger == "signal" and last.signal:
-        return f", ended at {last.signal}"
-    return ", killed?"
+    ending = _ending(info, last.trigger if last else None, any(s.trigger == "cell" for s in snaps))
+    if ending == "exit":
+        return f", exit {info['exit_status']}" if info.get("exit_status") is not None else ", ended"
+    if ending == "signal" and last is not None:
+        return f", ended at {last.signal or 'a signal'}"
+    words = {"exception": ", crashed", "running": ", running", "unseen": ", no exit snapshot", "killed": ", killed?"}
+    return words.get(ending or "", "")
 
 
 def _branches(snaps: list[SnapshotInfo]) -> list[tuple[str, str]]:
@@ -663,19 +673,22 @@ def _mark_last_resumable(rows: list[dict[str, Any]]) -> None:
 
 def _end_notes(rows: list[dict[str, Any]]) -> list[str]:
     """Of a run with no exit (or exception) snapshot: whether it still runs, or how it ended,
-    and the snapshot that resumes it. Not of a notebook's (its kernel takes no exit snapshot)."""
+    and the snapshot that resumes it (``_ending``)."""
     info = rows[-1].get("run_info")
-    if info is None or info["ended_by"] or any(row["trigger"] == "cell" for row in rows):
+    if info is None:
         return []
-    pid, host, running = info["pid"], info["host"], info["running"]
-    if running:
+    ending = _ending(info, rows[-1]["trigger"], any(row["trigger"] == "cell" for row in rows))
+    if ending in (None, "exit", "exception"):
+        return []
+    pid, host = info["pid"], info["host"]
+    if ending == "running":
         return [f"the run is still running (pid {pid})"]
     resumable = [row for row in rows if row["resumable"]]
     resume = f"; `relive resume {resumable[-1]['id'][:12]}` continues it" if resumable else ""
-    if running is None:
+    if ending == "unseen":
         on = f" on {host}" if host != socket.gethostname() else ""
         return [f"no exit snapshot: the run may still be running{on} (pid {pid}), or it was killed{resume}"]
-    if rows[-1]["trigger"] == "signal":
+    if ending == "signal":
         return [f"the run ended after its {rows[-1].get('signal', 'signal')} snapshot, with no exit snapshot "
                 f"(the signal, or a kill after it, ended it){resume}"]
     return ["the run ended without an exit snapshot (killed: SIGKILL, out of memory, a time limit; or "
